@@ -1,0 +1,521 @@
+//! Verification of a presented chain against a named trust bundle: chain building with
+//! intermediates, validity time, extended key usage, key usage, path length and CRLs (including
+//! CRLs issued by intermediates).
+//!
+//! The result is a [`Verdict`]. A [`VerifiedChain`] can only be made here, so code that demands one
+//! cannot be handed an unverified certificate by mistake (design.md invariant 2).
+
+use std::fmt;
+
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use serde::Serialize;
+use webpki::{
+    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
+    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer as _;
+
+use crate::error::{Error, Origin, Result};
+use crate::identity::CertHash;
+
+/// What a certificate is being verified for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// TLS client authentication (EKU clientAuth).
+    Client,
+    /// TLS server authentication (EKU serverAuth).
+    Server,
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        })
+    }
+}
+
+/// How a missing CRL for some certificate in the chain is treated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnknownRevocation {
+    /// A certificate whose issuer has no CRL in the bundle is accepted (the default: CRLs are
+    /// often published by the root only).
+    #[default]
+    Allow,
+    /// Every certificate in the chain must be covered by a CRL.
+    Deny,
+}
+
+/// Trust anchors plus CRLs under one name (`[[trust]]` in the config).
+pub struct TrustBundle {
+    name: String,
+    anchors: Vec<TrustAnchor<'static>>,
+    anchor_certs: Vec<CertificateDer<'static>>,
+    crls: Vec<CertRevocationList<'static>>,
+    unknown_revocation: UnknownRevocation,
+    algorithms: &'static [&'static dyn SignatureVerificationAlgorithm],
+}
+
+impl fmt::Debug for TrustBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustBundle")
+            .field("name", &self.name)
+            .field("anchors", &self.anchors.len())
+            .field("crls", &self.crls.len())
+            .finish()
+    }
+}
+
+/// A CRL as read from a file, before it joins a bundle.
+#[derive(Debug)]
+pub struct LoadedCrl {
+    crl: OwnedCertRevocationList,
+    /// Number of revoked serials.
+    pub revoked: usize,
+}
+
+/// Parses a CRL (PEM `X509 CRL` or DER).
+pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
+    let der = if crate::pem::looks_like_pem(bytes) {
+        let blocks = crate::pem::parse(bytes).map_err(|error| Error::Pem {
+            origin: origin.clone(),
+            error,
+        })?;
+        match blocks.into_iter().find(|b| b.label == "X509 CRL") {
+            Some(b) => b.der,
+            None => {
+                return Err(Error::BadCrl {
+                    origin: origin.clone(),
+                    reason: "no `X509 CRL` PEM block".to_owned(),
+                });
+            }
+        }
+    } else {
+        bytes.to_vec()
+    };
+    let crl = OwnedCertRevocationList::from_der(&der).map_err(|e| Error::BadCrl {
+        origin: origin.clone(),
+        reason: format!("{e:?}"),
+    })?;
+    let revoked = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+        .map(|(_, c)| c.iter_revoked_certificates().count())
+        .unwrap_or(0);
+    Ok(LoadedCrl { crl, revoked })
+}
+
+impl TrustBundle {
+    /// Builds a bundle from CA certificates and CRLs. Every CA must be usable as an anchor.
+    pub fn new(
+        name: &str,
+        cas: Vec<CertificateDer<'static>>,
+        crls: Vec<LoadedCrl>,
+        unknown_revocation: UnknownRevocation,
+    ) -> Result<Self> {
+        if cas.is_empty() {
+            return Err(Error::Trust {
+                name: name.to_owned(),
+                reason: "no CA certificates".to_owned(),
+            });
+        }
+        let mut anchors = Vec::with_capacity(cas.len());
+        for (i, ca) in cas.iter().enumerate() {
+            let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| Error::Trust {
+                name: name.to_owned(),
+                reason: format!("CA certificate #{} cannot be a trust anchor: {e:?}", i + 1),
+            })?;
+            anchors.push(anchor.to_owned());
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            anchors,
+            anchor_certs: cas,
+            crls: crls
+                .into_iter()
+                .map(|c| CertRevocationList::Owned(c.crl))
+                .collect(),
+            unknown_revocation,
+            algorithms: rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms
+                .all,
+        })
+    }
+
+    /// The bundle's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The CA certificates.
+    pub fn ca_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.anchor_certs
+    }
+
+    /// Number of CRLs.
+    pub fn crl_count(&self) -> usize {
+        self.crls.len()
+    }
+
+    /// Verifies `chain` (leaf first, then any intermediates the peer sent) for `purpose` at `now`.
+    pub fn verify(&self, chain: &[CertificateDer<'_>], purpose: Purpose, now: UnixTime) -> Verdict {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return reject(Reason::Malformed, "no certificate was presented".to_owned());
+        };
+        if intermediates.len() >= crate::credential::MAX_CHAIN_LEN {
+            return reject(
+                Reason::PathTooLong,
+                format!(
+                    "the chain has {} certificates; at most {} are accepted",
+                    chain.len(),
+                    crate::credential::MAX_CHAIN_LEN
+                ),
+            );
+        }
+        let ee = match EndEntityCert::try_from(leaf) {
+            Ok(ee) => ee,
+            Err(e) => return reject_webpki(&e),
+        };
+        let usage = match purpose {
+            Purpose::Client => KeyUsage::client_auth(),
+            Purpose::Server => KeyUsage::server_auth(),
+        };
+        let crl_refs: Vec<&CertRevocationList<'_>> = self.crls.iter().collect();
+        let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+            b.with_depth(RevocationCheckDepth::Chain)
+                .with_status_policy(match self.unknown_revocation {
+                    UnknownRevocation::Allow => UnknownStatusPolicy::Allow,
+                    UnknownRevocation::Deny => UnknownStatusPolicy::Deny,
+                })
+                .with_expiration_policy(ExpirationPolicy::Enforce)
+                .build()
+        });
+        let path = match ee.verify_for_usage(
+            self.algorithms,
+            &self.anchors,
+            intermediates,
+            now,
+            usage,
+            revocation,
+            None,
+        ) {
+            Ok(path) => path,
+            Err(e) => return reject_webpki(&e),
+        };
+        // webpki checks EKU but not the keyUsage bits; RFC 5280 §4.2.1.3 says they bind too.
+        if let Err(r) = check_key_usage(leaf, purpose) {
+            return Verdict::Rejected(r);
+        }
+        for ca in path.intermediate_certificates() {
+            if let Err(r) = check_ca_key_usage(ca.der().as_ref()) {
+                return Verdict::Rejected(r);
+            }
+        }
+        let anchor_subject = anchor_name(path.anchor());
+        Verdict::Verified(VerifiedChain {
+            trust: self.name.clone(),
+            chain_len: 2 + path.intermediate_certificates().count(),
+            anchor: anchor_subject,
+            leaf: CertHash::of(leaf.as_ref()),
+        })
+    }
+}
+
+fn anchor_name(anchor: &TrustAnchor<'_>) -> String {
+    // The anchor subject is the DER *contents* of the Name SEQUENCE; wrap it to parse it.
+    let content = anchor.subject.as_ref();
+    let mut der = vec![0x30];
+    let len = content.len();
+    if len < 0x80 {
+        der.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        der.push(0x80 | (bytes.len() - skip) as u8);
+        der.extend_from_slice(&bytes[skip..]);
+    }
+    der.extend_from_slice(content);
+    x509_parser::x509::X509Name::from_der(&der)
+        .map(|(_, n)| crate::dn::rfc4514(&n))
+        .unwrap_or_default()
+}
+
+fn check_key_usage(leaf: &CertificateDer<'_>, purpose: Purpose) -> Result<(), Rejection> {
+    let Ok((_, cert)) = X509Certificate::from_der(leaf.as_ref()) else {
+        return Err(Rejection::new(
+            Reason::Malformed,
+            "the certificate does not parse".to_owned(),
+        ));
+    };
+    let ku = match cert.key_usage() {
+        Ok(Some(ku)) => *ku.value,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            return Err(Rejection::new(
+                Reason::Malformed,
+                format!("bad keyUsage extension: {e}"),
+            ));
+        }
+    };
+    let ok = match purpose {
+        Purpose::Client => ku.digital_signature(),
+        Purpose::Server => ku.digital_signature() || ku.key_encipherment() || ku.key_agreement(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            Reason::KeyUsage,
+            format!(
+                "the certificate's keyUsage does not allow TLS {purpose} authentication (needs digitalSignature)"
+            ),
+        ))
+    }
+}
+
+fn check_ca_key_usage(der: &[u8]) -> Result<(), Rejection> {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Err(Rejection::new(
+            Reason::Malformed,
+            "an intermediate does not parse".to_owned(),
+        ));
+    };
+    match cert.key_usage() {
+        Ok(Some(ku)) if !ku.value.key_cert_sign() => Err(Rejection::new(
+            Reason::KeyUsage,
+            format!(
+                "intermediate CA {} has a keyUsage without keyCertSign",
+                crate::dn::rfc4514(cert.subject())
+            ),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(Rejection::new(
+            Reason::Malformed,
+            format!("bad keyUsage extension: {e}"),
+        )),
+    }
+}
+
+/// The outcome of [`TrustBundle::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The chain verified.
+    Verified(VerifiedChain),
+    /// It did not, and why.
+    Rejected(Rejection),
+}
+
+impl Verdict {
+    /// The verified chain, if any.
+    pub fn verified(&self) -> Option<&VerifiedChain> {
+        match self {
+            Self::Verified(v) => Some(v),
+            Self::Rejected(_) => None,
+        }
+    }
+}
+
+/// Proof that a chain verified against a trust bundle. Only this module constructs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifiedChain {
+    trust: String,
+    chain_len: usize,
+    anchor: String,
+    leaf: CertHash,
+}
+
+impl VerifiedChain {
+    /// Name of the trust bundle it verified against.
+    pub fn trust(&self) -> &str {
+        &self.trust
+    }
+
+    /// Length of the verified path including the anchor.
+    pub fn chain_len(&self) -> usize {
+        self.chain_len
+    }
+
+    /// RFC 4514 subject of the trust anchor that the chain ends in.
+    pub fn anchor(&self) -> &str {
+        &self.anchor
+    }
+
+    /// Hash of the verified leaf.
+    pub fn leaf(&self) -> CertHash {
+        self.leaf
+    }
+}
+
+/// Why verification failed: a machine-readable [`Reason`] and a human sentence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Machine-readable reason.
+    pub reason: Reason,
+    /// A sentence for people.
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: Reason, detail: String) -> Self {
+        Self { reason, detail }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.code(), self.detail)
+    }
+}
+
+/// Machine-readable verification failure reasons (stable strings via [`Reason::code`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reason {
+    /// A certificate in the chain has expired.
+    Expired,
+    /// A certificate in the chain is not valid yet.
+    NotYetValid,
+    /// The chain does not reach a trust anchor (self-signed or unknown issuer).
+    UnknownIssuer,
+    /// A certificate in the chain is revoked.
+    Revoked,
+    /// No CRL covers a certificate and the bundle requires one.
+    RevocationUnknown,
+    /// A CRL in the bundle is past its nextUpdate.
+    CrlExpired,
+    /// The extended key usage does not allow this purpose.
+    WrongUsage,
+    /// The keyUsage bits do not allow this purpose.
+    KeyUsage,
+    /// The chain is longer than allowed, or a pathLenConstraint is violated.
+    PathTooLong,
+    /// A signature in the chain does not verify.
+    BadSignature,
+    /// A critical extension we do not understand.
+    UnsupportedCriticalExtension,
+    /// A CA certificate was presented as the leaf, or a leaf used as a CA.
+    WrongCertificateType,
+    /// An algorithm we do not support.
+    UnsupportedAlgorithm,
+    /// The certificate does not parse.
+    Malformed,
+    /// Anything else webpki reports.
+    Other,
+}
+
+impl Reason {
+    /// The stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::Revoked => "revoked",
+            Self::RevocationUnknown => "revocation_unknown",
+            Self::CrlExpired => "crl_expired",
+            Self::WrongUsage => "wrong_usage",
+            Self::KeyUsage => "key_usage",
+            Self::PathTooLong => "path_too_long",
+            Self::BadSignature => "bad_signature",
+            Self::UnsupportedCriticalExtension => "unsupported_critical_extension",
+            Self::WrongCertificateType => "wrong_certificate_type",
+            Self::UnsupportedAlgorithm => "unsupported_algorithm",
+            Self::Malformed => "malformed",
+            Self::Other => "other",
+        }
+    }
+}
+
+fn reject(reason: Reason, detail: String) -> Verdict {
+    Verdict::Rejected(Rejection::new(reason, detail))
+}
+
+fn fmt_time(t: UnixTime) -> String {
+    let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (unix)"))
+}
+
+#[allow(deprecated)] // webpki still returns the context-free variants in some paths.
+fn reject_webpki(e: &webpki::Error) -> Verdict {
+    use webpki::Error as E;
+    let (reason, detail) = match e {
+        E::CertExpired { not_after, .. } => (
+            Reason::Expired,
+            format!(
+                "a certificate in the chain expired at {}",
+                fmt_time(*not_after)
+            ),
+        ),
+        E::CertNotValidYet { not_before, .. } => (
+            Reason::NotYetValid,
+            format!(
+                "a certificate in the chain is not valid before {}",
+                fmt_time(*not_before)
+            ),
+        ),
+        E::UnknownIssuer => (
+            Reason::UnknownIssuer,
+            "the certificate is not issued by a trusted CA (self-signed or unknown issuer)"
+                .to_owned(),
+        ),
+        E::CertRevoked => (
+            Reason::Revoked,
+            "the certificate or one of its issuers is revoked".to_owned(),
+        ),
+        E::UnknownRevocationStatus => (
+            Reason::RevocationUnknown,
+            "no CRL covers a certificate in the chain".to_owned(),
+        ),
+        E::CrlExpired { next_update, .. } => (
+            Reason::CrlExpired,
+            format!(
+                "the CRL expired at {}; publish a new one",
+                fmt_time(*next_update)
+            ),
+        ),
+        E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => (
+            Reason::WrongUsage,
+            "the certificate's extended key usage does not allow this purpose".to_owned(),
+        ),
+        E::PathLenConstraintViolated
+        | E::MaximumPathDepthExceeded
+        | E::MaximumPathBuildCallsExceeded
+        | E::MaximumSignatureChecksExceeded => (
+            Reason::PathTooLong,
+            format!("the chain is too long ({e:?})"),
+        ),
+        E::InvalidSignatureForPublicKey | E::InvalidCrlSignatureForPublicKey => (
+            Reason::BadSignature,
+            "a signature in the chain does not verify".to_owned(),
+        ),
+        E::UnsupportedCriticalExtension => (
+            Reason::UnsupportedCriticalExtension,
+            "a certificate has a critical extension certgate does not understand".to_owned(),
+        ),
+        E::CaUsedAsEndEntity | E::EndEntityUsedAsCa => (
+            Reason::WrongCertificateType,
+            format!("wrong certificate type: {e:?}"),
+        ),
+        E::UnsupportedSignatureAlgorithm
+        | E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKey
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => (
+            Reason::UnsupportedAlgorithm,
+            format!("unsupported signature algorithm ({e:?})"),
+        ),
+        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::UnsupportedCertVersion => (
+            Reason::Malformed,
+            format!("the certificate is malformed or of an unsupported version ({e:?})"),
+        ),
+        other => (Reason::Other, format!("{other:?}")),
+    };
+    reject(reason, detail)
+}

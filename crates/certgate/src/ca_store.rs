@@ -1,0 +1,383 @@
+//! The small CA's directory: plain files a person can read.
+//!
+//! ```text
+//! DIR/ca.pem        the CA certificate (0644)
+//! DIR/ca.key        its private key, PKCS#8 PEM (0600)
+//! DIR/index.tsv     one line per issued certificate: status, serial, expiry, revocation, subject
+//! DIR/crlnumber     the number of the next CRL
+//! DIR/certs/S.pem   a copy of every issued certificate, by serial
+//! ```
+//!
+//! Commands that change the index hold `DIR/.lock` (created exclusively) while they run.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use certgate_pki::ca::{self, Ca, Issued, KeyType, LeafKind, LeafRequest, Reason, Revoked};
+use certgate_pki::{Identity, Origin, credential};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::files;
+
+const INDEX_HEADER: &str = "# certgate CA index: one line per issued certificate (tab-separated).\n\
+# status (V valid, R revoked)\tserial\tnot_after\trevoked_at\treason\tkind\tsubject\n";
+
+/// One line of `index.tsv`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// Expiry.
+    pub not_after: OffsetDateTime,
+    /// Revocation time and reason, if revoked.
+    pub revoked: Option<(OffsetDateTime, Reason)>,
+    /// `server` or `client`.
+    pub kind: String,
+    /// RFC 4514 subject.
+    pub subject: String,
+}
+
+/// The CA directory.
+#[derive(Debug)]
+pub struct CaDir {
+    dir: PathBuf,
+}
+
+/// Files written by [`CaDir::issue`].
+#[derive(Debug)]
+pub struct IssuedFiles {
+    /// The certificate.
+    pub cert: PathBuf,
+    /// The private key (0600).
+    pub key: PathBuf,
+    /// The PKCS#12 bundle and where its password is, when asked for.
+    pub p12: Option<(PathBuf, PathBuf)>,
+    /// The certificate's serial.
+    pub serial: String,
+}
+
+fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+impl CaDir {
+    /// A CA directory at `dir` (not yet checked).
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the CA certificate.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.dir.join("index.tsv")
+    }
+
+    /// True when the directory already holds a CA.
+    pub fn exists(&self) -> bool {
+        self.key_path().exists() || self.ca_cert_path().exists()
+    }
+
+    /// Creates a new CA. Refuses to overwrite an existing one.
+    pub fn init(&self, name: &str, days: u32, key_type: KeyType) -> Result<Identity> {
+        if self.exists() {
+            bail!(
+                "`{}` already holds a CA (ca.pem/ca.key); refusing to overwrite it",
+                self.dir.display()
+            );
+        }
+        fs::create_dir_all(self.dir.join("certs"))
+            .with_context(|| format!("cannot create `{}`", self.dir.display()))?;
+        let root = ca::create_root(name, days, key_type, OffsetDateTime::now_utc())?;
+        files::write_secret(&self.key_path(), root.key_pem.as_bytes())
+            .with_context(|| format!("cannot write `{}`", self.key_path().display()))?;
+        files::write_public(&self.ca_cert_path(), root.cert_pem.as_bytes())
+            .with_context(|| format!("cannot write `{}`", self.ca_cert_path().display()))?;
+        files::write_public(&self.index_path(), INDEX_HEADER.as_bytes())?;
+        files::write_public(&self.dir.join("crlnumber"), b"1\n")?;
+        Identity::from_der(&root.cert_der).map_err(|e| anyhow!(e.0))
+    }
+
+    /// Loads the CA certificate and key.
+    pub fn open(&self) -> Result<Ca> {
+        if !self.exists() {
+            bail!(
+                "`{}` holds no CA; create one with: certgate ca init --dir {}",
+                self.dir.display(),
+                self.dir.display()
+            );
+        }
+        let cert_path = self.ca_cert_path();
+        let cert_bytes = files::read(&cert_path)?;
+        let certs = credential::parse_certificates(&cert_bytes, &Origin::file(&cert_path))?;
+        let key_bytes = files::read(&self.key_path())?;
+        let key_pem = String::from_utf8(key_bytes)
+            .map_err(|_| anyhow!("`{}` is not PEM text", self.key_path().display()))?;
+        let cert = certs
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("`{}` is empty", cert_path.display()))?;
+        Ok(Ca::new(cert, &key_pem)?)
+    }
+
+    fn lock(&self) -> Result<Lock> {
+        let path = self.dir.join(".lock");
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    anyhow!(
+                        "another certgate ca command is using `{}` (if none is running, remove `{}`)",
+                        self.dir.display(),
+                        path.display()
+                    )
+                } else {
+                    anyhow!("cannot lock `{}`: {e}", path.display())
+                }
+            })?;
+        Ok(Lock(path))
+    }
+
+    /// Reads `index.tsv`.
+    pub fn index(&self) -> Result<Vec<Entry>> {
+        let path = self.index_path();
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let bad = || anyhow!("`{}` line {}: malformed index line", path.display(), n + 1);
+            let f: Vec<&str> = line.split('\t').collect();
+            let [status, serial, not_after, revoked_at, reason, kind, subject] = f[..] else {
+                return Err(bad());
+            };
+            let not_after = OffsetDateTime::parse(not_after, &Rfc3339).map_err(|_| bad())?;
+            let revoked = match status {
+                "V" => None,
+                "R" => Some((
+                    OffsetDateTime::parse(revoked_at, &Rfc3339).map_err(|_| bad())?,
+                    Reason::parse(reason).ok_or_else(bad)?,
+                )),
+                _ => return Err(bad()),
+            };
+            out.push(Entry {
+                serial: serial.to_owned(),
+                not_after,
+                revoked,
+                kind: kind.to_owned(),
+                subject: subject.to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn write_index(&self, entries: &[Entry]) -> Result<()> {
+        let mut text = String::from(INDEX_HEADER);
+        for e in entries {
+            let (status, at, reason) = match &e.revoked {
+                None => ("V", "-".to_owned(), "-"),
+                Some((t, r)) => ("R", fmt_time(*t), r.name()),
+            };
+            // Tabs and newlines cannot appear in RFC 4514 output unescaped, but be safe.
+            let subject = e.subject.replace(['\t', '\n'], " ");
+            let _ = writeln!(
+                text,
+                "{status}\t{}\t{}\t{at}\t{reason}\t{}\t{subject}",
+                e.serial,
+                fmt_time(e.not_after),
+                e.kind
+            );
+        }
+        files::write_public(&self.index_path(), text.as_bytes())
+            .with_context(|| format!("cannot write `{}`", self.index_path().display()))
+    }
+
+    /// Issues a certificate and writes `PREFIX.pem`, `PREFIX.key` and optionally `PREFIX.p12`.
+    pub fn issue(
+        &self,
+        req: &LeafRequest,
+        out_prefix: &Path,
+        p12_password: Option<Option<String>>,
+    ) -> Result<IssuedFiles> {
+        let ca = self.open()?;
+        let _lock = self.lock()?;
+        let issued: Issued = ca.issue(req, OffsetDateTime::now_utc())?;
+        let identity = Identity::from_der(&issued.cert_der).map_err(|e| anyhow!(e.0))?;
+        let mut entries = self.index()?;
+        entries.push(Entry {
+            serial: issued.serial.clone(),
+            not_after: identity.not_after,
+            revoked: None,
+            kind: match req.kind {
+                LeafKind::Server => "server",
+                LeafKind::Client => "client",
+            }
+            .to_owned(),
+            subject: identity.subject.clone(),
+        });
+        if let Some(parent) = out_prefix.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create `{}`", parent.display()))?;
+        }
+        let cert = with_ext(out_prefix, "pem");
+        let key = with_ext(out_prefix, "key");
+        files::write_secret(&key, issued.key_pem.as_bytes())
+            .with_context(|| format!("cannot write `{}`", key.display()))?;
+        files::write_public(&cert, issued.cert_pem.as_bytes())
+            .with_context(|| format!("cannot write `{}`", cert.display()))?;
+        fs::create_dir_all(self.dir.join("certs"))?;
+        files::write_public(
+            &self
+                .dir
+                .join("certs")
+                .join(format!("{}.pem", issued.serial)),
+            issued.cert_pem.as_bytes(),
+        )?;
+        let p12 = match p12_password {
+            None => None,
+            Some(given) => {
+                let p12_path = with_ext(out_prefix, "p12");
+                let pass_path = with_ext(out_prefix, "p12.password");
+                let password = match given {
+                    Some(p) => p,
+                    None => {
+                        let p = random_password()?;
+                        files::write_secret(&pass_path, format!("{p}\n").as_bytes())?;
+                        p
+                    }
+                };
+                let chain = [issued.cert_der.clone(), ca.certificate().clone()];
+                let bytes = ca::write_pkcs12(&issued.key_der, &chain, &req.name, &password)?;
+                files::write_secret(&p12_path, &bytes)
+                    .with_context(|| format!("cannot write `{}`", p12_path.display()))?;
+                Some((p12_path, pass_path))
+            }
+        };
+        self.write_index(&entries)?;
+        Ok(IssuedFiles {
+            cert,
+            key,
+            p12,
+            serial: issued.serial,
+        })
+    }
+
+    /// Marks a certificate revoked, by serial or by certificate file. Returns the entry.
+    pub fn revoke(&self, what: &str, reason: Reason) -> Result<Entry> {
+        let _ca = self.open()?;
+        let _lock = self.lock()?;
+        let serial = if Path::new(what).is_file() {
+            let bytes = files::read(Path::new(what))?;
+            let certs = credential::parse_certificates(&bytes, &Origin::file(what))?;
+            let first = certs
+                .first()
+                .ok_or_else(|| anyhow!("`{what}` holds no certificate"))?;
+            Identity::from_der(first).map_err(|e| anyhow!(e.0))?.serial
+        } else {
+            let cleaned: String = what
+                .chars()
+                .filter(|c| *c != ':')
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if cleaned.is_empty() || !cleaned.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("`{what}` is neither a certificate file nor a hex serial number");
+            }
+            cleaned.trim_start_matches('0').to_owned()
+        };
+        let mut entries = self.index()?;
+        let entry = entries
+            .iter_mut()
+            .find(|e| e.serial.trim_start_matches('0') == serial.trim_start_matches('0'))
+            .ok_or_else(|| {
+                anyhow!(
+                    "serial {serial} was not issued by the CA in `{}`",
+                    self.dir.display()
+                )
+            })?;
+        if let Some((at, _)) = entry.revoked {
+            bail!(
+                "serial {serial} ({}) was already revoked at {}",
+                entry.subject,
+                fmt_time(at)
+            );
+        }
+        entry.revoked = Some((OffsetDateTime::now_utc(), reason));
+        let done = entry.clone();
+        self.write_index(&entries)?;
+        Ok(done)
+    }
+
+    /// Signs a CRL of every revoked certificate, writes it to `out`, and bumps `crlnumber`.
+    pub fn crl(&self, out: &Path, days: u32) -> Result<usize> {
+        let ca = self.open()?;
+        let _lock = self.lock()?;
+        let number_path = self.dir.join("crlnumber");
+        let number: u64 = fs::read_to_string(&number_path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1);
+        let revoked: Vec<Revoked> = self
+            .index()?
+            .into_iter()
+            .filter_map(|e| {
+                e.revoked.map(|(time, reason)| Revoked {
+                    serial: e.serial,
+                    time,
+                    reason: Some(reason),
+                })
+            })
+            .collect();
+        let pem = ca.crl(&revoked, number, OffsetDateTime::now_utc(), days)?;
+        files::write_public(out, pem.as_bytes())
+            .with_context(|| format!("cannot write `{}`", out.display()))?;
+        files::write_public(&number_path, format!("{}\n", number + 1).as_bytes())?;
+        Ok(revoked.len())
+    }
+}
+
+struct Lock(PathBuf);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// 24 random characters from an unambiguous alphabet.
+pub fn random_password() -> Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 24];
+    ca::random_bytes(&mut bytes)?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
+}

@@ -1,0 +1,199 @@
+//! Command-line arguments. Names here are a stable contract (design.md §4): tests and users
+//! depend on them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Certificate identity for self-hosted services.
+///
+/// certgate terminates and originates mutual TLS, runs a small CA for people who have none, and
+/// inspects and verifies certificates, keys, PKCS#12 files, CRLs and CSRs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "certgate",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a dev PKI (CA, server and client certificates) and a config, and print how to use them.
+    Quickstart(QuickstartArgs),
+    /// Validate a config file and every file it references; report every error at once.
+    Check(CheckArgs),
+    /// The small CA: init, issue, revoke, crl.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Describe certificates, chains, keys, PKCS#12 files, CRLs and CSRs; optionally verify them.
+    Inspect(InspectArgs),
+}
+
+/// `certgate quickstart`.
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Where to put the dev PKI and config. Reused on later runs.
+    #[arg(long, default_value = "certgate-quickstart", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print a JSON summary instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `certgate check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The config file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Print a JSON summary instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Key algorithms for new keys.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KeyTypeArg {
+    /// ECDSA P-256 (default).
+    #[value(name = "ecdsa-p256")]
+    EcdsaP256,
+    /// Ed25519.
+    Ed25519,
+    /// RSA 3072.
+    Rsa3072,
+}
+
+/// `certgate ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a CA in a new directory (ca.pem, ca.key with mode 0600, index.tsv, crlnumber).
+    Init {
+        /// The CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "certgate CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// Key algorithm.
+        #[arg(long, value_enum, default_value = "ecdsa-p256")]
+        key_type: KeyTypeArg,
+    },
+    /// Issue a server or client certificate with a fresh key.
+    Issue(IssueArgs),
+    /// Revoke a certificate by serial (hex) or by its certificate file.
+    Revoke {
+        /// The CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Serial number (hex, colons allowed) or a certificate file.
+        #[arg(value_name = "SERIAL|CERT_FILE")]
+        what: String,
+        /// Why: unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
+        /// cessation-of-operation, privilege-withdrawn.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Sign a CRL of every revoked certificate.
+    Crl {
+        /// The CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Where to write the CRL (PEM). Default: DIR/crl.pem.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Days until nextUpdate: verifiers reject the CRL after that, so publish a new one before.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+}
+
+/// `certgate ca issue`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["server", "client"])))]
+pub struct IssueArgs {
+    /// The CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Issue a TLS server certificate (EKU serverAuth). NAME is also its DNS name unless --dns/--ip.
+    #[arg(long)]
+    pub server: bool,
+    /// Issue a TLS client certificate (EKU clientAuth).
+    #[arg(long)]
+    pub client: bool,
+    /// The certificate's common name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// DNS subject alternative name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub dns: Vec<String>,
+    /// IP address subject alternative name (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Vec<std::net::IpAddr>,
+    /// URI subject alternative name, e.g. a SPIFFE ID (repeatable).
+    #[arg(long, value_name = "URI")]
+    pub uri: Vec<String>,
+    /// Email subject alternative name (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub email: Vec<String>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Key algorithm of the new key.
+    #[arg(long, value_enum, default_value = "ecdsa-p256")]
+    pub key_type: KeyTypeArg,
+    /// Output prefix: writes PREFIX.pem and PREFIX.key (0600). Default: DIR/NAME.
+    #[arg(long, value_name = "PREFIX")]
+    pub out: Option<PathBuf>,
+    /// Also write PREFIX.p12 (PKCS#12 with the CA certificate), for browsers, Java and curl.
+    #[arg(long)]
+    pub p12: bool,
+    /// Password for the .p12 (first line of the file). Without it a random one is written to
+    /// PREFIX.p12.password (0600).
+    #[arg(long, value_name = "FILE", requires = "p12")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// Purposes a certificate can be verified for.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PurposeArg {
+    /// TLS client authentication.
+    Client,
+    /// TLS server authentication.
+    Server,
+}
+
+/// `certgate inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Files to describe (PEM or DER certificates, keys, PKCS#12, CRLs, CSRs).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Verify the certificates in each file against these CA certificates (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Vec<PathBuf>,
+    /// CRLs to check revocation against (repeatable; needs --ca).
+    #[arg(long, value_name = "FILE", requires = "ca")]
+    pub crl: Vec<PathBuf>,
+    /// What to verify for.
+    #[arg(long, value_enum, default_value = "client", requires = "ca")]
+    pub purpose: PurposeArg,
+    /// Password for encrypted keys and PKCS#12 files: first line of this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// Password for encrypted keys and PKCS#12 files: this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}

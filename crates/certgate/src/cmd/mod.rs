@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod ca;
+pub mod check;
+pub mod inspect;
+pub mod quickstart;

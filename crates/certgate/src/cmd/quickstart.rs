@@ -1,0 +1,243 @@
+//! `certgate quickstart [--dir DIR]`: a dev PKI and a config that work out of the box.
+//!
+//! Creates (or reuses) a CA, a server certificate for localhost, a client certificate (also as
+//! PKCS#12), a CRL and `certgate.toml`, proves they fit together (config check, verification of
+//! both certificates against the CA) and prints what it made and how to use it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use certgate_pki::ca::{KeyType, LeafKind, LeafRequest};
+use certgate_pki::{Identity, Origin, Purpose, credential};
+use rustls_pki_types::UnixTime;
+use serde::Serialize;
+
+use crate::ca_store::CaDir;
+use crate::cli::QuickstartArgs;
+use crate::{config, files};
+
+const CONFIG: &str = r#"# certgate configuration written by `certgate quickstart`.
+# Every key is documented in docs/config.md. Paths are relative to this file.
+version = 1
+
+# The certificate certgate presents to clients (localhost, 127.0.0.1, ::1).
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+
+# A client identity, here as a PKCS#12 bundle whose password is in a file.
+[[identity]]
+name = "client"
+pkcs12 = "client.p12"
+password_file = "client.p12.password"
+
+# Client certificates are trusted when they chain to the quickstart CA and are not revoked.
+[[trust]]
+name = "clients"
+ca = ["ca/ca.pem"]
+crl = ["ca/crl.pem"]
+"#;
+
+/// Certificates closer to expiry than this are re-issued on the next run.
+const RENEW_BEFORE_DAYS: i64 = 7;
+
+#[derive(Serialize)]
+struct Summary {
+    dir: String,
+    created: Vec<String>,
+    reused: Vec<String>,
+    ca: String,
+    server: String,
+    client: String,
+    client_p12: String,
+    crl: String,
+    config: String,
+}
+
+pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let mut created = Vec::new();
+    let mut reused = Vec::new();
+
+    let ca = CaDir::new(&dir.join("ca"));
+    if ca.exists() {
+        reused.push("CA".to_owned());
+    } else {
+        ca.init("certgate quickstart CA", 3650, KeyType::EcdsaP256)?;
+        created.push("CA".to_owned());
+    }
+    let server_prefix = dir.join("server");
+    if usable(&server_prefix, Purpose::Server, &ca)? {
+        reused.push("server certificate".to_owned());
+    } else {
+        let req = LeafRequest {
+            kind: LeafKind::Server,
+            name: "localhost".to_owned(),
+            dns: vec!["localhost".to_owned()],
+            ip: vec!["127.0.0.1".parse()?, "::1".parse()?],
+            uri: vec![],
+            email: vec![],
+            days: 365,
+            key_type: KeyType::EcdsaP256,
+        };
+        ca.issue(&req, &server_prefix, None)?;
+        created.push("server certificate".to_owned());
+    }
+    let client_prefix = dir.join("client");
+    if usable(&client_prefix, Purpose::Client, &ca)? && client_prefix.with_extension("p12").exists()
+    {
+        reused.push("client certificate".to_owned());
+    } else {
+        let req = LeafRequest {
+            kind: LeafKind::Client,
+            name: "quickstart-client".to_owned(),
+            dns: vec![],
+            ip: vec![],
+            uri: vec!["spiffe://quickstart.certgate.local/client".to_owned()],
+            email: vec![],
+            days: 365,
+            key_type: KeyType::EcdsaP256,
+        };
+        // Remove a stale password file so a fresh one is generated with the new bundle.
+        let _ = std::fs::remove_file(client_prefix.with_extension("p12.password"));
+        ca.issue(&req, &client_prefix, Some(None))?;
+        created.push("client certificate".to_owned());
+    }
+    // A fresh CRL every run: it is cheap and keeps nextUpdate in the future.
+    let crl = ca.dir().join("crl.pem");
+    ca.crl(&crl, 30)?;
+
+    let config_path = dir.join("certgate.toml");
+    if config_path.exists() {
+        reused.push("config".to_owned());
+    } else {
+        files::write_public(&config_path, CONFIG.as_bytes())
+            .with_context(|| format!("cannot write `{}`", config_path.display()))?;
+        created.push("config".to_owned());
+    }
+    // Prove the pieces fit: the config resolves (files load, keys decrypt and match).
+    let cfg = config::load(&config_path)?;
+
+    let summary = Summary {
+        dir: dir.display().to_string(),
+        created,
+        reused,
+        ca: ca.ca_cert_path().display().to_string(),
+        server: server_prefix.with_extension("pem").display().to_string(),
+        client: client_prefix.with_extension("pem").display().to_string(),
+        client_p12: client_prefix.with_extension("p12").display().to_string(),
+        crl: crl.display().to_string(),
+        config: config_path.display().to_string(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_human(&summary, dir, &cfg);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// True when `PREFIX.pem`/`PREFIX.key` exist, load, match, verify against the CA for `purpose`
+/// and are not about to expire.
+fn usable(prefix: &Path, purpose: Purpose, ca: &CaDir) -> Result<bool> {
+    let cert_path = prefix.with_extension("pem");
+    let key_path = prefix.with_extension("key");
+    if !cert_path.exists() || !key_path.exists() {
+        return Ok(false);
+    }
+    let load = || -> Result<bool> {
+        let certs =
+            credential::parse_certificates(&files::read(&cert_path)?, &Origin::file(&cert_path))?;
+        let key = credential::parse_private_key(
+            &files::read(&key_path)?,
+            &Origin::file(&key_path),
+            None,
+        )?;
+        let cred = credential::Credential::assemble(
+            certs,
+            &Origin::file(&cert_path),
+            key,
+            &Origin::file(&key_path),
+        )?;
+        let ca_path = ca.ca_cert_path();
+        let anchors =
+            credential::parse_certificates(&files::read(&ca_path)?, &Origin::file(&ca_path))?;
+        let bundle =
+            certgate_pki::TrustBundle::new("quickstart", anchors, vec![], Default::default())?;
+        let fresh = (cred.identity.not_after - time::OffsetDateTime::now_utc()).whole_days()
+            >= RENEW_BEFORE_DAYS;
+        Ok(fresh
+            && bundle
+                .verify(&cred.chain, purpose, UnixTime::now())
+                .verified()
+                .is_some())
+    };
+    Ok(load().unwrap_or(false))
+}
+
+fn print_human(s: &Summary, dir: &Path, cfg: &config::Config) {
+    let rel = |p: &str| -> PathBuf { PathBuf::from(p) };
+    if !s.created.is_empty() {
+        println!(
+            "certgate quickstart: created {} in {}",
+            s.created.join(", "),
+            s.dir
+        );
+    }
+    if !s.reused.is_empty() {
+        println!(
+            "certgate quickstart: reused {} in {}",
+            s.reused.join(", "),
+            s.dir
+        );
+    }
+    let describe = |name: &str| -> String {
+        cfg.identities
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| describe_identity(&i.credential.identity))
+            .unwrap_or_default()
+    };
+    println!();
+    println!("  CA certificate      {}", s.ca);
+    println!("  server certificate  {}  {}", s.server, describe("server"));
+    println!(
+        "  server key          {}",
+        rel(&s.server).with_extension("key").display()
+    );
+    println!("  client certificate  {}  {}", s.client, describe("client"));
+    println!(
+        "  client key          {}",
+        rel(&s.client).with_extension("key").display()
+    );
+    println!(
+        "  client PKCS#12      {}  (password in {}.password)",
+        s.client_p12, s.client_p12
+    );
+    println!("  CRL                 {}", s.crl);
+    println!("  config              {}", s.config);
+    println!();
+    print!("{}", crate::cmd::check::human(cfg));
+    let d = dir.display();
+    println!();
+    println!("Try:");
+    println!("  certgate inspect {d}/client.pem --ca {d}/ca/ca.pem --crl {d}/ca/crl.pem");
+    println!("  certgate check --config {d}/certgate.toml");
+    println!("  openssl verify -CAfile {d}/ca/ca.pem -purpose sslclient {d}/client.pem");
+    println!("  certgate ca issue --dir {d}/ca --client alice --out {d}/alice");
+}
+
+fn describe_identity(id: &Identity) -> String {
+    let mut names: Vec<String> = id.sans.dns.iter().map(|d| format!("DNS:{d}")).collect();
+    names.extend(id.sans.ip.iter().map(|i| format!("IP:{i}")));
+    names.extend(id.sans.uri.iter().map(|u| format!("URI:{u}")));
+    format!(
+        "({}; {}; until {})",
+        id.subject,
+        names.join(", "),
+        id.not_after.date()
+    )
+}

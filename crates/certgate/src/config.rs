@@ -1,0 +1,598 @@
+//! The configuration file: TOML, `version = 1`, read in one step from raw (serde) to resolved
+//! (files read, keys decrypted and matched, names linked), reporting every error at once with the
+//! file, line and key.
+//!
+//! Every key is documented in `docs/config.md`; keep the two in step.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use certgate_pki::credential::{self, Credential};
+use certgate_pki::verify::{self, UnknownRevocation};
+use certgate_pki::{Origin, TrustBundle};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::files;
+
+/// The only config format version so far.
+pub const VERSION: i64 = 1;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: Option<Spanned<i64>>,
+    #[serde(default)]
+    identity: Vec<Spanned<RawIdentity>>,
+    #[serde(default)]
+    trust: Vec<Spanned<RawTrust>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    name: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    cert_pem: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    key_pem: Option<Spanned<String>>,
+    pkcs12: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    /// Accepted by the parser only to answer with a useful error.
+    password: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    ca: Vec<Spanned<String>>,
+    ca_pem: Option<Spanned<String>>,
+    #[serde(default)]
+    crl: Vec<Spanned<String>>,
+    crl_unknown_status: Option<Spanned<String>>,
+}
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The key, e.g. `identity.gateway.key`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} error{} in the configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A `[[identity]]`: a certificate and key this process presents.
+#[derive(Debug)]
+pub struct ConfiguredIdentity {
+    /// Its name in the config.
+    pub name: String,
+    /// The loaded, matched credential.
+    pub credential: Credential,
+}
+
+/// A resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[[identity]]` sections.
+    pub identities: Vec<ConfiguredIdentity>,
+    /// `[[trust]]` sections.
+    pub trusts: Vec<TrustBundle>,
+    /// Non-fatal observations (reordered chains, certificates close to expiry).
+    pub notes: Vec<String>,
+}
+
+/// Reads and resolves the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let bytes = files::read(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: String::new(),
+            message: e.to_string(),
+        }])
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: String::new(),
+            message: format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        }])
+    })?;
+    parse(&text, path, time::OffsetDateTime::now_utc())
+}
+
+/// Resolves config `text` that was read from `path` (relative paths in it are relative to the
+/// file's directory).
+pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Config, ConfigErrors> {
+    let mut r = Resolver {
+        file: path.to_owned(),
+        base: path.parent().map(Path::to_owned).unwrap_or_default(),
+        text,
+        errors: Vec::new(),
+        notes: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let line = e.span().map(|s| r.line_of(s.start));
+            let message = e.message().trim().to_owned();
+            return Err(ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                line,
+                key: String::new(),
+                message,
+            }]));
+        }
+    };
+    match &raw.version {
+        None => r.error(
+            None,
+            "version",
+            format!("missing; add `version = {VERSION}` at the top"),
+        ),
+        Some(v) if *v.get_ref() != VERSION => r.error(
+            Some(v.span().start),
+            "version",
+            format!(
+                "unsupported version {}; this certgate reads version {VERSION}",
+                v.get_ref()
+            ),
+        ),
+        Some(_) => {}
+    }
+    let identities = r.identities(&raw.identity, now);
+    let trusts = r.trusts(&raw.trust);
+    if r.errors.is_empty() {
+        Ok(Config {
+            path: path.to_owned(),
+            identities,
+            trusts,
+            notes: r.notes,
+        })
+    } else {
+        Err(ConfigErrors(r.errors))
+    }
+}
+
+struct Resolver<'a> {
+    file: PathBuf,
+    base: PathBuf,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+    notes: Vec<String>,
+}
+
+impl Resolver<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn error(&mut self, offset: Option<usize>, key: &str, message: impl Into<String>) {
+        let line = offset.map(|o| self.line_of(o));
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// Checks a `name` key: present, well-formed, unique within `seen`.
+    fn name(
+        &mut self,
+        section: &str,
+        index: usize,
+        name: Option<&Spanned<String>>,
+        at: usize,
+        seen: &mut HashSet<String>,
+    ) -> Option<String> {
+        let Some(name) = name else {
+            self.error(
+                Some(at),
+                &format!("{section}[{index}].name"),
+                "missing; every section needs a unique name",
+            );
+            return None;
+        };
+        let value = name.get_ref();
+        let valid = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            self.error(
+                Some(name.span().start),
+                &format!("{section}[{index}].name"),
+                format!("`{value}` is not a valid name (use 1-64 letters, digits, `-` or `_`)"),
+            );
+            return None;
+        }
+        if !seen.insert(value.clone()) {
+            self.error(
+                Some(name.span().start),
+                &format!("{section}.{value}.name"),
+                format!("another [[{section}]] is already named `{value}`"),
+            );
+            return None;
+        }
+        Some(value.clone())
+    }
+
+    fn password(&mut self, raw: &RawIdentity, prefix: &str) -> Result<Option<String>, ()> {
+        if let Some(p) = &raw.password {
+            self.error(
+                Some(p.span().start),
+                &format!("{prefix}.password"),
+                "inline passwords are not accepted; put it in a file (`password_file`) or an environment variable (`password_env`)",
+            );
+            return Err(());
+        }
+        match (&raw.password_file, &raw.password_env) {
+            (Some(f), Some(_)) => {
+                self.error(
+                    Some(f.span().start),
+                    &format!("{prefix}.password_file"),
+                    "set either `password_file` or `password_env`, not both",
+                );
+                Err(())
+            }
+            (Some(f), None) => match files::password_from_file(&self.path(f.get_ref())) {
+                Ok(p) => Ok(Some(p)),
+                Err(e) => {
+                    self.error(
+                        Some(f.span().start),
+                        &format!("{prefix}.password_file"),
+                        e.to_string(),
+                    );
+                    Err(())
+                }
+            },
+            (None, Some(v)) => match files::password_from_env(v.get_ref()) {
+                Ok(p) => Ok(Some(p)),
+                Err(e) => {
+                    self.error(
+                        Some(v.span().start),
+                        &format!("{prefix}.password_env"),
+                        e.to_string(),
+                    );
+                    Err(())
+                }
+            },
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Reads a file named by a config key, reporting errors against that key.
+    fn read(&mut self, value: &Spanned<String>, key: &str) -> Option<(Vec<u8>, Origin)> {
+        let path = self.path(value.get_ref());
+        match files::read(&path) {
+            Ok(bytes) => Some((bytes, Origin::file(&path))),
+            Err(e) => {
+                self.error(Some(value.span().start), key, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn identities(
+        &mut self,
+        raw: &[Spanned<RawIdentity>],
+        now: time::OffsetDateTime,
+    ) -> Vec<ConfiguredIdentity> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, section) in raw.iter().enumerate() {
+            let at = section.span().start;
+            let raw = section.get_ref();
+            let Some(name) = self.name("identity", i, raw.name.as_ref(), at, &mut seen) else {
+                continue;
+            };
+            let prefix = format!("identity.{name}");
+            if let Some(c) = self.identity(raw, &prefix, at) {
+                let days_left = (c.identity.not_after - now).whole_days();
+                if c.identity.not_after < now {
+                    self.error(
+                        raw.cert
+                            .as_ref()
+                            .or(raw.cert_pem.as_ref())
+                            .or(raw.pkcs12.as_ref())
+                            .map(|s| s.span().start),
+                        &prefix,
+                        format!(
+                            "the certificate ({}) expired on {}",
+                            c.identity.subject,
+                            c.identity.not_after.date()
+                        ),
+                    );
+                    continue;
+                }
+                if days_left < 14 {
+                    self.notes.push(format!(
+                        "{prefix}: the certificate expires in {days_left} days"
+                    ));
+                }
+                self.notes.extend(c.notes.iter().cloned());
+                out.push(ConfiguredIdentity {
+                    name,
+                    credential: c,
+                });
+            }
+        }
+        out
+    }
+
+    fn identity(&mut self, raw: &RawIdentity, prefix: &str, at: usize) -> Option<Credential> {
+        let sources = [
+            raw.cert.is_some(),
+            raw.cert_pem.is_some(),
+            raw.pkcs12.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            self.error(
+                Some(at),
+                prefix,
+                "set exactly one of `cert`, `cert_pem` or `pkcs12`",
+            );
+            return None;
+        }
+        let password = self.password(raw, prefix).ok()?;
+        if let Some(p12) = &raw.pkcs12 {
+            if let Some(k) = raw.key.as_ref().or(raw.key_pem.as_ref()) {
+                self.error(
+                    Some(k.span().start),
+                    &format!("{prefix}.key"),
+                    "a PKCS#12 file carries its own key; remove `key`/`key_pem`",
+                );
+                return None;
+            }
+            let key = format!("{prefix}.pkcs12");
+            let (bytes, origin) = self.read(p12, &key)?;
+            let contents = match credential::parse_pkcs12(&bytes, &origin, password.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.error(Some(p12.span().start), &key, e.to_string());
+                    return None;
+                }
+            };
+            return match Credential::assemble(contents.certs, &origin, contents.key, &origin) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.error(Some(p12.span().start), &key, e.to_string());
+                    None
+                }
+            };
+        }
+        // Certificate and key given separately.
+        let (cert_key, cert_span) = match (&raw.cert, &raw.cert_pem) {
+            (Some(c), _) => (format!("{prefix}.cert"), c),
+            (None, Some(c)) => (format!("{prefix}.cert_pem"), c),
+            (None, None) => return None,
+        };
+        let certs = match &raw.cert {
+            Some(c) => {
+                let (bytes, origin) = self.read(c, &cert_key)?;
+                credential::parse_certificates(&bytes, &origin).map(|certs| (certs, origin))
+            }
+            None => {
+                let origin = Origin::inline(&cert_key);
+                credential::parse_certificates(cert_span.get_ref().as_bytes(), &origin)
+                    .map(|c| (c, origin))
+            }
+        };
+        let key_field = match (&raw.key, &raw.key_pem) {
+            (Some(k), None) => Some((format!("{prefix}.key"), k, true)),
+            (None, Some(k)) => Some((format!("{prefix}.key_pem"), k, false)),
+            (Some(k), Some(_)) => {
+                self.error(
+                    Some(k.span().start),
+                    &format!("{prefix}.key"),
+                    "set either `key` or `key_pem`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    Some(at),
+                    &format!("{prefix}.key"),
+                    "missing; a certificate needs its private key (`key` or `key_pem`)",
+                );
+                None
+            }
+        };
+        let key = key_field.and_then(|(key_name, span, is_file)| {
+            let loaded = if is_file {
+                let (bytes, origin) = self.read(span, &key_name)?;
+                credential::parse_private_key(&bytes, &origin, password.as_deref())
+                    .map(|k| (k, origin))
+            } else {
+                let origin = Origin::inline(&key_name);
+                credential::parse_private_key(
+                    span.get_ref().as_bytes(),
+                    &origin,
+                    password.as_deref(),
+                )
+                .map(|k| (k, origin))
+            };
+            match loaded {
+                Ok(k) => Some((k, key_name, span.span().start)),
+                Err(e) => {
+                    self.error(Some(span.span().start), &key_name, e.to_string());
+                    None
+                }
+            }
+        });
+        let (certs, cert_origin) = match certs {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(Some(cert_span.span().start), &cert_key, e.to_string());
+                return None;
+            }
+        };
+        let ((key, key_origin), key_name, key_at) = key?;
+        match Credential::assemble(certs, &cert_origin, key, &key_origin) {
+            Ok(c) => Some(c),
+            Err(e @ certgate_pki::Error::KeyMismatch { .. }) => {
+                self.error(Some(key_at), &key_name, e.to_string());
+                None
+            }
+            Err(e) => {
+                self.error(Some(cert_span.span().start), &cert_key, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn trusts(&mut self, raw: &[Spanned<RawTrust>]) -> Vec<TrustBundle> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, section) in raw.iter().enumerate() {
+            let at = section.span().start;
+            let raw = section.get_ref();
+            let Some(name) = self.name("trust", i, raw.name.as_ref(), at, &mut seen) else {
+                continue;
+            };
+            let prefix = format!("trust.{name}");
+            if raw.ca.is_empty() && raw.ca_pem.is_none() {
+                self.error(
+                    Some(at),
+                    &format!("{prefix}.ca"),
+                    "missing; list at least one CA certificate file (or set `ca_pem`)",
+                );
+                continue;
+            }
+            let mut ok = true;
+            let mut cas = Vec::new();
+            for (j, ca) in raw.ca.iter().enumerate() {
+                let key = format!("{prefix}.ca[{j}]");
+                let Some((bytes, origin)) = self.read(ca, &key) else {
+                    ok = false;
+                    continue;
+                };
+                match credential::parse_certificates(&bytes, &origin) {
+                    Ok(certs) => cas.extend(certs),
+                    Err(e) => {
+                        self.error(Some(ca.span().start), &key, e.to_string());
+                        ok = false;
+                    }
+                }
+            }
+            if let Some(pem) = &raw.ca_pem {
+                let key = format!("{prefix}.ca_pem");
+                match credential::parse_certificates(
+                    pem.get_ref().as_bytes(),
+                    &Origin::inline(&key),
+                ) {
+                    Ok(certs) => cas.extend(certs),
+                    Err(e) => {
+                        self.error(Some(pem.span().start), &key, e.to_string());
+                        ok = false;
+                    }
+                }
+            }
+            let mut crls = Vec::new();
+            for (j, crl) in raw.crl.iter().enumerate() {
+                let key = format!("{prefix}.crl[{j}]");
+                let Some((bytes, origin)) = self.read(crl, &key) else {
+                    ok = false;
+                    continue;
+                };
+                match verify::parse_crl(&bytes, &origin) {
+                    Ok(c) => crls.push(c),
+                    Err(e) => {
+                        self.error(Some(crl.span().start), &key, e.to_string());
+                        ok = false;
+                    }
+                }
+            }
+            let unknown = match raw
+                .crl_unknown_status
+                .as_ref()
+                .map(|s| (s.get_ref().as_str(), s.span().start))
+            {
+                None | Some(("allow", _)) => UnknownRevocation::Allow,
+                Some(("deny", _)) => UnknownRevocation::Deny,
+                Some((other, at)) => {
+                    self.error(
+                        Some(at),
+                        &format!("{prefix}.crl_unknown_status"),
+                        format!("`{other}` is not one of `allow`, `deny`"),
+                    );
+                    ok = false;
+                    UnknownRevocation::Allow
+                }
+            };
+            if !ok {
+                continue;
+            }
+            match TrustBundle::new(&name, cas, crls, unknown) {
+                Ok(b) => out.push(b),
+                Err(e) => self.error(Some(at), &prefix, e.to_string()),
+            }
+        }
+        out
+    }
+}
