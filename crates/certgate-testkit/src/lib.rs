@@ -1,1 +1,329 @@
+//! Test support for certgate: a test PKI generated at test time (rcgen), and helpers to find and
+//! run real peers (`openssl`, `curl`, `python3`).
+//!
+//! Peer rule: a test that needs a peer which is absent skips with a loud message, unless
+//! `CERTGATE_REQUIRE_PEERS=1` (set by `.ci/run`), where it fails.
 
+#![forbid(unsafe_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Whether missing peers are failures (CI) rather than skips.
+pub fn peers_required() -> bool {
+    std::env::var("CERTGATE_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// Finds a peer program on `PATH`. When it is missing: panics under `CERTGATE_REQUIRE_PEERS=1`,
+/// otherwise prints a loud skip message and returns `None`.
+pub fn peer(program: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if peers_required() {
+            panic!("peer `{program}` is required (CERTGATE_REQUIRE_PEERS=1) but not on PATH");
+        }
+        eprintln!(
+            "\n!!!!!!!! SKIPPING: peer `{program}` is not installed; this test did not run !!!!!!!!\n"
+        );
+    }
+    found
+}
+
+/// Returns early from a test when a peer is missing (see [`peer`]).
+#[macro_export]
+macro_rules! require_peer {
+    ($name:expr) => {
+        match $crate::peer($name) {
+            Some(p) => p,
+            None => return,
+        }
+    };
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `openssl` with `args` in `dir`, panicking when it fails.
+pub fn openssl(openssl: &Path, dir: &Path, args: &[&str]) -> Output {
+    run_ok(Command::new(openssl).current_dir(dir).args(args))
+}
+
+/// A certificate with its key, as produced by [`TestPki`].
+pub struct Cert {
+    /// DER certificate.
+    pub der: Vec<u8>,
+    /// PEM certificate.
+    pub pem: String,
+    /// PKCS#8 PEM key.
+    pub key_pem: String,
+    /// The key.
+    pub key: KeyPair,
+    /// The parameters it was made from (to issue further certificates).
+    pub params: CertificateParams,
+}
+
+impl Cert {
+    /// An issuer for signing with this certificate.
+    pub fn issuer(&self) -> Issuer<'_, &KeyPair> {
+        Issuer::from_params(&self.params, &self.key)
+    }
+
+    /// Writes `NAME.pem` and `NAME.key` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{name}.pem"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, &self.pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        (cert, key)
+    }
+}
+
+/// What kind of certificate to make.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Common name.
+    pub cn: String,
+    /// CA with this path length (`None` = leaf).
+    pub ca_path_len: Option<Option<u8>>,
+    /// EKUs (leaf only).
+    pub eku: Vec<ExtendedKeyUsagePurpose>,
+    /// Key usages (empty = the usual for the kind).
+    pub key_usage: Vec<KeyUsagePurpose>,
+    /// SANs.
+    pub sans: Vec<SanType>,
+    /// Validity start relative to now.
+    pub not_before: Duration,
+    /// Validity end relative to now.
+    pub not_after: Duration,
+    /// Add an unknown critical extension.
+    pub unknown_critical: bool,
+    /// Serial.
+    pub serial: Option<u64>,
+}
+
+impl Spec {
+    /// A CA that may issue `path_len` levels of intermediates (`None` = unconstrained).
+    pub fn ca(cn: &str, path_len: Option<u8>) -> Self {
+        Self {
+            cn: cn.to_owned(),
+            ca_path_len: Some(path_len),
+            eku: vec![],
+            key_usage: vec![],
+            sans: vec![],
+            not_before: Duration::days(-1),
+            not_after: Duration::days(365),
+            unknown_critical: false,
+            serial: None,
+        }
+    }
+
+    /// A TLS client leaf.
+    pub fn client(cn: &str) -> Self {
+        Self {
+            ca_path_len: None,
+            eku: vec![ExtendedKeyUsagePurpose::ClientAuth],
+            ..Self::ca(cn, None)
+        }
+    }
+
+    /// A TLS server leaf for `localhost`.
+    pub fn server(cn: &str) -> Self {
+        Self {
+            ca_path_len: None,
+            eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
+            sans: vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress(IpAddr::from([127, 0, 0, 1])),
+            ],
+            ..Self::ca(cn, None)
+        }
+    }
+
+    fn params(&self) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::CommonName, self.cn.as_str());
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now + self.not_before;
+        p.not_after = now + self.not_after;
+        p.subject_alt_names = self.sans.clone();
+        p.serial_number = Some(SerialNumber::from(
+            self.serial
+                .unwrap_or_else(|| rand_u64() & 0x7fff_ffff_ffff_ffff | 1),
+        ));
+        p.key_identifier_method = KeyIdMethod::Sha256;
+        match self.ca_path_len {
+            Some(len) => {
+                p.is_ca = IsCa::Ca(match len {
+                    Some(n) => BasicConstraints::Constrained(n),
+                    None => BasicConstraints::Unconstrained,
+                });
+                p.key_usages = if self.key_usage.is_empty() {
+                    vec![
+                        KeyUsagePurpose::KeyCertSign,
+                        KeyUsagePurpose::CrlSign,
+                        KeyUsagePurpose::DigitalSignature,
+                    ]
+                } else {
+                    self.key_usage.clone()
+                };
+            }
+            None => {
+                p.is_ca = IsCa::ExplicitNoCa;
+                p.extended_key_usages = self.eku.clone();
+                p.key_usages = if self.key_usage.is_empty() {
+                    vec![KeyUsagePurpose::DigitalSignature]
+                } else {
+                    self.key_usage.clone()
+                };
+                p.use_authority_key_identifier_extension = true;
+            }
+        }
+        if self.unknown_critical {
+            let mut ext =
+                CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![0x05, 0x00]);
+            ext.set_criticality(true);
+            p.custom_extensions.push(ext);
+        }
+        p
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// Makes a self-signed certificate from `spec`.
+pub fn self_signed(spec: &Spec) -> Cert {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = spec.params();
+    let cert = params.self_signed(&key).unwrap();
+    Cert {
+        der: cert.der().to_vec(),
+        pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        key,
+        params,
+    }
+}
+
+/// Makes a certificate from `spec` signed by `issuer`.
+pub fn signed_by(spec: &Spec, issuer: &Cert) -> Cert {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = spec.params();
+    let cert = params.signed_by(&key, &issuer.issuer()).unwrap();
+    Cert {
+        der: cert.der().to_vec(),
+        pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        key,
+        params,
+    }
+}
+
+/// A CRL signed by `issuer` revoking `serials`, valid from a day ago for `valid_days`.
+pub fn crl(issuer: &Cert, serials: &[Vec<u8>], valid_days: i64) -> Vec<u8> {
+    let now = OffsetDateTime::now_utc();
+    let params = CertificateRevocationListParams {
+        this_update: now - Duration::days(1),
+        next_update: now + Duration::days(valid_days),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(s),
+                revocation_time: now - Duration::hours(1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    params.signed_by(&issuer.issuer()).unwrap().der().to_vec()
+}
+
+/// The serial bytes of a [`Cert`].
+pub fn serial_of(cert: &Cert) -> Vec<u8> {
+    cert.params.serial_number.as_ref().unwrap().to_bytes()
+}
+
+/// A three-level PKI: root → intermediate → client and server leaves.
+pub struct TestPki {
+    /// Root CA.
+    pub root: Cert,
+    /// Intermediate CA (path length 0).
+    pub intermediate: Cert,
+    /// Client leaf issued by the intermediate.
+    pub client: Cert,
+    /// Server leaf issued by the intermediate.
+    pub server: Cert,
+}
+
+impl TestPki {
+    /// Generates a fresh PKI.
+    pub fn new() -> Self {
+        let root = self_signed(&Spec::ca("certgate test root", Some(1)));
+        let intermediate = signed_by(&Spec::ca("certgate test intermediate", Some(0)), &root);
+        let client = signed_by(&Spec::client("alice"), &intermediate);
+        let server = signed_by(&Spec::server("localhost"), &intermediate);
+        Self {
+            root,
+            intermediate,
+            client,
+            server,
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A temporary directory that lives as long as the value.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("certgate-test-")
+        .tempdir()
+        .unwrap()
+}

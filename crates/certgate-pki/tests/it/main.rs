@@ -1,0 +1,7 @@
+//! Integration tests for certgate-pki: one binary, one module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod identity_prop;
+mod openssl_interop;
+mod verify;

@@ -1,0 +1,213 @@
+//! Verification against trust bundles: chains through intermediates, validity, EKU, key usage,
+//! path length, CRLs from the root and from intermediates.
+
+use certgate_pki::verify::{self, UnknownRevocation};
+use certgate_pki::{Origin, Purpose, Reason, TrustBundle, Verdict};
+use certgate_testkit::{Cert, Spec, TestPki, crl, self_signed, serial_of, signed_by};
+use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use time::Duration;
+
+fn bundle(anchor: &Cert, crls: &[Vec<u8>]) -> TrustBundle {
+    let crls = crls
+        .iter()
+        .map(|c| verify::parse_crl(c, &Origin::other("crl")).unwrap())
+        .collect();
+    TrustBundle::new(
+        "test",
+        vec![CertificateDer::from(anchor.der.clone())],
+        crls,
+        UnknownRevocation::Allow,
+    )
+    .unwrap()
+}
+
+fn chain(certs: &[&Cert]) -> Vec<CertificateDer<'static>> {
+    certs
+        .iter()
+        .map(|c| CertificateDer::from(c.der.clone()))
+        .collect()
+}
+
+fn reason(v: &Verdict) -> Option<Reason> {
+    match v {
+        Verdict::Verified(_) => None,
+        Verdict::Rejected(r) => Some(r.reason),
+    }
+}
+
+#[test]
+fn verifies_through_an_intermediate() {
+    let pki = TestPki::new();
+    let b = bundle(&pki.root, &[]);
+    let v = b.verify(
+        &chain(&[&pki.client, &pki.intermediate]),
+        Purpose::Client,
+        UnixTime::now(),
+    );
+    let ok = v.verified().expect("verified");
+    assert_eq!(ok.trust(), "test");
+    assert_eq!(ok.chain_len(), 3);
+    assert_eq!(ok.anchor(), "CN=certgate test root");
+    // Without the intermediate the chain cannot be built.
+    let v = b.verify(&chain(&[&pki.client]), Purpose::Client, UnixTime::now());
+    assert_eq!(reason(&v), Some(Reason::UnknownIssuer));
+    // A client certificate is not a server certificate, and vice versa.
+    let v = b.verify(
+        &chain(&[&pki.client, &pki.intermediate]),
+        Purpose::Server,
+        UnixTime::now(),
+    );
+    assert_eq!(reason(&v), Some(Reason::WrongUsage));
+    let v = b.verify(
+        &chain(&[&pki.server, &pki.intermediate]),
+        Purpose::Server,
+        UnixTime::now(),
+    );
+    assert!(v.verified().is_some());
+}
+
+#[test]
+fn self_signed_and_foreign_certificates_are_unknown_issuer() {
+    let pki = TestPki::new();
+    let b = bundle(&pki.root, &[]);
+    let me = self_signed(&Spec::client("mallory"));
+    let v = b.verify(&chain(&[&me]), Purpose::Client, UnixTime::now());
+    assert_eq!(reason(&v), Some(Reason::UnknownIssuer));
+    if let Verdict::Rejected(r) = v {
+        assert!(
+            r.detail.contains("not issued by a trusted CA"),
+            "{}",
+            r.detail
+        );
+        assert_eq!(r.reason.code(), "unknown_issuer");
+    }
+}
+
+#[test]
+fn validity_eku_key_usage_and_critical_extensions() {
+    let pki = TestPki::new();
+    let b = bundle(&pki.root, &[]);
+    let now = UnixTime::now();
+    let make = |f: &dyn Fn(&mut Spec)| {
+        let mut s = Spec::client("x");
+        f(&mut s);
+        signed_by(&s, &pki.intermediate)
+    };
+    let cases: Vec<(Cert, Reason)> = vec![
+        (
+            make(&|s| {
+                s.not_before = Duration::days(-30);
+                s.not_after = Duration::days(-1);
+            }),
+            Reason::Expired,
+        ),
+        (
+            make(&|s| {
+                s.not_before = Duration::days(2);
+                s.not_after = Duration::days(30);
+            }),
+            Reason::NotYetValid,
+        ),
+        (
+            make(&|s| s.eku = vec![ExtendedKeyUsagePurpose::ServerAuth]),
+            Reason::WrongUsage,
+        ),
+        (
+            make(&|s| s.key_usage = vec![KeyUsagePurpose::KeyEncipherment]),
+            Reason::KeyUsage,
+        ),
+        (
+            make(&|s| s.unknown_critical = true),
+            Reason::UnsupportedCriticalExtension,
+        ),
+    ];
+    for (cert, want) in cases {
+        let v = b.verify(&chain(&[&cert, &pki.intermediate]), Purpose::Client, now);
+        assert_eq!(reason(&v), Some(want));
+    }
+    // No EKU at all allows any purpose (RFC 5280).
+    let any = make(&|s| s.eku = vec![]);
+    assert!(
+        b.verify(&chain(&[&any, &pki.intermediate]), Purpose::Client, now)
+            .verified()
+            .is_some()
+    );
+}
+
+#[test]
+fn path_length_is_enforced() {
+    let pki = TestPki::new();
+    // The intermediate has pathLen 0: it may not issue another CA.
+    let sub = signed_by(&Spec::ca("sub", None), &pki.intermediate);
+    let leaf = signed_by(&Spec::client("deep"), &sub);
+    let b = bundle(&pki.root, &[]);
+    let v = b.verify(
+        &chain(&[&leaf, &sub, &pki.intermediate]),
+        Purpose::Client,
+        UnixTime::now(),
+    );
+    assert_eq!(reason(&v), Some(Reason::PathTooLong));
+}
+
+#[test]
+fn crls_from_root_and_intermediate() {
+    let pki = TestPki::new();
+    let now = UnixTime::now();
+    let c = chain(&[&pki.client, &pki.intermediate]);
+    // The intermediate's CRL revokes the leaf.
+    let by_int = crl(&pki.intermediate, &[serial_of(&pki.client)], 7);
+    let v = bundle(&pki.root, &[by_int]).verify(&c, Purpose::Client, now);
+    assert_eq!(reason(&v), Some(Reason::Revoked));
+    // The root's CRL revokes the intermediate: everything under it falls.
+    let by_root = crl(&pki.root, &[serial_of(&pki.intermediate)], 7);
+    let v = bundle(&pki.root, &[by_root]).verify(&c, Purpose::Client, now);
+    assert_eq!(reason(&v), Some(Reason::Revoked));
+    // CRLs that list other serials do not affect it.
+    let other = crl(&pki.intermediate, &[vec![0x01, 0x02]], 7);
+    assert!(
+        bundle(&pki.root, &[other])
+            .verify(&c, Purpose::Client, now)
+            .verified()
+            .is_some()
+    );
+    // An expired CRL fails closed.
+    let stale = crl(&pki.intermediate, &[], -0);
+    let v = bundle(&pki.root, &[stale]).verify(
+        &c,
+        Purpose::Client,
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.as_secs() + 3600)),
+    );
+    assert_eq!(reason(&v), Some(Reason::CrlExpired));
+}
+
+#[test]
+fn unknown_revocation_status_can_be_denied() {
+    let pki = TestPki::new();
+    let root_crl = crl(&pki.root, &[], 7);
+    let crls = vec![verify::parse_crl(&root_crl, &Origin::other("crl")).unwrap()];
+    let strict = TrustBundle::new(
+        "strict",
+        vec![CertificateDer::from(pki.root.der.clone())],
+        crls,
+        UnknownRevocation::Deny,
+    )
+    .unwrap();
+    let v = strict.verify(
+        &chain(&[&pki.client, &pki.intermediate]),
+        Purpose::Client,
+        UnixTime::now(),
+    );
+    assert_eq!(reason(&v), Some(Reason::RevocationUnknown));
+}
+
+#[test]
+fn overlong_chains_are_refused_cheaply() {
+    let pki = TestPki::new();
+    let mut certs = chain(&[&pki.client]);
+    for _ in 0..99 {
+        certs.push(CertificateDer::from(pki.intermediate.der.clone()));
+    }
+    let v = bundle(&pki.root, &[]).verify(&certs, Purpose::Client, UnixTime::now());
+    assert_eq!(reason(&v), Some(Reason::PathTooLong));
+}
