@@ -327,3 +327,35 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .unwrap()
 }
+
+/// Encrypts a PKCS#8 PEM key as `ENCRYPTED PRIVATE KEY` (PBES2, PBKDF2-SHA256, AES-256-CBC), the
+/// form `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes. Salt and IV are fixed: tests only.
+pub fn encrypt_pkcs8_pem(key_pem: &str, password: &str) -> String {
+    use base64::Engine as _;
+    use pkcs8::der::Encode as _;
+    let b64: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let params = pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(
+        2048, &[7u8; 16], [9u8; 16],
+    )
+    .unwrap();
+    let scheme = pkcs8::pkcs5::EncryptionScheme::Pbes2(params);
+    let ciphertext = scheme.encrypt(password, &der).unwrap();
+    let info = pkcs8::EncryptedPrivateKeyInfoOwned {
+        encryption_algorithm: scheme,
+        encrypted_data: pkcs8::der::asn1::OctetString::new(ciphertext).unwrap(),
+    };
+    let out = base64::engine::general_purpose::STANDARD.encode(info.to_der().unwrap());
+    let mut pem = String::from("-----BEGIN ENCRYPTED PRIVATE KEY-----\n");
+    for chunk in out.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END ENCRYPTED PRIVATE KEY-----\n");
+    pem
+}

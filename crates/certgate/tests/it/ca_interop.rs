@@ -1,0 +1,298 @@
+//! Certificates and CRLs from `certgate ca` are accepted by the real OpenSSL CLI.
+
+use certgate_testkit::{openssl, require_peer, tempdir};
+
+use crate::{certgate, certgate_ok, make_ca, text};
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn openssl_verifies_issued_certificates_for_their_purpose() {
+    let ossl = require_peer!("openssl");
+    for key_type in ["ecdsa-p256", "ed25519", "rsa3072"] {
+        let dir = tempdir();
+        let d = dir.path();
+        certgate_ok(d, &["ca", "init", "--dir", "ca", "--key-type", key_type]);
+        certgate_ok(
+            d,
+            &[
+                "ca",
+                "issue",
+                "--dir",
+                "ca",
+                "--server",
+                "localhost",
+                "--out",
+                "server",
+                "--key-type",
+                key_type,
+            ],
+        );
+        certgate_ok(
+            d,
+            &[
+                "ca",
+                "issue",
+                "--dir",
+                "ca",
+                "--client",
+                "alice",
+                "--out",
+                "alice",
+                "--key-type",
+                key_type,
+            ],
+        );
+        openssl(
+            &ossl,
+            d,
+            &[
+                "verify",
+                "-CAfile",
+                "ca/ca.pem",
+                "-purpose",
+                "sslserver",
+                "server.pem",
+            ],
+        );
+        openssl(
+            &ossl,
+            d,
+            &[
+                "verify",
+                "-CAfile",
+                "ca/ca.pem",
+                "-purpose",
+                "sslclient",
+                "alice.pem",
+            ],
+        );
+        // And not for the other purpose.
+        let out = std::process::Command::new(&ossl)
+            .current_dir(d)
+            .args([
+                "verify",
+                "-CAfile",
+                "ca/ca.pem",
+                "-purpose",
+                "sslserver",
+                "alice.pem",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{key_type}: a client certificate passed as a server certificate"
+        );
+        #[cfg(unix)]
+        {
+            assert_eq!(mode(&d.join("ca/ca.key")), 0o600);
+            assert_eq!(mode(&d.join("alice.key")), 0o600);
+            assert_eq!(mode(&d.join("ca/ca.pem")), 0o644);
+        }
+    }
+}
+
+#[test]
+fn pkcs12_output_opens_in_openssl() {
+    let ossl = require_peer!("openssl");
+    let dir = tempdir();
+    let d = dir.path();
+    make_ca(d);
+    #[cfg(unix)]
+    assert_eq!(mode(&d.join("alice.p12")), 0o600);
+    let out = openssl(
+        &ossl,
+        d,
+        &[
+            "pkcs12",
+            "-in",
+            "alice.p12",
+            "-passin",
+            "file:alice.p12.password",
+            "-nokeys",
+            "-clcerts",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice"));
+    // An explicit password file.
+    std::fs::write(d.join("pw"), "hunter2\n").unwrap();
+    certgate_ok(
+        d,
+        &[
+            "ca",
+            "issue",
+            "--dir",
+            "ca",
+            "--client",
+            "bob",
+            "--out",
+            "bob",
+            "--p12",
+            "--password-file",
+            "pw",
+        ],
+    );
+    openssl(
+        &ossl,
+        d,
+        &[
+            "pkcs12",
+            "-in",
+            "bob.p12",
+            "-passin",
+            "pass:hunter2",
+            "-noout",
+        ],
+    );
+    assert!(!d.join("bob.p12.password").exists());
+}
+
+#[test]
+fn crls_verify_in_openssl_and_revocation_is_seen_by_both() {
+    let ossl = require_peer!("openssl");
+    let dir = tempdir();
+    let d = dir.path();
+    make_ca(d);
+    certgate_ok(d, &["ca", "crl", "--dir", "ca"]);
+    openssl(
+        &ossl,
+        d,
+        &[
+            "crl",
+            "-in",
+            "ca/crl.pem",
+            "-CAfile",
+            "ca/ca.pem",
+            "-noout",
+            "-verify",
+        ],
+    );
+    openssl(
+        &ossl,
+        d,
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca/ca.pem",
+            "-CRLfile",
+            "ca/crl.pem",
+            "alice.pem",
+        ],
+    );
+    let ok = certgate_ok(
+        d,
+        &[
+            "inspect",
+            "alice.pem",
+            "--ca",
+            "ca/ca.pem",
+            "--crl",
+            "ca/crl.pem",
+        ],
+    );
+    assert!(ok.contains("VERIFIED"), "{ok}");
+
+    // Revoke by certificate file, publish, and both verifiers now refuse it.
+    let out = certgate_ok(
+        d,
+        &[
+            "ca",
+            "revoke",
+            "--dir",
+            "ca",
+            "alice.pem",
+            "--reason",
+            "key-compromise",
+        ],
+    );
+    assert!(out.contains("revoked serial"), "{out}");
+    certgate_ok(d, &["ca", "crl", "--dir", "ca"]);
+    openssl(
+        &ossl,
+        d,
+        &[
+            "crl",
+            "-in",
+            "ca/crl.pem",
+            "-CAfile",
+            "ca/ca.pem",
+            "-noout",
+            "-verify",
+        ],
+    );
+    let out = std::process::Command::new(&ossl)
+        .current_dir(d)
+        .args([
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca/ca.pem",
+            "-CRLfile",
+            "ca/crl.pem",
+            "alice.pem",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("certificate revoked"), "{}", text(&out));
+    let out = certgate(
+        d,
+        &[
+            "inspect",
+            "alice.pem",
+            "--ca",
+            "ca/ca.pem",
+            "--crl",
+            "ca/crl.pem",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("REJECTED (revoked)"), "{}", text(&out));
+    let crl = certgate_ok(d, &["inspect", "ca/crl.pem", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&crl).unwrap();
+    assert_eq!(json[0]["items"][0]["revoked"][0]["reason"], "keyCompromise");
+
+    // The index is plain text a person can read.
+    let index = std::fs::read_to_string(d.join("ca/index.tsv")).unwrap();
+    assert!(
+        index
+            .lines()
+            .any(|l| l.starts_with("R\t") && l.ends_with("CN=alice")),
+        "{index}"
+    );
+    assert!(
+        index
+            .lines()
+            .any(|l| l.starts_with("V\t") && l.ends_with("CN=localhost")),
+        "{index}"
+    );
+
+    // Revoking twice, or an unknown serial, is an error that says so.
+    let out = certgate(d, &["ca", "revoke", "--dir", "ca", "alice.pem"]);
+    assert!(text(&out).contains("already revoked"), "{}", text(&out));
+    let out = certgate(d, &["ca", "revoke", "--dir", "ca", "deadbeef"]);
+    assert!(
+        text(&out).contains("was not issued by the CA"),
+        "{}",
+        text(&out)
+    );
+    assert!(out.status.code().unwrap() >= 64);
+}
+
+#[test]
+fn init_refuses_to_overwrite_a_ca() {
+    let dir = tempdir();
+    let d = dir.path();
+    certgate_ok(d, &["ca", "init", "--dir", "ca"]);
+    let before = std::fs::read(d.join("ca/ca.key")).unwrap();
+    let out = certgate(d, &["ca", "init", "--dir", "ca"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("already holds a CA"), "{}", text(&out));
+    assert_eq!(std::fs::read(d.join("ca/ca.key")).unwrap(), before);
+}

@@ -1,0 +1,187 @@
+//! `certgate check` and the config loader: every error at once, with file, line and key; and a
+//! good config (including inline PEM, PKCS#12 and env passwords) resolves.
+
+use certgate_testkit::tempdir;
+
+use crate::{certgate, certgate_ok, make_ca, text};
+
+#[test]
+fn a_good_config_resolves_in_every_credential_form() {
+    let dir = tempdir();
+    let d = dir.path();
+    make_ca(d);
+    let cert_pem = std::fs::read_to_string(d.join("server.pem")).unwrap();
+    let key_pem = std::fs::read_to_string(d.join("server.key")).unwrap();
+    let config = format!(
+        r#"version = 1
+[[identity]]
+name = "files"
+cert = "server.pem"
+key = "server.key"
+
+[[identity]]
+name = "inline"
+cert_pem = """
+{cert_pem}"""
+key_pem = """
+{key_pem}"""
+
+[[identity]]
+name = "bundle"
+pkcs12 = "alice.p12"
+password_env = "CG_TEST_P12_PASSWORD"
+
+[[trust]]
+name = "clients"
+ca = ["ca/ca.pem"]
+"#
+    );
+    std::fs::write(d.join("certgate.toml"), config).unwrap();
+    let password = std::fs::read_to_string(d.join("alice.p12.password")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .current_dir(d)
+        .args(["check", "--config", "certgate.toml", "--json"])
+        .env("CG_TEST_P12_PASSWORD", password.trim())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["identities"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        json["identities"][2]["identity"]["spiffe_id"],
+        "spiffe://test.example/alice"
+    );
+    assert_eq!(json["identities"][2]["chain_len"], 2);
+    assert_eq!(json["trusts"][0]["cas"], 1);
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_line_and_key() {
+    let dir = tempdir();
+    let d = dir.path();
+    make_ca(d);
+    std::fs::write(d.join("wrong-pass"), "not-it\n").unwrap();
+    let config = r#"version = 1
+
+[[identity]]
+name = "web"
+cert = "server.pem"
+key = "alice.key"
+
+[[identity]]
+name = "nokey"
+cert = "server.pem"
+
+[[identity]]
+name = "p12"
+pkcs12 = "alice.p12"
+password_file = "wrong-pass"
+
+[[identity]]
+name = "inline-pass"
+cert = "server.pem"
+key = "server.key"
+password = "hunter2"
+
+[[trust]]
+name = "clients"
+ca = ["missing-ca.pem"]
+crl = ["server.pem"]
+crl_unknown_status = "maybe"
+
+[[trust]]
+name = "clients"
+ca = ["ca/ca.pem"]
+"#;
+    std::fs::write(d.join("certgate.toml"), config).unwrap();
+    let out = certgate(d, &["check", "--config", "certgate.toml"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let t = text(&out);
+    for want in [
+        "certgate.toml:6: `identity.web.key`: the private key in",
+        "does not match the certificate in",
+        "certgate.toml:8: `identity.nokey.key`: missing; a certificate needs its private key",
+        "certgate.toml:14: `identity.p12.pkcs12`:",
+        "wrong password for the PKCS#12 file",
+        "certgate.toml:21: `identity.inline-pass.password`: inline passwords are not accepted",
+        "certgate.toml:25: `trust.clients.ca[0]`:",
+        "missing-ca.pem`: no such file",
+        "certgate.toml:26: `trust.clients.crl[0]`:",
+        "not a valid CRL",
+        "certgate.toml:27: `trust.clients.crl_unknown_status`: `maybe` is not one of",
+        "certgate.toml:30: `trust.clients.name`: another [[trust]] is already named `clients`",
+        "8 errors in the configuration",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+}
+
+#[test]
+fn syntax_errors_and_versions_name_the_line() {
+    let dir = tempdir();
+    let d = dir.path();
+    std::fs::write(
+        d.join("a.toml"),
+        "version = 1\n[[identity]]\nname = \"x\"\ncert = \n",
+    )
+    .unwrap();
+    let out = certgate(d, &["check", "--config", "a.toml"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out).contains("a.toml:4:"), "{}", text(&out));
+    std::fs::write(d.join("b.toml"), "version = 2\n").unwrap();
+    let out = certgate(d, &["check", "--config", "b.toml"]);
+    assert!(
+        text(&out).contains("b.toml:1: `version`: unsupported version 2"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(d.join("c.toml"), "[[identity]]\nnmae = \"x\"\n").unwrap();
+    let out = certgate(d, &["check", "--config", "c.toml"]);
+    assert!(
+        text(&out).contains("c.toml:2:") && text(&out).contains("unknown field `nmae`"),
+        "{}",
+        text(&out)
+    );
+    let out = certgate(d, &["check", "--config", "missing.toml"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out).contains("missing.toml: `missing.toml`: no such file"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn quickstart_creates_then_reuses_and_its_config_checks() {
+    let dir = tempdir();
+    let d = dir.path();
+    let first = certgate_ok(d, &["quickstart", "--dir", "qs"]);
+    assert!(
+        first.contains("created CA, server certificate, client certificate, config"),
+        "{first}"
+    );
+    let ca_before = std::fs::read(d.join("qs/ca/ca.pem")).unwrap();
+    let second = certgate_ok(d, &["quickstart", "--dir", "qs"]);
+    assert!(
+        second.contains("reused CA, server certificate, client certificate, config"),
+        "{second}"
+    );
+    assert_eq!(std::fs::read(d.join("qs/ca/ca.pem")).unwrap(), ca_before);
+    let check = certgate_ok(d, &["check", "--config", "qs/certgate.toml"]);
+    assert!(
+        check.contains("identity `client`: CN=quickstart-client"),
+        "{check}"
+    );
+    let inspect = certgate_ok(
+        d,
+        &[
+            "inspect",
+            "qs/client.pem",
+            "--ca",
+            "qs/ca/ca.pem",
+            "--crl",
+            "qs/ca/crl.pem",
+        ],
+    );
+    assert!(inspect.contains("VERIFIED"), "{inspect}");
+}

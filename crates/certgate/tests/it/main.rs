@@ -1,0 +1,81 @@
+//! End-to-end tests of the `certgate` binary against real peers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod ca_interop;
+mod check;
+mod handshake;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the certgate binary with `args` in `dir`.
+pub fn certgate(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("CERTGATE_LOG")
+        .output()
+        .expect("run certgate")
+}
+
+/// Runs certgate and asserts success; returns stdout.
+pub fn certgate_ok(dir: &Path, args: &[&str]) -> String {
+    let out = certgate(dir, args);
+    assert!(
+        out.status.success(),
+        "certgate {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// stdout and stderr together, for message checks.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A CA in `dir/ca` with a server certificate for localhost and a client certificate `alice`.
+pub fn make_ca(dir: &Path) {
+    certgate_ok(dir, &["ca", "init", "--dir", "ca", "--name", "Test CA"]);
+    certgate_ok(
+        dir,
+        &[
+            "ca",
+            "issue",
+            "--dir",
+            "ca",
+            "--server",
+            "localhost",
+            "--dns",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+            "--out",
+            "server",
+        ],
+    );
+    certgate_ok(
+        dir,
+        &[
+            "ca",
+            "issue",
+            "--dir",
+            "ca",
+            "--client",
+            "alice",
+            "--uri",
+            "spiffe://test.example/alice",
+            "--out",
+            "alice",
+            "--p12",
+        ],
+    );
+}
