@@ -16,6 +16,7 @@ mod error;
 pub mod identity;
 pub mod inspect;
 pub mod pem;
+mod sigcache;
 pub mod verify;
 
 pub use credential::{Credential, LoadedKey};

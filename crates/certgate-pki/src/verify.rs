@@ -56,7 +56,8 @@ pub struct TrustBundle {
     anchor_certs: Vec<CertificateDer<'static>>,
     crls: Vec<CertRevocationList<'static>>,
     unknown_revocation: UnknownRevocation,
-    algorithms: &'static [&'static dyn SignatureVerificationAlgorithm],
+    /// The provider's algorithms behind one signature cache (see `sigcache`).
+    algorithms: Vec<crate::sigcache::Cached>,
 }
 
 impl fmt::Debug for TrustBundle {
@@ -137,9 +138,11 @@ impl TrustBundle {
                 .map(|c| CertRevocationList::Owned(c.crl))
                 .collect(),
             unknown_revocation,
-            algorithms: rustls::crypto::aws_lc_rs::default_provider()
-                .signature_verification_algorithms
-                .all,
+            algorithms: crate::sigcache::wrap(
+                rustls::crypto::aws_lc_rs::default_provider()
+                    .signature_verification_algorithms
+                    .all,
+            ),
         })
     }
 
@@ -191,8 +194,13 @@ impl TrustBundle {
                 .with_expiration_policy(ExpirationPolicy::Enforce)
                 .build()
         });
+        let algorithms: Vec<&dyn SignatureVerificationAlgorithm> = self
+            .algorithms
+            .iter()
+            .map(|a| a as &dyn SignatureVerificationAlgorithm)
+            .collect();
         let path = match ee.verify_for_usage(
-            self.algorithms,
+            &algorithms,
             &self.anchors,
             intermediates,
             now,
