@@ -596,3 +596,36 @@ impl Resolver<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every TOML example in docs/config.md uses only keys this loader knows.
+    #[test]
+    fn docs_examples_use_known_keys() {
+        let doc = include_str!("../../../docs/config.md");
+        let mut blocks = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let body = block.split("```").next().unwrap_or_default();
+            toml::from_str::<RawConfig>(body)
+                .unwrap_or_else(|e| panic!("docs/config.md example does not parse:\n{body}\n{e}"));
+            blocks += 1;
+        }
+        assert!(blocks >= 3, "expected the examples of docs/config.md");
+    }
+
+    #[test]
+    fn lines_are_counted_from_one() {
+        let r = Resolver {
+            file: PathBuf::from("x.toml"),
+            base: PathBuf::new(),
+            text: "a\nb\nc",
+            errors: vec![],
+            notes: vec![],
+        };
+        assert_eq!(r.line_of(0), 1);
+        assert_eq!(r.line_of(2), 2);
+        assert_eq!(r.line_of(100), 3);
+    }
+}
