@@ -5,6 +5,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+const AFTER_HELP: &str = "\
+Examples:
+  certgate quickstart
+  certgate ca init --dir ca && certgate ca issue --dir ca --client alice --p12
+  certgate inspect alice.pem --ca ca/ca.pem --crl ca/crl.pem
+  certgate check --config certgate.toml
+
+Exit codes: 0 success; 1 a verification ran and said no; 64 usage; 65 malformed input;
+66 missing input; 73 cannot write output; 78 configuration errors.";
+
 /// Certificate identity for self-hosted services.
 ///
 /// certgate terminates and originates mutual TLS, runs a small CA for people who have none, and
@@ -14,7 +24,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "certgate",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// What to do.
@@ -98,9 +109,16 @@ pub enum CaCommand {
         /// Serial number (hex, colons allowed) or a certificate file.
         #[arg(value_name = "SERIAL|CERT_FILE")]
         what: String,
-        /// Why: unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
-        /// cessation-of-operation, privilege-withdrawn.
-        #[arg(long, default_value = "unspecified")]
+        /// Why it is revoked (RFC 5280 reason code).
+        #[arg(long, default_value = "unspecified", value_parser = clap::builder::PossibleValuesParser::new([
+            "unspecified",
+            "key-compromise",
+            "ca-compromise",
+            "affiliation-changed",
+            "superseded",
+            "cessation-of-operation",
+            "privilege-withdrawn",
+        ]))]
         reason: String,
     },
     /// Sign a CRL of every revoked certificate.

@@ -4,4 +4,5 @@
 
 mod identity_prop;
 mod openssl_interop;
+mod robustness;
 mod verify;

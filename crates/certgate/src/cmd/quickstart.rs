@@ -222,12 +222,17 @@ fn print_human(s: &Summary, dir: &Path, cfg: &config::Config) {
     println!();
     print!("{}", crate::cmd::check::human(cfg));
     let d = dir.display();
+    // Name the binary as it was invoked (e.g. `target/release/certgate` under `cargo run`).
+    let me = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "certgate".to_owned());
     println!();
     println!("Try:");
-    println!("  certgate inspect {d}/client.pem --ca {d}/ca/ca.pem --crl {d}/ca/crl.pem");
-    println!("  certgate check --config {d}/certgate.toml");
+    println!("  {me} inspect {d}/client.pem --ca {d}/ca/ca.pem --crl {d}/ca/crl.pem");
+    println!("  {me} check --config {d}/certgate.toml");
     println!("  openssl verify -CAfile {d}/ca/ca.pem -purpose sslclient {d}/client.pem");
-    println!("  certgate ca issue --dir {d}/ca --client alice --out {d}/alice");
+    println!("  {me} ca issue --dir {d}/ca --client alice --out {d}/alice");
 }
 
 fn describe_identity(id: &Identity) -> String {

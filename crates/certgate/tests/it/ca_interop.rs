@@ -296,3 +296,69 @@ fn init_refuses_to_overwrite_a_ca() {
     assert!(text(&out).contains("already holds a CA"), "{}", text(&out));
     assert_eq!(std::fs::read(d.join("ca/ca.key")).unwrap(), before);
 }
+
+#[test]
+fn inspect_reads_openssl_csrs_and_reports_json() {
+    let ossl = require_peer!("openssl");
+    let dir = tempdir();
+    let d = dir.path();
+    openssl(
+        &ossl,
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "k.pem",
+        ],
+    );
+    openssl(
+        &ossl,
+        d,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "k.pem",
+            "-subj",
+            "/O=Home/CN=bob",
+            "-addext",
+            "subjectAltName=DNS:bob.example,IP:10.0.0.7",
+            "-out",
+            "bob.csr",
+        ],
+    );
+    let out = certgate_ok(d, &["inspect", "bob.csr", "k.pem", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let csr = &json[0]["items"][0];
+    assert_eq!(csr["kind"], "csr");
+    assert_eq!(csr["subject"], "CN=bob,O=Home");
+    assert_eq!(csr["sans"]["dns"][0], "bob.example");
+    assert_eq!(csr["sans"]["ip"][0], "10.0.0.7");
+    assert_eq!(csr["signature_valid"], true);
+    let key = &json[1]["items"][0];
+    assert_eq!(key["kind"], "private_key");
+    assert_eq!(key["algorithm"], "ECDSA P-256");
+    assert_eq!(key["spki_sha256"], csr["spki_sha256"]);
+    let text = certgate_ok(d, &["inspect", "bob.csr"]);
+    assert!(text.contains("valid (requester holds the key)"), "{text}");
+    // Tamper with the CSR's signed content: the signature no longer verifies.
+    openssl(
+        &ossl,
+        d,
+        &[
+            "req", "-in", "bob.csr", "-outform", "DER", "-out", "bob.der",
+        ],
+    );
+    let mut der = std::fs::read(d.join("bob.der")).unwrap();
+    let at = der.windows(3).position(|w| w == b"bob").unwrap();
+    der[at + 2] = b'd';
+    std::fs::write(d.join("bod.der"), der).unwrap();
+    let out = certgate_ok(d, &["inspect", "bod.der", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["items"][0]["subject"], "CN=bod,O=Home");
+    assert_eq!(json[0]["items"][0]["signature_valid"], false);
+}
