@@ -14,12 +14,13 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use certgate_pki::ca::{self, Ca, Issued, KeyType, LeafKind, LeafRequest, Reason, Revoked};
 use certgate_pki::{Identity, Origin, credential};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::exit::{self, fail};
 use crate::files;
 
 const INDEX_HEADER: &str = "# certgate CA index: one line per issued certificate (tab-separated).\n\
@@ -98,10 +99,13 @@ impl CaDir {
     /// Creates a new CA. Refuses to overwrite an existing one.
     pub fn init(&self, name: &str, days: u32, key_type: KeyType) -> Result<Identity> {
         if self.exists() {
-            bail!(
-                "`{}` already holds a CA (ca.pem/ca.key); refusing to overwrite it",
-                self.dir.display()
-            );
+            return Err(fail(
+                exit::CANTCREAT,
+                format!(
+                    "`{}` already holds a CA (ca.pem/ca.key); refusing to overwrite it",
+                    self.dir.display()
+                ),
+            ));
         }
         fs::create_dir_all(self.dir.join("certs"))
             .with_context(|| format!("cannot create `{}`", self.dir.display()))?;
@@ -118,22 +122,29 @@ impl CaDir {
     /// Loads the CA certificate and key.
     pub fn open(&self) -> Result<Ca> {
         if !self.exists() {
-            bail!(
-                "`{}` holds no CA; create one with: certgate ca init --dir {}",
-                self.dir.display(),
-                self.dir.display()
-            );
+            return Err(fail(
+                exit::NOINPUT,
+                format!(
+                    "`{}` holds no CA; create one with: certgate ca init --dir {}",
+                    self.dir.display(),
+                    self.dir.display()
+                ),
+            ));
         }
         let cert_path = self.ca_cert_path();
         let cert_bytes = files::read(&cert_path)?;
         let certs = credential::parse_certificates(&cert_bytes, &Origin::file(&cert_path))?;
         let key_bytes = files::read(&self.key_path())?;
-        let key_pem = String::from_utf8(key_bytes)
-            .map_err(|_| anyhow!("`{}` is not PEM text", self.key_path().display()))?;
+        let key_pem = String::from_utf8(key_bytes).map_err(|_| {
+            fail(
+                exit::DATAERR,
+                format!("`{}` is not PEM text", self.key_path().display()),
+            )
+        })?;
         let cert = certs
             .into_iter()
             .next()
-            .ok_or_else(|| anyhow!("`{}` is empty", cert_path.display()))?;
+            .ok_or_else(|| fail(exit::DATAERR, format!("`{}` is empty", cert_path.display())))?;
         Ok(Ca::new(cert, &key_pem)?)
     }
 
@@ -145,13 +156,13 @@ impl CaDir {
             .open(&path)
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    anyhow!(
+                    fail(exit::TEMPFAIL, format!(
                         "another certgate ca command is using `{}` (if none is running, remove `{}`)",
                         self.dir.display(),
                         path.display()
-                    )
+                    ))
                 } else {
-                    anyhow!("cannot lock `{}`: {e}", path.display())
+                    fail(exit::CANTCREAT, format!("cannot lock `{}`: {e}", path.display()))
                 }
             })?;
         Ok(Lock(path))
@@ -167,7 +178,12 @@ impl CaDir {
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
-            let bad = || anyhow!("`{}` line {}: malformed index line", path.display(), n + 1);
+            let bad = || {
+                fail(
+                    exit::DATAERR,
+                    format!("`{}` line {}: malformed index line", path.display(), n + 1),
+                )
+            };
             let f: Vec<&str> = line.split('\t').collect();
             let [status, serial, not_after, revoked_at, reason, kind, subject] = f[..] else {
                 return Err(bad());
@@ -236,6 +252,17 @@ impl CaDir {
             .to_owned(),
             subject: identity.subject.clone(),
         });
+        // Record the certificate before handing it out: a certificate that exists must be in
+        // the index, or it could not be revoked by serial.
+        fs::create_dir_all(self.dir.join("certs"))?;
+        files::write_public(
+            &self
+                .dir
+                .join("certs")
+                .join(format!("{}.pem", issued.serial)),
+            issued.cert_pem.as_bytes(),
+        )?;
+        self.write_index(&entries)?;
         if let Some(parent) = out_prefix.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create `{}`", parent.display()))?;
@@ -246,14 +273,6 @@ impl CaDir {
             .with_context(|| format!("cannot write `{}`", key.display()))?;
         files::write_public(&cert, issued.cert_pem.as_bytes())
             .with_context(|| format!("cannot write `{}`", cert.display()))?;
-        fs::create_dir_all(self.dir.join("certs"))?;
-        files::write_public(
-            &self
-                .dir
-                .join("certs")
-                .join(format!("{}.pem", issued.serial)),
-            issued.cert_pem.as_bytes(),
-        )?;
         let p12 = match p12_password {
             None => None,
             Some(given) => {
@@ -274,7 +293,6 @@ impl CaDir {
                 Some((p12_path, pass_path))
             }
         };
-        self.write_index(&entries)?;
         Ok(IssuedFiles {
             cert,
             key,
@@ -292,8 +310,10 @@ impl CaDir {
             let certs = credential::parse_certificates(&bytes, &Origin::file(what))?;
             let first = certs
                 .first()
-                .ok_or_else(|| anyhow!("`{what}` holds no certificate"))?;
-            Identity::from_der(first).map_err(|e| anyhow!(e.0))?.serial
+                .ok_or_else(|| fail(exit::DATAERR, format!("`{what}` holds no certificate")))?;
+            Identity::from_der(first)
+                .map_err(|e| fail(exit::DATAERR, format!("`{what}`: {}", e.0)))?
+                .serial
         } else {
             let cleaned: String = what
                 .chars()
@@ -301,7 +321,10 @@ impl CaDir {
                 .collect::<String>()
                 .to_ascii_lowercase();
             if cleaned.is_empty() || !cleaned.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!("`{what}` is neither a certificate file nor a hex serial number");
+                return Err(fail(
+                    exit::USAGE,
+                    format!("`{what}` is neither a certificate file nor a hex serial number"),
+                ));
             }
             cleaned.trim_start_matches('0').to_owned()
         };
@@ -310,17 +333,23 @@ impl CaDir {
             .iter_mut()
             .find(|e| e.serial.trim_start_matches('0') == serial.trim_start_matches('0'))
             .ok_or_else(|| {
-                anyhow!(
-                    "serial {serial} was not issued by the CA in `{}`",
-                    self.dir.display()
+                fail(
+                    exit::DATAERR,
+                    format!(
+                        "serial {serial} was not issued by the CA in `{}`",
+                        self.dir.display()
+                    ),
                 )
             })?;
         if let Some((at, _)) = entry.revoked {
-            bail!(
-                "serial {serial} ({}) was already revoked at {}",
-                entry.subject,
-                fmt_time(at)
-            );
+            return Err(fail(
+                exit::DATAERR,
+                format!(
+                    "serial {serial} ({}) was already revoked at {}",
+                    entry.subject,
+                    fmt_time(at)
+                ),
+            ));
         }
         entry.revoked = Some((OffsetDateTime::now_utc(), reason));
         let done = entry.clone();

@@ -15,6 +15,8 @@ pub const DATAERR: u8 = 65;
 pub const NOINPUT: u8 = 66;
 /// EX_SOFTWARE: a bug.
 pub const SOFTWARE: u8 = 70;
+/// EX_TEMPFAIL: try again later (another command holds a lock).
+pub const TEMPFAIL: u8 = 75;
 /// EX_CANTCREAT: an output file cannot be written.
 pub const CANTCREAT: u8 = 73;
 /// EX_CONFIG: the configuration is wrong.
@@ -23,6 +25,9 @@ pub const CONFIG: u8 = 78;
 /// Picks the exit code for an error by its type, never by its text.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return f.code;
+        }
         if cause.is::<ConfigErrors>() {
             return CONFIG;
         }
@@ -43,4 +48,29 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
     }
     SOFTWARE
+}
+
+/// An error a person caused and can fix, with the exit code that says which kind.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: u8,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Builds an [`anyhow::Error`] carrying its exit code.
+pub fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Failure {
+        code,
+        message: message.into(),
+    })
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use certgate_pki::ca::{KeyType, LeafKind, LeafRequest, Reason};
 
 use crate::ca_store::CaDir;
@@ -45,9 +45,12 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode> {
         CaCommand::Revoke { dir, what, reason } => {
             let reason = Reason::parse(&reason).ok_or_else(|| {
                 let names: Vec<&str> = Reason::ALL.iter().map(|(n, _)| *n).collect();
-                anyhow!(
-                    "unknown revocation reason `{reason}`; use one of: {}",
-                    names.join(", ")
+                crate::exit::fail(
+                    crate::exit::USAGE,
+                    format!(
+                        "unknown revocation reason `{reason}`; use one of: {}",
+                        names.join(", ")
+                    ),
                 )
             })?;
             let entry = CaDir::new(&dir).revoke(&what, reason)?;

@@ -56,7 +56,10 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
             Some(b) => {
                 let chain = chain_of(&items, &origin);
                 if chain.is_empty() {
-                    anyhow::bail!("{origin}: holds no certificate to verify");
+                    return Err(exit::fail(
+                        exit::DATAERR,
+                        format!("{origin}: holds no certificate to verify"),
+                    ));
                 }
                 let verdict = b.verify(&chain, purpose, UnixTime::now());
                 rejected |= verdict.verified().is_none();

@@ -294,6 +294,7 @@ fn init_refuses_to_overwrite_a_ca() {
     let out = certgate(d, &["ca", "init", "--dir", "ca"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("already holds a CA"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(73));
     assert_eq!(std::fs::read(d.join("ca/ca.key")).unwrap(), before);
 }
 
