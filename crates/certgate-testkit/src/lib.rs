@@ -72,9 +72,40 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// Command-line arguments: a `&str` is split on whitespace (for literal command lines), a slice
+/// is taken as is (for arguments built at run time).
+pub trait Argv {
+    /// The arguments.
+    fn argv(&self) -> Vec<String>;
+}
+
+impl Argv for &str {
+    fn argv(&self) -> Vec<String> {
+        self.split_whitespace().map(str::to_owned).collect()
+    }
+}
+
+impl Argv for &[&str] {
+    fn argv(&self) -> Vec<String> {
+        self.iter().map(|s| (*s).to_owned()).collect()
+    }
+}
+
+impl<const N: usize> Argv for &[&str; N] {
+    fn argv(&self) -> Vec<String> {
+        self.iter().map(|s| (*s).to_owned()).collect()
+    }
+}
+
+impl Argv for &Vec<&str> {
+    fn argv(&self) -> Vec<String> {
+        self.iter().map(|s| (*s).to_owned()).collect()
+    }
+}
+
 /// Runs `openssl` with `args` in `dir`, panicking when it fails.
-pub fn openssl(openssl: &Path, dir: &Path, args: &[&str]) -> Output {
-    run_ok(Command::new(openssl).current_dir(dir).args(args))
+pub fn openssl(openssl: &Path, dir: &Path, args: impl Argv) -> Output {
+    run_ok(Command::new(openssl).current_dir(dir).args(args.argv()))
 }
 
 /// A certificate with its key, as produced by [`TestPki`].

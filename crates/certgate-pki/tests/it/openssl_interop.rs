@@ -102,34 +102,18 @@ fn plain_keys_of_every_algorithm_and_format() {
         Credential::assemble(certs, &Origin::other("c"), key, &Origin::other("k")).unwrap();
     }
     // SEC1 (`EC PRIVATE KEY`) and PKCS#1 (`RSA PRIVATE KEY`), PEM and DER.
-    openssl(&ossl, d, &["ec", "-in", "ec.key", "-out", "ec.sec1"]);
+    openssl(&ossl, d, "ec -in ec.key -out ec.sec1");
     assert!(String::from_utf8_lossy(&read(d, "ec.sec1")).contains("BEGIN EC PRIVATE KEY"));
     assert_eq!(
         assemble(d, "ec", "ec.sec1", None).unwrap().key.format,
         "SEC1"
     );
-    openssl(
-        &ossl,
-        d,
-        &[
-            "ec",
-            "-in",
-            "ec.key",
-            "-outform",
-            "DER",
-            "-out",
-            "ec.sec1.der",
-        ],
-    );
+    openssl(&ossl, d, "ec -in ec.key -outform DER -out ec.sec1.der");
     assert_eq!(
         assemble(d, "ec", "ec.sec1.der", None).unwrap().key.format,
         "SEC1"
     );
-    openssl(
-        &ossl,
-        d,
-        &["rsa", "-in", "rsa.key", "-traditional", "-out", "rsa.pkcs1"],
-    );
+    openssl(&ossl, d, "rsa -in rsa.key -traditional -out rsa.pkcs1");
     assert!(String::from_utf8_lossy(&read(d, "rsa.pkcs1")).contains("BEGIN RSA PRIVATE KEY"));
     assert_eq!(
         assemble(d, "rsa", "rsa.pkcs1", None).unwrap().key.format,
@@ -138,16 +122,7 @@ fn plain_keys_of_every_algorithm_and_format() {
     openssl(
         &ossl,
         d,
-        &[
-            "rsa",
-            "-in",
-            "rsa.key",
-            "-traditional",
-            "-outform",
-            "DER",
-            "-out",
-            "rsa.pkcs1.der",
-        ],
+        "rsa -in rsa.key -traditional -outform DER -out rsa.pkcs1.der",
     );
     assert_eq!(
         assemble(d, "rsa", "rsa.pkcs1.der", None)
@@ -214,17 +189,7 @@ fn encrypted_pkcs8_right_and_wrong_password() {
     openssl(
         &ossl,
         d,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-scrypt",
-            "-in",
-            "ec.key",
-            "-out",
-            "ec.scrypt",
-            "-passout",
-            "pass:s3cret",
-        ],
+        "pkcs8 -topk8 -scrypt -in ec.key -out ec.scrypt -passout pass:s3cret",
     );
     assemble(d, "ec", "ec.scrypt", Some("s3cret")).unwrap();
     let err = assemble(d, "ec", "ec.scrypt", Some("nope")).unwrap_err();
@@ -245,17 +210,7 @@ fn legacy_pem_encryption_says_how_to_convert() {
     openssl(
         &ossl,
         d,
-        &[
-            "rsa",
-            "-in",
-            "rsa.key",
-            "-traditional",
-            "-aes256",
-            "-passout",
-            "pass:x",
-            "-out",
-            "rsa.legacy",
-        ],
+        "rsa -in rsa.key -traditional -aes256 -passout pass:x -out rsa.legacy",
     );
     assert!(String::from_utf8_lossy(&read(d, "rsa.legacy")).contains("Proc-Type: 4,ENCRYPTED"));
     let err = assemble(d, "rsa", "rsa.legacy", Some("x")).unwrap_err();

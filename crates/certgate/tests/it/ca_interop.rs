@@ -50,26 +50,12 @@ fn openssl_verifies_issued_certificates_for_their_purpose() {
         openssl(
             &ossl,
             d,
-            &[
-                "verify",
-                "-CAfile",
-                "ca/ca.pem",
-                "-purpose",
-                "sslserver",
-                "server.pem",
-            ],
+            "verify -CAfile ca/ca.pem -purpose sslserver server.pem",
         );
         openssl(
             &ossl,
             d,
-            &[
-                "verify",
-                "-CAfile",
-                "ca/ca.pem",
-                "-purpose",
-                "sslclient",
-                "alice.pem",
-            ],
+            "verify -CAfile ca/ca.pem -purpose sslclient alice.pem",
         );
         // And not for the other purpose.
         let out = std::process::Command::new(&ossl)
@@ -108,47 +94,16 @@ fn pkcs12_output_opens_in_openssl() {
     let out = openssl(
         &ossl,
         d,
-        &[
-            "pkcs12",
-            "-in",
-            "alice.p12",
-            "-passin",
-            "file:alice.p12.password",
-            "-nokeys",
-            "-clcerts",
-        ],
+        "pkcs12 -in alice.p12 -passin file:alice.p12.password -nokeys -clcerts",
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("alice"));
     // An explicit password file.
     std::fs::write(d.join("pw"), "hunter2\n").unwrap();
     certgate_ok(
         d,
-        &[
-            "ca",
-            "issue",
-            "--dir",
-            "ca",
-            "--client",
-            "bob",
-            "--out",
-            "bob",
-            "--p12",
-            "--password-file",
-            "pw",
-        ],
+        "ca issue --dir ca --client bob --out bob --p12 --password-file pw",
     );
-    openssl(
-        &ossl,
-        d,
-        &[
-            "pkcs12",
-            "-in",
-            "bob.p12",
-            "-passin",
-            "pass:hunter2",
-            "-noout",
-        ],
-    );
+    openssl(&ossl, d, "pkcs12 -in bob.p12 -passin pass:hunter2 -noout");
     assert!(!d.join("bob.p12.password").exists());
 }
 
@@ -158,73 +113,28 @@ fn crls_verify_in_openssl_and_revocation_is_seen_by_both() {
     let dir = tempdir();
     let d = dir.path();
     make_ca(d);
-    certgate_ok(d, &["ca", "crl", "--dir", "ca"]);
+    certgate_ok(d, "ca crl --dir ca");
     openssl(
         &ossl,
         d,
-        &[
-            "crl",
-            "-in",
-            "ca/crl.pem",
-            "-CAfile",
-            "ca/ca.pem",
-            "-noout",
-            "-verify",
-        ],
+        "crl -in ca/crl.pem -CAfile ca/ca.pem -noout -verify",
     );
     openssl(
         &ossl,
         d,
-        &[
-            "verify",
-            "-crl_check",
-            "-CAfile",
-            "ca/ca.pem",
-            "-CRLfile",
-            "ca/crl.pem",
-            "alice.pem",
-        ],
+        "verify -crl_check -CAfile ca/ca.pem -CRLfile ca/crl.pem alice.pem",
     );
-    let ok = certgate_ok(
-        d,
-        &[
-            "inspect",
-            "alice.pem",
-            "--ca",
-            "ca/ca.pem",
-            "--crl",
-            "ca/crl.pem",
-        ],
-    );
+    let ok = certgate_ok(d, "inspect alice.pem --ca ca/ca.pem --crl ca/crl.pem");
     assert!(ok.contains("VERIFIED"), "{ok}");
 
     // Revoke by certificate file, publish, and both verifiers now refuse it.
-    let out = certgate_ok(
-        d,
-        &[
-            "ca",
-            "revoke",
-            "--dir",
-            "ca",
-            "alice.pem",
-            "--reason",
-            "key-compromise",
-        ],
-    );
+    let out = certgate_ok(d, "ca revoke --dir ca alice.pem --reason key-compromise");
     assert!(out.contains("revoked serial"), "{out}");
-    certgate_ok(d, &["ca", "crl", "--dir", "ca"]);
+    certgate_ok(d, "ca crl --dir ca");
     openssl(
         &ossl,
         d,
-        &[
-            "crl",
-            "-in",
-            "ca/crl.pem",
-            "-CAfile",
-            "ca/ca.pem",
-            "-noout",
-            "-verify",
-        ],
+        "crl -in ca/crl.pem -CAfile ca/ca.pem -noout -verify",
     );
     let out = std::process::Command::new(&ossl)
         .current_dir(d)
@@ -241,20 +151,10 @@ fn crls_verify_in_openssl_and_revocation_is_seen_by_both() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("certificate revoked"), "{}", text(&out));
-    let out = certgate(
-        d,
-        &[
-            "inspect",
-            "alice.pem",
-            "--ca",
-            "ca/ca.pem",
-            "--crl",
-            "ca/crl.pem",
-        ],
-    );
+    let out = certgate(d, "inspect alice.pem --ca ca/ca.pem --crl ca/crl.pem");
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("REJECTED (revoked)"), "{}", text(&out));
-    let crl = certgate_ok(d, &["inspect", "ca/crl.pem", "--json"]);
+    let crl = certgate_ok(d, "inspect ca/crl.pem --json");
     let json: serde_json::Value = serde_json::from_str(&crl).unwrap();
     assert_eq!(json[0]["items"][0]["revoked"][0]["reason"], "keyCompromise");
 
@@ -274,9 +174,9 @@ fn crls_verify_in_openssl_and_revocation_is_seen_by_both() {
     );
 
     // Revoking twice, or an unknown serial, is an error that says so.
-    let out = certgate(d, &["ca", "revoke", "--dir", "ca", "alice.pem"]);
+    let out = certgate(d, "ca revoke --dir ca alice.pem");
     assert!(text(&out).contains("already revoked"), "{}", text(&out));
-    let out = certgate(d, &["ca", "revoke", "--dir", "ca", "deadbeef"]);
+    let out = certgate(d, "ca revoke --dir ca deadbeef");
     assert!(
         text(&out).contains("was not issued by the CA"),
         "{}",
@@ -289,9 +189,9 @@ fn crls_verify_in_openssl_and_revocation_is_seen_by_both() {
 fn init_refuses_to_overwrite_a_ca() {
     let dir = tempdir();
     let d = dir.path();
-    certgate_ok(d, &["ca", "init", "--dir", "ca"]);
+    certgate_ok(d, "ca init --dir ca");
     let before = std::fs::read(d.join("ca/ca.key")).unwrap();
-    let out = certgate(d, &["ca", "init", "--dir", "ca"]);
+    let out = certgate(d, "ca init --dir ca");
     assert!(!out.status.success());
     assert!(text(&out).contains("already holds a CA"), "{}", text(&out));
     assert_eq!(out.status.code(), Some(73));
@@ -306,33 +206,14 @@ fn inspect_reads_openssl_csrs_and_reports_json() {
     openssl(
         &ossl,
         d,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "k.pem",
-        ],
+        "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out k.pem",
     );
     openssl(
         &ossl,
         d,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "k.pem",
-            "-subj",
-            "/O=Home/CN=bob",
-            "-addext",
-            "subjectAltName=DNS:bob.example,IP:10.0.0.7",
-            "-out",
-            "bob.csr",
-        ],
+        "req -new -key k.pem -subj /O=Home/CN=bob -addext subjectAltName=DNS:bob.example,IP:10.0.0.7 -out bob.csr",
     );
-    let out = certgate_ok(d, &["inspect", "bob.csr", "k.pem", "--json"]);
+    let out = certgate_ok(d, "inspect bob.csr k.pem --json");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let csr = &json[0]["items"][0];
     assert_eq!(csr["kind"], "csr");
@@ -344,21 +225,15 @@ fn inspect_reads_openssl_csrs_and_reports_json() {
     assert_eq!(key["kind"], "private_key");
     assert_eq!(key["algorithm"], "ECDSA P-256");
     assert_eq!(key["spki_sha256"], csr["spki_sha256"]);
-    let text = certgate_ok(d, &["inspect", "bob.csr"]);
+    let text = certgate_ok(d, "inspect bob.csr");
     assert!(text.contains("valid (requester holds the key)"), "{text}");
     // Tamper with the CSR's signed content: the signature no longer verifies.
-    openssl(
-        &ossl,
-        d,
-        &[
-            "req", "-in", "bob.csr", "-outform", "DER", "-out", "bob.der",
-        ],
-    );
+    openssl(&ossl, d, "req -in bob.csr -outform DER -out bob.der");
     let mut der = std::fs::read(d.join("bob.der")).unwrap();
     let at = der.windows(3).position(|w| w == b"bob").unwrap();
     der[at + 2] = b'd';
     std::fs::write(d.join("bod.der"), der).unwrap();
-    let out = certgate_ok(d, &["inspect", "bod.der", "--json"]);
+    let out = certgate_ok(d, "inspect bod.der --json");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json[0]["items"][0]["subject"], "CN=bod,O=Home");
     assert_eq!(json[0]["items"][0]["signature_valid"], false);

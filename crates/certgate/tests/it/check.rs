@@ -94,7 +94,7 @@ name = "clients"
 ca = ["ca/ca.pem"]
 "#;
     std::fs::write(d.join("certgate.toml"), config).unwrap();
-    let out = certgate(d, &["check", "--config", "certgate.toml"]);
+    let out = certgate(d, "check --config certgate.toml");
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     let t = text(&out);
     for want in [
@@ -125,24 +125,24 @@ fn syntax_errors_and_versions_name_the_line() {
         "version = 1\n[[identity]]\nname = \"x\"\ncert = \n",
     )
     .unwrap();
-    let out = certgate(d, &["check", "--config", "a.toml"]);
+    let out = certgate(d, "check --config a.toml");
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out).contains("a.toml:4:"), "{}", text(&out));
     std::fs::write(d.join("b.toml"), "version = 2\n").unwrap();
-    let out = certgate(d, &["check", "--config", "b.toml"]);
+    let out = certgate(d, "check --config b.toml");
     assert!(
         text(&out).contains("b.toml:1: `version`: unsupported version 2"),
         "{}",
         text(&out)
     );
     std::fs::write(d.join("c.toml"), "[[identity]]\nnmae = \"x\"\n").unwrap();
-    let out = certgate(d, &["check", "--config", "c.toml"]);
+    let out = certgate(d, "check --config c.toml");
     assert!(
         text(&out).contains("c.toml:2:") && text(&out).contains("unknown field `nmae`"),
         "{}",
         text(&out)
     );
-    let out = certgate(d, &["check", "--config", "missing.toml"]);
+    let out = certgate(d, "check --config missing.toml");
     assert_eq!(out.status.code(), Some(78));
     assert!(
         text(&out).contains("missing.toml: `missing.toml`: no such file"),
@@ -155,33 +155,26 @@ fn syntax_errors_and_versions_name_the_line() {
 fn quickstart_creates_then_reuses_and_its_config_checks() {
     let dir = tempdir();
     let d = dir.path();
-    let first = certgate_ok(d, &["quickstart", "--dir", "qs"]);
+    let first = certgate_ok(d, "quickstart --dir qs");
     assert!(
         first.contains("created CA, server certificate, client certificate, config"),
         "{first}"
     );
     let ca_before = std::fs::read(d.join("qs/ca/ca.pem")).unwrap();
-    let second = certgate_ok(d, &["quickstart", "--dir", "qs"]);
+    let second = certgate_ok(d, "quickstart --dir qs");
     assert!(
         second.contains("reused CA, server certificate, client certificate, config"),
         "{second}"
     );
     assert_eq!(std::fs::read(d.join("qs/ca/ca.pem")).unwrap(), ca_before);
-    let check = certgate_ok(d, &["check", "--config", "qs/certgate.toml"]);
+    let check = certgate_ok(d, "check --config qs/certgate.toml");
     assert!(
         check.contains("identity `client`: CN=quickstart-client"),
         "{check}"
     );
     let inspect = certgate_ok(
         d,
-        &[
-            "inspect",
-            "qs/client.pem",
-            "--ca",
-            "qs/ca/ca.pem",
-            "--crl",
-            "qs/ca/crl.pem",
-        ],
+        "inspect qs/client.pem --ca qs/ca/ca.pem --crl qs/ca/crl.pem",
     );
     assert!(inspect.contains("VERIFIED"), "{inspect}");
 }

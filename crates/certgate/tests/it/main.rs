@@ -10,19 +10,22 @@ mod handshake;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use certgate_testkit::Argv;
+
 /// Runs the certgate binary with `args` in `dir`.
-pub fn certgate(dir: &Path, args: &[&str]) -> Output {
+pub fn certgate(dir: &Path, args: impl Argv) -> Output {
     Command::new(env!("CARGO_BIN_EXE_certgate"))
         .current_dir(dir)
-        .args(args)
+        .args(args.argv())
         .env_remove("CERTGATE_LOG")
         .output()
         .expect("run certgate")
 }
 
 /// Runs certgate and asserts success; returns stdout.
-pub fn certgate_ok(dir: &Path, args: &[&str]) -> String {
-    let out = certgate(dir, args);
+pub fn certgate_ok(dir: &Path, args: impl Argv) -> String {
+    let args = args.argv();
+    let out = certgate(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         out.status.success(),
         "certgate {args:?} failed ({}):\n{}\n{}",
@@ -47,35 +50,10 @@ pub fn make_ca(dir: &Path) {
     certgate_ok(dir, &["ca", "init", "--dir", "ca", "--name", "Test CA"]);
     certgate_ok(
         dir,
-        &[
-            "ca",
-            "issue",
-            "--dir",
-            "ca",
-            "--server",
-            "localhost",
-            "--dns",
-            "localhost",
-            "--ip",
-            "127.0.0.1",
-            "--out",
-            "server",
-        ],
+        "ca issue --dir ca --server localhost --dns localhost --ip 127.0.0.1 --out server",
     );
     certgate_ok(
         dir,
-        &[
-            "ca",
-            "issue",
-            "--dir",
-            "ca",
-            "--client",
-            "alice",
-            "--uri",
-            "spiffe://test.example/alice",
-            "--out",
-            "alice",
-            "--p12",
-        ],
+        "ca issue --dir ca --client alice --uri spiffe://test.example/alice --out alice --p12",
     );
 }
