@@ -123,6 +123,16 @@ pub struct Cert {
 }
 
 impl Cert {
+    fn new(cert: &rcgen::Certificate, key: KeyPair, params: CertificateParams) -> Self {
+        Self {
+            der: cert.der().to_vec(),
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            key,
+            params,
+        }
+    }
+
     /// An issuer for signing with this certificate.
     pub fn issuer(&self) -> Issuer<'_, &KeyPair> {
         Issuer::from_params(&self.params, &self.key)
@@ -267,13 +277,7 @@ pub fn self_signed(spec: &Spec) -> Cert {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let params = spec.params();
     let cert = params.self_signed(&key).unwrap();
-    Cert {
-        der: cert.der().to_vec(),
-        pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        key,
-        params,
-    }
+    Cert::new(&cert, key, params)
 }
 
 /// Makes a certificate from `spec` signed by `issuer`.
@@ -281,13 +285,7 @@ pub fn signed_by(spec: &Spec, issuer: &Cert) -> Cert {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let params = spec.params();
     let cert = params.signed_by(&key, &issuer.issuer()).unwrap();
-    Cert {
-        der: cert.der().to_vec(),
-        pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        key,
-        params,
-    }
+    Cert::new(&cert, key, params)
 }
 
 /// A CRL signed by `issuer` revoking `serials`, valid from a day ago for `valid_days`.

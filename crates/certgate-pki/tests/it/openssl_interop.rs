@@ -7,25 +7,22 @@ use certgate_pki::credential::{self, Credential};
 use certgate_pki::{Error, Origin};
 use certgate_testkit::{openssl, require_peer, tempdir};
 
+const EC_P256: &str = "-algorithm EC -pkeyopt ec_paramgen_curve:P-256";
+const EC_P384: &str = "-algorithm EC -pkeyopt ec_paramgen_curve:P-384";
+const RSA_2048: &str = "-algorithm RSA -pkeyopt rsa_keygen_bits:2048";
+const ED25519: &str = "-algorithm ED25519";
+
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
 }
 
 /// Makes `NAME.key` (OpenSSL 3 default: PKCS#8) and a self-signed `NAME.pem` with `req -x509`.
-fn genpair(ossl: &Path, dir: &Path, name: &str, alg: &[&str]) {
-    let key = format!("{name}.key");
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(alg);
-    args.extend_from_slice(&["-out", &key]);
-    openssl(ossl, dir, &args);
-    let cert = format!("{name}.pem");
-    let subj = format!("/CN={name}");
+fn genpair(ossl: &Path, dir: &Path, name: &str, alg: &str) {
+    openssl(ossl, dir, format!("genpkey {alg} -out {name}.key").as_str());
     openssl(
         ossl,
         dir,
-        &[
-            "req", "-x509", "-key", &key, "-out", &cert, "-days", "30", "-subj", &subj,
-        ],
+        format!("req -x509 -key {name}.key -out {name}.pem -days 30 -subj /CN={name}").as_str(),
     );
 }
 
@@ -48,19 +45,10 @@ fn plain_keys_of_every_algorithm_and_format() {
     let dir = tempdir();
     let d = dir.path();
     for (name, alg) in [
-        (
-            "ec",
-            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"][..],
-        ),
-        (
-            "ec384",
-            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"][..],
-        ),
-        (
-            "rsa",
-            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..],
-        ),
-        ("ed", &["-algorithm", "ED25519"][..]),
+        ("ec", EC_P256),
+        ("ec384", EC_P384),
+        ("rsa", RSA_2048),
+        ("ed", ED25519),
     ] {
         genpair(&ossl, d, name, alg);
         let c = assemble(d, name, &format!("{name}.key"), None).unwrap();
@@ -138,13 +126,8 @@ fn encrypted_pkcs8_right_and_wrong_password() {
     let ossl = require_peer!("openssl");
     let dir = tempdir();
     let d = dir.path();
-    genpair(
-        &ossl,
-        d,
-        "ec",
-        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-    );
-    genpair(&ossl, d, "ed", &["-algorithm", "ED25519"]);
+    genpair(&ossl, d, "ec", EC_P256);
+    genpair(&ossl, d, "ed", ED25519);
     for name in ["ec", "ed"] {
         let enc = format!("{name}.enc");
         openssl(
@@ -201,12 +184,7 @@ fn legacy_pem_encryption_says_how_to_convert() {
     let ossl = require_peer!("openssl");
     let dir = tempdir();
     let d = dir.path();
-    genpair(
-        &ossl,
-        d,
-        "rsa",
-        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-    );
+    genpair(&ossl, d, "rsa", RSA_2048);
     openssl(
         &ossl,
         d,
@@ -223,17 +201,11 @@ fn legacy_pem_encryption_says_how_to_convert() {
 }
 
 fn p12(ossl: &Path, d: &Path, name: &str, out: &str, pass: &str, legacy: bool) {
-    let mut args = vec![
-        "pkcs12", "-export", "-inkey", "KEY", "-in", "CERT", "-out", out, "-passout", pass,
-    ];
-    let key = format!("{name}.key");
-    let cert = format!("{name}.pem");
-    args[3] = &key;
-    args[5] = &cert;
-    if legacy {
-        args.push("-legacy");
-    }
-    openssl(ossl, d, &args);
+    let legacy = if legacy { "-legacy" } else { "" };
+    let args = format!(
+        "pkcs12 -export -inkey {name}.key -in {name}.pem -out {out} -passout {pass} {legacy}"
+    );
+    openssl(ossl, d, args.as_str());
 }
 
 #[test]
@@ -241,18 +213,8 @@ fn pkcs12_modern_and_legacy_with_and_without_password() {
     let ossl = require_peer!("openssl");
     let dir = tempdir();
     let d = dir.path();
-    genpair(
-        &ossl,
-        d,
-        "ec",
-        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-    );
-    genpair(
-        &ossl,
-        d,
-        "rsa",
-        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-    );
+    genpair(&ossl, d, "ec", EC_P256);
+    genpair(&ossl, d, "rsa", RSA_2048);
     // `-legacy` needs OpenSSL's legacy provider; skip only that half when it is unavailable.
     let legacy_ok = std::process::Command::new(&ossl)
         .args(["list", "-providers", "-provider", "legacy"])
