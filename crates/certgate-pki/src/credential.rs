@@ -40,8 +40,12 @@ pub fn parse_certificates(bytes: &[u8], origin: &Origin) -> Result<Vec<Certifica
         let blocks = parse_pem(bytes, origin)?;
         let certs: Vec<Vec<u8>> = blocks
             .iter()
-            .filter(|b| b.label == "CERTIFICATE" || b.label == "TRUSTED CERTIFICATE")
-            .map(|b| b.der.clone())
+            .filter_map(|b| match b.label.as_str() {
+                "CERTIFICATE" => Some(b.der.clone()),
+                // OpenSSL's trusted form: the certificate followed by trust settings we ignore.
+                "TRUSTED CERTIFICATE" => Some(strip_trust_aux(&b.der)),
+                _ => None,
+            })
             .collect();
         if certs.is_empty() {
             return Err(Error::NoCertificate {
@@ -69,6 +73,13 @@ pub fn parse_certificates(bytes: &[u8], origin: &Origin) -> Result<Vec<Certifica
         check_certificate(der, origin, i + 1)?;
     }
     Ok(ders.into_iter().map(CertificateDer::from).collect())
+}
+
+fn strip_trust_aux(der: &[u8]) -> Vec<u8> {
+    match X509Certificate::from_der(der) {
+        Ok((rest, _)) => der[..der.len() - rest.len()].to_vec(),
+        Err(_) => der.to_vec(),
+    }
 }
 
 fn check_certificate(der: &[u8], origin: &Origin, index: usize) -> Result<()> {

@@ -284,3 +284,21 @@ fn chain_in_wrong_order_is_fixed_and_unrelated_certificates_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn openssl_trusted_certificate_form_loads() {
+    let ossl = require_peer!("openssl");
+    let dir = tempdir();
+    let d = dir.path();
+    genpair(&ossl, d, "ec", EC_P256);
+    openssl(
+        &ossl,
+        d,
+        "x509 -in ec.pem -addtrust clientAuth -trustout -out trusted.pem",
+    );
+    assert!(String::from_utf8_lossy(&read(d, "trusted.pem")).contains("BEGIN TRUSTED CERTIFICATE"));
+    let plain = credential::parse_certificates(&read(d, "ec.pem"), &Origin::other("p")).unwrap();
+    let trusted =
+        credential::parse_certificates(&read(d, "trusted.pem"), &Origin::other("t")).unwrap();
+    assert_eq!(plain, trusted);
+}
