@@ -38,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Create a dev PKI (CA, server and client certificates) and a config, and print how to use them.
     Quickstart(QuickstartArgs),
+    /// Run every listener the config declares (HTTP ingress).
+    Serve(ServeArgs),
     /// Validate a config file and every file it references; report every error at once.
     Check(CheckArgs),
     /// The small CA: init, issue, revoke, crl.
@@ -56,6 +58,14 @@ pub struct QuickstartArgs {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `certgate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The config file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 /// `certgate check`.

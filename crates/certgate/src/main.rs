@@ -25,8 +25,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging();
+    init_logging(matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(&args),
         Command::Quickstart(args) => cmd::quickstart::run(&args),
         Command::Check(args) => cmd::check::run(&args),
         Command::Ca(args) => cmd::ca::run(args),
@@ -41,11 +42,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr. A server logs JSON lines at `info` (the access log is `certgate::access`);
+/// CLI commands log text at `warn`. `CERTGATE_LOG` overrides the filter (e.g. `debug`).
+fn init_logging(server: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CERTGATE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let default = if server { "info" } else { "warn" };
+    let filter =
+        EnvFilter::try_from_env("CERTGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if server {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }

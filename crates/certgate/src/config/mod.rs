@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use certgate_pki::credential::{self, Credential};
 use certgate_pki::verify::{self, UnknownRevocation};
@@ -15,6 +16,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::files;
+
+pub mod ingress;
 
 /// The only config format version so far.
 pub const VERSION: i64 = 1;
@@ -27,6 +30,8 @@ struct RawConfig {
     identity: Vec<Spanned<RawIdentity>>,
     #[serde(default)]
     trust: Vec<Spanned<RawTrust>>,
+    #[serde(default)]
+    ingress: Vec<Spanned<ingress::RawIngress>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,7 +126,9 @@ pub struct Config {
     /// `[[identity]]` sections.
     pub identities: Vec<ConfiguredIdentity>,
     /// `[[trust]]` sections.
-    pub trusts: Vec<TrustBundle>,
+    pub trusts: Vec<Arc<TrustBundle>>,
+    /// `[[ingress]]` listeners.
+    pub ingresses: Vec<ingress::Ingress>,
     /// Non-fatal observations (reordered chains, certificates close to expiry).
     pub notes: Vec<String>,
 }
@@ -191,11 +198,13 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
     }
     let identities = r.identities(&raw.identity, now);
     let trusts = r.trusts(&raw.trust);
+    let ingresses = r.ingresses(&raw.ingress, &identities, &trusts);
     if r.errors.is_empty() {
         Ok(Config {
             path: path.to_owned(),
             identities,
             trusts,
+            ingresses,
             notes: r.notes,
         })
     } else {
@@ -506,7 +515,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn trusts(&mut self, raw: &[Spanned<RawTrust>]) -> Vec<TrustBundle> {
+    fn trusts(&mut self, raw: &[Spanned<RawTrust>]) -> Vec<Arc<TrustBundle>> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (i, section) in raw.iter().enumerate() {
@@ -589,7 +598,7 @@ impl Resolver<'_> {
                 continue;
             }
             match TrustBundle::new(&name, cas, crls, unknown) {
-                Ok(b) => out.push(b),
+                Ok(b) => out.push(Arc::new(b)),
                 Err(e) => self.error(Some(at), &prefix, e.to_string()),
             }
         }
@@ -604,7 +613,7 @@ mod tests {
     /// Every TOML example in docs/config.md uses only keys this loader knows.
     #[test]
     fn docs_examples_use_known_keys() {
-        let doc = include_str!("../../../docs/config.md");
+        let doc = include_str!("../../../../docs/config.md");
         let mut blocks = 0;
         for block in doc.split("```toml\n").skip(1) {
             let body = block.split("```").next().unwrap_or_default();

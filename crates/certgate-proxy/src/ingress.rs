@@ -1,0 +1,554 @@
+//! The HTTP ingress: accept TLS, derive the client identity once per connection, then for every
+//! request strip identity headers, route, apply policy, add the route's identity headers and
+//! proxy to the upstream with bodies streamed both ways.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use certgate_pki::forward::{self, Format, ProxyInfo};
+use certgate_pki::{ClientCert, TrustBundle};
+use certgate_tls::ClientAuth;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use rustls_pki_types::UnixTime;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::policy::{self, Decision, Route, Upstream};
+
+/// Response body type: streamed from the upstream, or generated here.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Connection and request limits of a listener.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Open connections at most; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed to receive a request's headers (slowloris).
+    pub header_timeout: Duration,
+    /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A resolved `[[ingress]]` listener.
+#[derive(Debug)]
+pub struct IngressConfig {
+    /// Name for logs.
+    pub name: String,
+    /// TLS configuration (identities, client-auth mode, verifier).
+    pub tls: Arc<ServerConfig>,
+    /// Client-auth mode, to tell "not requested" from "not sent".
+    pub client_auth: ClientAuth,
+    /// Trust bundle client certificates are evaluated against.
+    pub trust: Option<Arc<TrustBundle>>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// What XFCC `By` says.
+    pub proxy_info: ProxyInfo,
+    /// Set `X-Forwarded-For/-Proto/-Host` and `Forwarded` (replacing incoming values).
+    pub x_forwarded: bool,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Facts about one connection, shared by its requests.
+#[derive(Debug)]
+struct Conn {
+    client: ClientCert,
+    sni: Option<String>,
+    peer: SocketAddr,
+}
+
+struct Shared {
+    cfg: Arc<IngressConfig>,
+    client: Client<HttpConnector, Incoming>,
+}
+
+/// Serves `cfg` on `listener` until `shutdown` turns true, then stops accepting.
+pub async fn serve(
+    cfg: Arc<IngressConfig>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector);
+    let shared = Arc::new(Shared {
+        cfg: Arc::clone(&cfg),
+        client,
+    });
+    let permits = Arc::new(Semaphore::new(cfg.limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(listener = %cfg.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            connection(shared, tcp, peer).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let cfg = Arc::clone(&shared.cfg);
+    let _ = tcp.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
+    let started = Instant::now();
+    let tls = match tokio::time::timeout(cfg.limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(target: "certgate::handshake", listener = %cfg.name, %peer, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(target: "certgate::handshake", listener = %cfg.name, %peer, "handshake timed out");
+            return;
+        }
+    };
+    let (_, server_conn) = tls.get_ref();
+    let client = certgate_tls::client_cert(
+        server_conn,
+        cfg.client_auth,
+        cfg.trust.as_deref(),
+        UnixTime::now(),
+    );
+    let sni = server_conn.server_name().map(str::to_ascii_lowercase);
+    tracing::debug!(listener = %cfg.name, %peer, handshake_ms = started.elapsed().as_millis() as u64, "handshake done");
+    let conn = Arc::new(Conn { client, sni, peer });
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(handle(&shared, &conn, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.limits.header_timeout)
+        .max_buf_size(cfg.limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX));
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+        .await
+    {
+        tracing::debug!(listener = %cfg.name, %peer, error = %e, "connection ended with an error");
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut body = body.into();
+    body.push('\n');
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The request's host, lower-case, without port: the URI authority (HTTP/2, absolute form) or
+/// the Host header.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_owned())
+        .or_else(|| {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            let auth: http::uri::Authority = h.parse().ok()?;
+            Some(auth.host().to_owned())
+        })?;
+    Some(
+        raw.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Removes every identity header of every known format (design.md invariant 3). Returns how
+/// many field lines were removed.
+pub fn strip_identity_headers(headers: &mut HeaderMap) -> usize {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| forward::is_identity_header(n.as_str()))
+        .cloned()
+        .collect();
+    let mut removed = 0;
+    for n in names {
+        if let header::Entry::Occupied(e) = headers.entry(n) {
+            removed += e.iter().count();
+            e.remove_entry_mult().1.for_each(drop);
+        }
+    }
+    removed
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named in Connection are hop-by-hop too.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        if !(keep_upgrade && n == header::UPGRADE) {
+            headers.remove(n);
+        }
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
+    let cfg = &shared.cfg;
+    let started = Instant::now();
+    let stripped = strip_identity_headers(req.headers_mut());
+    let host = request_host(&req);
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let Some(route) = policy::select(&cfg.routes, host.as_deref(), &path) else {
+        let resp = text(StatusCode::NOT_FOUND, "no route for this host and path");
+        log_request(
+            cfg,
+            conn,
+            None,
+            &method,
+            &path,
+            resp.status(),
+            started,
+            stripped,
+            Some("no route"),
+        );
+        return resp;
+    };
+    if let Decision::Deny { status, reason } =
+        policy::decide(route, &conn.client, host.as_deref(), conn.sni.as_deref())
+    {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        let resp = text(status, &reason);
+        log_request(
+            cfg,
+            conn,
+            Some(route),
+            &method,
+            &path,
+            status,
+            started,
+            stripped,
+            Some(&reason),
+        );
+        return resp;
+    }
+    let resp = match &route.upstream {
+        Upstream::Echo => echo(cfg, conn, route, &req),
+        Upstream::Http(authority) => {
+            proxy(shared, conn, route, authority, host.as_deref(), req).await
+        }
+    };
+    log_request(
+        cfg,
+        conn,
+        Some(route),
+        &method,
+        &path,
+        resp.status(),
+        started,
+        stripped,
+        None,
+    );
+    resp
+}
+
+/// Identity headers for a route, as (name, value) pairs ready to insert.
+fn identity_headers(
+    cfg: &IngressConfig,
+    conn: &Conn,
+    formats: &[Format],
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for f in formats {
+        for (name, value) in forward::encode(*f, &conn.client, &cfg.proxy_info) {
+            // Every encoder produces visible ASCII or escaped text; skip rather than panic if not.
+            match HeaderValue::from_str(&value) {
+                Ok(v) => out.push((HeaderName::from_static(name), v)),
+                Err(_) => tracing::warn!(
+                    header = name,
+                    "identity header value is not a valid header value; not sent"
+                ),
+            }
+        }
+    }
+    out
+}
+
+fn set_forwarded(cfg: &IngressConfig, conn: &Conn, host: Option<&str>, headers: &mut HeaderMap) {
+    if !cfg.x_forwarded {
+        return;
+    }
+    // Incoming values come from the client and cannot be trusted at the edge: replace them.
+    let ip = conn.peer.ip().to_string();
+    for n in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+    ] {
+        headers.remove(n);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    let for_part = if conn.peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
+    let mut fwd = format!("for={for_part};proto=https");
+    if let Some(h) = host {
+        if let Ok(v) = HeaderValue::from_str(h) {
+            headers.insert("x-forwarded-host", v);
+        }
+        fwd.push_str(&format!(";host=\"{h}\""));
+    }
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert("forwarded", v);
+    }
+}
+
+async fn proxy(
+    shared: &Shared,
+    conn: &Conn,
+    route: &Route,
+    authority: &http::uri::Authority,
+    host: Option<&str>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let cfg = &shared.cfg;
+    let upgrade = req.headers().contains_key(header::UPGRADE) && req.version() == Version::HTTP_11;
+    let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let uri = match Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+    {
+        Ok(u) => u,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
+    };
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Some(h) = original_host {
+        headers.insert(header::HOST, h);
+    }
+    set_forwarded(cfg, conn, host, headers);
+    for (name, value) in identity_headers(cfg, conn, &route.forward) {
+        headers.append(name, value);
+    }
+    let mut resp = match shared.client.request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(listener = %cfg.name, route = %route.name, upstream = %authority, error = %e, "upstream request failed");
+            return text(StatusCode::BAD_GATEWAY, "the upstream is unavailable");
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((c, u)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(c),
+                            &mut TokioIo::new(u),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+        }
+    } else {
+        strip_hop_by_hop(resp.headers_mut(), false);
+    }
+    sanitize_response(resp.headers_mut());
+    resp.map(|b| b.boxed())
+}
+
+/// RFC 9440 §2: `Client-Cert` fields never appear in responses; a `Vary` on them becomes `*`
+/// so that no cache serves one client's response to another.
+fn sanitize_response(headers: &mut HeaderMap) {
+    headers.remove("client-cert");
+    headers.remove("client-cert-chain");
+    let varies_on_cert = headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str()
+            .map(|s| {
+                s.split(',').any(|f| {
+                    f.trim().eq_ignore_ascii_case("client-cert")
+                        || f.trim().eq_ignore_ascii_case("client-cert-chain")
+                })
+            })
+            .unwrap_or(false)
+    });
+    if varies_on_cert {
+        headers.remove(header::VARY);
+        headers.insert(header::VARY, HeaderValue::from_static("*"));
+    }
+}
+
+/// The built-in echo upstream: shows what an upstream behind this route would receive.
+fn echo(
+    cfg: &IngressConfig,
+    conn: &Conn,
+    route: &Route,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    let forwarded: serde_json::Map<String, serde_json::Value> =
+        identity_headers(cfg, conn, &route.forward)
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    serde_json::Value::String(v.to_str().unwrap_or_default().to_owned()),
+                )
+            })
+            .collect();
+    let body = serde_json::json!({
+        "route": route.name,
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "http_version": format!("{:?}", req.version()),
+        "client": conn.client,
+        "forwarded_headers": forwarded,
+    });
+    let mut resp = Response::new(
+        Full::new(Bytes::from(
+            serde_json::to_vec_pretty(&body).unwrap_or_default(),
+        ))
+        .map_err(|never| match never {})
+        .boxed(),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_request(
+    cfg: &IngressConfig,
+    conn: &Conn,
+    route: Option<&Route>,
+    method: &http::Method,
+    path: &str,
+    status: StatusCode,
+    started: Instant,
+    stripped: usize,
+    reason: Option<&str>,
+) {
+    let (spki, subject, verified) = match conn.client.presented() {
+        Some(p) => (
+            p.identity.spki_sha256.to_hex(),
+            p.identity.subject.clone(),
+            p.verified().is_some(),
+        ),
+        None => (String::new(), String::new(), false),
+    };
+    tracing::info!(
+        target: "certgate::access",
+        listener = %cfg.name,
+        peer = %conn.peer,
+        route = route.map_or("", |r| r.name.as_str()),
+        method = %method,
+        path,
+        status = status.as_u16(),
+        duration_us = started.elapsed().as_micros() as u64,
+        client_spki_sha256 = %spki,
+        client_subject = %subject,
+        client_verified = verified,
+        stripped_identity_headers = stripped,
+        reason = reason.unwrap_or(""),
+    );
+}

@@ -1,0 +1,14 @@
+//! certgate's ingress: a TLS-terminating reverse proxy that derives the client identity once per
+//! connection, applies per-route identity policy, removes every identity header a client sends,
+//! and forwards the verified identity in the formats each route asks for.
+//!
+//! Policy is a pure function (`policy`); sockets live in `ingress`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ingress;
+pub mod policy;
+
+pub use ingress::{IngressConfig, Limits, serve, strip_identity_headers};
+pub use policy::{Condition, Decision, Glob, Route, Rule, Upstream};

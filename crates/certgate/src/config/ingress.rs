@@ -1,0 +1,465 @@
+//! `[[ingress]]` sections: HTTP listeners, their TLS settings and routes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certgate_pki::forward::{Format, ProxyInfo};
+use certgate_pki::{CertHash, SpkiHash, TrustBundle};
+use certgate_proxy::{Condition, Glob, IngressConfig, Limits, Route, Rule, Upstream};
+use certgate_tls::{ClientAuth, ListenerTls, MinVersion, SniIdentities, SniPattern};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfiguredIdentity, Resolver};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIngress {
+    name: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    identity: Option<Spanned<String>>,
+    #[serde(default)]
+    sni: BTreeMap<String, Spanned<String>>,
+    client_auth: Option<Spanned<String>>,
+    trust: Option<Spanned<String>>,
+    min_tls: Option<Spanned<String>>,
+    forward: Option<Spanned<Vec<String>>>,
+    x_forwarded: Option<bool>,
+    max_connections: Option<Spanned<u64>>,
+    handshake_timeout_secs: Option<Spanned<u64>>,
+    header_timeout_secs: Option<Spanned<u64>>,
+    max_header_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Option<String>,
+    host: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    upstream: Option<Spanned<String>>,
+    #[serde(default)]
+    require_client_cert: bool,
+    #[serde(default)]
+    require_verified: bool,
+    #[serde(default)]
+    allow: Vec<Spanned<BTreeMap<String, String>>>,
+    forward: Option<Spanned<Vec<String>>>,
+}
+
+/// A resolved `[[ingress]]`: where to listen and what to serve there.
+#[derive(Debug)]
+pub struct Ingress {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// The listener, ready to serve.
+    pub config: Arc<IngressConfig>,
+}
+
+impl Resolver<'_> {
+    pub(super) fn ingresses(
+        &mut self,
+        raw: &[Spanned<RawIngress>],
+        identities: &[ConfiguredIdentity],
+        trusts: &[Arc<TrustBundle>],
+    ) -> Vec<Ingress> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, section) in raw.iter().enumerate() {
+            let at = section.span().start;
+            let raw = section.get_ref();
+            let Some(name) = self.name("ingress", i, raw.name.as_ref(), at, &mut seen) else {
+                continue;
+            };
+            if let Some(ingress) = self.ingress(&name, raw, at, identities, trusts) {
+                out.push(ingress);
+            }
+        }
+        out
+    }
+
+    fn ingress(
+        &mut self,
+        name: &str,
+        raw: &RawIngress,
+        at: usize,
+        identities: &[ConfiguredIdentity],
+        trusts: &[Arc<TrustBundle>],
+    ) -> Option<Ingress> {
+        let prefix = format!("ingress.{name}");
+        let errors_before = self.errors.len();
+        let listen = match &raw.listen {
+            None => {
+                self.error(
+                    Some(at),
+                    &format!("{prefix}.listen"),
+                    "missing; e.g. `listen = \"127.0.0.1:8443\"`",
+                );
+                None
+            }
+            Some(l) => {
+                match l.get_ref().parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.error(
+                        Some(l.span().start),
+                        &format!("{prefix}.listen"),
+                        format!("`{}` is not an address:port (e.g. `127.0.0.1:8443` or `[::1]:8443`)", l.get_ref()),
+                    );
+                        None
+                    }
+                }
+            }
+        };
+        let find_identity = |r: &mut Self, key: &str, value: &Spanned<String>| {
+            let found = identities.iter().find(|i| i.name == *value.get_ref());
+            if found.is_none() {
+                r.error(
+                    Some(value.span().start),
+                    key,
+                    format!("no [[identity]] named `{}`", value.get_ref()),
+                );
+            }
+            found
+        };
+        let default_identity = match &raw.identity {
+            None => {
+                self.error(
+                    Some(at),
+                    &format!("{prefix}.identity"),
+                    "missing; name the [[identity]] this listener presents",
+                );
+                None
+            }
+            Some(id) => find_identity(self, &format!("{prefix}.identity"), id),
+        };
+        let trust = match &raw.trust {
+            None => None,
+            Some(t) => {
+                let found = trusts.iter().find(|b| b.name() == t.get_ref());
+                if found.is_none() {
+                    self.error(
+                        Some(t.span().start),
+                        &format!("{prefix}.trust"),
+                        format!("no [[trust]] named `{}`", t.get_ref()),
+                    );
+                }
+                found.cloned()
+            }
+        };
+        let client_auth = match &raw.client_auth {
+            // Secure default: with a trust bundle, demand a verified certificate.
+            None if raw.trust.is_some() => ClientAuth::RequireAndVerify,
+            None => ClientAuth::None,
+            Some(m) => {
+                match ClientAuth::parse(m.get_ref()) {
+                    Some(mode) => {
+                        if mode.verifies() && raw.trust.is_none() {
+                            self.error(
+                            Some(m.span().start),
+                            &format!("{prefix}.client_auth"),
+                            format!("`{}` verifies client certificates, so it needs `trust = \"...\"`", m.get_ref()),
+                        );
+                        }
+                        mode
+                    }
+                    None => {
+                        let names: Vec<&str> = ClientAuth::ALL.iter().map(|(n, _)| *n).collect();
+                        self.error(
+                            Some(m.span().start),
+                            &format!("{prefix}.client_auth"),
+                            format!("`{}` is not one of {}", m.get_ref(), names.join(", ")),
+                        );
+                        ClientAuth::None
+                    }
+                }
+            }
+        };
+        let min_version = match raw
+            .min_tls
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span().start))
+        {
+            None | Some(("1.2", _)) => MinVersion::Tls12,
+            Some(("1.3", _)) => MinVersion::Tls13,
+            Some((other, pos)) => {
+                self.error(
+                    Some(pos),
+                    &format!("{prefix}.min_tls"),
+                    format!("`{other}` is not `1.2` or `1.3`"),
+                );
+                MinVersion::Tls12
+            }
+        };
+        let default_forward = match &raw.forward {
+            Some(f) => self.formats(f, &format!("{prefix}.forward")),
+            None => vec![Format::Rfc9440],
+        };
+        let mut limits = Limits::default();
+        if let Some(v) = &raw.max_connections {
+            limits.max_connections =
+                self.positive(v, &format!("{prefix}.max_connections"))
+                    .unwrap_or(limits.max_connections as u64) as usize;
+        }
+        if let Some(v) = &raw.handshake_timeout_secs {
+            limits.handshake_timeout = Duration::from_secs(
+                self.positive(v, &format!("{prefix}.handshake_timeout_secs"))
+                    .unwrap_or(10),
+            );
+        }
+        if let Some(v) = &raw.header_timeout_secs {
+            limits.header_timeout = Duration::from_secs(
+                self.positive(v, &format!("{prefix}.header_timeout_secs"))
+                    .unwrap_or(10),
+            );
+        }
+        if let Some(v) = &raw.max_header_bytes {
+            limits.max_header_bytes = self
+                .positive(v, &format!("{prefix}.max_header_bytes"))
+                .unwrap_or(65536) as usize;
+        }
+        let mut routes = Vec::new();
+        if raw.route.is_empty() {
+            self.error(
+                Some(at),
+                &format!("{prefix}.route"),
+                "no routes; add at least one [[ingress.route]]",
+            );
+        }
+        for (j, r) in raw.route.iter().enumerate() {
+            if let Some(route) = self.route(r, &format!("{prefix}.route[{j}]"), &default_forward) {
+                routes.push(route);
+            }
+        }
+        let mut sni_keys = Vec::new();
+        for (pattern, id_name) in &raw.sni {
+            let key = format!("{prefix}.sni.\"{pattern}\"");
+            let Some(p) = SniPattern::parse(pattern) else {
+                self.error(
+                    Some(id_name.span().start),
+                    &key,
+                    format!("`{pattern}` is not a host name or `*.domain` pattern"),
+                );
+                continue;
+            };
+            if let Some(id) = find_identity(self, &key, id_name) {
+                sni_keys.push((p, certgate_tls::certified_key(&id.credential)));
+            }
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let (listen, default_identity) = (listen?, default_identity?);
+        let mut sni = SniIdentities::new(certgate_tls::certified_key(&default_identity.credential));
+        for (p, k) in sni_keys {
+            sni.add(p, k);
+        }
+        let tls = ListenerTls {
+            identities: sni,
+            client_auth,
+            trust: trust.clone(),
+            min_version,
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        };
+        let tls = match certgate_tls::server_config(&tls) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(Some(at), &prefix, e.to_string());
+                return None;
+            }
+        };
+        let config = IngressConfig {
+            name: name.to_owned(),
+            tls,
+            client_auth,
+            trust,
+            routes,
+            proxy_info: ProxyInfo {
+                uris: default_identity.credential.identity.sans.uri.clone(),
+            },
+            x_forwarded: raw.x_forwarded.unwrap_or(true),
+            limits,
+        };
+        Some(Ingress {
+            listen,
+            config: Arc::new(config),
+        })
+    }
+
+    fn positive(&mut self, v: &Spanned<u64>, key: &str) -> Option<u64> {
+        if *v.get_ref() == 0 {
+            self.error(Some(v.span().start), key, "must be greater than 0");
+            return None;
+        }
+        Some(*v.get_ref())
+    }
+
+    fn formats(&mut self, f: &Spanned<Vec<String>>, key: &str) -> Vec<Format> {
+        let mut out = Vec::new();
+        for name in f.get_ref() {
+            match Format::parse(name) {
+                Some(fmt) => out.push(fmt),
+                None => {
+                    let names: Vec<&str> = Format::ALL.iter().map(|(n, _)| *n).collect();
+                    self.error(
+                        Some(f.span().start),
+                        key,
+                        format!(
+                            "`{name}` is not a forwarding format; use {}",
+                            names.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn route(
+        &mut self,
+        raw: &Spanned<RawRoute>,
+        prefix: &str,
+        default_forward: &[Format],
+    ) -> Option<Route> {
+        let at = raw.span().start;
+        let r = raw.get_ref();
+        let errors_before = self.errors.len();
+        let host = match &r.host {
+            None => None,
+            Some(h) => {
+                let p = SniPattern::parse(h.get_ref());
+                if p.is_none() {
+                    self.error(
+                        Some(h.span().start),
+                        &format!("{prefix}.host"),
+                        format!("`{}` is not a host name or `*.domain` pattern", h.get_ref()),
+                    );
+                }
+                p
+            }
+        };
+        let path = match &r.path {
+            None => "/".to_owned(),
+            Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+            Some(p) => {
+                self.error(
+                    Some(p.span().start),
+                    &format!("{prefix}.path"),
+                    format!("`{}` must start with `/`", p.get_ref()),
+                );
+                "/".to_owned()
+            }
+        };
+        let upstream = match &r.upstream {
+            None => {
+                self.error(
+                    Some(at),
+                    &format!("{prefix}.upstream"),
+                    "missing; e.g. `upstream = \"http://127.0.0.1:8080\"` or `\"echo\"`",
+                );
+                None
+            }
+            Some(u) => parse_upstream(u.get_ref()).map_or_else(
+                |msg| {
+                    self.error(Some(u.span().start), &format!("{prefix}.upstream"), msg);
+                    None
+                },
+                Some,
+            ),
+        };
+        let mut allow = Vec::new();
+        for (k, rule) in r.allow.iter().enumerate() {
+            let mut conds = Vec::new();
+            if rule.get_ref().is_empty() {
+                self.error(
+                    Some(rule.span().start),
+                    &format!("{prefix}.allow[{k}]"),
+                    "an empty rule would allow every certificate; list at least one condition",
+                );
+            }
+            for (field, value) in rule.get_ref() {
+                match condition(field, value) {
+                    Ok(c) => conds.push(c),
+                    Err(msg) => self.error(
+                        Some(rule.span().start),
+                        &format!("{prefix}.allow[{k}].{field}"),
+                        msg,
+                    ),
+                }
+            }
+            allow.push(Rule(conds));
+        }
+        let forward = match &r.forward {
+            Some(f) => self.formats(f, &format!("{prefix}.forward")),
+            None => default_forward.to_vec(),
+        };
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let name = r.name.clone().unwrap_or_else(|| {
+            format!(
+                "{}{}",
+                r.host.as_ref().map_or("*", |h| h.get_ref().as_str()),
+                path
+            )
+        });
+        Some(Route {
+            name,
+            host,
+            path,
+            upstream: upstream?,
+            require_client_cert: r.require_client_cert,
+            require_verified: r.require_verified,
+            allow,
+            forward,
+        })
+    }
+}
+
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    if s == "echo" {
+        return Ok(Upstream::Echo);
+    }
+    let Some(rest) = s.strip_prefix("http://") else {
+        return Err(format!(
+            "`{s}`: upstreams are `http://host:port` or `echo` (https:// and unix: upstreams are not supported yet)"
+        ));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.contains('/') {
+        return Err(format!(
+            "`{s}`: an upstream is a scheme and authority, without a path"
+        ));
+    }
+    authority
+        .parse::<http::uri::Authority>()
+        .map(Upstream::Http)
+        .map_err(|_| format!("`{s}` is not a valid http://host:port"))
+}
+
+fn condition(field: &str, value: &str) -> Result<Condition, String> {
+    Ok(match field {
+        "cn" => Condition::Cn(Glob::new(value)),
+        "dns" => Condition::Dns(Glob::new(value)),
+        "uri" => Condition::Uri(Glob::new(value)),
+        "spiffe" => Condition::Spiffe(Glob::new(value)),
+        "email" => Condition::Email(Glob::new(value)),
+        "ip" => Condition::Ip(Glob::new(value)),
+        "issuer" => Condition::Issuer(Glob::new(value)),
+        "spki_sha256" => Condition::SpkiSha256(
+            SpkiHash::from_hex(value).ok_or_else(|| format!("`{value}` is not 64 hex digits"))?,
+        ),
+        "cert_sha256" => Condition::CertSha256(
+            CertHash::from_hex(value).ok_or_else(|| format!("`{value}` is not 64 hex digits"))?,
+        ),
+        other => {
+            return Err(format!(
+                "unknown condition `{other}`; use cn, dns, uri, spiffe, email, ip, issuer, spki_sha256 or cert_sha256"
+            ));
+        }
+    })
+}
