@@ -6,6 +6,8 @@ mod bad_input;
 mod ca_interop;
 mod check;
 mod handshake;
+mod ingress;
+mod server;
 
 use std::path::Path;
 use std::process::{Command, Output};

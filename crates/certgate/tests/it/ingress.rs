@@ -1,0 +1,676 @@
+//! The HTTP ingress against real clients on loopback: the client-auth matrix (curl over
+//! HTTP/1.1 and HTTP/2, Python requests, openssl s_client), possession (a rustls client whose
+//! key does not match its certificate), header spoofing, and resumption.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use certgate_testkit::{
+    Spec, TestPki, crl, require_peer, self_signed, serial_of, signed_by, tempdir,
+};
+use time::Duration;
+
+use crate::server::{Serve, Upstream};
+
+/// Writes the test PKI and client certificates of every kind into `d`.
+fn write_pki(d: &Path) -> TestPki {
+    let pki = TestPki::new();
+    std::fs::write(d.join("root.pem"), &pki.root.pem).unwrap();
+    std::fs::write(
+        d.join("server.pem"),
+        format!("{}{}", pki.server.pem, pki.intermediate.pem),
+    )
+    .unwrap();
+    std::fs::write(d.join("server.key"), &pki.server.key_pem).unwrap();
+    let write_client = |name: &str, c: &certgate_testkit::Cert, with_intermediate: bool| {
+        let chain = if with_intermediate {
+            format!("{}{}", c.pem, pki.intermediate.pem)
+        } else {
+            c.pem.clone()
+        };
+        std::fs::write(d.join(format!("{name}.pem")), chain).unwrap();
+        std::fs::write(d.join(format!("{name}.key")), &c.key_pem).unwrap();
+    };
+    write_client("good", &pki.client, true);
+    let mut expired = Spec::client("expired");
+    expired.not_before = Duration::days(-20);
+    expired.not_after = Duration::days(-1);
+    write_client("expired", &signed_by(&expired, &pki.intermediate), true);
+    let revoked = signed_by(&Spec::client("revoked"), &pki.intermediate);
+    write_client("revoked", &revoked, true);
+    std::fs::write(
+        d.join("int.crl"),
+        crl(&pki.intermediate, &[serial_of(&revoked)], 7),
+    )
+    .unwrap();
+    write_client(
+        "wrong-eku",
+        &signed_by(&Spec::server("wrong-eku"), &pki.intermediate),
+        true,
+    );
+    write_client(
+        "self-signed",
+        &self_signed(&Spec::client("self-signed")),
+        false,
+    );
+    pki
+}
+
+const MODES: [&str; 5] = [
+    "none",
+    "request",
+    "require",
+    "verify_if_given",
+    "require_and_verify",
+];
+
+fn matrix_config(upstream: &str) -> String {
+    let mut c = String::from(
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+crl = ["int.crl"]
+"#,
+    );
+    for mode in MODES {
+        c.push_str(&format!(
+            r#"
+[[ingress]]
+name = "{mode}"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "{mode}"
+trust = "clients"
+forward = ["certgate"]
+  [[ingress.route]]
+  upstream = "{upstream}"
+"#
+        ));
+    }
+    c
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Handshake refused.
+    Refused,
+    /// Request served without a client identity.
+    Anonymous,
+    /// Served with a verified identity.
+    Verified,
+    /// Served with an identity that failed verification for this reason.
+    Unverified(&'static str),
+}
+
+fn expected(mode: &str, client: &str) -> Outcome {
+    use Outcome::*;
+    let failure = match client {
+        "none" => None,
+        "good" => Some(None),
+        "self-signed" => Some(Some("unknown_issuer")),
+        "expired" => Some(Some("expired")),
+        "revoked" => Some(Some("revoked")),
+        "wrong-eku" => Some(Some("wrong_usage")),
+        _ => unreachable!(),
+    };
+    match (mode, failure) {
+        ("none", _) => Anonymous,
+        (_, None) if mode.starts_with("require") => Refused,
+        (_, None) => Anonymous,
+        (_, Some(None)) => Verified,
+        ("request" | "require", Some(Some(reason))) => Unverified(reason),
+        (_, Some(Some(_))) => Refused,
+    }
+}
+
+fn curl(curl: &Path, d: &Path, port: u16, client: &str, http2: bool) -> Output {
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let url = format!("https://localhost:{port}/");
+    let mut cmd = Command::new(curl);
+    cmd.current_dir(d)
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            "root.pem",
+            "--resolve",
+            &resolve,
+        ])
+        .arg(if http2 { "--http2" } else { "--http1.1" });
+    if client != "none" {
+        cmd.args([
+            "--cert",
+            &format!("{client}.pem"),
+            "--key",
+            &format!("{client}.key"),
+        ]);
+    }
+    cmd.arg(&url).output().unwrap()
+}
+
+/// Reads the outcome from the certgate-format headers the echo upstream saw.
+fn outcome_of(out: &Output) -> Outcome {
+    if !out.status.success() {
+        return Outcome::Refused;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let verify = v["forwarded_headers"]["x-client-verify"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match verify.as_str() {
+        "NONE" => Outcome::Anonymous,
+        "SUCCESS" => Outcome::Verified,
+        other => {
+            let reason = other.strip_prefix("FAILED:").unwrap_or(other);
+            for r in ["unknown_issuer", "expired", "revoked", "wrong_usage"] {
+                if r == reason {
+                    return Outcome::Unverified(r);
+                }
+            }
+            panic!("unexpected X-Client-Verify {other:?}")
+        }
+    }
+}
+
+#[test]
+fn client_auth_matrix_with_curl_http1_and_http2() {
+    let curl_bin = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    write_pki(d);
+    std::fs::write(d.join("c.toml"), matrix_config("echo")).unwrap();
+    let server = Serve::start(d, "c.toml", MODES.len());
+    let mut failures = Vec::new();
+    for mode in MODES {
+        for client in [
+            "none",
+            "self-signed",
+            "good",
+            "expired",
+            "revoked",
+            "wrong-eku",
+        ] {
+            for http2 in [false, true] {
+                let out = curl(&curl_bin, d, server.port(mode), client, http2);
+                let got = outcome_of(&out);
+                let want = expected(mode, client);
+                if got != want {
+                    failures.push(format!(
+                        "mode {mode}, client {client}, http2 {http2}: want {want:?}, got {got:?} ({})",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+const REQUESTS_CLIENT: &str = r#"
+import json, sys, requests
+port, client = sys.argv[1], sys.argv[2]
+cert = None if client == "none" else (client + ".pem", client + ".key")
+try:
+    r = requests.get("https://localhost:%s/" % port, verify="root.pem", cert=cert, timeout=10)
+    print(r.json()["forwarded_headers"]["x-client-verify"])
+except requests.exceptions.RequestException as e:
+    print("REFUSED")
+"#;
+
+#[test]
+fn client_auth_with_python_requests_and_openssl_s_client() {
+    let python = require_peer!("python3");
+    let ossl = require_peer!("openssl");
+    let has_requests = Command::new(&python)
+        .args(["-c", "import requests"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_requests {
+        if certgate_testkit::peers_required() {
+            panic!("Python `requests` is required (CERTGATE_REQUIRE_PEERS=1); .ci/run installs it");
+        }
+        eprintln!("!!!!!!!! SKIPPING: Python `requests` is not installed !!!!!!!!");
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    write_pki(d);
+    std::fs::write(d.join("c.toml"), matrix_config("echo")).unwrap();
+    let server = Serve::start(d, "c.toml", MODES.len());
+    for mode in MODES {
+        for client in ["none", "self-signed", "good", "revoked"] {
+            let out = Command::new(&python)
+                .current_dir(d)
+                .args([
+                    "-c",
+                    REQUESTS_CLIENT,
+                    &server.port(mode).to_string(),
+                    client,
+                ])
+                .output()
+                .unwrap();
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            let want = match expected(mode, client) {
+                Outcome::Refused => "REFUSED".to_owned(),
+                Outcome::Anonymous => "NONE".to_owned(),
+                Outcome::Verified => "SUCCESS".to_owned(),
+                Outcome::Unverified(r) => format!("FAILED:{r}"),
+            };
+            assert_eq!(
+                got,
+                want,
+                "requests: mode {mode}, client {client}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // openssl s_client: the CertificateRequest of a verifying mode names the trusted CA; an
+    // accept-any mode names none.
+    for (mode, names_ca) in [("require_and_verify", true), ("request", false)] {
+        let out = Command::new(&ossl)
+            .current_dir(d)
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", server.port(mode)),
+                "-servername",
+                "localhost",
+                "-CAfile",
+                "root.pem",
+                "-cert",
+                "good.pem",
+                "-key",
+                "good.key",
+                "-tls1_3",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Verify return code: 0 (ok)"),
+            "{mode}: {text}"
+        );
+        assert_eq!(
+            text.contains("Acceptable client certificate CA names\nCN = certgate test root"),
+            names_ca,
+            "{mode}: {text}"
+        );
+    }
+}
+
+/// Every identity header certgate knows, in odd case, some repeated, all carrying `FORGED`.
+fn forged_headers() -> Vec<String> {
+    let mut h: Vec<String> = certgate_pki::forward::IDENTITY_HEADERS
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            // Alternate upper and mixed case so no case-sensitive comparison slips through.
+            let name = if i % 2 == 0 {
+                n.to_ascii_uppercase()
+            } else {
+                mixed_case(n)
+            };
+            format!("{name}: FORGED-{i}")
+        })
+        .collect();
+    h.push("client-cert: :Rk9SR0VE:".to_owned());
+    h.push("Client-Cert: :Rk9SR0VELTI=:".to_owned());
+    h.push("X-Forwarded-Client-Cert: By=spiffe://evil;Hash=FORGED".to_owned());
+    h.push("x-amzn-mtls-clientcert-leaf: FORGED-alb".to_owned());
+    h.push("Cf-Client-Cert-Der-Base64: FORGED-cf".to_owned());
+    h
+}
+
+fn mixed_case(s: &str) -> String {
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn forged_identity_headers_never_reach_the_upstream() {
+    use base64::Engine as _;
+    let curl_bin = require_peer!("curl");
+    let python = require_peer!("python3");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    let upstream = Upstream::start(&python);
+    let config = format!(
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+forward = ["rfc9440", "xfcc", "nginx", "traefik", "certgate"]
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+"#,
+        upstream.port
+    );
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    for with_cert in [false, true] {
+        for http2 in [false, true] {
+            let resolve = format!("localhost:{port}:127.0.0.1");
+            let mut cmd = Command::new(&curl_bin);
+            cmd.current_dir(d)
+                .args([
+                    "-sS",
+                    "-i",
+                    "--max-time",
+                    "10",
+                    "--cacert",
+                    "root.pem",
+                    "--resolve",
+                    &resolve,
+                ])
+                .arg(if http2 { "--http2" } else { "--http1.1" });
+            if with_cert {
+                cmd.args(["--cert", "good.pem", "--key", "good.key"]);
+            }
+            for h in forged_headers() {
+                cmd.args(["-H", &h]);
+            }
+            let out = cmd
+                .arg(format!("https://localhost:{port}/"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "curl failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let (head, body) = text.split_once("\r\n\r\n").expect("response head");
+            let head = head.to_ascii_lowercase();
+            // Responses: Client-Cert removed, Vary on it rewritten to `*`.
+            assert!(
+                !head.contains("\nclient-cert:"),
+                "Client-Cert leaked into the response:\n{head}"
+            );
+            assert!(head.contains("\nvary: *"), "Vary not rewritten:\n{head}");
+            let v: serde_json::Value = serde_json::from_str(body).expect("upstream JSON");
+            let headers: Vec<(String, String)> = v["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p[0].as_str().unwrap().to_ascii_lowercase(),
+                        p[1].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            let ctx = format!("with_cert={with_cert} http2={http2}");
+            for (n, value) in &headers {
+                assert!(
+                    !value.contains("FORGED") && !value.contains("Rk9SR0VE"),
+                    "{ctx}: forged {n}: {value} reached the upstream"
+                );
+            }
+            let get = |name: &str| -> Vec<&str> {
+                headers
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+                    .collect()
+            };
+            if !with_cert {
+                assert_eq!(get("x-client-verify"), vec!["NONE"], "{ctx}");
+                assert_eq!(get("x-ssl-client-verify"), vec!["NONE"], "{ctx}");
+                for n in [
+                    "client-cert",
+                    "client-cert-chain",
+                    "x-forwarded-client-cert",
+                    "x-forwarded-tls-client-cert",
+                    "x-client-cert-sha256",
+                ] {
+                    assert!(
+                        get(n).is_empty(),
+                        "{ctx}: {n} present without a certificate"
+                    );
+                }
+                continue;
+            }
+            // Exactly one of each header certgate sets, and independent decoders agree with them.
+            let leaf = &pki.client.der;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let cc = get("client-cert");
+            assert_eq!(cc.len(), 1, "{ctx}: Client-Cert {cc:?}");
+            let inner = cc[0]
+                .strip_prefix(':')
+                .and_then(|s| s.strip_suffix(':'))
+                .expect("sf-binary");
+            assert_eq!(
+                &b64.decode(inner).unwrap(),
+                leaf,
+                "{ctx}: RFC 9440 Client-Cert"
+            );
+            let chain = get("client-cert-chain");
+            assert_eq!(chain.len(), 1, "{ctx}");
+            let inter = chain[0].trim_matches(':');
+            assert_eq!(
+                b64.decode(inter).unwrap(),
+                pki.intermediate.der,
+                "{ctx}: Client-Cert-Chain"
+            );
+            assert_eq!(get("x-client-verify"), vec!["SUCCESS"], "{ctx}");
+            assert_eq!(get("x-ssl-client-verify"), vec!["SUCCESS"], "{ctx}");
+            let escaped = get("x-ssl-client-escaped-cert");
+            let pem = percent_encoding::percent_decode_str(escaped[0])
+                .decode_utf8()
+                .unwrap();
+            assert_eq!(
+                pem,
+                pki.client.pem.replace("\r\n", "\n"),
+                "{ctx}: nginx escaped cert"
+            );
+            let xfcc = get("x-forwarded-client-cert");
+            assert_eq!(xfcc.len(), 1, "{ctx}");
+            let hash = hex_sha256(leaf);
+            assert!(
+                xfcc[0].contains(&format!("Hash={hash}")),
+                "{ctx}: {}",
+                xfcc[0]
+            );
+            assert!(
+                xfcc[0].contains("Subject=\"CN=alice\""),
+                "{ctx}: {}",
+                xfcc[0]
+            );
+            let traefik = get("x-forwarded-tls-client-cert");
+            let first = traefik[0].split(',').next().unwrap();
+            assert_eq!(&b64.decode(first).unwrap(), leaf, "{ctx}: Traefik cert");
+            assert_eq!(get("x-client-cert-sha256"), vec![hash.as_str()], "{ctx}");
+        }
+    }
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    certgate_pki::CertHash::of(data).to_hex()
+}
+
+/// A rustls client that presents `chain` but signs with `key`: it holds someone else's
+/// certificate without that certificate's private key.
+#[derive(Debug)]
+struct Presents(std::sync::Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(std::sync::Arc::clone(&self.0))
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// GET / over TLS with a rustls client; returns the response text or the error.
+fn rustls_get(
+    port: u16,
+    root: &[u8],
+    key: std::sync::Arc<rustls::sign::CertifiedKey>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(root.to_vec()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(Presents(key)));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    tls.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[test]
+fn possession_is_proven_in_every_mode_tls12_and_tls13() {
+    use std::sync::Arc;
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    std::fs::write(d.join("c.toml"), matrix_config("echo")).unwrap();
+    let server = Serve::start(d, "c.toml", MODES.len());
+    let chain = vec![
+        rustls_pki_types::CertificateDer::from(pki.client.der.clone()),
+        rustls_pki_types::CertificateDer::from(pki.intermediate.der.clone()),
+    ];
+    let signer = |pem: &str| {
+        let der = rustls_pki_types::PrivateKeyDer::try_from(
+            certgate_pki::pem::parse(pem.as_bytes()).unwrap()[0]
+                .der
+                .clone(),
+        )
+        .unwrap();
+        rustls::crypto::aws_lc_rs::sign::any_supported_type(&der).unwrap()
+    };
+    let stolen = Arc::new(rustls::sign::CertifiedKey::new(
+        chain.clone(),
+        signer(&pki.server.key_pem),
+    ));
+    let honest = Arc::new(rustls::sign::CertifiedKey::new(
+        chain,
+        signer(&pki.client.key_pem),
+    ));
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        for mode in MODES {
+            let port = server.port(mode);
+            let got = rustls_get(port, &pki.root.der, Arc::clone(&stolen), version);
+            if mode == "none" {
+                // Not asked for a certificate, the client sends none: served anonymously.
+                let body = got.expect("mode none serves anonymously");
+                assert!(body.contains("\"x-client-verify\": \"NONE\""), "{body}");
+            } else {
+                assert!(
+                    !got.as_deref().is_ok_and(|b| b.contains("200 OK")),
+                    "{version:?} mode {mode}: a certificate without its key was accepted: {got:?}"
+                );
+            }
+            // Control: the same certificate with its own key gets in wherever it is acceptable.
+            let ok = rustls_get(port, &pki.root.der, Arc::clone(&honest), version)
+                .expect("honest client");
+            assert!(
+                ok.contains("200 OK"),
+                "{version:?} mode {mode}: honest client refused: {ok}"
+            );
+        }
+    }
+}
+
+#[test]
+fn resumption_is_off_when_client_certificates_are_requested() {
+    let ossl = require_peer!("openssl");
+    let dir = tempdir();
+    let d = dir.path();
+    write_pki(d);
+    std::fs::write(d.join("c.toml"), matrix_config("echo")).unwrap();
+    let server = Serve::start(d, "c.toml", MODES.len());
+    for mode in ["request", "require_and_verify"] {
+        for tls in ["-tls1_2", "-tls1_3"] {
+            let connect = format!("127.0.0.1:{}", server.port(mode));
+            let run = |extra: &[&str]| {
+                let out = Command::new(&ossl)
+                    .current_dir(d)
+                    .args([
+                        "s_client",
+                        "-connect",
+                        &connect,
+                        "-servername",
+                        "localhost",
+                        "-CAfile",
+                        "root.pem",
+                        "-cert",
+                        "good.pem",
+                        "-key",
+                        "good.key",
+                        tls,
+                    ])
+                    .args(extra)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let first = run(&["-sess_out", "sess.pem"]);
+            assert!(first.contains("Verify return code: 0 (ok)"), "{first}");
+            // With neither a session ID nor a ticket, OpenSSL has no session worth saving.
+            if !d.join("sess.pem").exists() {
+                continue;
+            }
+            // Even when the client offers its saved session, the server runs a full handshake
+            // (and so re-verifies the certificate against the current trust and CRLs).
+            let second = run(&["-sess_in", "sess.pem"]);
+            assert!(
+                !second.contains("Reused, "),
+                "{mode} {tls}: session resumed:\n{second}"
+            );
+            assert!(second.contains("New, "), "{mode} {tls}:\n{second}");
+            let _ = std::fs::remove_file(d.join("sess.pem"));
+        }
+    }
+}
