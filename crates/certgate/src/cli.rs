@@ -36,7 +36,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a dev PKI (CA, server and client certificates) and a config, and print how to use them.
+    /// Create a dev PKI and config, then run a gateway on localhost and print curl commands.
     Quickstart(QuickstartArgs),
     /// Run every listener the config declares (HTTP ingress).
     Serve(ServeArgs),
@@ -55,6 +55,12 @@ pub struct QuickstartArgs {
     /// Where to put the dev PKI and config. Reused on later runs.
     #[arg(long, default_value = "certgate-quickstart", value_name = "DIR")]
     pub dir: PathBuf,
+    /// Where the gateway listens (written into a new config; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
+    pub listen: String,
+    /// Create and check everything, but do not start the gateway.
+    #[arg(long)]
+    pub no_serve: bool,
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,

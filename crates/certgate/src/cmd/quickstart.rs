@@ -38,6 +38,29 @@ password_file = "client.p12.password"
 name = "clients"
 ca = ["ca/ca.pem"]
 crl = ["ca/crl.pem"]
+
+# The gateway: TLS on LISTEN, any client certificate accepted at the handshake (possession is
+# always proven); the routes decide who gets what.
+[[ingress]]
+name = "quickstart"
+listen = "LISTEN"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+forward = ["rfc9440", "certgate"]
+
+  # Public: anyone, with or without a certificate. The built-in echo upstream shows the identity
+  # headers an app behind certgate would receive.
+  [[ingress.route]]
+  path = "/"
+  upstream = "echo"
+
+  # Private: a certificate from the quickstart CA with a quickstart SPIFFE ID.
+  [[ingress.route]]
+  path = "/private"
+  upstream = "echo"
+  require_verified = true
+  allow = [{ spiffe = "spiffe://quickstart.certgate.local/*" }]
 "#;
 
 /// Certificates closer to expiry than this are re-issued on the next run.
@@ -114,8 +137,11 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
     if config_path.exists() {
         reused.push("config".to_owned());
     } else {
-        files::write_public(&config_path, CONFIG.as_bytes())
-            .with_context(|| format!("cannot write `{}`", config_path.display()))?;
+        files::write_public(
+            &config_path,
+            CONFIG.replace("LISTEN", &args.listen).as_bytes(),
+        )
+        .with_context(|| format!("cannot write `{}`", config_path.display()))?;
         created.push("config".to_owned());
     }
     // Prove the pieces fit: the config resolves (files load, keys decrypt and match).
@@ -134,10 +160,39 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_human(&summary, dir, &cfg);
+    }
+    if args.no_serve {
         return Ok(ExitCode::SUCCESS);
     }
-    print_human(&summary, dir, &cfg);
-    Ok(ExitCode::SUCCESS)
+    if cfg.ingresses.is_empty() {
+        return Err(crate::exit::fail(
+            crate::exit::CONFIG,
+            format!(
+                "{} has no [[ingress]] (it predates the gateway); delete it and run quickstart again",
+                config_path.display()
+            ),
+        ));
+    }
+    let d = dir.display().to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let json = args.json;
+    runtime.block_on(crate::cmd::serve::serve(cfg, |bound| {
+        for (_, addr) in bound.iter().filter(|_| !json) {
+            let port = addr.port();
+            let url = format!("https://localhost:{port}");
+            let resolve = if addr.ip().is_loopback() { String::new() } else { format!(" --resolve localhost:{port}:{}", addr.ip()) };
+            println!();
+            println!("Gateway running on {url} (Ctrl-C to stop). Try:");
+            println!("  curl --cacert {d}/ca/ca.pem{resolve} {url}/");
+            println!("  curl --cacert {d}/ca/ca.pem{resolve} --cert {d}/client.pem --key {d}/client.key {url}/private");
+            println!("  curl --cacert {d}/ca/ca.pem{resolve} {url}/private        # 401: no certificate");
+        }
+    }))
 }
 
 /// True when `PREFIX.pem`/`PREFIX.key` exist, load, match, verify against the CA for `purpose`

@@ -30,10 +30,15 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         .thread_name("certgate")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(cfg))
+    runtime.block_on(serve(cfg, |_| {}))
 }
 
-async fn serve(cfg: config::Config) -> Result<ExitCode> {
+/// Binds every listener, calls `on_bound` with (name, address) pairs, then serves until SIGTERM
+/// or SIGINT.
+pub async fn serve(
+    cfg: config::Config,
+    on_bound: impl FnOnce(&[(String, std::net::SocketAddr)]),
+) -> Result<ExitCode> {
     // Bind everything first: a config whose listeners cannot all start does not start at all.
     let mut bound = Vec::new();
     for ingress in &cfg.ingresses {
@@ -52,6 +57,11 @@ async fn serve(cfg: config::Config) -> Result<ExitCode> {
         tracing::info!(listener = %ingress.config.name, %addr, client_auth = %ingress.config.client_auth, "listening");
         bound.push((listener, std::sync::Arc::clone(&ingress.config)));
     }
+    let addrs: Vec<(String, std::net::SocketAddr)> = bound
+        .iter()
+        .filter_map(|(l, c)| l.local_addr().ok().map(|a| (c.name.clone(), a)))
+        .collect();
+    on_bound(&addrs);
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
     for (listener, ingress) in bound {

@@ -155,13 +155,13 @@ fn syntax_errors_and_versions_name_the_line() {
 fn quickstart_creates_then_reuses_and_its_config_checks() {
     let dir = tempdir();
     let d = dir.path();
-    let first = certgate_ok(d, "quickstart --dir qs");
+    let first = certgate_ok(d, "quickstart --dir qs --no-serve");
     assert!(
         first.contains("created CA, server certificate, client certificate, config"),
         "{first}"
     );
     let ca_before = std::fs::read(d.join("qs/ca/ca.pem")).unwrap();
-    let second = certgate_ok(d, "quickstart --dir qs");
+    let second = certgate_ok(d, "quickstart --dir qs --no-serve");
     assert!(
         second.contains("reused CA, server certificate, client certificate, config"),
         "{second}"
@@ -177,4 +177,77 @@ fn quickstart_creates_then_reuses_and_its_config_checks() {
         "inspect qs/client.pem --ca qs/ca/ca.pem --crl qs/ca/crl.pem",
     );
     assert!(inspect.contains("VERIFIED"), "{inspect}");
+}
+
+#[test]
+fn quickstart_runs_a_gateway_that_curl_can_use() {
+    use std::io::{BufRead as _, BufReader};
+    let curl = certgate_testkit::require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .current_dir(d)
+        .args(["quickstart", "--dir", "qs", "--listen", "127.0.0.1:0"])
+        .env("CERTGATE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut port = None;
+    let mut commands = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("Gateway running on https://localhost:") {
+            port = rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok());
+        } else if port.is_some() && line.trim_start().starts_with("curl ") {
+            commands.push(line.trim().to_owned());
+            if commands.len() == 3 {
+                break;
+            }
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(
+        port.is_some() && commands.len() == 3,
+        "quickstart printed no curl lines"
+    );
+    // Run the printed commands as a user would paste them.
+    let results: Vec<String> = commands
+        .iter()
+        .map(|c| {
+            let args: Vec<&str> = c
+                .split_whitespace()
+                .skip(1)
+                .take_while(|a| *a != "#")
+                .collect();
+            let out = std::process::Command::new(&curl)
+                .current_dir(d)
+                .arg("-sS")
+                .args(&args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        results[0].contains("\"x-client-verify\": \"NONE\""),
+        "{}",
+        results[0]
+    );
+    assert!(
+        results[1].contains("\"x-client-verify\": \"SUCCESS\""),
+        "{}",
+        results[1]
+    );
+    assert!(
+        results[1].contains("spiffe://quickstart.certgate.local/client"),
+        "{}",
+        results[1]
+    );
+    assert_eq!(results[2], "a client certificate is required\n");
 }
