@@ -674,3 +674,252 @@ fn resumption_is_off_when_client_certificates_are_requested() {
         }
     }
 }
+
+#[test]
+fn route_policy_401_403_421_end_to_end() {
+    let curl_bin = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    let alice_spki = certgate_pki::Identity::from_der(&pki.client.der)
+        .unwrap()
+        .spki_sha256;
+    let config = format!(
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+crl = ["int.crl"]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+forward = ["certgate"]
+  [[ingress.route]]
+  upstream = "echo"
+  [[ingress.route]]
+  path = "/needs-cert"
+  upstream = "echo"
+  require_client_cert = true
+  [[ingress.route]]
+  path = "/verified"
+  upstream = "echo"
+  require_verified = true
+  [[ingress.route]]
+  path = "/alice"
+  upstream = "echo"
+  allow = [{{ cn = "alice", issuer = "CN=certgate test intermediate" }}, {{ spki_sha256 = "{alice_spki}" }}]
+  [[ingress.route]]
+  path = "/bob"
+  upstream = "echo"
+  allow = [{{ cn = "bob" }}]
+"#
+    );
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    let get = |client: &str, path: &str, host: Option<&str>| -> (u16, String) {
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let mut cmd = Command::new(&curl_bin);
+        cmd.current_dir(d).args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            "root.pem",
+            "--resolve",
+            &resolve,
+            "-w",
+            "\n%{http_code}",
+        ]);
+        if client != "none" {
+            cmd.args([
+                "--cert",
+                &format!("{client}.pem"),
+                "--key",
+                &format!("{client}.key"),
+            ]);
+        }
+        if let Some(h) = host {
+            cmd.args(["-H", &format!("Host: {h}")]);
+        }
+        let out = cmd
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.parse().unwrap_or(0), body.to_owned())
+    };
+    let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+        ("none", "/", None, 200, "NONE"),
+        (
+            "none",
+            "/needs-cert",
+            None,
+            401,
+            "a client certificate is required",
+        ),
+        (
+            "self-signed",
+            "/needs-cert",
+            None,
+            200,
+            "FAILED:unknown_issuer",
+        ),
+        (
+            "self-signed",
+            "/verified",
+            None,
+            403,
+            "the client certificate is not verified (unknown_issuer)",
+        ),
+        (
+            "revoked",
+            "/verified",
+            None,
+            403,
+            "the client certificate is not verified (revoked)",
+        ),
+        ("good", "/verified", None, 200, "SUCCESS"),
+        ("good", "/alice", None, 200, "SUCCESS"),
+        ("good", "/alice/sub/path", None, 200, "SUCCESS"),
+        (
+            "good",
+            "/bob",
+            None,
+            403,
+            "the client certificate is not allowed on this route",
+        ),
+        (
+            "none",
+            "/bob",
+            None,
+            401,
+            "a client certificate is required",
+        ),
+        // Host differs from SNI on a route that needs a certificate: 421.
+        (
+            "good",
+            "/verified",
+            Some("other.example"),
+            421,
+            "misdirected request",
+        ),
+        // ... but a public route does not care.
+        ("good", "/", Some("other.example"), 200, "SUCCESS"),
+    ];
+    for (client, path, host, status, needle) in cases {
+        let (code, body) = get(client, path, *host);
+        assert_eq!(code, *status, "{client} {path} {host:?}: {body}");
+        assert!(
+            body.contains(needle),
+            "{client} {path} {host:?}: want {needle:?} in {body}"
+        );
+    }
+}
+
+/// An X.509 v1 certificate without extensions, self-signed by OpenSSL: the kind Gemini clients
+/// make. Accepted with proof of possession in `request` mode; identity by hash.
+#[test]
+fn transient_v1_certificates_are_accepted_with_proof_of_possession() {
+    let ossl = require_peer!("openssl");
+    let curl_bin = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    write_pki(d);
+    let o = |args: &str| certgate_testkit::openssl(&ossl, d, args);
+    o("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out v1.key");
+    o("req -new -key v1.key -subj /CN=gemini-user -out v1.csr");
+    o("x509 -req -in v1.csr -signkey v1.key -days 30 -out v1.pem");
+    let text = String::from_utf8_lossy(&o("x509 -in v1.pem -noout -text").stdout).into_owned();
+    assert!(
+        text.contains("Version: 1 (0x0)"),
+        "OpenSSL did not make a v1 certificate:\n{text}"
+    );
+    std::fs::write(d.join("c.toml"), matrix_config("echo")).unwrap();
+    let server = Serve::start(d, "c.toml", MODES.len());
+    for (mode, tls) in [
+        ("request", "--tlsv1.3"),
+        ("require", "--tlsv1.2"),
+        ("request", "--tlsv1.2"),
+    ] {
+        let port = server.port(mode);
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let mut args = vec![
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            "root.pem",
+            "--resolve",
+            &resolve,
+            "--cert",
+            "v1.pem",
+            "--key",
+            "v1.key",
+            tls,
+        ];
+        if tls == "--tlsv1.2" {
+            args.extend(["--tls-max", "1.2"]);
+        }
+        let url = format!("https://localhost:{port}/");
+        let out = Command::new(&curl_bin)
+            .current_dir(d)
+            .args(&args)
+            .arg(&url)
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode} {tls}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            body.contains("\"x-client-verify\": \"FAILED:"),
+            "{mode} {tls}: {body}"
+        );
+        let der = certgate_pki::credential::parse_certificates(
+            &std::fs::read(d.join("v1.pem")).unwrap(),
+            &certgate_pki::Origin::other("v1"),
+        )
+        .unwrap();
+        let hash = certgate_pki::CertHash::of(&der[0]).to_hex();
+        assert!(
+            body.contains(&hash),
+            "{mode} {tls}: identity hash missing: {body}"
+        );
+    }
+    // Verifying modes refuse it.
+    let port = server.port("require_and_verify");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let out = Command::new(&curl_bin)
+        .current_dir(d)
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            "root.pem",
+            "--resolve",
+            &resolve,
+            "--cert",
+            "v1.pem",
+            "--key",
+            "v1.key",
+        ])
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a v1 self-signed certificate passed require_and_verify"
+    );
+}
