@@ -610,10 +610,15 @@ impl Resolver<'_> {
 mod tests {
     use super::*;
 
-    /// Every TOML example in docs/config.md uses only keys this loader knows.
+    /// Every TOML example in the docs uses only keys this loader knows.
     #[test]
     fn docs_examples_use_known_keys() {
-        let doc = include_str!("../../../../docs/config.md");
+        let doc = [
+            include_str!("../../../../docs/config.md"),
+            include_str!("../../../../docs/guides/http-app.md"),
+            include_str!("../../../../docs/guides/transient-certs.md"),
+        ]
+        .concat();
         let mut blocks = 0;
         for block in doc.split("```toml\n").skip(1) {
             let body = block.split("```").next().unwrap_or_default();
@@ -621,7 +626,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("docs/config.md example does not parse:\n{body}\n{e}"));
             blocks += 1;
         }
-        assert!(blocks >= 3, "expected the examples of docs/config.md");
+        assert!(blocks >= 6, "expected the examples of docs/");
     }
 
     #[test]
