@@ -923,3 +923,128 @@ fn transient_v1_certificates_are_accepted_with_proof_of_possession() {
         "a v1 self-signed certificate passed require_and_verify"
     );
 }
+
+#[test]
+fn stalled_handshakes_and_slowloris_are_cut_while_others_are_served() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+    use std::time::{Duration as StdDuration, Instant};
+    let curl_bin = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    let config = r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+handshake_timeout_secs = 1
+header_timeout_secs = 1
+  [[ingress.route]]
+  upstream = "echo"
+"#;
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    // A client that connects and never starts the handshake.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .set_read_timeout(Some(StdDuration::from_secs(10)))
+        .unwrap();
+    // A client that completes TLS, then sends its request head one byte at a time, forever.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(pki.root.der.clone()))
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(cfg),
+        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(StdDuration::from_millis(200)))
+        .unwrap();
+    let mut slow = rustls::StreamOwned::new(conn, tcp);
+    let started = Instant::now();
+    let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+    let mut cut = None;
+    let mut buf = [0u8; 512];
+    for i in 0..50 {
+        // One byte of the head every 200 ms (the read timeout paces the loop).
+        if slow
+            .write_all(&head[i % head.len()..=i % head.len()])
+            .and_then(|()| slow.flush())
+            .is_err()
+        {
+            cut = Some(started.elapsed());
+            break;
+        }
+        match slow.read(&mut buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            // EOF, a reset, or hyper's 408 before it closes: the server gave up on us.
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(n == 0 || text.contains("408"), "unexpected answer: {text}");
+                cut = Some(started.elapsed());
+                break;
+            }
+            Err(_) => {
+                cut = Some(started.elapsed());
+                break;
+            }
+        }
+        // Meanwhile a normal client is served.
+        if i == 2 {
+            let resolve = format!("localhost:{port}:127.0.0.1");
+            let out = Command::new(&curl_bin)
+                .current_dir(d)
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "--cacert",
+                    "root.pem",
+                    "--resolve",
+                    &resolve,
+                ])
+                .arg(format!("https://localhost:{port}/"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "a normal client was not served: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let cut = cut.expect("the slowloris connection was never cut");
+    assert!(
+        cut < StdDuration::from_secs(5),
+        "slowloris cut only after {cut:?}"
+    );
+    assert!(
+        cut >= StdDuration::from_millis(800),
+        "cut before the 1 s header timeout: {cut:?}"
+    );
+    // The stalled handshake was closed too: EOF or reset, well before our 10 s read timeout.
+    let n = stalled.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "stalled connection got data");
+    assert!(
+        started.elapsed() < StdDuration::from_secs(6),
+        "stalled handshake not cut"
+    );
+}
