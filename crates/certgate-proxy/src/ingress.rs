@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use arc_swap::ArcSwap;
+
 use crate::policy::{self, Decision, Route, Upstream};
 
 /// Response body type: streamed from the upstream, or generated here.
@@ -83,26 +85,25 @@ struct Conn {
     peer: SocketAddr,
 }
 
+/// What one connection works with: the listener's configuration as it was when the connection
+/// was accepted (a reload affects new connections only), and the shared upstream pool.
 struct Shared {
     cfg: Arc<IngressConfig>,
     client: Client<HttpConnector, Incoming>,
 }
 
-/// Serves `cfg` on `listener` until `shutdown` turns true, then stops accepting.
-pub async fn serve(
-    cfg: Arc<IngressConfig>,
-    listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// The live configuration of a listener: swapped whole by a reload, read once per connection.
+pub type LiveConfig = Arc<ArcSwap<IngressConfig>>;
+
+/// Serves `live` on `listener` until `shutdown` turns true, then stops accepting. Each new
+/// connection takes the configuration current at accept time; `max_connections` is read once.
+pub async fn serve(live: LiveConfig, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector);
-    let shared = Arc::new(Shared {
-        cfg: Arc::clone(&cfg),
-        client,
-    });
+    let cfg = live.load_full();
     let permits = Arc::new(Semaphore::new(cfg.limits.max_connections));
     loop {
         let permit = tokio::select! {
@@ -117,12 +118,15 @@ pub async fn serve(
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(listener = %cfg.name, error = %e, "accept failed");
+                tracing::warn!(listener = %live.load().name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let shared = Arc::clone(&shared);
+        let shared = Arc::new(Shared {
+            cfg: live.load_full(),
+            client: client.clone(),
+        });
         tokio::spawn(async move {
             connection(shared, tcp, peer).await;
             drop(permit);

@@ -10,5 +10,5 @@
 pub mod ingress;
 pub mod policy;
 
-pub use ingress::{IngressConfig, Limits, serve, strip_identity_headers};
+pub use ingress::{IngressConfig, Limits, LiveConfig, serve, strip_identity_headers};
 pub use policy::{Condition, Decision, Glob, Route, Rule, Upstream};

@@ -131,6 +131,8 @@ pub struct Config {
     pub ingresses: Vec<ingress::Ingress>,
     /// Non-fatal observations (reordered chains, certificates close to expiry).
     pub notes: Vec<String>,
+    /// Every file the config read (itself included), for change detection.
+    pub files: Vec<PathBuf>,
 }
 
 /// Reads and resolves the config at `path`.
@@ -166,6 +168,7 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
         text,
         errors: Vec::new(),
         notes: Vec::new(),
+        files: vec![path.to_owned()],
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -206,6 +209,7 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
             trusts,
             ingresses,
             notes: r.notes,
+            files: r.files,
         })
     } else {
         Err(ConfigErrors(r.errors))
@@ -218,6 +222,7 @@ struct Resolver<'a> {
     text: &'a str,
     errors: Vec<ConfigError>,
     notes: Vec<String>,
+    files: Vec<PathBuf>,
 }
 
 impl Resolver<'_> {
@@ -309,7 +314,7 @@ impl Resolver<'_> {
                 );
                 Err(())
             }
-            (Some(f), None) => match files::password_from_file(&self.path(f.get_ref())) {
+            (Some(f), None) => match files::password_from_file(&self.note_file(f.get_ref())) {
                 Ok(p) => Ok(Some(p)),
                 Err(e) => {
                     self.error(
@@ -336,8 +341,15 @@ impl Resolver<'_> {
     }
 
     /// Reads a file named by a config key, reporting errors against that key.
+    /// Resolves a path and remembers it for change detection.
+    fn note_file(&mut self, p: &str) -> PathBuf {
+        let path = self.path(p);
+        self.files.push(path.clone());
+        path
+    }
+
     fn read(&mut self, value: &Spanned<String>, key: &str) -> Option<(Vec<u8>, Origin)> {
-        let path = self.path(value.get_ref());
+        let path = self.note_file(value.get_ref());
         match files::read(&path) {
             Ok(bytes) => Some((bytes, Origin::file(&path))),
             Err(e) => {
@@ -637,6 +649,7 @@ mod tests {
             text: "a\nb\nc",
             errors: vec![],
             notes: vec![],
+            files: vec![],
         };
         assert_eq!(r.line_of(0), 1);
         assert_eq!(r.line_of(2), 2);

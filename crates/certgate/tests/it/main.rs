@@ -7,6 +7,7 @@ mod ca_interop;
 mod check;
 mod handshake;
 mod ingress;
+mod reload;
 mod server;
 
 use std::path::Path;

@@ -62,6 +62,15 @@ impl Serve {
         Self { child, ports }
     }
 
+    /// Sends `signal` (e.g. `HUP`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// The port of listener `name`.
     pub fn port(&self, name: &str) -> u16 {
         self.ports[name]
