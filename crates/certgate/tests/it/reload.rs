@@ -144,10 +144,7 @@ identity = "server"
         &failures[..failures.len().min(5)]
     );
     let seen = seen.lock().unwrap();
-    assert!(
-        seen.iter().any(|l| *l == pki.server.der),
-        "never served certificate A"
-    );
+    assert!(seen.contains(&pki.server.der), "never served certificate A");
     assert_eq!(
         seen.last().unwrap(),
         &b.der,
