@@ -2,13 +2,17 @@
 //! connection, applies per-route identity policy, removes every identity header a client sends,
 //! and forwards the verified identity in the formats each route asks for.
 //!
-//! Policy is a pure function (`policy`); sockets live in `ingress`.
+//! Policy is a pure function (`policy`), PROXY headers are pure bytes (`proxy_protocol`); sockets
+//! live in `ingress` (HTTP) and `tunnel` (TCP).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod ingress;
 pub mod policy;
+pub mod proxy_protocol;
+pub mod tunnel;
 
 pub use ingress::{IngressConfig, Limits, LiveConfig, serve, strip_identity_headers};
 pub use policy::{Condition, Decision, Glob, Route, Rule, Upstream};
+pub use tunnel::{LiveTunnel, TunnelConfig};

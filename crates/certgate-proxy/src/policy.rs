@@ -184,10 +184,28 @@ pub fn decide(
             "misdirected request: the Host differs from the TLS server name",
         );
     }
+    identity(
+        route.require_client_cert,
+        route.require_verified,
+        &route.allow,
+        client,
+    )
+}
+
+/// The identity part of a policy, shared by HTTP routes and TCP tunnels.
+pub fn identity(
+    require_client_cert: bool,
+    require_verified: bool,
+    allow: &[Rule],
+    client: &ClientCert,
+) -> Decision {
+    if !(require_client_cert || require_verified || !allow.is_empty()) {
+        return Decision::Allow;
+    }
     let Some(peer) = client.presented() else {
         return deny(401, "a client certificate is required");
     };
-    if route.require_verified && peer.verified().is_none() {
+    if require_verified && peer.verified().is_none() {
         let why = match &peer.verification {
             certgate_pki::Verification::Failed { rejection, .. } => rejection.reason.code(),
             _ => "no trust configured",
@@ -197,7 +215,7 @@ pub fn decide(
             format!("the client certificate is not verified ({why})"),
         );
     }
-    if !route.allow.is_empty() && !route.allow.iter().any(|rule| rule_matches(rule, peer)) {
+    if !allow.is_empty() && !allow.iter().any(|rule| rule_matches(rule, peer)) {
         return deny(403, "the client certificate is not allowed on this route");
     }
     Decision::Allow

@@ -37,9 +37,15 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     runtime.block_on(serve(cfg, |_| {}))
 }
 
+/// A running listener's address and its swappable configuration.
 struct Listener {
     addr: SocketAddr,
-    live: LiveConfig,
+    live: Live,
+}
+
+enum Live {
+    Ingress(LiveConfig),
+    Tunnel(certgate_proxy::LiveTunnel),
 }
 
 /// Binds every listener, calls `on_bound` with (name, address) pairs, then serves until SIGTERM
@@ -51,60 +57,77 @@ pub async fn serve(
     for note in &cfg.notes {
         tracing::warn!("{note}");
     }
-    if cfg.ingresses.is_empty() {
+    if cfg.ingresses.is_empty() && cfg.tunnels.is_empty() {
         return Err(fail(
             exit::CONFIG,
             format!(
-                "{}: nothing to serve: the config declares no [[ingress]]",
+                "{}: nothing to serve: the config declares no [[ingress]] or [[tunnel]]",
                 cfg.path.display()
             ),
         ));
     }
     // Bind everything first: a config whose listeners cannot all start does not start at all.
     let mut bound = Vec::new();
-    for ingress in &cfg.ingresses {
-        let listener = TcpListener::bind(ingress.listen).await.map_err(|e| {
+    let specs = cfg
+        .ingresses
+        .iter()
+        .map(|i| {
+            (
+                "ingress",
+                i.config.name.clone(),
+                i.listen,
+                Live::Ingress(Arc::new(ArcSwap::from(Arc::clone(&i.config)))),
+            )
+        })
+        .chain(cfg.tunnels.iter().map(|t| {
+            (
+                "tunnel",
+                t.config.name.clone(),
+                t.listen,
+                Live::Tunnel(Arc::new(ArcSwap::from(Arc::clone(&t.config)))),
+            )
+        }));
+    for (kind, name, addr, live) in specs {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
             fail(
                 exit::CANTCREAT,
-                format!(
-                    "ingress `{}`: cannot listen on {}: {e}",
-                    ingress.config.name, ingress.listen
-                ),
+                format!("{kind} `{name}`: cannot listen on {addr}: {e}"),
             )
         })?;
-        let addr = listener.local_addr().context("local address")?;
+        let local = listener.local_addr().context("local address")?;
         // One stable line per listener on stdout, for people and for scripts using port 0.
-        println!("listening ingress={} addr={addr}", ingress.config.name);
-        tracing::info!(listener = %ingress.config.name, %addr, client_auth = %ingress.config.client_auth, "listening");
-        bound.push((listener, ingress));
+        println!("listening {kind}={name} addr={local}");
+        tracing::info!(listener = %name, kind, addr = %local, "listening");
+        bound.push((listener, name, local, addr, live));
     }
     let addrs: Vec<(String, SocketAddr)> = bound
         .iter()
-        .filter_map(|(l, i)| l.local_addr().ok().map(|a| (i.config.name.clone(), a)))
+        .map(|(_, n, local, _, _)| (n.clone(), *local))
         .collect();
     on_bound(&addrs);
     let (stop, stopped) = watch::channel(false);
     let mut listeners = BTreeMap::new();
     let mut tasks = Vec::new();
-    for (listener, ingress) in bound {
-        let live: LiveConfig = Arc::new(ArcSwap::from(Arc::clone(&ingress.config)));
-        listeners.insert(
-            ingress.config.name.clone(),
-            Listener {
-                addr: ingress.listen,
-                live: Arc::clone(&live),
-            },
-        );
-        tasks.push(tokio::spawn(certgate_proxy::serve(
-            live,
-            listener,
-            stopped.clone(),
-        )));
+    for (listener, name, _, addr, live) in bound {
+        let task = match &live {
+            Live::Ingress(l) => tokio::spawn(certgate_proxy::serve(
+                Arc::clone(l),
+                listener,
+                stopped.clone(),
+            )),
+            Live::Tunnel(t) => tokio::spawn(certgate_proxy::tunnel::serve(
+                Arc::clone(t),
+                listener,
+                stopped.clone(),
+            )),
+        };
+        tasks.push(task);
+        listeners.insert(name, Listener { addr, live });
     }
     let path = cfg.path.clone();
     let mut seen = fingerprint(&cfg.files);
     let mut files = cfg.files;
-    drop(cfg.ingresses);
+    drop((cfg.ingresses, cfg.tunnels));
     let (mut stop_signal, mut hangup) = (Stop::new(), Hangup::new());
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,16 +188,24 @@ async fn reload(
             return None;
         }
     };
-    let new: BTreeMap<&str, (SocketAddr, &Arc<certgate_proxy::IngressConfig>)> = cfg
+    let new: BTreeMap<&str, SocketAddr> = cfg
         .ingresses
         .iter()
-        .map(|i| (i.config.name.as_str(), (i.listen, &i.config)))
+        .map(|i| (i.config.name.as_str(), i.listen))
+        .chain(
+            cfg.tunnels
+                .iter()
+                .map(|t| (t.config.name.as_str(), t.listen)),
+        )
         .collect();
+    let same_kind = |l: &Listener, name: &str| match l.live {
+        Live::Ingress(_) => cfg.ingresses.iter().any(|i| i.config.name == name),
+        Live::Tunnel(_) => cfg.tunnels.iter().any(|t| t.config.name == name),
+    };
     let same_set = new.len() == listeners.len()
-        && listeners.iter().all(|(name, l)| {
-            new.get(name.as_str())
-                .is_some_and(|(addr, _)| *addr == l.addr)
-        });
+        && listeners
+            .iter()
+            .all(|(name, l)| new.get(name.as_str()) == Some(&l.addr) && same_kind(l, name));
     if !same_set {
         tracing::error!(
             trigger = why,
@@ -183,8 +214,17 @@ async fn reload(
         return None;
     }
     for (name, l) in listeners {
-        if let Some((_, c)) = new.get(name.as_str()) {
-            l.live.store(Arc::clone(c));
+        match &l.live {
+            Live::Ingress(live) => {
+                if let Some(i) = cfg.ingresses.iter().find(|i| i.config.name == *name) {
+                    live.store(Arc::clone(&i.config));
+                }
+            }
+            Live::Tunnel(live) => {
+                if let Some(t) = cfg.tunnels.iter().find(|t| t.config.name == *name) {
+                    live.store(Arc::clone(&t.config));
+                }
+            }
         }
     }
     for note in &cfg.notes {

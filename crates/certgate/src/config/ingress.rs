@@ -8,10 +8,11 @@ use std::time::Duration;
 use certgate_pki::forward::{Format, ProxyInfo};
 use certgate_pki::{CertHash, SpkiHash, TrustBundle};
 use certgate_proxy::{Condition, Glob, IngressConfig, Limits, Route, Rule, Upstream};
-use certgate_tls::{ClientAuth, ListenerTls, MinVersion, SniIdentities, SniPattern};
+use certgate_tls::SniPattern;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::listener::TlsFields;
 use super::{ConfiguredIdentity, Resolver};
 
 #[derive(Debug, Deserialize)]
@@ -66,13 +67,13 @@ impl Resolver<'_> {
         raw: &[Spanned<RawIngress>],
         identities: &[ConfiguredIdentity],
         trusts: &[Arc<TrustBundle>],
+        seen: &mut HashSet<String>,
     ) -> Vec<Ingress> {
-        let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (i, section) in raw.iter().enumerate() {
             let at = section.span().start;
             let raw = section.get_ref();
-            let Some(name) = self.name("ingress", i, raw.name.as_ref(), at, &mut seen) else {
+            let Some(name) = self.name("ingress", i, raw.name.as_ref(), at, seen) else {
                 continue;
             };
             if let Some(ingress) = self.ingress(&name, raw, at, identities, trusts) {
@@ -92,109 +93,16 @@ impl Resolver<'_> {
     ) -> Option<Ingress> {
         let prefix = format!("ingress.{name}");
         let errors_before = self.errors.len();
-        let listen = match &raw.listen {
-            None => {
-                self.error(
-                    Some(at),
-                    &format!("{prefix}.listen"),
-                    "missing; e.g. `listen = \"127.0.0.1:8443\"`",
-                );
-                None
-            }
-            Some(l) => {
-                match l.get_ref().parse::<SocketAddr>() {
-                    Ok(a) => Some(a),
-                    Err(_) => {
-                        self.error(
-                        Some(l.span().start),
-                        &format!("{prefix}.listen"),
-                        format!("`{}` is not an address:port (e.g. `127.0.0.1:8443` or `[::1]:8443`)", l.get_ref()),
-                    );
-                        None
-                    }
-                }
-            }
+        let listen = self.listen(raw.listen.as_ref(), at, &prefix);
+        let fields = TlsFields {
+            identity: raw.identity.as_ref(),
+            sni: &raw.sni,
+            client_auth: raw.client_auth.as_ref(),
+            trust: raw.trust.as_ref(),
+            min_tls: raw.min_tls.as_ref(),
         };
-        let find_identity = |r: &mut Self, key: &str, value: &Spanned<String>| {
-            let found = identities.iter().find(|i| i.name == *value.get_ref());
-            if found.is_none() {
-                r.error(
-                    Some(value.span().start),
-                    key,
-                    format!("no [[identity]] named `{}`", value.get_ref()),
-                );
-            }
-            found
-        };
-        let default_identity = match &raw.identity {
-            None => {
-                self.error(
-                    Some(at),
-                    &format!("{prefix}.identity"),
-                    "missing; name the [[identity]] this listener presents",
-                );
-                None
-            }
-            Some(id) => find_identity(self, &format!("{prefix}.identity"), id),
-        };
-        let trust = match &raw.trust {
-            None => None,
-            Some(t) => {
-                let found = trusts.iter().find(|b| b.name() == t.get_ref());
-                if found.is_none() {
-                    self.error(
-                        Some(t.span().start),
-                        &format!("{prefix}.trust"),
-                        format!("no [[trust]] named `{}`", t.get_ref()),
-                    );
-                }
-                found.cloned()
-            }
-        };
-        let client_auth = match &raw.client_auth {
-            // Secure default: with a trust bundle, demand a verified certificate.
-            None if raw.trust.is_some() => ClientAuth::RequireAndVerify,
-            None => ClientAuth::None,
-            Some(m) => {
-                match ClientAuth::parse(m.get_ref()) {
-                    Some(mode) => {
-                        if mode.verifies() && raw.trust.is_none() {
-                            self.error(
-                            Some(m.span().start),
-                            &format!("{prefix}.client_auth"),
-                            format!("`{}` verifies client certificates, so it needs `trust = \"...\"`", m.get_ref()),
-                        );
-                        }
-                        mode
-                    }
-                    None => {
-                        let names: Vec<&str> = ClientAuth::ALL.iter().map(|(n, _)| *n).collect();
-                        self.error(
-                            Some(m.span().start),
-                            &format!("{prefix}.client_auth"),
-                            format!("`{}` is not one of {}", m.get_ref(), names.join(", ")),
-                        );
-                        ClientAuth::None
-                    }
-                }
-            }
-        };
-        let min_version = match raw
-            .min_tls
-            .as_ref()
-            .map(|v| (v.get_ref().as_str(), v.span().start))
-        {
-            None | Some(("1.2", _)) => MinVersion::Tls12,
-            Some(("1.3", _)) => MinVersion::Tls13,
-            Some((other, pos)) => {
-                self.error(
-                    Some(pos),
-                    &format!("{prefix}.min_tls"),
-                    format!("`{other}` is not `1.2` or `1.3`"),
-                );
-                MinVersion::Tls12
-            }
-        };
+        let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = self.listener_tls(&prefix, at, &fields, alpn, identities, trusts);
         let default_forward = match &raw.forward {
             Some(f) => self.formats(f, &format!("{prefix}.forward")),
             None => vec![Format::Rfc9440],
@@ -235,52 +143,17 @@ impl Resolver<'_> {
                 routes.push(route);
             }
         }
-        let mut sni_keys = Vec::new();
-        for (pattern, id_name) in &raw.sni {
-            let key = format!("{prefix}.sni.\"{pattern}\"");
-            let Some(p) = SniPattern::parse(pattern) else {
-                self.error(
-                    Some(id_name.span().start),
-                    &key,
-                    format!("`{pattern}` is not a host name or `*.domain` pattern"),
-                );
-                continue;
-            };
-            if let Some(id) = find_identity(self, &key, id_name) {
-                sni_keys.push((p, certgate_tls::certified_key(&id.credential)));
-            }
-        }
         if self.errors.len() > errors_before {
             return None;
         }
-        let (listen, default_identity) = (listen?, default_identity?);
-        let mut sni = SniIdentities::new(certgate_tls::certified_key(&default_identity.credential));
-        for (p, k) in sni_keys {
-            sni.add(p, k);
-        }
-        let tls = ListenerTls {
-            identities: sni,
-            client_auth,
-            trust: trust.clone(),
-            min_version,
-            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        };
-        let tls = match certgate_tls::server_config(&tls) {
-            Ok(t) => t,
-            Err(e) => {
-                self.error(Some(at), &prefix, e.to_string());
-                return None;
-            }
-        };
+        let (listen, tls) = (listen?, tls?);
         let config = IngressConfig {
             name: name.to_owned(),
-            tls,
-            client_auth,
-            trust,
+            tls: tls.server_config,
+            client_auth: tls.client_auth,
+            trust: tls.trust,
             routes,
-            proxy_info: ProxyInfo {
-                uris: default_identity.credential.identity.sans.uri.clone(),
-            },
+            proxy_info: ProxyInfo { uris: tls.own_uris },
             x_forwarded: raw.x_forwarded.unwrap_or(true),
             limits,
         };
@@ -290,7 +163,38 @@ impl Resolver<'_> {
         })
     }
 
-    fn positive(&mut self, v: &Spanned<u64>, key: &str) -> Option<u64> {
+    /// `allow = [{ cn = "...", spiffe = "..." }, ...]`: each table an AND of conditions.
+    pub(super) fn rules(
+        &mut self,
+        raw: &[Spanned<BTreeMap<String, String>>],
+        prefix: &str,
+    ) -> Vec<Rule> {
+        let mut allow = Vec::new();
+        for (k, rule) in raw.iter().enumerate() {
+            let mut conds = Vec::new();
+            if rule.get_ref().is_empty() {
+                self.error(
+                    Some(rule.span().start),
+                    &format!("{prefix}.allow[{k}]"),
+                    "an empty rule would allow every certificate; list at least one condition",
+                );
+            }
+            for (field, value) in rule.get_ref() {
+                match condition(field, value) {
+                    Ok(c) => conds.push(c),
+                    Err(msg) => self.error(
+                        Some(rule.span().start),
+                        &format!("{prefix}.allow[{k}].{field}"),
+                        msg,
+                    ),
+                }
+            }
+            allow.push(Rule(conds));
+        }
+        allow
+    }
+
+    pub(super) fn positive(&mut self, v: &Spanned<u64>, key: &str) -> Option<u64> {
         if *v.get_ref() == 0 {
             self.error(Some(v.span().start), key, "must be greater than 0");
             return None;
@@ -371,28 +275,7 @@ impl Resolver<'_> {
                 Some,
             ),
         };
-        let mut allow = Vec::new();
-        for (k, rule) in r.allow.iter().enumerate() {
-            let mut conds = Vec::new();
-            if rule.get_ref().is_empty() {
-                self.error(
-                    Some(rule.span().start),
-                    &format!("{prefix}.allow[{k}]"),
-                    "an empty rule would allow every certificate; list at least one condition",
-                );
-            }
-            for (field, value) in rule.get_ref() {
-                match condition(field, value) {
-                    Ok(c) => conds.push(c),
-                    Err(msg) => self.error(
-                        Some(rule.span().start),
-                        &format!("{prefix}.allow[{k}].{field}"),
-                        msg,
-                    ),
-                }
-            }
-            allow.push(Rule(conds));
-        }
+        let allow = self.rules(&r.allow, prefix);
         let forward = match &r.forward {
             Some(f) => self.formats(f, &format!("{prefix}.forward")),
             None => default_forward.to_vec(),

@@ -18,6 +18,8 @@ use toml::Spanned;
 use crate::files;
 
 pub mod ingress;
+mod listener;
+pub mod tunnel;
 
 /// The only config format version so far.
 pub const VERSION: i64 = 1;
@@ -32,6 +34,8 @@ struct RawConfig {
     trust: Vec<Spanned<RawTrust>>,
     #[serde(default)]
     ingress: Vec<Spanned<ingress::RawIngress>>,
+    #[serde(default)]
+    tunnel: Vec<Spanned<tunnel::RawTunnel>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +133,8 @@ pub struct Config {
     pub trusts: Vec<Arc<TrustBundle>>,
     /// `[[ingress]]` listeners.
     pub ingresses: Vec<ingress::Ingress>,
+    /// `[[tunnel]]` listeners.
+    pub tunnels: Vec<tunnel::Tunnel>,
     /// Non-fatal observations (reordered chains, certificates close to expiry).
     pub notes: Vec<String>,
     /// Every file the config read (itself included), for change detection.
@@ -201,13 +207,16 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
     }
     let identities = r.identities(&raw.identity, now);
     let trusts = r.trusts(&raw.trust);
-    let ingresses = r.ingresses(&raw.ingress, &identities, &trusts);
+    let mut listener_names = HashSet::new();
+    let ingresses = r.ingresses(&raw.ingress, &identities, &trusts, &mut listener_names);
+    let tunnels = r.tunnels(&raw.tunnel, &identities, &trusts, &mut listener_names);
     if r.errors.is_empty() {
         Ok(Config {
             path: path.to_owned(),
             identities,
             trusts,
             ingresses,
+            tunnels,
             notes: r.notes,
             files: r.files,
         })

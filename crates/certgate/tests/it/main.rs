@@ -9,6 +9,7 @@ mod handshake;
 mod ingress;
 mod reload;
 mod server;
+mod tunnel;
 
 use std::path::Path;
 use std::process::{Command, Output};

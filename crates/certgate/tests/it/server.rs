@@ -42,11 +42,14 @@ impl Serve {
                 let status = child.wait().expect("wait");
                 panic!("certgate serve exited early: {status}");
             }
-            // listening ingress=NAME addr=IP:PORT
+            // listening ingress=NAME addr=IP:PORT (or tunnel=NAME)
             let mut name = None;
             let mut port = None;
             for part in line.split_whitespace() {
-                if let Some(n) = part.strip_prefix("ingress=") {
+                if let Some(n) = part
+                    .strip_prefix("ingress=")
+                    .or_else(|| part.strip_prefix("tunnel="))
+                {
                     name = Some(n.to_owned());
                 }
                 if let Some(a) = part.strip_prefix("addr=") {

@@ -1,0 +1,181 @@
+//! TCP tunnels: TLS in, TCP out, with identity policy checked after the handshake and an optional
+//! PROXY protocol v2 header that tells the target who connected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certgate_pki::{ClientCert, TrustBundle};
+use certgate_tls::ClientAuth;
+use rustls::ServerConfig;
+use rustls_pki_types::UnixTime;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::policy::{self, Decision, Rule};
+use crate::proxy_protocol::{self, Mode, TlsFacts};
+
+/// A resolved `[[tunnel]]`.
+#[derive(Debug)]
+pub struct TunnelConfig {
+    /// Name for logs.
+    pub name: String,
+    /// TLS configuration.
+    pub tls: Arc<ServerConfig>,
+    /// Client-auth mode.
+    pub client_auth: ClientAuth,
+    /// Trust bundle client certificates are evaluated against.
+    pub trust: Option<Arc<TrustBundle>>,
+    /// Where to connect, `host:port`.
+    pub target: String,
+    /// The PROXY header to send.
+    pub proxy_protocol: Mode,
+    /// A client certificate is required.
+    pub require_client_cert: bool,
+    /// It must have verified.
+    pub require_verified: bool,
+    /// When non-empty, it must match a rule.
+    pub allow: Vec<Rule>,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed to connect to the target.
+    pub connect_timeout: Duration,
+}
+
+/// The live configuration of a tunnel (see [`crate::LiveConfig`]).
+pub type LiveTunnel = Arc<arc_swap::ArcSwap<TunnelConfig>>;
+
+/// Serves a tunnel until `shutdown` turns true.
+pub async fn serve(live: LiveTunnel, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(live.load().max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(tunnel = %live.load().name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let cfg = live.load_full();
+        tokio::spawn(async move {
+            connection(&cfg, tcp, peer).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(cfg: &TunnelConfig, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let local = match tcp.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
+    let mut tls = match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::info!(target: "certgate::handshake", tunnel = %cfg.name, %peer, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(target: "certgate::handshake", tunnel = %cfg.name, %peer, "handshake timed out");
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let client =
+        certgate_tls::client_cert(conn, cfg.client_auth, cfg.trust.as_deref(), UnixTime::now());
+    if let Decision::Deny { reason, .. } = policy::identity(
+        cfg.require_client_cert,
+        cfg.require_verified,
+        &cfg.allow,
+        &client,
+    ) {
+        // TCP has no status line: close after the handshake, and say why in the log.
+        tracing::info!(target: "certgate::access", tunnel = %cfg.name, %peer, denied = %reason, "connection refused by policy");
+        let _ = tls.shutdown().await;
+        return;
+    }
+    let facts = tls_facts(conn, &client);
+    let header = match proxy_protocol::encode(cfg.proxy_protocol, peer, local, &facts) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(tunnel = %cfg.name, %peer, error = %e, "cannot build the PROXY header; closing");
+            return;
+        }
+    };
+    let mut upstream = match tokio::time::timeout(
+        cfg.connect_timeout,
+        TcpStream::connect(&cfg.target),
+    )
+    .await
+    {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
+            tracing::warn!(tunnel = %cfg.name, target = %cfg.target, error = %e, "cannot connect to the target");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(tunnel = %cfg.name, target = %cfg.target, "connecting to the target timed out");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if !header.is_empty() && upstream.write_all(&header).await.is_err() {
+        return;
+    }
+    let (spki, verified) = match client.presented() {
+        Some(p) => (p.identity.spki_sha256.to_hex(), p.verified().is_some()),
+        None => (String::new(), false),
+    };
+    let started = std::time::Instant::now();
+    let result = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+    let (up, down) = result.unwrap_or((0, 0));
+    tracing::info!(
+        target: "certgate::access",
+        tunnel = %cfg.name,
+        %peer,
+        client_spki_sha256 = %spki,
+        client_verified = verified,
+        bytes_in = up,
+        bytes_out = down,
+        duration_ms = started.elapsed().as_millis() as u64,
+    );
+}
+
+fn tls_facts(conn: &rustls::ServerConnection, client: &ClientCert) -> TlsFacts {
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    }
+    .to_owned();
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .map(|n| n.replacen("TLS13_", "TLS_", 1));
+    let presented = client.presented();
+    TlsFacts {
+        version,
+        cipher,
+        sni: conn.server_name().map(str::to_owned),
+        alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+        client_cert: presented.is_some(),
+        verified: presented.is_some_and(|p| p.verified().is_some()),
+        cn: presented.and_then(|p| p.identity.common_name.clone()),
+        cert_der: presented.map(|p| p.identity.der.to_vec()),
+    }
+}
