@@ -139,13 +139,19 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
     let started = Instant::now();
+    let _open = crate::metrics::OpenConnection::new(&cfg.name);
     let tls = match tokio::time::timeout(cfg.limits.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => {
+            crate::metrics::handshake(&cfg.name, "ok", "");
+            tls
+        }
         Ok(Err(e)) => {
+            crate::metrics::handshake(&cfg.name, "failed", crate::metrics::handshake_reason(&e));
             tracing::info!(target: "certgate::handshake", listener = %cfg.name, %peer, error = %e, "handshake failed");
             return;
         }
         Err(_) => {
+            crate::metrics::handshake(&cfg.name, "timeout", "");
             tracing::info!(target: "certgate::handshake", listener = %cfg.name, %peer, "handshake timed out");
             return;
         }
@@ -430,7 +436,11 @@ async fn proxy(
     for (name, value) in identity_headers(cfg, conn, &route.forward) {
         headers.append(name, value);
     }
-    let mut resp = match shared.client.request(req).await {
+    let upstream_started = Instant::now();
+    let result = shared.client.request(req).await;
+    metrics::histogram!("certgate_upstream_seconds", "listener" => cfg.name.clone(), "route" => route.name.clone())
+        .record(upstream_started.elapsed().as_secs_f64());
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(listener = %cfg.name, route = %route.name, upstream = %authority, error = %e, "upstream request failed");
@@ -540,6 +550,13 @@ fn log_request(
         ),
         None => (String::new(), String::new(), false),
     };
+    metrics::counter!(
+        "certgate_requests_total",
+        "listener" => cfg.name.clone(),
+        "route" => route.map_or_else(String::new, |r| r.name.clone()),
+        "status" => status.as_u16().to_string()
+    )
+    .increment(1);
     tracing::info!(
         target: "certgate::access",
         listener = %cfg.name,

@@ -8,7 +8,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod ingress;
+mod metrics;
 pub mod policy;
 pub mod proxy_protocol;
 pub mod tunnel;

@@ -84,13 +84,19 @@ async fn connection(cfg: &TunnelConfig, tcp: TcpStream, peer: SocketAddr) {
         Err(_) => return,
     };
     let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
+    let _open = crate::metrics::OpenConnection::new(&cfg.name);
     let mut tls = match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(t)) => t,
+        Ok(Ok(t)) => {
+            crate::metrics::handshake(&cfg.name, "ok", "");
+            t
+        }
         Ok(Err(e)) => {
+            crate::metrics::handshake(&cfg.name, "failed", crate::metrics::handshake_reason(&e));
             tracing::info!(target: "certgate::handshake", tunnel = %cfg.name, %peer, error = %e, "handshake failed");
             return;
         }
         Err(_) => {
+            crate::metrics::handshake(&cfg.name, "timeout", "");
             tracing::info!(target: "certgate::handshake", tunnel = %cfg.name, %peer, "handshake timed out");
             return;
         }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -66,6 +67,28 @@ pub async fn serve(
             ),
         ));
     }
+    // The metrics recorder goes in before anything can emit.
+    let admin = match cfg.admin {
+        Some(addr) => {
+            let admin = certgate_proxy::admin::Admin::install().map_err(|e| {
+                fail(
+                    exit::SOFTWARE,
+                    format!("cannot install the metrics recorder: {e}"),
+                )
+            })?;
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                fail(
+                    exit::CANTCREAT,
+                    format!("admin: cannot listen on {addr}: {e}"),
+                )
+            })?;
+            let local = listener.local_addr().context("local address")?;
+            println!("listening admin=admin addr={local}");
+            tracing::info!(%local, "admin listening");
+            Some((admin, listener))
+        }
+        None => None,
+    };
     // Bind everything first: a config whose listeners cannot all start does not start at all.
     let mut bound = Vec::new();
     let specs = cfg
@@ -106,6 +129,18 @@ pub async fn serve(
         .collect();
     on_bound(&addrs);
     let (stop, stopped) = watch::channel(false);
+    let admin = admin.map(|(admin, listener)| {
+        tokio::spawn(certgate_proxy::admin::serve(
+            Arc::clone(&admin),
+            listener,
+            stopped.clone(),
+        ));
+        admin.set_status(status(&cfg, &addrs));
+        publish_expiry(&cfg);
+        // Every identity loaded and every listener bound: ready.
+        admin.set_ready(true);
+        admin
+    });
     let mut listeners = BTreeMap::new();
     let mut tasks = Vec::new();
     for (listener, name, _, addr, live) in bound {
@@ -144,9 +179,19 @@ pub async fn serve(
                 "file change"
             }
         };
-        if let Some(new_files) = reload(&path, &listeners, why).await {
-            files = new_files;
-            seen = fingerprint(&files);
+        match reload(&path, &listeners, why).await {
+            Some(new_cfg) => {
+                metrics::counter!("certgate_reloads_total", "result" => "ok").increment(1);
+                if let Some(admin) = &admin {
+                    admin.set_status(status(&new_cfg, &addrs));
+                    publish_expiry(&new_cfg);
+                }
+                files = new_cfg.files;
+                seen = fingerprint(&files);
+            }
+            None => {
+                metrics::counter!("certgate_reloads_total", "result" => "rejected").increment(1)
+            }
         }
     }
     tracing::info!("shutting down: no new connections");
@@ -159,13 +204,13 @@ pub async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Re-resolves the config and swaps it in. Returns the files the new config reads, or `None`
-/// when the reload was refused (the running state is kept).
+/// Re-resolves the config and swaps it in. Returns the new config, or `None` when the reload
+/// was refused (the running state is kept).
 async fn reload(
     path: &Path,
     listeners: &BTreeMap<String, Listener>,
     why: &str,
-) -> Option<Vec<PathBuf>> {
+) -> Option<config::Config> {
     let p = path.to_owned();
     let loaded = match tokio::task::spawn_blocking(move || config::load(&p)).await {
         Ok(r) => r,
@@ -231,7 +276,52 @@ async fn reload(
         tracing::warn!("{note}");
     }
     tracing::info!(trigger = why, listeners = listeners.len(), "reloaded");
-    Some(cfg.files)
+    Some(cfg)
+}
+
+/// The `/status` document: listeners and loaded certificates with their expiry.
+fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> serde_json::Value {
+    let now = time::OffsetDateTime::now_utc();
+    let listeners: Vec<serde_json::Value> = cfg
+        .ingresses
+        .iter()
+        .map(|i| ("ingress", &i.config.name, i.config.client_auth, i.config.trust.as_ref().map(|t| t.name().to_owned())))
+        .chain(cfg.tunnels.iter().map(|t| ("tunnel", &t.config.name, t.config.client_auth, t.config.trust.as_ref().map(|b| b.name().to_owned()))))
+        .map(|(kind, name, mode, trust)| {
+            let addr = addrs.iter().find(|(n, _)| n == name).map(|(_, a)| a.to_string());
+            serde_json::json!({ "kind": kind, "name": name, "addr": addr, "client_auth": mode.name(), "trust": trust })
+        })
+        .collect();
+    let certificates: Vec<serde_json::Value> = cfg
+        .identities
+        .iter()
+        .map(|i| {
+            let id = &i.credential.identity;
+            serde_json::json!({
+                "identity": i.name,
+                "subject": id.subject,
+                "issuer": id.issuer,
+                "not_after": id.not_after.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "seconds_left": (id.not_after - now).whole_seconds(),
+                "spki_sha256": id.spki_sha256.to_hex(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "config": cfg.path.display().to_string(), "listeners": listeners, "certificates": certificates })
+}
+
+/// Sets `certgate_certificate_expiry_seconds{identity}` and warns about certificates that expire
+/// within 14 days.
+fn publish_expiry(cfg: &config::Config) {
+    let now = time::OffsetDateTime::now_utc();
+    for i in &cfg.identities {
+        let left = (i.credential.identity.not_after - now).whole_seconds();
+        metrics::gauge!("certgate_certificate_expiry_seconds", "identity" => i.name.clone())
+            .set(left as f64);
+        if left < 14 * 24 * 3600 {
+            tracing::warn!(identity = %i.name, seconds_left = left, "certificate expires within 14 days");
+        }
+    }
 }
 
 /// What identifies a file's content cheaply: modification time, length and inode (Kubernetes

@@ -36,6 +36,13 @@ struct RawConfig {
     ingress: Vec<Spanned<ingress::RawIngress>>,
     #[serde(default)]
     tunnel: Vec<Spanned<tunnel::RawTunnel>>,
+    admin: Option<Spanned<RawAdmin>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +142,8 @@ pub struct Config {
     pub ingresses: Vec<ingress::Ingress>,
     /// `[[tunnel]]` listeners.
     pub tunnels: Vec<tunnel::Tunnel>,
+    /// `[admin]`: where the admin endpoints listen.
+    pub admin: Option<std::net::SocketAddr>,
     /// Non-fatal observations (reordered chains, certificates close to expiry).
     pub notes: Vec<String>,
     /// Every file the config read (itself included), for change detection.
@@ -210,6 +219,13 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
     let mut listener_names = HashSet::new();
     let ingresses = r.ingresses(&raw.ingress, &identities, &trusts, &mut listener_names);
     let tunnels = r.tunnels(&raw.tunnel, &identities, &trusts, &mut listener_names);
+    let admin = raw.admin.as_ref().and_then(|a| {
+        let addr = r.listen(a.get_ref().listen.as_ref(), a.span().start, "admin")?;
+        if !addr.ip().is_loopback() {
+            r.notes.push(format!("admin: {addr} is not a loopback address; /status and /metrics are readable by anyone who can reach it"));
+        }
+        Some(addr)
+    });
     if r.errors.is_empty() {
         Ok(Config {
             path: path.to_owned(),
@@ -217,6 +233,7 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
             trusts,
             ingresses,
             tunnels,
+            admin,
             notes: r.notes,
             files: r.files,
         })

@@ -42,13 +42,13 @@ impl Serve {
                 let status = child.wait().expect("wait");
                 panic!("certgate serve exited early: {status}");
             }
-            // listening ingress=NAME addr=IP:PORT (or tunnel=NAME)
+            // listening ingress=NAME addr=IP:PORT (or tunnel=NAME, admin=admin)
             let mut name = None;
             let mut port = None;
             for part in line.split_whitespace() {
-                if let Some(n) = part
-                    .strip_prefix("ingress=")
-                    .or_else(|| part.strip_prefix("tunnel="))
+                if let Some(n) = ["ingress=", "tunnel=", "admin="]
+                    .iter()
+                    .find_map(|p| part.strip_prefix(p))
                 {
                     name = Some(n.to_owned());
                 }
