@@ -14,6 +14,7 @@ pub mod credential;
 pub mod dn;
 mod error;
 pub mod forward;
+pub mod forwarded;
 pub mod identity;
 pub mod inspect;
 pub mod peer;

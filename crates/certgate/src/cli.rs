@@ -210,8 +210,15 @@ pub enum PurposeArg {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Files to describe (PEM or DER certificates, keys, PKCS#12, CRLs, CSRs).
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(required_unless_present = "header", value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// A forwarded-certificate header to decode instead, as `Name: value` (e.g. from a WAF log).
+    #[arg(long, value_name = "'NAME: VALUE'", conflicts_with = "files")]
+    pub header: Option<String>,
+    /// The header's format: rfc9440, xfcc, nginx, traefik, aws-alb, cloudflare, base64-der.
+    /// Default: guessed from the header name.
+    #[arg(long, value_name = "FORMAT", requires = "header")]
+    pub format: Option<String>,
     /// Verify the certificates in each file against these CA certificates (repeatable).
     #[arg(long, value_name = "FILE")]
     pub ca: Vec<PathBuf>,

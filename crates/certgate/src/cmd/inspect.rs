@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
+use certgate_pki::forwarded::{self, InputFormat};
 use certgate_pki::inspect::{self, Item, KeyInfo};
 use certgate_pki::verify::{self, UnknownRevocation};
 use certgate_pki::{Identity, Origin, Purpose, TrustBundle, Verdict, credential};
@@ -48,10 +49,17 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
     };
     let mut reports = Vec::new();
     let mut rejected = false;
+    let mut inputs: Vec<(String, Origin, Vec<Item>)> = Vec::new();
+    if let Some(header) = &args.header {
+        inputs.push(header_items(header, args.format.as_deref())?);
+    }
     for path in &args.files {
         let bytes = files::read(path)?;
         let origin = Origin::file(path);
         let items = inspect::inspect(&bytes, &origin, password.as_deref())?;
+        inputs.push((path.display().to_string(), origin, items));
+    }
+    for (name, origin, items) in inputs {
         let verification = match &bundle {
             Some(b) => {
                 let chain = chain_of(&items, &origin);
@@ -81,7 +89,7 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
             None => None,
         };
         reports.push(FileReport {
-            path: path.display().to_string(),
+            path: name,
             items,
             verification,
         });
@@ -101,6 +109,48 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Decodes `Name: value` in the given or guessed format into certificate items.
+fn header_items(header: &str, format: Option<&str>) -> Result<(String, Origin, Vec<Item>)> {
+    let usage = |m: String| exit::fail(exit::USAGE, m);
+    let (name, value) = header
+        .split_once(':')
+        .ok_or_else(|| usage(format!("--header takes `Name: value`, got `{header}`")))?;
+    let name = name.trim();
+    let names: Vec<&str> = InputFormat::ALL.iter().map(|(n, _)| *n).collect();
+    let format = match format {
+        Some(f) => InputFormat::parse(f).ok_or_else(|| {
+            usage(format!(
+                "unknown format `{f}`; use one of {}",
+                names.join(", ")
+            ))
+        })?,
+        None => InputFormat::for_header(name).ok_or_else(|| {
+            usage(format!(
+                "cannot tell the format of header `{name}` from its name; pass --format ({})",
+                names.join(", ")
+            ))
+        })?,
+    };
+    let origin = Origin::other(format!("header `{name}`"));
+    let certs = forwarded::decode(format, value)
+        .map_err(|e| exit::fail(exit::DATAERR, format!("{origin}: {e}")))?;
+    let mut items = Vec::new();
+    for (i, der) in certs.iter().enumerate() {
+        let id = Identity::from_der(der).map_err(|e| {
+            exit::fail(
+                exit::DATAERR,
+                format!(
+                    "{origin}: certificate #{} is not valid X.509: {}",
+                    i + 1,
+                    e.0
+                ),
+            )
+        })?;
+        items.push(Item::Certificate(Box::new(id)));
+    }
+    Ok((format!("header {name}"), origin, items))
 }
 
 fn load_bundle(cas: &[std::path::PathBuf], crls: &[std::path::PathBuf]) -> Result<TrustBundle> {

@@ -238,3 +238,67 @@ fn inspect_reads_openssl_csrs_and_reports_json() {
     assert_eq!(json[0]["items"][0]["subject"], "CN=bod,O=Home");
     assert_eq!(json[0]["items"][0]["signature_valid"], false);
 }
+
+/// `inspect --header` decodes every forwarded format, values produced independently by Python.
+#[test]
+fn inspect_decodes_forwarded_headers_made_by_python() {
+    let python = require_peer!("python3");
+    let dir = tempdir();
+    let d = dir.path();
+    make_ca(d);
+    let script = r#"
+import base64, ssl, sys, urllib.parse
+pem = open("alice.pem").read()
+der = ssl.PEM_cert_to_DER_cert(pem)
+b64 = base64.b64encode(der).decode()
+print("Client-Cert: :" + b64 + ":")
+print("X-SSL-Client-Escaped-Cert: " + urllib.parse.quote(pem, safe=""))
+print("X-Forwarded-Tls-Client-Cert: " + b64)
+print("Cf-Client-Cert-Der-Base64: " + b64)
+print("X-Amzn-Mtls-Clientcert: " + urllib.parse.quote(pem, safe="+=/"))
+print('X-Forwarded-Client-Cert: By=spiffe://front;Hash=00,By=spiffe://edge;Cert="' + urllib.parse.quote(pem, safe="") + '";Subject="CN=alice"')
+"#;
+    let out = std::process::Command::new(&python)
+        .current_dir(d)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers = String::from_utf8(out.stdout).unwrap();
+    for header in headers.lines() {
+        let out = certgate(
+            d,
+            &["inspect", "--header", header, "--ca", "ca/ca.pem", "--json"],
+        );
+        assert!(out.status.success(), "{header}: {}", text(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json[0]["items"][0]["subject"], "CN=alice", "{header}");
+        assert_eq!(json[0]["verification"]["verified"], true, "{header}");
+    }
+    // An explicit format for a header name certgate does not know, and a wrong value.
+    let b64_line = headers.lines().find(|l| l.starts_with("Cf-")).unwrap();
+    let value = b64_line.split_once(": ").unwrap().1;
+    let custom = format!("X-Custom: {value}");
+    certgate_ok(
+        d,
+        &["inspect", "--header", &custom, "--format", "base64-der"],
+    );
+    let out = certgate(d, &["inspect", "--header", &custom]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out).contains("cannot tell the format of header `X-Custom`"),
+        "{}",
+        text(&out)
+    );
+    let out = certgate(d, &["inspect", "--header", "Client-Cert: nonsense"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        text(&out).contains("header `Client-Cert`: an RFC 9440 value is a byte sequence"),
+        "{}",
+        text(&out)
+    );
+}
