@@ -43,6 +43,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes.
     pub max_header_bytes: usize,
+    /// On shutdown, how long open connections may take to finish.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +54,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -104,15 +107,16 @@ pub async fn serve(live: LiveConfig, listener: TcpListener, mut shutdown: watch:
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector);
     let cfg = live.load_full();
-    let permits = Arc::new(Semaphore::new(cfg.limits.max_connections));
+    let max = cfg.limits.max_connections;
+    let permits = Arc::new(Semaphore::new(max));
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let (tcp, peer) = match accepted {
             Ok(a) => a,
@@ -127,14 +131,31 @@ pub async fn serve(live: LiveConfig, listener: TcpListener, mut shutdown: watch:
             cfg: live.load_full(),
             client: client.clone(),
         });
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            connection(shared, tcp, peer).await;
+            connection(shared, tcp, peer, shutdown).await;
             drop(permit);
         });
     }
+    // Draining: no new connections; open ones finish their requests (HTTP/1 keep-alive and
+    // HTTP/2 connections are told to close after them). Every permit back means all are done.
+    drop(listener);
+    let drain = live.load().limits.drain_timeout;
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(drain, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = %live.load().name, "drain timeout: closing the remaining connections");
+    }
 }
 
-async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+async fn connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let cfg = Arc::clone(&shared.cfg);
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
@@ -181,10 +202,16 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX));
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-        .await
-    {
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(listener = %cfg.name, %peer, error = %e, "connection ended with an error");
     }
 }

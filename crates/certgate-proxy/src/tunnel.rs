@@ -44,6 +44,8 @@ pub struct TunnelConfig {
     pub handshake_timeout: Duration,
     /// Time allowed to connect to the target.
     pub connect_timeout: Duration,
+    /// On shutdown, how long open streams may take to end.
+    pub drain_timeout: Duration,
 }
 
 /// The live configuration of a tunnel (see [`crate::LiveConfig`]).
@@ -51,15 +53,16 @@ pub type LiveTunnel = Arc<arc_swap::ArcSwap<TunnelConfig>>;
 
 /// Serves a tunnel until `shutdown` turns true.
 pub async fn serve(live: LiveTunnel, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(live.load().max_connections));
+    let max = live.load().max_connections;
+    let permits = Arc::new(Semaphore::new(max));
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let (tcp, peer) = match accepted {
             Ok(a) => a,
@@ -74,6 +77,15 @@ pub async fn serve(live: LiveTunnel, listener: TcpListener, mut shutdown: watch:
             connection(&cfg, tcp, peer).await;
             drop(permit);
         });
+    }
+    // Draining: streams in progress get up to `drain_timeout` to end by themselves.
+    drop(listener);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(live.load().drain_timeout, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(tunnel = %live.load().name, "drain timeout: closing the remaining connections");
     }
 }
 

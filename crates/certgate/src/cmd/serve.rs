@@ -199,8 +199,6 @@ pub async fn serve(
     for t in tasks {
         let _ = t.await;
     }
-    // Give requests in flight a moment to finish; the runtime ends the rest on exit.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(ExitCode::SUCCESS)
 }
 

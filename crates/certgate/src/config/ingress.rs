@@ -32,6 +32,7 @@ pub(super) struct RawIngress {
     handshake_timeout_secs: Option<Spanned<u64>>,
     header_timeout_secs: Option<Spanned<u64>>,
     max_header_bytes: Option<Spanned<u64>>,
+    drain_timeout_secs: Option<Spanned<u64>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
 }
@@ -122,6 +123,12 @@ impl Resolver<'_> {
         if let Some(v) = &raw.header_timeout_secs {
             limits.header_timeout = Duration::from_secs(
                 self.positive(v, &format!("{prefix}.header_timeout_secs"))
+                    .unwrap_or(10),
+            );
+        }
+        if let Some(v) = &raw.drain_timeout_secs {
+            limits.drain_timeout = Duration::from_secs(
+                self.positive(v, &format!("{prefix}.drain_timeout_secs"))
                     .unwrap_or(10),
             );
         }

@@ -156,6 +156,7 @@ impl Resolver<'_> {
             max_connections,
             handshake_timeout: Duration::from_secs(handshake_timeout),
             connect_timeout: Duration::from_secs(connect_timeout),
+            drain_timeout: Duration::from_secs(10),
         };
         Some(Tunnel {
             listen,

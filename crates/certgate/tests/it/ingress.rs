@@ -1152,3 +1152,94 @@ identity = "server"
     let _ = upstream.kill();
     let _ = upstream.wait();
 }
+
+const SLOW_UPSTREAM: &str = r#"
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        time.sleep(1.5)
+        self.send_response(200)
+        self.send_header("content-length", "4")
+        self.end_headers()
+        self.wfile.write(b"done")
+    def log_message(self, *a):
+        pass
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn sigterm_drains_requests_in_flight() {
+    use std::io::{BufRead as _, BufReader};
+    let python = require_peer!("python3");
+    let curl_bin = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    write_pki(d);
+    let mut upstream = Command::new(&python)
+        .args(["-c", SLOW_UPSTREAM])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(upstream.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let config = format!(
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+drain_timeout_secs = 5
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+"#,
+        line.trim()
+    );
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let mut server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    let dir_path = d.to_owned();
+    let request = std::thread::spawn(move || {
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        Command::new(&curl_bin)
+            .current_dir(&dir_path)
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                "root.pem",
+                "--resolve",
+                &resolve,
+            ])
+            .arg(format!("https://localhost:{port}/"))
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    server.signal("TERM");
+    let out = request.join().unwrap();
+    assert!(
+        out.status.success(),
+        "request in flight was cut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done");
+    let status = server
+        .wait_exit(std::time::Duration::from_secs(8))
+        .expect("certgate did not exit after draining");
+    assert!(status.success(), "{status}");
+    // New connections are refused once draining began.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+}

@@ -74,6 +74,18 @@ impl Serve {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// Waits up to `timeout` for the server to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The port of listener `name`.
     pub fn port(&self, name: &str) -> u16 {
         self.ports[name]
