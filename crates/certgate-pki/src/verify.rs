@@ -55,6 +55,7 @@ pub struct TrustBundle {
     anchors: Vec<TrustAnchor<'static>>,
     anchor_certs: Vec<CertificateDer<'static>>,
     crls: Vec<CertRevocationList<'static>>,
+    crl_ders: Vec<Vec<u8>>,
     unknown_revocation: UnknownRevocation,
     /// The provider's algorithms behind one signature cache (see `sigcache`).
     algorithms: Vec<crate::sigcache::Cached>,
@@ -74,6 +75,7 @@ impl fmt::Debug for TrustBundle {
 #[derive(Debug)]
 pub struct LoadedCrl {
     crl: OwnedCertRevocationList,
+    der: Vec<u8>,
     /// Number of revoked serials.
     pub revoked: usize,
 }
@@ -104,7 +106,7 @@ pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
     let revoked = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
         .map(|(_, c)| c.iter_revoked_certificates().count())
         .unwrap_or(0);
-    Ok(LoadedCrl { crl, revoked })
+    Ok(LoadedCrl { crl, der, revoked })
 }
 
 impl TrustBundle {
@@ -133,6 +135,7 @@ impl TrustBundle {
             name: name.to_owned(),
             anchors,
             anchor_certs: cas,
+            crl_ders: crls.iter().map(|c| c.der.clone()).collect(),
             crls: crls
                 .into_iter()
                 .map(|c| CertRevocationList::Owned(c.crl))
@@ -144,6 +147,16 @@ impl TrustBundle {
                     .all,
             ),
         })
+    }
+
+    /// The CRLs as DER, for TLS libraries that take them raw.
+    pub fn crl_ders(&self) -> &[Vec<u8>] {
+        &self.crl_ders
+    }
+
+    /// How a missing CRL is treated.
+    pub fn unknown_revocation(&self) -> UnknownRevocation {
+        self.unknown_revocation
     }
 
     /// The bundle's name.

@@ -16,8 +16,6 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::UnixTime;
@@ -92,7 +90,6 @@ struct Conn {
 /// was accepted (a reload affects new connections only), and the shared upstream pool.
 struct Shared {
     cfg: Arc<IngressConfig>,
-    client: Client<HttpConnector, Incoming>,
 }
 
 /// The live configuration of a listener: swapped whole by a reload, read once per connection.
@@ -101,11 +98,6 @@ pub type LiveConfig = Arc<ArcSwap<IngressConfig>>;
 /// Serves `live` on `listener` until `shutdown` turns true, then stops accepting. Each new
 /// connection takes the configuration current at accept time; `max_connections` is read once.
 pub async fn serve(live: LiveConfig, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector);
     let cfg = live.load_full();
     let max = cfg.limits.max_connections;
     let permits = Arc::new(Semaphore::new(max));
@@ -129,7 +121,6 @@ pub async fn serve(live: LiveConfig, listener: TcpListener, mut shutdown: watch:
         };
         let shared = Arc::new(Shared {
             cfg: live.load_full(),
-            client: client.clone(),
         });
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -344,8 +335,8 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
     }
     let resp = match &route.upstream {
         Upstream::Echo => echo(cfg, conn, route, &req),
-        Upstream::Http(authority) => {
-            proxy(shared, conn, route, authority, host.as_deref(), req).await
+        Upstream::Remote { authority, client } => {
+            proxy(shared, conn, route, authority, client, host.as_deref(), req).await
         }
     };
     log_request(
@@ -424,6 +415,7 @@ async fn proxy(
     conn: &Conn,
     route: &Route,
     authority: &http::uri::Authority,
+    client: &crate::upstream::UpstreamClient,
     host: Option<&str>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
@@ -440,7 +432,7 @@ async fn proxy(
         .map_or("/", |p| p.as_str())
         .to_owned();
     let uri = match Uri::builder()
-        .scheme("http")
+        .scheme(client.scheme())
         .authority(authority.clone())
         .path_and_query(path_and_query)
         .build()
@@ -464,7 +456,7 @@ async fn proxy(
         headers.append(name, value);
     }
     let upstream_started = Instant::now();
-    let result = shared.client.request(req).await;
+    let result = client.request(req).await;
     metrics::histogram!("certgate_upstream_seconds", "listener" => cfg.name.clone(), "route" => route.name.clone())
         .record(upstream_started.elapsed().as_secs_f64());
     let mut resp = match result {

@@ -14,7 +14,9 @@ mod metrics;
 pub mod policy;
 pub mod proxy_protocol;
 pub mod tunnel;
+pub mod upstream;
 
 pub use ingress::{IngressConfig, Limits, LiveConfig, serve, strip_identity_headers};
 pub use policy::{Condition, Decision, Glob, Route, Rule, Upstream};
 pub use tunnel::{LiveTunnel, TunnelConfig};
+pub use upstream::UpstreamClient;

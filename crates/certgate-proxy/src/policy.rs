@@ -77,10 +77,15 @@ pub enum Condition {
 pub struct Rule(pub Vec<Condition>);
 
 /// Where a route sends requests.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Upstream {
-    /// An HTTP/1.1 server: `http://host:port`.
-    Http(http::uri::Authority),
+    /// An HTTP/1.1 server reached over TCP, TLS or a Unix socket.
+    Remote {
+        /// The authority requests carry (`localhost` for Unix sockets).
+        authority: http::uri::Authority,
+        /// The pooled client (its connector decides TCP, TLS or Unix).
+        client: crate::upstream::UpstreamClient,
+    },
     /// The built-in echo service: answers with the identity headers it received, as JSON.
     Echo,
 }

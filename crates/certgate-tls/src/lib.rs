@@ -198,3 +198,38 @@ pub fn client_cert(
         },
     }
 }
+
+/// A `ClientConfig` for connecting to an upstream: its server certificate must verify against
+/// `trust` (CRLs included), and `identity`, when given, is presented if the upstream asks.
+pub fn upstream_client_config(
+    trust: &TrustBundle,
+    identity: Option<&Credential>,
+) -> Result<rustls::ClientConfig, Error> {
+    let provider = provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in trust.ca_certificates() {
+        roots.add(ca.clone())?;
+    }
+    let crls = trust
+        .crl_ders()
+        .iter()
+        .map(|d| rustls_pki_types::CertificateRevocationListDer::from(d.clone()));
+    let mut verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .with_crls(crls);
+    if trust.unknown_revocation() == certgate_pki::verify::UnknownRevocation::Allow {
+        verifier = verifier.allow_unknown_revocation_status();
+    }
+    let verifier = verifier
+        .build()
+        .map_err(|e| Error::Rustls(rustls::Error::General(e.to_string())))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_webpki_verifier(verifier);
+    Ok(match identity {
+        Some(c) => builder.with_client_auth_cert(c.chain.clone(), c.key.der.clone_key())?,
+        None => builder.with_no_client_auth(),
+    })
+}

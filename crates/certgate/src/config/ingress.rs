@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use certgate_pki::forward::{Format, ProxyInfo};
 use certgate_pki::{CertHash, SpkiHash, TrustBundle};
-use certgate_proxy::{Condition, Glob, IngressConfig, Limits, Route, Rule, Upstream};
+use certgate_proxy::{
+    Condition, Glob, IngressConfig, Limits, Route, Rule, Upstream, UpstreamClient,
+};
 use certgate_tls::SniPattern;
 use serde::Deserialize;
 use toml::Spanned;
@@ -51,6 +53,8 @@ struct RawRoute {
     #[serde(default)]
     allow: Vec<Spanned<BTreeMap<String, String>>>,
     forward: Option<Spanned<Vec<String>>>,
+    upstream_trust: Option<Spanned<String>>,
+    upstream_identity: Option<Spanned<String>>,
 }
 
 /// A resolved `[[ingress]]`: where to listen and what to serve there.
@@ -146,7 +150,13 @@ impl Resolver<'_> {
             );
         }
         for (j, r) in raw.route.iter().enumerate() {
-            if let Some(route) = self.route(r, &format!("{prefix}.route[{j}]"), &default_forward) {
+            if let Some(route) = self.route(
+                r,
+                &format!("{prefix}.route[{j}]"),
+                &default_forward,
+                identities,
+                trusts,
+            ) {
                 routes.push(route);
             }
         }
@@ -230,11 +240,124 @@ impl Resolver<'_> {
         out
     }
 
+    /// `upstream = "http://host:port" | "https://host:port" | "unix:/path" | "echo"`, with
+    /// `upstream_trust` (required for https) and `upstream_identity` (optional client certificate).
+    fn upstream(
+        &mut self,
+        u: &Spanned<String>,
+        r: &RawRoute,
+        prefix: &str,
+        identities: &[ConfiguredIdentity],
+        trusts: &[Arc<TrustBundle>],
+    ) -> Option<Upstream> {
+        let key = format!("{prefix}.upstream");
+        let s = u.get_ref().as_str();
+        let at = u.span().start;
+        if s == "echo" {
+            return Some(Upstream::Echo);
+        }
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                self.error(
+                    Some(at),
+                    &key,
+                    format!("`{s}`: a Unix socket upstream is `unix:/absolute/path`"),
+                );
+                return None;
+            }
+            return Some(Upstream::Remote {
+                authority: http::uri::Authority::from_static("localhost"),
+                client: UpstreamClient::unix(path.into()),
+            });
+        }
+        let (scheme, rest) = match s.split_once("://") {
+            Some((sc @ ("http" | "https"), rest)) => (sc, rest),
+            _ => {
+                self.error(Some(at), &key, format!("`{s}`: upstreams are `http://host:port`, `https://host:port`, `unix:/path` or `echo`"));
+                return None;
+            }
+        };
+        let authority_text = rest.trim_end_matches('/');
+        if authority_text.contains('/') {
+            self.error(
+                Some(at),
+                &key,
+                format!("`{s}`: an upstream is a scheme and authority, without a path"),
+            );
+            return None;
+        }
+        let Ok(authority) = authority_text.parse::<http::uri::Authority>() else {
+            self.error(
+                Some(at),
+                &key,
+                format!("`{s}` is not a valid {scheme}://host:port"),
+            );
+            return None;
+        };
+        if scheme == "http" {
+            if r.upstream_trust.is_some() || r.upstream_identity.is_some() {
+                self.error(
+                    Some(at),
+                    &key,
+                    "`upstream_trust`/`upstream_identity` need an https:// upstream",
+                );
+                return None;
+            }
+            return Some(Upstream::Remote {
+                authority,
+                client: UpstreamClient::http(),
+            });
+        }
+        let Some(trust_name) = &r.upstream_trust else {
+            self.error(
+                Some(at),
+                &format!("{prefix}.upstream_trust"),
+                "an https:// upstream needs `upstream_trust`: the [[trust]] its server certificate must chain to",
+            );
+            return None;
+        };
+        let trust = trusts.iter().find(|t| t.name() == trust_name.get_ref());
+        let Some(trust) = trust else {
+            self.error(
+                Some(trust_name.span().start),
+                &format!("{prefix}.upstream_trust"),
+                format!("no [[trust]] named `{}`", trust_name.get_ref()),
+            );
+            return None;
+        };
+        let identity = match &r.upstream_identity {
+            None => None,
+            Some(name) => match identities.iter().find(|i| i.name == *name.get_ref()) {
+                Some(i) => Some(&i.credential),
+                None => {
+                    self.error(
+                        Some(name.span().start),
+                        &format!("{prefix}.upstream_identity"),
+                        format!("no [[identity]] named `{}`", name.get_ref()),
+                    );
+                    return None;
+                }
+            },
+        };
+        match certgate_tls::upstream_client_config(trust, identity) {
+            Ok(tls) => Some(Upstream::Remote {
+                authority,
+                client: UpstreamClient::https(tls),
+            }),
+            Err(e) => {
+                self.error(Some(at), &key, e.to_string());
+                None
+            }
+        }
+    }
+
     fn route(
         &mut self,
         raw: &Spanned<RawRoute>,
         prefix: &str,
         default_forward: &[Format],
+        identities: &[ConfiguredIdentity],
+        trusts: &[Arc<TrustBundle>],
     ) -> Option<Route> {
         let at = raw.span().start;
         let r = raw.get_ref();
@@ -274,13 +397,7 @@ impl Resolver<'_> {
                 );
                 None
             }
-            Some(u) => parse_upstream(u.get_ref()).map_or_else(
-                |msg| {
-                    self.error(Some(u.span().start), &format!("{prefix}.upstream"), msg);
-                    None
-                },
-                Some,
-            ),
+            Some(u) => self.upstream(u, r, prefix, identities, trusts),
         };
         let allow = self.rules(&r.allow, prefix);
         let forward = match &r.forward {
@@ -308,27 +425,6 @@ impl Resolver<'_> {
             forward,
         })
     }
-}
-
-fn parse_upstream(s: &str) -> Result<Upstream, String> {
-    if s == "echo" {
-        return Ok(Upstream::Echo);
-    }
-    let Some(rest) = s.strip_prefix("http://") else {
-        return Err(format!(
-            "`{s}`: upstreams are `http://host:port` or `echo` (https:// and unix: upstreams are not supported yet)"
-        ));
-    };
-    let authority = rest.trim_end_matches('/');
-    if authority.contains('/') {
-        return Err(format!(
-            "`{s}`: an upstream is a scheme and authority, without a path"
-        ));
-    }
-    authority
-        .parse::<http::uri::Authority>()
-        .map(Upstream::Http)
-        .map_err(|_| format!("`{s}` is not a valid http://host:port"))
 }
 
 fn condition(field: &str, value: &str) -> Result<Condition, String> {

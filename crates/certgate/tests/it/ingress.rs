@@ -1243,3 +1243,149 @@ drain_timeout_secs = 5
     let _ = upstream.kill();
     let _ = upstream.wait();
 }
+
+const TLS_UPSTREAM: &str = r#"
+import ssl, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        cert = self.connection.getpeercert()
+        cn = dict(x[0] for x in cert["subject"])["commonName"] if cert else "nobody"
+        body = ("upstream saw " + cn).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("server.pem", "server.key")
+ctx.load_verify_locations("root.pem")
+ctx.verify_mode = ssl.CERT_REQUIRED
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+const UNIX_UPSTREAM: &str = r#"
+import sys, socketserver
+from http.server import BaseHTTPRequestHandler
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("unix upstream, host " + self.headers.get("host", "")).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def address_string(self):
+        return "unix"
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+s = S(sys.argv[1], H)
+print("ready", flush=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn https_upstream_with_client_identity_and_unix_socket_upstream() {
+    use std::io::{BufRead as _, BufReader};
+    let python = require_peer!("python3");
+    let curl_bin = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    write_pki(d);
+    let other = certgate_testkit::self_signed(&Spec::ca("some other CA", None));
+    std::fs::write(d.join("other-ca.pem"), &other.pem).unwrap();
+    let start = |args: &[&str]| {
+        let mut child = Command::new(&python)
+            .current_dir(d)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (child, line.trim().to_owned())
+    };
+    let (mut tls_up, tls_port) = start(&["-c", TLS_UPSTREAM]);
+    let sock = d.join("app.sock");
+    let (mut unix_up, _) = start(&["-c", UNIX_UPSTREAM, sock.to_str().unwrap()]);
+    let config = format!(
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[identity]]
+name = "alice"
+cert = "good.pem"
+key = "good.key"
+[[trust]]
+name = "internal"
+ca = ["root.pem"]
+[[trust]]
+name = "wrong"
+ca = ["other-ca.pem"]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+  [[ingress.route]]
+  path = "/tls"
+  upstream = "https://localhost:{tls_port}"
+  upstream_trust = "internal"
+  upstream_identity = "alice"
+  [[ingress.route]]
+  path = "/tls-untrusted"
+  upstream = "https://localhost:{tls_port}"
+  upstream_trust = "wrong"
+  upstream_identity = "alice"
+  [[ingress.route]]
+  path = "/unix"
+  upstream = "unix:{}"
+"#,
+        sock.display()
+    );
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    let get = |path: &str| {
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let out = Command::new(&curl_bin)
+            .current_dir(d)
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                "root.pem",
+                "--resolve",
+                &resolve,
+                "-w",
+                " %{http_code}",
+            ])
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get("/tls"), "upstream saw alice 200");
+    // An upstream whose certificate does not chain to upstream_trust gets no request (and no
+    // client certificate): 502.
+    assert_eq!(get("/tls-untrusted"), "the upstream is unavailable\n 502");
+    assert_eq!(
+        get("/unix"),
+        format!("unix upstream, host localhost:{port} 200")
+    );
+    let _ = tls_up.kill();
+    let _ = unix_up.kill();
+    let _ = tls_up.wait();
+    let _ = unix_up.wait();
+}
