@@ -84,7 +84,7 @@ pub enum Upstream {
         /// The authority requests carry (`localhost` for Unix sockets).
         authority: http::uri::Authority,
         /// The pooled client (its connector decides TCP, TLS or Unix).
-        client: crate::upstream::UpstreamClient,
+        client: Box<crate::upstream::UpstreamClient>,
     },
     /// The built-in echo service: answers with the identity headers it received, as JSON.
     Echo,

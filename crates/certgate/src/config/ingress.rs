@@ -267,7 +267,7 @@ impl Resolver<'_> {
             }
             return Some(Upstream::Remote {
                 authority: http::uri::Authority::from_static("localhost"),
-                client: UpstreamClient::unix(path.into()),
+                client: Box::new(UpstreamClient::unix(path.into())),
             });
         }
         let (scheme, rest) = match s.split_once("://") {
@@ -305,7 +305,7 @@ impl Resolver<'_> {
             }
             return Some(Upstream::Remote {
                 authority,
-                client: UpstreamClient::http(),
+                client: Box::new(UpstreamClient::http()),
             });
         }
         let Some(trust_name) = &r.upstream_trust else {
@@ -342,7 +342,7 @@ impl Resolver<'_> {
         match certgate_tls::upstream_client_config(trust, identity) {
             Ok(tls) => Some(Upstream::Remote {
                 authority,
-                client: UpstreamClient::https(tls),
+                client: Box::new(UpstreamClient::https(tls)),
             }),
             Err(e) => {
                 self.error(Some(at), &key, e.to_string());
