@@ -1,0 +1,245 @@
+//! `certgate-loadgen`: a small mTLS HTTP/1.1 load generator (TLS 1.3, X25519, client
+//! certificate), used by `bench/run.sh` to measure certgate and nginx in the same run.
+//!
+//! Modes: `handshake` (a new connection and full handshake per request), `keepalive` (requests
+//! over long-lived connections, with latency percentiles) and `idle` (open connections and hold
+//! them, for memory measurements). Prints one JSON line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use certgate_pki::{Origin, credential};
+use clap::{Parser, ValueEnum};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    Handshake,
+    Keepalive,
+    Idle,
+}
+
+/// mTLS load generator.
+#[derive(Debug, Parser)]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Server address.
+    #[arg(long)]
+    addr: String,
+    /// TLS server name.
+    #[arg(long, default_value = "localhost")]
+    sni: String,
+    /// CA certificate that signed the server certificate.
+    #[arg(long)]
+    ca: String,
+    /// Client certificate (PEM chain).
+    #[arg(long)]
+    cert: String,
+    /// Client key.
+    #[arg(long)]
+    key: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seconds to run (handshake, keepalive) or to hold the connections (idle).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    path: String,
+}
+
+fn config(args: &Args) -> Result<Arc<rustls::ClientConfig>> {
+    let read = |p: &str| std::fs::read(p).with_context(|| format!("cannot read {p}"));
+    let ca = credential::parse_certificates(&read(&args.ca)?, &Origin::file(&args.ca))?;
+    let chain = credential::parse_certificates(&read(&args.cert)?, &Origin::file(&args.cert))?;
+    let key = credential::parse_private_key(&read(&args.key)?, &Origin::file(&args.key), None)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca {
+        roots.add(c)?;
+    }
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    // Like for like with every server: X25519 only, no post-quantum hybrid.
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key.der)?;
+    Ok(Arc::new(cfg))
+}
+
+/// Sends one GET and reads the whole response (Content-Length or until close).
+async fn request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    req: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    s.write_all(req).await?;
+    buf.clear();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed before the response head");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        bail!("status: {}", head.lines().next().unwrap_or_default());
+    }
+    let len: Option<usize> = head.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse().ok())
+    });
+    match len {
+        Some(len) => {
+            while buf.len() < head_end + len {
+                let n = s.read(&mut chunk).await?;
+                if n == 0 {
+                    bail!("connection closed in the body");
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        None => while s.read(&mut chunk).await? > 0 {},
+    }
+    Ok(())
+}
+
+async fn connect(
+    addr: &str,
+    sni: &ServerName<'static>,
+    tls: &TlsConnector,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tls.connect(sni.clone(), tcp).await?)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let tls = TlsConnector::from(config(&args)?);
+    let sni = ServerName::try_from(args.sni.clone())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let duration = Duration::from_secs(args.duration);
+    match args.mode {
+        Mode::Idle => {
+            let mut held = Vec::with_capacity(args.connections);
+            let req =
+                format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", args.path, args.sni).into_bytes();
+            let mut buf = Vec::new();
+            for _ in 0..args.connections {
+                match connect(&args.addr, &sni, &tls).await {
+                    Ok(mut s) => match request(&mut s, &req, &mut buf).await {
+                        Ok(()) => held.push(s),
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    },
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({"mode": "idle", "open": held.len(), "errors": errors.load(Ordering::Relaxed)})
+            );
+            // The harness measures the server now; hold until the duration ends.
+            tokio::time::sleep(duration).await;
+            return Ok(());
+        }
+        Mode::Handshake | Mode::Keepalive => {}
+    }
+    let keepalive = matches!(args.mode, Mode::Keepalive);
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (tls, sni, stop, ok, errors) = (
+            tls.clone(),
+            sni.clone(),
+            stop.clone(),
+            ok.clone(),
+            errors.clone(),
+        );
+        let addr = args.addr.clone();
+        let conn_header = if keepalive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        };
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\n{conn_header}\r\n",
+            args.path, args.sni
+        )
+        .into_bytes();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut buf = Vec::with_capacity(16 * 1024);
+            let mut stream = None;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let result = async {
+                    if stream.is_none() || !keepalive {
+                        stream = Some(connect(&addr, &sni, &tls).await?);
+                    }
+                    let s = stream.as_mut().context("no stream")?;
+                    request(s, &req, &mut buf).await
+                }
+                .await;
+                match result {
+                    Ok(()) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        latencies.push(t.elapsed().as_micros() as u32);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        stream = None;
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap_or_default());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": if keepalive { "keepalive" } else { "handshake" },
+            "requests": ok.load(Ordering::Relaxed),
+            "errors": errors.load(Ordering::Relaxed),
+            "seconds": secs,
+            "rps": ok.load(Ordering::Relaxed) as f64 / secs,
+            "p50_us": pct(0.50),
+            "p99_us": pct(0.99),
+        })
+    );
+    Ok(())
+}
