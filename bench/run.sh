@@ -13,7 +13,7 @@ SECS=${1:-10}
 IDLE=${2:-10000}
 command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" || true
 
 cargo build --release -q -p certgate -p certgate-bench
 CG=$PWD/target/release/certgate
@@ -88,7 +88,9 @@ taskset -c 0 nginx -p "$W" -c "$W/nginx.conf" -g 'daemon off;' &
 CERTGATE_LOG=error taskset -c 0 $CG serve --config certgate.toml > serve.out &
 CG_PID=$!
 sleep 2
+kill -0 $CG_PID 2>/dev/null || { echo "certgate did not start" >&2; exit 1; }
 NG_WORKER=$(pgrep -P "$(cat nginx.pid)" | head -1)
+[ -n "$NG_WORKER" ] || { echo "nginx did not start" >&2; exit 1; }
 
 load() { taskset -c 1 $LOAD --addr "127.0.0.1:$1" --ca ca/ca.pem --cert client.pem --key client.key "${@:2}"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -125,7 +125,7 @@ pub enum LeafKind {
 pub struct LeafRequest {
     /// Server or client.
     pub kind: LeafKind,
-    /// Common name. For a server with no `dns`/`ip`, also its DNS name (or IP).
+    /// Common name. For a server, also a DNS (or IP) SAN.
     pub name: String,
     /// DNS SANs.
     pub dns: Vec<String>,
@@ -206,10 +206,15 @@ impl Ca {
         let mut sans = Vec::new();
         let mut dns = req.dns.clone();
         let mut ips = req.ip.clone();
-        if req.kind == LeafKind::Server && dns.is_empty() && ips.is_empty() {
+        // A server's name is always one of its SANs (clients check SANs, never the CN).
+        if req.kind == LeafKind::Server {
             match req.name.parse::<IpAddr>() {
-                Ok(ip) => ips.push(ip),
-                Err(_) => dns.push(req.name.clone()),
+                Ok(ip) if !ips.contains(&ip) => ips.insert(0, ip),
+                Ok(_) => {}
+                Err(_) if !dns.iter().any(|d| d.eq_ignore_ascii_case(&req.name)) => {
+                    dns.insert(0, req.name.clone())
+                }
+                Err(_) => {}
             }
         }
         for d in &dns {

@@ -94,11 +94,16 @@ pub const IDENTITY_HEADER_PREFIXES: &[&str] = &["x-amzn-mtls-", "cf-client-cert-
 
 /// Whether `name` (any case) is an identity header of some format.
 pub fn is_identity_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    IDENTITY_HEADERS.contains(&lower.as_str())
-        || IDENTITY_HEADER_PREFIXES
-            .iter()
-            .any(|p| lower.starts_with(p))
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return is_identity_header_lowercase(&name.to_ascii_lowercase());
+    }
+    is_identity_header_lowercase(name)
+}
+
+/// [`is_identity_header`] for a name already in lower case (as `http::HeaderName` keeps them):
+/// no allocation on the request path.
+pub fn is_identity_header_lowercase(name: &str) -> bool {
+    IDENTITY_HEADERS.contains(&name) || IDENTITY_HEADER_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// What a forwarding proxy knows about itself, for fields such as XFCC `By`.

@@ -247,7 +247,8 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
 pub fn strip_identity_headers(headers: &mut HeaderMap) -> usize {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| forward::is_identity_header(n.as_str()))
+        // HeaderName is always lower case (HTTP/2 requires it; hyper normalises HTTP/1).
+        .filter(|n| forward::is_identity_header_lowercase(n.as_str()))
         .cloned()
         .collect();
     let mut removed = 0;

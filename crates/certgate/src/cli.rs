@@ -158,7 +158,7 @@ pub struct IssueArgs {
     /// The CA directory.
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// Issue a TLS server certificate (EKU serverAuth). NAME is also its DNS name unless --dns/--ip.
+    /// Issue a TLS server certificate (EKU serverAuth). NAME is also a DNS (or IP) SAN.
     #[arg(long)]
     pub server: bool,
     /// Issue a TLS client certificate (EKU clientAuth).

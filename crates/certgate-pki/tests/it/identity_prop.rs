@@ -67,8 +67,13 @@ proptest! {
         };
         let issued = ca.issue(&req, time::OffsetDateTime::now_utc()).unwrap();
         let id = Identity::from_der(&issued.cert_der).unwrap();
-        // A server with no names gets its CN as DNS name (documented behaviour of `ca issue`).
-        let want_dns = if !client && dns.is_empty() && ip.is_empty() { vec!["prop".to_owned()] } else { dns };
+        // A server's name is always its first DNS SAN (documented behaviour of `ca issue`).
+
+        let want_dns: Vec<String> = if client || dns.iter().any(|d| d == "prop") {
+            dns
+        } else {
+            std::iter::once("prop".to_owned()).chain(dns).collect()
+        };
         prop_assert_eq!(&id.sans.dns, &want_dns);
         prop_assert_eq!(&id.sans.ip, &ip);
         prop_assert_eq!(&id.sans.uri, &uri);
