@@ -1389,3 +1389,59 @@ identity = "server"
     let _ = tls_up.wait();
     let _ = unix_up.wait();
 }
+
+#[test]
+fn server_identity_is_chosen_by_sni() {
+    let ossl = require_peer!("openssl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    for (name, cn, san) in [("api", "api.example.test", "api.example.test"), ("apps", "apps wildcard", "*.apps.example.test")] {
+        let mut spec = Spec::server(cn);
+        spec.sans = vec![rcgen::SanType::DnsName(san.try_into().unwrap())];
+        let c = signed_by(&spec, &pki.intermediate);
+        std::fs::write(d.join(format!("{name}.pem")), format!("{}{}", c.pem, pki.intermediate.pem)).unwrap();
+        std::fs::write(d.join(format!("{name}.key")), &c.key_pem).unwrap();
+    }
+    let config = r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[identity]]
+name = "api"
+cert = "api.pem"
+key = "api.key"
+[[identity]]
+name = "apps"
+cert = "apps.pem"
+key = "apps.key"
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+sni = { "api.example.test" = "api", "*.apps.example.test" = "apps" }
+  [[ingress.route]]
+  upstream = "echo"
+"#;
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let connect = format!("127.0.0.1:{}", server.port("web"));
+    let subject = |sni: Option<&str>| {
+        let mut cmd = Command::new(&ossl);
+        cmd.current_dir(d).args(["s_client", "-connect", &connect, "-CAfile", "root.pem"]);
+        match sni {
+            Some(s) => cmd.args(["-servername", s]),
+            None => cmd.arg("-noservername"),
+        };
+        let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().find(|l| l.starts_with("subject=")).unwrap_or_default().to_owned()
+    };
+    assert_eq!(subject(Some("api.example.test")), "subject=CN = api.example.test");
+    assert_eq!(subject(Some("x.apps.example.test")), "subject=CN = apps wildcard");
+    // A wildcard covers one label only; unknown names and no SNI get the default.
+    assert_eq!(subject(Some("a.b.apps.example.test")), "subject=CN = localhost");
+    assert_eq!(subject(Some("other.test")), "subject=CN = localhost");
+    assert_eq!(subject(None), "subject=CN = localhost");
+}
