@@ -43,6 +43,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// On shutdown, how long open connections may take to finish.
     pub drain_timeout: Duration,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -53,6 +55,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -193,13 +196,20 @@ async fn connection(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    let activity = crate::idle::Activity::new();
+    let io = crate::idle::Tracked::new(tls, Arc::clone(&activity));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = shutdown.changed() => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        // No byte either way for the idle timeout: close (dropping the connection).
+        _ = activity.idle(cfg.limits.idle_timeout) => {
+            tracing::debug!(listener = %cfg.name, %peer, "idle timeout");
+            return;
         }
     };
     if let Err(e) = result {

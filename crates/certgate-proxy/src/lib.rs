@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod idle;
 pub mod ingress;
 mod metrics;
 pub mod policy;

@@ -35,6 +35,7 @@ pub(super) struct RawIngress {
     header_timeout_secs: Option<Spanned<u64>>,
     max_header_bytes: Option<Spanned<u64>>,
     drain_timeout_secs: Option<Spanned<u64>>,
+    idle_timeout_secs: Option<Spanned<u64>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
 }
@@ -128,6 +129,12 @@ impl Resolver<'_> {
             limits.header_timeout = Duration::from_secs(
                 self.positive(v, &format!("{prefix}.header_timeout_secs"))
                     .unwrap_or(10),
+            );
+        }
+        if let Some(v) = &raw.idle_timeout_secs {
+            limits.idle_timeout = Duration::from_secs(
+                self.positive(v, &format!("{prefix}.idle_timeout_secs"))
+                    .unwrap_or(120),
             );
         }
         if let Some(v) = &raw.drain_timeout_secs {

@@ -1396,11 +1396,18 @@ fn server_identity_is_chosen_by_sni() {
     let dir = tempdir();
     let d = dir.path();
     let pki = write_pki(d);
-    for (name, cn, san) in [("api", "api.example.test", "api.example.test"), ("apps", "apps wildcard", "*.apps.example.test")] {
+    for (name, cn, san) in [
+        ("api", "api.example.test", "api.example.test"),
+        ("apps", "apps wildcard", "*.apps.example.test"),
+    ] {
         let mut spec = Spec::server(cn);
         spec.sans = vec![rcgen::SanType::DnsName(san.try_into().unwrap())];
         let c = signed_by(&spec, &pki.intermediate);
-        std::fs::write(d.join(format!("{name}.pem")), format!("{}{}", c.pem, pki.intermediate.pem)).unwrap();
+        std::fs::write(
+            d.join(format!("{name}.pem")),
+            format!("{}{}", c.pem, pki.intermediate.pem),
+        )
+        .unwrap();
         std::fs::write(d.join(format!("{name}.key")), &c.key_pem).unwrap();
     }
     let config = r#"version = 1
@@ -1429,19 +1436,98 @@ sni = { "api.example.test" = "api", "*.apps.example.test" = "apps" }
     let connect = format!("127.0.0.1:{}", server.port("web"));
     let subject = |sni: Option<&str>| {
         let mut cmd = Command::new(&ossl);
-        cmd.current_dir(d).args(["s_client", "-connect", &connect, "-CAfile", "root.pem"]);
+        cmd.current_dir(d)
+            .args(["s_client", "-connect", &connect, "-CAfile", "root.pem"]);
         match sni {
             Some(s) => cmd.args(["-servername", s]),
             None => cmd.arg("-noservername"),
         };
         let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines().find(|l| l.starts_with("subject=")).unwrap_or_default().to_owned()
+        text.lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap_or_default()
+            .to_owned()
     };
-    assert_eq!(subject(Some("api.example.test")), "subject=CN = api.example.test");
-    assert_eq!(subject(Some("x.apps.example.test")), "subject=CN = apps wildcard");
+    assert_eq!(
+        subject(Some("api.example.test")),
+        "subject=CN = api.example.test"
+    );
+    assert_eq!(
+        subject(Some("x.apps.example.test")),
+        "subject=CN = apps wildcard"
+    );
     // A wildcard covers one label only; unknown names and no SNI get the default.
-    assert_eq!(subject(Some("a.b.apps.example.test")), "subject=CN = localhost");
+    assert_eq!(
+        subject(Some("a.b.apps.example.test")),
+        "subject=CN = localhost"
+    );
     assert_eq!(subject(Some("other.test")), "subject=CN = localhost");
     assert_eq!(subject(None), "subject=CN = localhost");
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+    use std::time::{Duration as StdDuration, Instant};
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    let config = r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+idle_timeout_secs = 1
+  [[ingress.route]]
+  upstream = "echo"
+"#;
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(pki.root.der.clone()))
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(cfg),
+        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", server.port("web"))).unwrap();
+    tcp.set_read_timeout(Some(StdDuration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 16384];
+    let n = tls.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Drain the rest of the response, then wait in silence.
+    let started = Instant::now();
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after >= StdDuration::from_millis(800),
+        "closed too early: {closed_after:?}"
+    );
+    assert!(
+        closed_after < StdDuration::from_secs(5),
+        "idle connection kept for {closed_after:?}"
+    );
 }
