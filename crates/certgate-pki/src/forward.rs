@@ -170,11 +170,17 @@ fn url_encode(s: &str) -> String {
 
 /// An XFCC value: quoted when it holds `,`, `;`, `=` or `"` (with `"` escaped), else bare.
 fn xfcc_value(v: &str) -> String {
-    if v.contains([',', ';', '=', '"']) {
-        format!("\"{}\"", v.replace('"', "\\\""))
+    if v.contains([',', ';', '=', '"', '\\']) {
+        xfcc_quoted(v)
     } else {
         v.to_owned()
     }
+}
+
+/// A double-quoted XFCC value: `\` and `"` escaped with a backslash, so that a DN's own RFC 4514
+/// escapes (`\,`, `\"`) cannot end the quoted string early.
+fn xfcc_quoted(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Envoy XFCC element for this hop: `By` (our URI SANs), `Hash`, `Cert`, `Chain`, `Subject`
@@ -189,10 +195,7 @@ fn xfcc(p: &PeerIdentity, proxy: &ProxyInfo) -> String {
     pairs.push(format!("Cert=\"{}\"", url_encode(&pem(&p.identity.der))));
     let chain: String = p.chain.iter().map(|c| pem(c)).collect();
     pairs.push(format!("Chain=\"{}\"", url_encode(&chain)));
-    pairs.push(format!(
-        "Subject=\"{}\"",
-        p.identity.subject.replace('"', "\\\"")
-    ));
+    pairs.push(format!("Subject={}", xfcc_quoted(&p.identity.subject)));
     if p.identity.sans.uri.is_empty() {
         pairs.push("URI=".to_owned());
     }
@@ -442,5 +445,9 @@ mod tests {
         assert_eq!(xfcc_value("http://a.example/x"), "http://a.example/x");
         assert_eq!(xfcc_value("a=b"), "\"a=b\"");
         assert_eq!(xfcc_value("say \"hi\";"), "\"say \\\"hi\\\";\"");
+        assert_eq!(
+            xfcc_value("CN=a\\, \\\"b\\\""),
+            "\"CN=a\\\\, \\\\\\\"b\\\\\\\"\""
+        );
     }
 }

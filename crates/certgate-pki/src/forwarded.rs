@@ -184,11 +184,23 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
     out
 }
 
+/// Removes the quotes of a quoted XFCC value and its backslash escapes (`\\"` and `\\\\`).
 fn unquote(v: &str) -> String {
-    match v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        Some(inner) => inner.replace("\\\"", "\""),
-        None => v.to_owned(),
+    let Some(inner) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return v.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 #[cfg(test)]
@@ -204,6 +216,7 @@ mod tests {
             vec!["By=a", r#"Subject="x,y;z""#]
         );
         assert_eq!(unquote(r#""say \"hi\"""#), r#"say "hi""#);
+        assert_eq!(unquote(r#""CN=a\\, \\\"b""#), r#"CN=a\, \"b"#);
     }
 
     #[test]

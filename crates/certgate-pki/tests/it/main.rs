@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod forward_oracle;
 mod identity_prop;
 mod openssl_interop;
 mod robustness;
