@@ -54,6 +54,8 @@ pub struct TrustBundle {
     name: String,
     anchors: Vec<TrustAnchor<'static>>,
     anchor_certs: Vec<CertificateDer<'static>>,
+    /// Known intermediates: used to build chains, never trusted by themselves.
+    extra_intermediates: Vec<CertificateDer<'static>>,
     crls: Vec<CertRevocationList<'static>>,
     crl_ders: Vec<Vec<u8>>,
     unknown_revocation: UnknownRevocation,
@@ -135,6 +137,7 @@ impl TrustBundle {
             name: name.to_owned(),
             anchors,
             anchor_certs: cas,
+            extra_intermediates: Vec::new(),
             crl_ders: crls.iter().map(|c| c.der.clone()).collect(),
             crls: crls
                 .into_iter()
@@ -157,6 +160,12 @@ impl TrustBundle {
     /// How a missing CRL is treated.
     pub fn unknown_revocation(&self) -> UnknownRevocation {
         self.unknown_revocation
+    }
+
+    /// Adds intermediates that help build chains (they are not trust anchors).
+    pub fn with_intermediates(mut self, intermediates: Vec<CertificateDer<'static>>) -> Self {
+        self.extra_intermediates = intermediates;
+        self
     }
 
     /// The bundle's name.
@@ -189,6 +198,19 @@ impl TrustBundle {
                 ),
             );
         }
+        // Peers that send only their leaf (front proxies forwarding one certificate) still
+        // verify when the bundle knows the intermediates.
+        let owned;
+        let intermediates: &[CertificateDer<'_>] = if self.extra_intermediates.is_empty() {
+            intermediates
+        } else {
+            owned = intermediates
+                .iter()
+                .cloned()
+                .chain(self.extra_intermediates.iter().cloned())
+                .collect::<Vec<_>>();
+            &owned
+        };
         let ee = match EndEntityCert::try_from(leaf) {
             Ok(ee) => ee,
             Err(e) => return reject_webpki(&e),

@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use arc_swap::ArcSwap;
 
+use crate::front::{self, Forwarded};
 use crate::policy::{self, Decision, Route, Upstream};
 
 /// Response body type: streamed from the upstream, or generated here.
@@ -81,12 +82,15 @@ pub struct IngressConfig {
     pub limits: Limits,
 }
 
-/// Facts about one connection, shared by its requests.
+/// Facts about one connection, shared by its requests (or, on routes that take forwarded
+/// certificates, about one request).
 #[derive(Debug)]
 struct Conn {
     client: ClientCert,
     sni: Option<String>,
     peer: SocketAddr,
+    /// The trusted front proxy a forwarded identity came through.
+    via: Option<String>,
 }
 
 /// What one connection works with: the listener's configuration as it was when the connection
@@ -180,7 +184,12 @@ async fn connection(
     );
     let sni = server_conn.server_name().map(str::to_ascii_lowercase);
     tracing::debug!(listener = %cfg.name, %peer, handshake_ms = started.elapsed().as_millis() as u64, "handshake done");
-    let conn = Arc::new(Conn { client, sni, peer });
+    let conn = Arc::new(Conn {
+        client,
+        sni,
+        peer,
+        via: None,
+    });
     let svc = hyper::service::service_fn(move |req| {
         let shared = Arc::clone(&shared);
         let conn = Arc::clone(&conn);
@@ -307,11 +316,64 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let cfg = &shared.cfg;
     let started = Instant::now();
-    let stripped = strip_identity_headers(req.headers_mut());
     let host = request_host(&req);
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let Some(route) = policy::select(&cfg.routes, host.as_deref(), &path) else {
+    let route = policy::select(&cfg.routes, host.as_deref(), &path);
+    // A route that takes certificates forwarded by a front proxy reads its header before the
+    // identity headers are stripped; the request's identity is then the forwarded one (or none).
+    let forwarded_conn;
+    let mut conn = conn;
+    if let Some(front) = route.and_then(|r| r.front.as_ref()) {
+        let client = match front.extract(
+            req.headers(),
+            conn.peer.ip(),
+            &conn.client,
+            cfg.trust.as_deref(),
+            UnixTime::now(),
+        ) {
+            Forwarded::Identity(client, via) => Some((client, Some(via))),
+            Forwarded::None(via) => Some((front::none(), Some(via))),
+            Forwarded::Untrusted => Some((front::none(), None)),
+            Forwarded::Reject(reason) => {
+                metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => "rejected").increment(1);
+                let resp = text(StatusCode::BAD_REQUEST, &reason);
+                log_request(
+                    cfg,
+                    conn,
+                    route,
+                    &method,
+                    &path,
+                    resp.status(),
+                    started,
+                    0,
+                    Some(&reason),
+                );
+                return resp;
+            }
+        };
+        if let Some((client, via)) = client {
+            let result = if via.is_some() {
+                "trusted"
+            } else {
+                "untrusted"
+            };
+            metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => result).increment(1);
+            if via.is_none() {
+                tracing::info!(listener = %cfg.name, peer = %conn.peer, header = %front.header, "forwarded certificate header from an untrusted peer ignored");
+            }
+            forwarded_conn = Conn {
+                client,
+                sni: conn.sni.clone(),
+                peer: conn.peer,
+                via,
+            };
+            conn = &forwarded_conn;
+        }
+        req.headers_mut().remove(&front.header);
+    }
+    let stripped = strip_identity_headers(req.headers_mut());
+    let Some(route) = route else {
         let resp = text(StatusCode::NOT_FOUND, "no route for this host and path");
         log_request(
             cfg,
@@ -345,6 +407,7 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
         return resp;
     }
     let resp = match &route.upstream {
+        Upstream::ForwardAuth => forward_auth(cfg, conn, route),
         Upstream::Echo => echo(cfg, conn, route, &req),
         Upstream::Remote { authority, client } => {
             proxy(shared, conn, route, authority, client, host.as_deref(), req).await
@@ -382,6 +445,12 @@ fn identity_headers(
                 ),
             }
         }
+    }
+    if let Some(via) = &conn.via
+        && formats.contains(&Format::Certgate)
+        && let Ok(v) = HeaderValue::from_str(via)
+    {
+        out.push((HeaderName::from_static("x-client-forwarded-by"), v));
     }
     out
 }
@@ -519,6 +588,16 @@ fn sanitize_response(headers: &mut HeaderMap) {
         headers.remove(header::VARY);
         headers.insert(header::VARY, HeaderValue::from_static("*"));
     }
+}
+
+/// Forward-auth (nginx `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz` HTTP service):
+/// policy already allowed the request; answer 200 with the identity as response headers.
+fn forward_auth(cfg: &IngressConfig, conn: &Conn, route: &Route) -> Response<Body> {
+    let mut resp = text(StatusCode::OK, "ok");
+    for (name, value) in identity_headers(cfg, conn, &route.forward) {
+        resp.headers_mut().append(name, value);
+    }
+    resp
 }
 
 /// The built-in echo upstream: shows what an upstream behind this route would receive.

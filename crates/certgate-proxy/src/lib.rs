@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod front;
 mod idle;
 pub mod ingress;
 mod metrics;

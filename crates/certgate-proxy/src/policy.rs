@@ -88,6 +88,8 @@ pub enum Upstream {
     },
     /// The built-in echo service: answers with the identity headers it received, as JSON.
     Echo,
+    /// A forward-auth endpoint: 200 with identity headers when policy allows, 401/403 otherwise.
+    ForwardAuth,
 }
 
 /// A route of an HTTP listener.
@@ -109,6 +111,8 @@ pub struct Route {
     pub allow: Vec<Rule>,
     /// Identity formats sent upstream.
     pub forward: Vec<Format>,
+    /// Take the client certificate from a trusted front proxy's header instead of TLS.
+    pub front: Option<crate::front::FrontProxy>,
 }
 
 impl Route {
@@ -282,6 +286,7 @@ mod tests {
             require_verified: false,
             allow: vec![],
             forward: vec![],
+            front: None,
         }
     }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certgate_pki::forward::{Format, ProxyInfo};
+use certgate_pki::forwarded::InputFormat;
 use certgate_pki::{CertHash, SpkiHash, TrustBundle};
+use certgate_proxy::front::{Cidr, FrontProxy, OnUntrusted};
 use certgate_proxy::{
     Condition, Glob, IngressConfig, Limits, Route, Rule, Upstream, UpstreamClient,
 };
@@ -56,6 +58,20 @@ struct RawRoute {
     forward: Option<Spanned<Vec<String>>>,
     upstream_trust: Option<Spanned<String>>,
     upstream_identity: Option<Spanned<String>>,
+    forwarded_cert: Option<Spanned<RawFront>>,
+}
+
+/// `forwarded_cert = { format = "nginx", trusted_proxies = ["10.0.0.0/8"], ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFront {
+    format: Option<String>,
+    header: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default)]
+    trusted_proxy_allow: Vec<Spanned<BTreeMap<String, String>>>,
+    on_untrusted: Option<String>,
 }
 
 /// A resolved `[[ingress]]`: where to listen and what to serve there.
@@ -163,6 +179,7 @@ impl Resolver<'_> {
                 &default_forward,
                 identities,
                 trusts,
+                raw.trust.is_some(),
             ) {
                 routes.push(route);
             }
@@ -262,6 +279,9 @@ impl Resolver<'_> {
         let at = u.span().start;
         if s == "echo" {
             return Some(Upstream::Echo);
+        }
+        if s == "forward-auth" {
+            return Some(Upstream::ForwardAuth);
         }
         if let Some(path) = s.strip_prefix("unix:") {
             if !path.starts_with('/') {
@@ -365,6 +385,7 @@ impl Resolver<'_> {
         default_forward: &[Format],
         identities: &[ConfiguredIdentity],
         trusts: &[Arc<TrustBundle>],
+        has_trust: bool,
     ) -> Option<Route> {
         let at = raw.span().start;
         let r = raw.get_ref();
@@ -407,6 +428,10 @@ impl Resolver<'_> {
             Some(u) => self.upstream(u, r, prefix, identities, trusts),
         };
         let allow = self.rules(&r.allow, prefix);
+        let front = r
+            .forwarded_cert
+            .as_ref()
+            .and_then(|f| self.front(f, prefix, has_trust));
         let forward = match &r.forward {
             Some(f) => self.formats(f, &format!("{prefix}.forward")),
             None => default_forward.to_vec(),
@@ -430,6 +455,117 @@ impl Resolver<'_> {
             require_verified: r.require_verified,
             allow,
             forward,
+            front,
+        })
+    }
+
+    fn front(
+        &mut self,
+        raw: &Spanned<RawFront>,
+        prefix: &str,
+        has_trust: bool,
+    ) -> Option<FrontProxy> {
+        let key = format!("{prefix}.forwarded_cert");
+        let at = raw.span().start;
+        let f = raw.get_ref();
+        let before = self.errors.len();
+        if !has_trust {
+            self.error(Some(at), &key, "forwarded certificates are always re-verified, so the listener needs `trust = \"...\"`");
+        }
+        let names: Vec<&str> = InputFormat::ALL.iter().map(|(n, _)| *n).collect();
+        let format = match f.format.as_deref().map(|n| (n, InputFormat::parse(n))) {
+            Some((_, Some(fmt))) => Some(fmt),
+            Some((n, None)) => {
+                self.error(
+                    Some(at),
+                    &format!("{key}.format"),
+                    format!("`{n}` is not one of {}", names.join(", ")),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    Some(at),
+                    &format!("{key}.format"),
+                    format!("missing; one of {}", names.join(", ")),
+                );
+                None
+            }
+        };
+        let header = f.header.clone().or_else(|| {
+            let default = match format? {
+                InputFormat::Rfc9440 => "client-cert",
+                InputFormat::Xfcc => "x-forwarded-client-cert",
+                InputFormat::Nginx => "x-ssl-client-escaped-cert",
+                InputFormat::Traefik => "x-forwarded-tls-client-cert",
+                InputFormat::AwsAlb => "x-amzn-mtls-clientcert",
+                InputFormat::Cloudflare => "cf-client-cert-der-base64",
+                InputFormat::Base64Der => return None,
+            };
+            Some(default.to_owned())
+        });
+        let header =
+            match header.map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())) {
+                Some(Ok(h)) => Some(h),
+                Some(Err(_)) => {
+                    self.error(
+                        Some(at),
+                        &format!("{key}.header"),
+                        "not a valid header name",
+                    );
+                    None
+                }
+                None => {
+                    if format.is_some() {
+                        self.error(
+                            Some(at),
+                            &format!("{key}.header"),
+                            "missing; `base64-der` has no usual header name",
+                        );
+                    }
+                    None
+                }
+            };
+        let mut networks = Vec::new();
+        for n in &f.trusted_proxies {
+            match Cidr::parse(n) {
+                Some(c) => networks.push(c),
+                None => self.error(
+                    Some(at),
+                    &format!("{key}.trusted_proxies"),
+                    format!("`{n}` is not an address or address/prefix"),
+                ),
+            }
+        }
+        let allow = self.rules(&f.trusted_proxy_allow, &key);
+        if networks.is_empty() && allow.is_empty() {
+            self.error(
+                Some(at),
+                &key,
+                "say which front proxies to trust: `trusted_proxies` (addresses) and/or `trusted_proxy_allow` (their mTLS identity)",
+            );
+        }
+        let on_untrusted = match f.on_untrusted.as_deref() {
+            None | Some("strip") => OnUntrusted::Strip,
+            Some("reject") => OnUntrusted::Reject,
+            Some(other) => {
+                self.error(
+                    Some(at),
+                    &format!("{key}.on_untrusted"),
+                    format!("`{other}` is not `strip` or `reject`"),
+                );
+                OnUntrusted::Strip
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(FrontProxy {
+            header: header?,
+            format: format?,
+            networks,
+            allow,
+            on_untrusted,
         })
     }
 }

@@ -68,6 +68,8 @@ struct RawTrust {
     ca: Vec<Spanned<String>>,
     ca_pem: Option<Spanned<String>>,
     #[serde(default)]
+    intermediates: Vec<Spanned<String>>,
+    #[serde(default)]
     crl: Vec<Spanned<String>>,
     crl_unknown_status: Option<Spanned<String>>,
 }
@@ -600,6 +602,21 @@ impl Resolver<'_> {
                     }
                 }
             }
+            let mut intermediates = Vec::new();
+            for (j, f) in raw.intermediates.iter().enumerate() {
+                let key = format!("{prefix}.intermediates[{j}]");
+                let Some((bytes, origin)) = self.read(f, &key) else {
+                    ok = false;
+                    continue;
+                };
+                match credential::parse_certificates(&bytes, &origin) {
+                    Ok(certs) => intermediates.extend(certs),
+                    Err(e) => {
+                        self.error(Some(f.span().start), &key, e.to_string());
+                        ok = false;
+                    }
+                }
+            }
             let mut crls = Vec::new();
             for (j, crl) in raw.crl.iter().enumerate() {
                 let key = format!("{prefix}.crl[{j}]");
@@ -636,7 +653,7 @@ impl Resolver<'_> {
                 continue;
             }
             match TrustBundle::new(&name, cas, crls, unknown) {
-                Ok(b) => out.push(Arc::new(b)),
+                Ok(b) => out.push(Arc::new(b.with_intermediates(intermediates))),
                 Err(e) => self.error(Some(at), &prefix, e.to_string()),
             }
         }

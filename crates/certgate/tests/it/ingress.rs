@@ -13,7 +13,7 @@ use time::Duration;
 use crate::server::{Serve, Upstream};
 
 /// Writes the test PKI and client certificates of every kind into `d`.
-fn write_pki(d: &Path) -> TestPki {
+pub(crate) fn write_pki(d: &Path) -> TestPki {
     let pki = TestPki::new();
     std::fs::write(d.join("root.pem"), &pki.root.pem).unwrap();
     std::fs::write(

@@ -6,6 +6,7 @@ mod admin;
 mod bad_input;
 mod ca_interop;
 mod check;
+mod front;
 mod handshake;
 mod ingress;
 mod reload;

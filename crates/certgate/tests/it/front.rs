@@ -1,0 +1,227 @@
+//! Certificates forwarded by a real front proxy: nginx terminates mTLS with
+//! `ssl_verify_client optional_no_ca` and forwards `$ssl_client_escaped_cert`; certgate trusts the
+//! header only from nginx's own mTLS identity and re-verifies every certificate. Also nginx
+//! `auth_request` against certgate's forward-auth route.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certgate_testkit::{Spec, require_peer, signed_by, tempdir};
+
+use crate::ingress::write_pki;
+use crate::server::Serve;
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_nginx(nginx: &Path, d: &Path, port: u16, certgate: u16) -> Nginx {
+    let dir = d.display();
+    let upstream = format!(
+        "proxy_pass https://127.0.0.1:{certgate}; proxy_ssl_certificate {dir}/nginx.pem; proxy_ssl_certificate_key {dir}/nginx.key; \
+         proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_ssl_trusted_certificate {dir}/root.pem; proxy_ssl_verify on; \
+         proxy_set_header Host localhost; proxy_set_header X-SSL-Client-Escaped-Cert $ssl_client_escaped_cert;"
+    );
+    let conf = format!(
+        r#"
+user root;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {dir}/server.pem;
+    ssl_certificate_key {dir}/server.key;
+    ssl_verify_client optional_no_ca;
+    location / {{ {upstream} }}
+    location = /protected {{ auth_request /auth; auth_request_set $who $upstream_http_x_client_subject; add_header X-Who $who; default_type text/plain; alias {dir}/protected.txt; }}
+    location = /auth {{ internal; proxy_pass_request_body off; proxy_set_header Content-Length ""; {upstream} }}
+  }}
+}}
+"#
+    );
+    std::fs::write(d.join("nginx.conf"), conf).unwrap();
+    std::fs::write(d.join("protected.txt"), "protected ok\n").unwrap();
+    let child = Command::new(nginx)
+        .args([
+            "-p",
+            &d.display().to_string(),
+            "-c",
+            &d.join("nginx.conf").display().to_string(),
+            "-g",
+            "daemon off;",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start: {}",
+            std::fs::read_to_string(d.join("nginx-error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nginx(child)
+}
+
+#[test]
+fn nginx_forwards_certificates_that_certgate_reverifies() {
+    let nginx = require_peer!("nginx");
+    let curl_bin = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    let front = signed_by(&Spec::client("nginx-front"), &pki.intermediate);
+    std::fs::write(
+        d.join("nginx.pem"),
+        format!("{}{}", front.pem, pki.intermediate.pem),
+    )
+    .unwrap();
+    std::fs::write(d.join("nginx.key"), &front.key_pem).unwrap();
+    std::fs::write(d.join("int.pem"), &pki.intermediate.pem).unwrap();
+    let config = r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+intermediates = ["int.pem"]
+crl = ["int.crl"]
+[[ingress]]
+name = "app"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+forward = ["certgate"]
+  [[ingress.route]]
+  upstream = "echo"
+  require_verified = true
+  forwarded_cert = { format = "nginx", trusted_proxy_allow = [{ cn = "nginx-front" }], on_untrusted = "reject" }
+  [[ingress.route]]
+  path = "/auth"
+  upstream = "forward-auth"
+  require_verified = true
+  allow = [{ cn = "alice" }]
+  forwarded_cert = { format = "nginx", trusted_proxy_allow = [{ cn = "nginx-front" }] }
+"#;
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let certgate = server.port("app");
+    let port = free_port();
+    let _nginx = start_nginx(&nginx, d, port, certgate);
+    let get = |client: &str, path: &str, target: u16, extra: &[&str]| -> (String, String) {
+        let resolve = format!("localhost:{target}:127.0.0.1");
+        let mut cmd = Command::new(&curl_bin);
+        cmd.current_dir(d)
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                "root.pem",
+                "--resolve",
+                &resolve,
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(extra);
+        if client != "none" {
+            cmd.args([
+                "--cert",
+                &format!("{client}.pem"),
+                "--key",
+                &format!("{client}.key"),
+            ]);
+        }
+        let out = cmd
+            .arg(format!("https://localhost:{target}{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_owned(), body.to_owned())
+    };
+    // Through nginx: the certificate is re-verified by certgate.
+    let (code, body) = get("good", "/", port, &[]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"x-client-verify\": \"SUCCESS\""), "{body}");
+    assert!(
+        body.contains("\"x-client-subject\": \"CN=alice\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("\"x-client-forwarded-by\": \"127.0.0.1 (CN=nginx-front)\""),
+        "{body}"
+    );
+    // nginx's optional_no_ca forgives unknown issuers but still refuses expired certificates and
+    // wrong purposes itself (400, "The SSL certificate error"); the rest reaches certgate, which
+    // re-verifies: unknown issuer and revocation (nginx has no CRL here) are caught there.
+    for client in ["expired", "wrong-eku"] {
+        let (code, body) = get(client, "/", port, &[]);
+        assert_eq!(code, "400", "{client}: {body}");
+        assert!(
+            body.contains("The SSL certificate error"),
+            "{client}: {body}"
+        );
+    }
+    for (client, reason) in [("self-signed", "unknown_issuer"), ("revoked", "revoked")] {
+        let (code, body) = get(client, "/", port, &[]);
+        assert_eq!(code, "403", "{client}: {body}");
+        assert_eq!(
+            body,
+            format!("the client certificate is not verified ({reason})\n"),
+            "{client}"
+        );
+    }
+    let (code, body) = get("none", "/", port, &[]);
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("401", "a client certificate is required\n")
+    );
+    // Straight to certgate, with the header nginx would send: rejected (on_untrusted = reject),
+    // even when the direct client has a valid certificate of its own.
+    let pem = std::fs::read_to_string(d.join("good.pem")).unwrap();
+    let forged = format!(
+        "X-SSL-Client-Escaped-Cert: {}",
+        percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let (code, body) = get("none", "/", certgate, &["-H", &forged]);
+    assert_eq!(code, "400", "{body}");
+    assert!(
+        body.contains("accepted only from a trusted front proxy"),
+        "{body}"
+    );
+    let (code, body) = get("good", "/", certgate, &["-H", &forged]);
+    assert_eq!(code, "400", "{body}");
+    // nginx auth_request against the forward-auth route.
+    let (code, body) = get("good", "/protected", port, &[]);
+    assert_eq!((code.as_str(), body.as_str()), ("200", "protected ok\n"));
+    let (code, _) = get("self-signed", "/protected", port, &[]);
+    assert_eq!(code, "403");
+    let (code, _) = get("none", "/protected", port, &[]);
+    assert_eq!(code, "401");
+}
