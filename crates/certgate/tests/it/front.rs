@@ -12,9 +12,9 @@ use certgate_testkit::{Spec, require_peer, signed_by, tempdir};
 use crate::ingress::write_pki;
 use crate::server::Serve;
 
-struct Nginx(Child);
+struct Peer(Child);
 
-impl Drop for Nginx {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -29,7 +29,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_nginx(nginx: &Path, d: &Path, port: u16, certgate: u16) -> Nginx {
+fn start_nginx(nginx: &Path, d: &Path, port: u16, certgate: u16) -> Peer {
     let dir = d.display();
     let upstream = format!(
         "proxy_pass https://127.0.0.1:{certgate}; proxy_ssl_certificate {dir}/nginx.pem; proxy_ssl_certificate_key {dir}/nginx.key; \
@@ -82,7 +82,7 @@ http {{
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Nginx(child)
+    Peer(child)
 }
 
 #[test]
@@ -224,4 +224,142 @@ forward = ["certgate"]
     assert_eq!(code, "403");
     let (code, _) = get("none", "/protected", port, &[]);
     assert_eq!(code, "401");
+}
+
+#[test]
+fn haproxy_forwards_base64_der_that_certgate_reverifies() {
+    let haproxy = require_peer!("haproxy");
+    let curl_bin = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    let front = signed_by(&Spec::client("haproxy-front"), &pki.intermediate);
+    // HAProxy wants certificate chain and key in one file.
+    std::fs::write(
+        d.join("front.pem"),
+        format!("{}{}{}", front.pem, pki.intermediate.pem, front.key_pem),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("hp-server.pem"),
+        format!(
+            "{}{}",
+            std::fs::read_to_string(d.join("server.pem")).unwrap(),
+            pki.server.key_pem
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("int.pem"), &pki.intermediate.pem).unwrap();
+    let config = r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+intermediates = ["int.pem"]
+crl = ["int.crl"]
+[[ingress]]
+name = "app"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+forward = ["certgate"]
+  [[ingress.route]]
+  upstream = "echo"
+  require_verified = true
+  forwarded_cert = { format = "base64-der", header = "X-Client-Cert-DER", trusted_proxy_allow = [{ cn = "haproxy-front" }] }
+"#;
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = free_port();
+    let dir_s = d.display();
+    let hp = format!(
+        r#"
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 10s
+  timeout server 10s
+frontend fe
+  bind 127.0.0.1:{port} ssl crt {dir_s}/hp-server.pem ca-file {dir_s}/root.pem verify optional ca-ignore-err all crt-ignore-err all
+  http-request set-header X-Client-Cert-DER %[ssl_c_der,base64] if {{ ssl_c_used }}
+  default_backend be
+backend be
+  server certgate 127.0.0.1:{} ssl crt {dir_s}/front.pem ca-file {dir_s}/root.pem verify required sni str(localhost) verifyhost localhost
+"#,
+        server.port("app")
+    );
+    std::fs::write(d.join("haproxy.cfg"), hp).unwrap();
+    let child = Command::new(&haproxy)
+        .args(["-db", "-f", &d.join("haproxy.cfg").display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _haproxy = Peer(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "haproxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let get = |client: &str| -> (String, String) {
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let mut cmd = Command::new(&curl_bin);
+        cmd.current_dir(d).args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            "root.pem",
+            "--resolve",
+            &resolve,
+            "-w",
+            "\n%{http_code}",
+        ]);
+        if client != "none" {
+            cmd.args([
+                "--cert",
+                &format!("{client}.pem"),
+                "--key",
+                &format!("{client}.key"),
+            ]);
+        }
+        let out = cmd
+            .arg(format!("https://localhost:{port}/"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_owned(), body.to_owned())
+    };
+    let (code, body) = get("good");
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"x-client-verify\": \"SUCCESS\""), "{body}");
+    assert!(
+        body.contains("\"x-client-forwarded-by\": \"127.0.0.1 (CN=haproxy-front)\""),
+        "{body}"
+    );
+    // HAProxy was told to ignore every verification error: certgate catches them all.
+    for (client, reason) in [
+        ("self-signed", "unknown_issuer"),
+        ("expired", "expired"),
+        ("revoked", "revoked"),
+        ("wrong-eku", "wrong_usage"),
+    ] {
+        let (code, body) = get(client);
+        assert_eq!(code, "403", "{client}: {body}");
+        assert_eq!(
+            body,
+            format!("the client certificate is not verified ({reason})\n"),
+            "{client}"
+        );
+    }
+    let (code, body) = get("none");
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("401", "a client certificate is required\n")
+    );
 }
