@@ -58,6 +58,9 @@ pub struct TrustBundle {
     extra_intermediates: Vec<CertificateDer<'static>>,
     crls: Vec<CertRevocationList<'static>>,
     crl_ders: Vec<Vec<u8>>,
+    /// The earliest nextUpdate of the CRLs (unix seconds; `u64::MAX` without CRLs).
+    crls_valid_until: u64,
+    verdicts: VerdictCache,
     unknown_revocation: UnknownRevocation,
     /// The provider's algorithms behind one signature cache (see `sigcache`).
     algorithms: Vec<crate::sigcache::Cached>,
@@ -78,6 +81,8 @@ impl fmt::Debug for TrustBundle {
 pub struct LoadedCrl {
     crl: OwnedCertRevocationList,
     der: Vec<u8>,
+    /// nextUpdate, unix seconds (`u64::MAX` when absent).
+    next_update: u64,
     /// Number of revoked serials.
     pub revoked: usize,
 }
@@ -105,10 +110,22 @@ pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
         origin: origin.clone(),
         reason: format!("{e:?}"),
     })?;
-    let revoked = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
-        .map(|(_, c)| c.iter_revoked_certificates().count())
-        .unwrap_or(0);
-    Ok(LoadedCrl { crl, der, revoked })
+    let (revoked, next_update) =
+        match x509_parser::revocation_list::CertificateRevocationList::from_der(&der) {
+            Ok((_, c)) => (
+                c.iter_revoked_certificates().count(),
+                c.next_update()
+                    .and_then(|t| u64::try_from(t.timestamp()).ok())
+                    .unwrap_or(u64::MAX),
+            ),
+            Err(_) => (0, u64::MAX),
+        };
+    Ok(LoadedCrl {
+        crl,
+        der,
+        next_update,
+        revoked,
+    })
 }
 
 impl TrustBundle {
@@ -139,6 +156,8 @@ impl TrustBundle {
             anchor_certs: cas,
             extra_intermediates: Vec::new(),
             crl_ders: crls.iter().map(|c| c.der.clone()).collect(),
+            crls_valid_until: crls.iter().map(|c| c.next_update).min().unwrap_or(u64::MAX),
+            verdicts: VerdictCache::default(),
             crls: crls
                 .into_iter()
                 .map(|c| CertRevocationList::Owned(c.crl))
@@ -184,7 +203,31 @@ impl TrustBundle {
     }
 
     /// Verifies `chain` (leaf first, then any intermediates the peer sent) for `purpose` at `now`.
+    ///
+    /// Successful verdicts are cached (bounded) by the hash of the presented chain and the
+    /// purpose, for as long as every certificate of the chain and every CRL of the bundle stays
+    /// valid; a bundle is rebuilt on reload, so a new CRL or trust starts with an empty cache.
+    /// Failures are never cached.
     pub fn verify(&self, chain: &[CertificateDer<'_>], purpose: Purpose, now: UnixTime) -> Verdict {
+        let key = chain_key(chain, purpose);
+        if let Some(v) = self.verdicts.get(&key, now) {
+            return Verdict::Verified(v);
+        }
+        let verdict = self.verify_uncached(chain, purpose, now);
+        if let Verdict::Verified(v) = &verdict
+            && let Some(window) = validity_window(chain, self.crls_valid_until)
+        {
+            self.verdicts.put(key, v.clone(), window);
+        }
+        verdict
+    }
+
+    fn verify_uncached(
+        &self,
+        chain: &[CertificateDer<'_>],
+        purpose: Purpose,
+        now: UnixTime,
+    ) -> Verdict {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return reject(Reason::Malformed, "no certificate was presented".to_owned());
         };
@@ -561,4 +604,61 @@ fn reject_webpki(e: &webpki::Error) -> Verdict {
         other => (Reason::Other, format!("{other:?}")),
     };
     reject(reason, detail)
+}
+
+/// The cache key of a presented chain: SHA-256 over the purpose and each certificate.
+fn chain_key(chain: &[CertificateDer<'_>], purpose: Purpose) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([purpose as u8]);
+    for c in chain {
+        h.update((c.len() as u64).to_be_bytes());
+        h.update(c.as_ref());
+    }
+    h.finalize().into()
+}
+
+/// The time window (unix seconds, inclusive start, exclusive end) in which a successful
+/// verification of `chain` stays true: every certificate valid and every CRL current.
+fn validity_window(chain: &[CertificateDer<'_>], crls_valid_until: u64) -> Option<(u64, u64)> {
+    let mut start = 0u64;
+    let mut end = u64::MAX;
+    for c in chain {
+        let (_, cert) = X509Certificate::from_der(c.as_ref()).ok()?;
+        let v = cert.validity();
+        start = start.max(u64::try_from(v.not_before.timestamp()).ok()?);
+        end = end.min(
+            u64::try_from(v.not_after.timestamp())
+                .ok()?
+                .saturating_add(1),
+        );
+    }
+    end = end.min(crls_valid_until);
+    (start < end).then_some((start, end))
+}
+
+/// Successful verdicts by chain hash, with the window in which they hold. Cleared when full.
+#[derive(Default)]
+struct VerdictCache {
+    inner: std::sync::RwLock<std::collections::HashMap<[u8; 32], (VerifiedChain, (u64, u64))>>,
+}
+
+const MAX_VERDICTS: usize = 16_384;
+
+impl VerdictCache {
+    fn get(&self, key: &[u8; 32], now: UnixTime) -> Option<VerifiedChain> {
+        let map = self.inner.read().ok()?;
+        let (v, (start, end)) = map.get(key)?;
+        let t = now.as_secs();
+        (*start <= t && t < *end).then(|| v.clone())
+    }
+
+    fn put(&self, key: [u8; 32], v: VerifiedChain, window: (u64, u64)) {
+        if let Ok(mut map) = self.inner.write() {
+            if map.len() >= MAX_VERDICTS {
+                map.clear();
+            }
+            map.insert(key, (v, window));
+        }
+    }
 }

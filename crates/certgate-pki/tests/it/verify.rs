@@ -211,3 +211,41 @@ fn overlong_chains_are_refused_cheaply() {
     let v = bundle(&pki.root, &[]).verify(&certs, Purpose::Client, UnixTime::now());
     assert_eq!(reason(&v), Some(Reason::PathTooLong));
 }
+
+#[test]
+fn cached_verdicts_expire_with_the_certificate_and_the_crl() {
+    let pki = TestPki::new();
+    let mut spec = Spec::client("short");
+    spec.not_after = Duration::hours(2);
+    let leaf = signed_by(&spec, &pki.intermediate);
+    let c = chain(&[&leaf, &pki.intermediate]);
+    let b = bundle(&pki.root, &[crl(&pki.intermediate, &[], 1)]);
+    let now = UnixTime::now();
+    let later = |secs: u64| {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.as_secs() + secs))
+    };
+    assert!(b.verify(&c, Purpose::Client, now).verified().is_some());
+    // Warm: the same answer from the cache.
+    assert!(
+        b.verify(&c, Purpose::Client, later(60))
+            .verified()
+            .is_some()
+    );
+    // Past the leaf's notAfter the cached verdict no longer applies.
+    assert_eq!(
+        reason(&b.verify(&c, Purpose::Client, later(3 * 3600))),
+        Some(Reason::Expired)
+    );
+    // A long-lived leaf: the CRL's nextUpdate (one day) bounds the cached verdict.
+    let c = chain(&[&pki.client, &pki.intermediate]);
+    assert!(b.verify(&c, Purpose::Client, now).verified().is_some());
+    assert_eq!(
+        reason(&b.verify(&c, Purpose::Client, later(2 * 86_400))),
+        Some(Reason::CrlExpired)
+    );
+    // The purpose is part of the key.
+    assert_eq!(
+        reason(&b.verify(&c, Purpose::Server, now)),
+        Some(Reason::WrongUsage)
+    );
+}
