@@ -637,10 +637,13 @@ fn validity_window(chain: &[CertificateDer<'_>], crls_valid_until: u64) -> Optio
     (start < end).then_some((start, end))
 }
 
-/// Successful verdicts by chain hash, with the window in which they hold. Cleared when full.
+/// A cached verdict and the window (unix seconds) in which it holds.
+type Cached = (VerifiedChain, (u64, u64));
+
+/// Successful verdicts by chain hash. Cleared when full.
 #[derive(Default)]
 struct VerdictCache {
-    inner: std::sync::RwLock<std::collections::HashMap<[u8; 32], (VerifiedChain, (u64, u64))>>,
+    inner: std::sync::RwLock<std::collections::HashMap<[u8; 32], Cached>>,
 }
 
 const MAX_VERDICTS: usize = 16_384;
