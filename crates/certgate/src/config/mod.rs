@@ -672,11 +672,17 @@ mod tests {
             include_str!("../../../../docs/config.md"),
             include_str!("../../../../docs/guides/http-app.md"),
             include_str!("../../../../docs/guides/transient-certs.md"),
+            include_str!("../../../../docs/guides/behind-a-waf.md"),
         ]
         .concat();
         let mut blocks = 0;
         for block in doc.split("```toml\n").skip(1) {
-            let body = block.split("```").next().unwrap_or_default();
+            let mut body = block.split("```").next().unwrap_or_default().to_owned();
+            // Guides show a route on its own; give it the listener it belongs to.
+            if body.trim_start().starts_with("[[ingress.route]]") {
+                body = format!("[[ingress]]\n{body}");
+            }
+            let body = body.as_str();
             toml::from_str::<RawConfig>(body)
                 .unwrap_or_else(|e| panic!("docs/config.md example does not parse:\n{body}\n{e}"));
             blocks += 1;
