@@ -219,6 +219,38 @@ mod tests {
         assert_eq!(unquote(r#""CN=a\\, \\\"b""#), r#"CN=a\, \"b"#);
     }
 
+    /// Envoy's documentation examples (headers.rst): two hops, quoted Subject, several URI/DNS
+    /// pairs. They carry no Cert, so decoding says so; the element split must be exact.
+    #[test]
+    fn envoy_documentation_examples() {
+        let one = r#"By=http://frontend.lyft.com;Hash=468ed33be74eee6556d90c0149c1309e9ba61d6425303443c0748a02dd8de688;Subject="/C=US/ST=CA/L=San Francisco/OU=Lyft/CN=Test Client";URI=http://testclient.lyft.com"#;
+        let two = r#"By=http://frontend.lyft.com;Hash=468ed33be74eee6556d90c0149c1309e9ba61d6425303443c0748a02dd8de688;URI=http://testclient.lyft.com,By=http://backend.lyft.com;Hash=9ba61d6425303443c0748a02dd8de688468ed33be74eee6556d90c0149c1309e;URI=http://frontend.lyft.com"#;
+        assert_eq!(split_outside_quotes(one, ',').len(), 1);
+        let elements = split_outside_quotes(two, ',');
+        assert_eq!(elements.len(), 2);
+        assert!(elements[1].starts_with("By=http://backend.lyft.com;"));
+        for v in [one, two] {
+            assert!(decode(InputFormat::Xfcc, v).unwrap_err().0.contains("no Cert or Chain"));
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_refused_with_a_reason() {
+        // Bad percent-encoding yielding invalid UTF-8.
+        assert!(decode(InputFormat::Nginx, "%FF%FE").unwrap_err().0.contains("URL-encoded UTF-8"));
+        // Truncated PEM.
+        let truncated = "-----BEGIN%20CERTIFICATE-----%0AMIIB";
+        assert!(decode(InputFormat::Nginx, truncated).unwrap_err().0.contains("truncated PEM"));
+        // A 64 KiB value.
+        let huge = "A".repeat(MAX_VALUE + 1);
+        assert!(decode(InputFormat::Base64Der, &huge).unwrap_err().0.contains("exceeds"));
+        // 1,000 XFCC elements without a certificate: bounded work, a clear error.
+        let many = vec!["By=x;Hash=00"; 1000].join(",");
+        assert!(decode(InputFormat::Xfcc, &many).unwrap_err().0.contains("no Cert or Chain"));
+        // ALB passthrough keeps `+`: a value with `+` must not turn into spaces.
+        assert!(decode(InputFormat::AwsAlb, "-----BEGIN%20CERTIFICATE-----%0AAB+/%0A-----END%20CERTIFICATE-----%0A").is_ok());
+    }
+
     #[test]
     fn bad_values_are_described() {
         assert!(
