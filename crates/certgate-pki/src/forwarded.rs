@@ -230,25 +230,56 @@ mod tests {
         assert_eq!(elements.len(), 2);
         assert!(elements[1].starts_with("By=http://backend.lyft.com;"));
         for v in [one, two] {
-            assert!(decode(InputFormat::Xfcc, v).unwrap_err().0.contains("no Cert or Chain"));
+            assert!(
+                decode(InputFormat::Xfcc, v)
+                    .unwrap_err()
+                    .0
+                    .contains("no Cert or Chain")
+            );
         }
     }
 
     #[test]
     fn malformed_values_are_refused_with_a_reason() {
         // Bad percent-encoding yielding invalid UTF-8.
-        assert!(decode(InputFormat::Nginx, "%FF%FE").unwrap_err().0.contains("URL-encoded UTF-8"));
+        assert!(
+            decode(InputFormat::Nginx, "%FF%FE")
+                .unwrap_err()
+                .0
+                .contains("URL-encoded UTF-8")
+        );
         // Truncated PEM.
         let truncated = "-----BEGIN%20CERTIFICATE-----%0AMIIB";
-        assert!(decode(InputFormat::Nginx, truncated).unwrap_err().0.contains("truncated PEM"));
+        assert!(
+            decode(InputFormat::Nginx, truncated)
+                .unwrap_err()
+                .0
+                .contains("truncated PEM")
+        );
         // A 64 KiB value.
         let huge = "A".repeat(MAX_VALUE + 1);
-        assert!(decode(InputFormat::Base64Der, &huge).unwrap_err().0.contains("exceeds"));
+        assert!(
+            decode(InputFormat::Base64Der, &huge)
+                .unwrap_err()
+                .0
+                .contains("exceeds")
+        );
         // 1,000 XFCC elements without a certificate: bounded work, a clear error.
         let many = vec!["By=x;Hash=00"; 1000].join(",");
-        assert!(decode(InputFormat::Xfcc, &many).unwrap_err().0.contains("no Cert or Chain"));
+        assert!(
+            decode(InputFormat::Xfcc, &many)
+                .unwrap_err()
+                .0
+                .contains("no Cert or Chain")
+        );
         // ALB passthrough keeps `+`: a value with `+` must not turn into spaces.
-        assert!(decode(InputFormat::AwsAlb, "-----BEGIN%20CERTIFICATE-----%0AAB+/%0A-----END%20CERTIFICATE-----%0A").is_ok());
+        assert!(
+            decode(
+                InputFormat::AwsAlb,
+                "-----BEGIN%20CERTIFICATE-----%0AAB+/%0A-----END%20CERTIFICATE-----%0A"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

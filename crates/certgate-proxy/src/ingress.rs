@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use arc_swap::ArcSwap;
@@ -104,48 +104,25 @@ pub type LiveConfig = Arc<ArcSwap<IngressConfig>>;
 
 /// Serves `live` on `listener` until `shutdown` turns true, then stops accepting. Each new
 /// connection takes the configuration current at accept time; `max_connections` is read once.
-pub async fn serve(live: LiveConfig, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(live: LiveConfig, listener: TcpListener, shutdown: watch::Receiver<bool>) {
     let cfg = live.load_full();
-    let max = cfg.limits.max_connections;
-    let permits = Arc::new(Semaphore::new(max));
-    loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(listener = %live.load().name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let shared = Arc::new(Shared {
-            cfg: live.load_full(),
-        });
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            connection(shared, tcp, peer, shutdown).await;
-            drop(permit);
-        });
-    }
-    // Draining: no new connections; open ones finish their requests (HTTP/1 keep-alive and
-    // HTTP/2 connections are told to close after them). Every permit back means all are done.
-    drop(listener);
-    let drain = live.load().limits.drain_timeout;
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(drain, permits.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!(listener = %live.load().name, "drain timeout: closing the remaining connections");
-    }
+    // On shutdown, HTTP/1 keep-alive and HTTP/2 connections are told to close after the
+    // requests in flight (see `connection`).
+    let drain = || live.load().limits.drain_timeout;
+    crate::accept::run(
+        &cfg.name,
+        listener,
+        cfg.limits.max_connections,
+        shutdown,
+        drain,
+        |tcp, peer, shutdown| {
+            let shared = Arc::new(Shared {
+                cfg: live.load_full(),
+            });
+            connection(shared, tcp, peer, shutdown)
+        },
+    )
+    .await;
 }
 
 async fn connection(

@@ -11,7 +11,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::UnixTime;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::policy::{self, Decision, Rule};
@@ -52,41 +52,22 @@ pub struct TunnelConfig {
 pub type LiveTunnel = Arc<arc_swap::ArcSwap<TunnelConfig>>;
 
 /// Serves a tunnel until `shutdown` turns true.
-pub async fn serve(live: LiveTunnel, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let max = live.load().max_connections;
-    let permits = Arc::new(Semaphore::new(max));
-    loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(tunnel = %live.load().name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let cfg = live.load_full();
-        tokio::spawn(async move {
-            connection(&cfg, tcp, peer).await;
-            drop(permit);
-        });
-    }
-    // Draining: streams in progress get up to `drain_timeout` to end by themselves.
-    drop(listener);
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(live.load().drain_timeout, permits.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!(tunnel = %live.load().name, "drain timeout: closing the remaining connections");
-    }
+pub async fn serve(live: LiveTunnel, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let cfg = live.load_full();
+    // Streams in progress get up to `drain_timeout` to end by themselves.
+    let drain = || live.load().drain_timeout;
+    crate::accept::run(
+        &cfg.name,
+        listener,
+        cfg.max_connections,
+        shutdown,
+        drain,
+        |tcp, peer, _| {
+            let cfg = live.load_full();
+            async move { connection(&cfg, tcp, peer).await }
+        },
+    )
+    .await;
 }
 
 async fn connection(cfg: &TunnelConfig, tcp: TcpStream, peer: SocketAddr) {

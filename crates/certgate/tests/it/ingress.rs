@@ -544,23 +544,13 @@ fn rustls_get(
     version: &'static rustls::SupportedProtocolVersion,
 ) -> Result<String, String> {
     use std::io::{Read as _, Write as _};
-    use std::sync::Arc;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from(root.to_vec()))
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(Presents(key)));
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let config = crate::tls::config(
+        root,
+        &[version],
+        crate::tls::Auth::Resolver(std::sync::Arc::new(Presents(key))),
+    );
+    let mut tls = crate::tls::connect(port, config, std::time::Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
     tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut out = String::new();
@@ -927,7 +917,6 @@ fn transient_v1_certificates_are_accepted_with_proof_of_possession() {
 #[test]
 fn stalled_handshakes_and_slowloris_are_cut_while_others_are_served() {
     use std::io::{Read as _, Write as _};
-    use std::sync::Arc;
     use std::time::{Duration as StdDuration, Instant};
     let curl_bin = require_peer!("curl");
     let dir = tempdir();
@@ -956,25 +945,8 @@ header_timeout_secs = 1
         .set_read_timeout(Some(StdDuration::from_secs(10)))
         .unwrap();
     // A client that completes TLS, then sends its request head one byte at a time, forever.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from(pki.root.der.clone()))
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(
-        Arc::new(cfg),
-        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(StdDuration::from_millis(200)))
-        .unwrap();
-    let mut slow = rustls::StreamOwned::new(conn, tcp);
+    let config = crate::tls::config(&pki.root.der, &[], crate::tls::Auth::None);
+    let mut slow = crate::tls::connect(port, config, StdDuration::from_millis(200)).unwrap();
     let started = Instant::now();
     let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
     let mut cut = None;
@@ -1079,7 +1051,6 @@ while True:
 #[test]
 fn upgrades_pass_through_to_the_upstream() {
     use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-    use std::sync::Arc;
     let python = require_peer!("python3");
     let dir = tempdir();
     let d = dir.path();
@@ -1110,25 +1081,13 @@ identity = "server"
     );
     std::fs::write(d.join("c.toml"), config).unwrap();
     let server = Serve::start(d, "c.toml", 1);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from(pki.root.der.clone()))
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(
-        Arc::new(cfg),
-        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    let config = crate::tls::config(&pki.root.der, &[], crate::tls::Auth::None);
+    let mut tls = crate::tls::connect(
+        server.port("web"),
+        config,
+        std::time::Duration::from_secs(10),
     )
     .unwrap();
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", server.port("web"))).unwrap();
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
     tls.write_all(
         b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
     )
@@ -1469,7 +1428,6 @@ sni = { "api.example.test" = "api", "*.apps.example.test" = "apps" }
 #[test]
 fn idle_keep_alive_connections_are_closed() {
     use std::io::{Read as _, Write as _};
-    use std::sync::Arc;
     use std::time::{Duration as StdDuration, Instant};
     let dir = tempdir();
     let d = dir.path();
@@ -1489,25 +1447,9 @@ idle_timeout_secs = 1
 "#;
     std::fs::write(d.join("c.toml"), config).unwrap();
     let server = Serve::start(d, "c.toml", 1);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from(pki.root.der.clone()))
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(
-        Arc::new(cfg),
-        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", server.port("web"))).unwrap();
-    tcp.set_read_timeout(Some(StdDuration::from_secs(10)))
-        .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let config = crate::tls::config(&pki.root.der, &[], crate::tls::Auth::None);
+    let mut tls =
+        crate::tls::connect(server.port("web"), config, StdDuration::from_secs(10)).unwrap();
     tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut buf = [0u8; 16384];

@@ -11,6 +11,7 @@ mod handshake;
 mod ingress;
 mod reload;
 mod server;
+mod tls;
 mod tunnel;
 
 use std::path::Path;

@@ -14,22 +14,9 @@ use crate::server::Serve;
 /// GET / with a rustls client; returns the server certificate's DER and the status line.
 fn get(port: u16, root: &[u8]) -> Result<(Vec<u8>, String), String> {
     use std::io::{Read as _, Write as _};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from(root.to_vec()))
-        .map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let config = crate::tls::config(root, &[], crate::tls::Auth::None);
+    let mut tls =
+        crate::tls::connect(port, config, Duration::from_secs(10)).map_err(|e| e.to_string())?;
     tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut out = String::new();

@@ -3,7 +3,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -51,34 +50,18 @@ fn ping(
     root: &[u8],
     client: Option<(&certgate_testkit::Cert, &[u8])>,
 ) -> std::io::Result<Vec<u8>> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from(root.to_vec()))
-        .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match client {
-        None => builder.with_no_client_auth(),
-        Some((cert, intermediate)) => {
-            let chain = vec![
+    let auth = match client {
+        None => crate::tls::Auth::None,
+        Some((cert, intermediate)) => crate::tls::Auth::Cert(
+            vec![
                 rustls_pki_types::CertificateDer::from(cert.der.clone()),
                 rustls_pki_types::CertificateDer::from(intermediate.to_vec()),
-            ];
-            let key = rustls_pki_types::PrivateKeyDer::try_from(cert.key.serialize_der()).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
+            ],
+            rustls_pki_types::PrivateKeyDer::try_from(cert.key.serialize_der()).unwrap(),
+        ),
     };
-    let conn = rustls::ClientConnection::new(
-        Arc::new(config),
-        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let config = crate::tls::config(root, &[&rustls::version::TLS13], auth);
+    let mut tls = crate::tls::connect(port, config, Duration::from_secs(10))?;
     tls.write_all(b"ping")?;
     tls.flush()?;
     let mut buf = [0u8; 4];
