@@ -43,6 +43,7 @@ impl Admin {
             .map_err(|e| e.to_string())?
             .install_recorder()
             .map_err(|e| e.to_string())?;
+        crate::metrics::enable();
         Ok(Arc::new(Self {
             metrics,
             ready: AtomicBool::new(false),

@@ -313,7 +313,9 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
             Forwarded::None(via) => Some((front::none(), Some(via))),
             Forwarded::Untrusted => Some((front::none(), None)),
             Forwarded::Reject(reason) => {
-                metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => "rejected").increment(1);
+                if crate::metrics::enabled() {
+                    metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => "rejected").increment(1);
+                }
                 let resp = text(StatusCode::BAD_REQUEST, &reason);
                 log_request(
                     cfg,
@@ -335,7 +337,9 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
             } else {
                 "untrusted"
             };
-            metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => result).increment(1);
+            if crate::metrics::enabled() {
+                metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => result).increment(1);
+            }
             if via.is_none() {
                 tracing::info!(listener = %cfg.name, peer = %conn.peer, header = %front.header, "forwarded certificate header from an untrusted peer ignored");
             }
@@ -514,8 +518,10 @@ async fn proxy(
     }
     let upstream_started = Instant::now();
     let result = client.request(req).await;
-    metrics::histogram!("certgate_upstream_seconds", "listener" => cfg.name.clone(), "route" => route.name.clone())
-        .record(upstream_started.elapsed().as_secs_f64());
+    if crate::metrics::enabled() {
+        metrics::histogram!("certgate_upstream_seconds", "listener" => cfg.name.clone(), "route" => route.name.clone())
+            .record(upstream_started.elapsed().as_secs_f64());
+    }
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -628,6 +634,19 @@ fn log_request(
     stripped: usize,
     reason: Option<&str>,
 ) {
+    if crate::metrics::enabled() {
+        metrics::counter!(
+            "certgate_requests_total",
+            "listener" => cfg.name.clone(),
+            "route" => route.map_or_else(String::new, |r| r.name.clone()),
+            "status" => status.as_u16().to_string()
+        )
+        .increment(1);
+    }
+    // Nothing below is computed unless the access log is on.
+    if !tracing::enabled!(target: "certgate::access", tracing::Level::INFO) {
+        return;
+    }
     let (spki, subject, verified) = match conn.client.presented() {
         Some(p) => (
             p.identity.spki_sha256.to_hex(),
@@ -636,13 +655,6 @@ fn log_request(
         ),
         None => (String::new(), String::new(), false),
     };
-    metrics::counter!(
-        "certgate_requests_total",
-        "listener" => cfg.name.clone(),
-        "route" => route.map_or_else(String::new, |r| r.name.clone()),
-        "status" => status.as_u16().to_string()
-    )
-    .increment(1);
     tracing::info!(
         target: "certgate::access",
         listener = %cfg.name,

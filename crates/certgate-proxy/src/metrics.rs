@@ -1,13 +1,33 @@
 //! Metric helpers shared by listeners (names documented in `admin`).
+//!
+//! Metrics cost label allocations on every request, so they are only emitted once an admin
+//! listener installed the recorder ([`enabled`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns metric emission on (called when the Prometheus recorder is installed).
+pub(crate) fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether metrics are recorded at all.
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Counts an open connection for as long as it lives.
 pub(crate) struct OpenConnection(String);
 
 impl OpenConnection {
-    pub(crate) fn new(listener: &str) -> Self {
+    pub(crate) fn new(listener: &str) -> Option<Self> {
+        if !enabled() {
+            return None;
+        }
         metrics::gauge!("certgate_connections_open", "listener" => listener.to_owned())
             .increment(1.0);
-        Self(listener.to_owned())
+        Some(Self(listener.to_owned()))
     }
 }
 
@@ -18,6 +38,9 @@ impl Drop for OpenConnection {
 }
 
 pub(crate) fn handshake(listener: &str, result: &'static str, reason: &'static str) {
+    if !enabled() {
+        return;
+    }
     metrics::counter!(
         "certgate_handshakes_total",
         "listener" => listener.to_owned(),
