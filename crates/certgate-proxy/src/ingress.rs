@@ -302,16 +302,17 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
     let forwarded_conn;
     let mut conn = conn;
     if let Some(front) = route.and_then(|r| r.front.as_ref()) {
-        let client = match front.extract(
+        let header_sent = req.headers().contains_key(&front.header);
+        let (client, via) = match front.extract(
             req.headers(),
             conn.peer.ip(),
             &conn.client,
             cfg.trust.as_deref(),
             UnixTime::now(),
         ) {
-            Forwarded::Identity(client, via) => Some((client, Some(via))),
-            Forwarded::None(via) => Some((front::none(), Some(via))),
-            Forwarded::Untrusted => Some((front::none(), None)),
+            Forwarded::Identity(client, via) => (client, Some(via)),
+            Forwarded::None(via) => (front::none(), Some(via)),
+            Forwarded::Untrusted => (front::none(), None),
             Forwarded::Reject(reason) => {
                 if crate::metrics::enabled() {
                     metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => "rejected").increment(1);
@@ -331,26 +332,24 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
                 return resp;
             }
         };
-        if let Some((client, via)) = client {
+        if header_sent && crate::metrics::enabled() {
             let result = if via.is_some() {
                 "trusted"
             } else {
                 "untrusted"
             };
-            if crate::metrics::enabled() {
-                metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => result).increment(1);
-            }
-            if via.is_none() {
-                tracing::info!(listener = %cfg.name, peer = %conn.peer, header = %front.header, "forwarded certificate header from an untrusted peer ignored");
-            }
-            forwarded_conn = Conn {
-                client,
-                sni: conn.sni.clone(),
-                peer: conn.peer,
-                via,
-            };
-            conn = &forwarded_conn;
+            metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => result).increment(1);
         }
+        if header_sent && via.is_none() {
+            tracing::info!(listener = %cfg.name, peer = %conn.peer, header = %front.header, "forwarded certificate header from an untrusted peer removed");
+        }
+        forwarded_conn = Conn {
+            client,
+            sni: conn.sni.clone(),
+            peer: conn.peer,
+            via,
+        };
+        conn = &forwarded_conn;
         req.headers_mut().remove(&front.header);
     }
     let stripped = strip_identity_headers(req.headers_mut());
