@@ -133,37 +133,8 @@ forward = ["certgate"]
     let certgate = server.port("app");
     let port = free_port();
     let _nginx = start_nginx(&nginx, d, port, certgate);
-    let get = |client: &str, path: &str, target: u16, extra: &[&str]| -> (String, String) {
-        let resolve = format!("localhost:{target}:127.0.0.1");
-        let mut cmd = Command::new(&curl_bin);
-        cmd.current_dir(d)
-            .args([
-                "-sS",
-                "--max-time",
-                "10",
-                "--cacert",
-                "root.pem",
-                "--resolve",
-                &resolve,
-                "-w",
-                "\n%{http_code}",
-            ])
-            .args(extra);
-        if client != "none" {
-            cmd.args([
-                "--cert",
-                &format!("{client}.pem"),
-                "--key",
-                &format!("{client}.key"),
-            ]);
-        }
-        let out = cmd
-            .arg(format!("https://localhost:{target}{path}"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-        (code.to_owned(), body.to_owned())
+    let get = |client: &str, path: &str, target: u16, extra: &[&str]| {
+        crate::https_get(&curl_bin, d, target, path, client, extra)
     };
     // Through nginx: the certificate is re-verified by certgate.
     let (code, body) = get("good", "/", port, &[]);
@@ -305,36 +276,7 @@ backend be
         assert!(Instant::now() < deadline, "haproxy did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let get = |client: &str| -> (String, String) {
-        let resolve = format!("localhost:{port}:127.0.0.1");
-        let mut cmd = Command::new(&curl_bin);
-        cmd.current_dir(d).args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--cacert",
-            "root.pem",
-            "--resolve",
-            &resolve,
-            "-w",
-            "\n%{http_code}",
-        ]);
-        if client != "none" {
-            cmd.args([
-                "--cert",
-                &format!("{client}.pem"),
-                "--key",
-                &format!("{client}.key"),
-            ]);
-        }
-        let out = cmd
-            .arg(format!("https://localhost:{port}/"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-        (code.to_owned(), body.to_owned())
-    };
+    let get = |client: &str| crate::https_get(&curl_bin, d, port, "/", client, &[]);
     let (code, body) = get("good");
     assert_eq!(code, "200", "{body}");
     assert!(body.contains("\"x-client-verify\": \"SUCCESS\""), "{body}");

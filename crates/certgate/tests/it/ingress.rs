@@ -715,37 +715,13 @@ forward = ["certgate"]
     let server = Serve::start(d, "c.toml", 1);
     let port = server.port("web");
     let get = |client: &str, path: &str, host: Option<&str>| -> (u16, String) {
-        let resolve = format!("localhost:{port}:127.0.0.1");
-        let mut cmd = Command::new(&curl_bin);
-        cmd.current_dir(d).args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--cacert",
-            "root.pem",
-            "--resolve",
-            &resolve,
-            "-w",
-            "\n%{http_code}",
-        ]);
-        if client != "none" {
-            cmd.args([
-                "--cert",
-                &format!("{client}.pem"),
-                "--key",
-                &format!("{client}.key"),
-            ]);
-        }
-        if let Some(h) = host {
-            cmd.args(["-H", &format!("Host: {h}")]);
-        }
-        let out = cmd
-            .arg(format!("https://localhost:{port}{path}"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.parse().unwrap_or(0), body.to_owned())
+        let host_header = host.map(|h| format!("Host: {h}"));
+        let extra: Vec<&str> = host_header
+            .iter()
+            .flat_map(|h| ["-H", h.as_str()])
+            .collect();
+        let (code, body) = crate::https_get(&curl_bin, d, port, path, client, &extra);
+        (code.parse().unwrap_or(0), body)
     };
     let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
         ("none", "/", None, 200, "NONE"),

@@ -64,3 +64,45 @@ pub fn make_ca(dir: &Path) {
         "ca issue --dir ca --client alice --uri spiffe://test.example/alice --out alice --p12",
     );
 }
+
+/// `curl https://localhost:PORT{path}` from `dir` trusting `root.pem`, presenting `client`.pem/.key
+/// unless `client` is "none"; returns (HTTP status, body). Status "000" when no response came.
+pub fn https_get(
+    curl: &Path,
+    dir: &Path,
+    port: u16,
+    path: &str,
+    client: &str,
+    extra: &[&str],
+) -> (String, String) {
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let mut cmd = Command::new(curl);
+    cmd.current_dir(dir)
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            "root.pem",
+            "--resolve",
+            &resolve,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(extra);
+    if client != "none" {
+        cmd.args([
+            "--cert",
+            &format!("{client}.pem"),
+            "--key",
+            &format!("{client}.key"),
+        ]);
+    }
+    let out = cmd
+        .arg(format!("https://localhost:{port}{path}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_owned(), body.to_owned())
+}
