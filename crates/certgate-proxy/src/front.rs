@@ -73,8 +73,10 @@ pub enum OnUntrusted {
 /// A route's front-proxy trust.
 #[derive(Clone, Debug)]
 pub struct FrontProxy {
-    /// The header carrying the certificate (lower-case).
-    pub header: http::HeaderName,
+    /// The headers that may carry the certificate (lower-case), in order; a request may carry
+    /// only one of them, once. More than one for AWS ALB: passthrough mode's
+    /// `X-Amzn-Mtls-Clientcert` and verify mode's `X-Amzn-Mtls-Clientcert-Leaf`.
+    pub headers: Vec<http::HeaderName>,
     /// Its format.
     pub format: InputFormat,
     /// Peers trusted by address (empty: any address, if `allow` passes).
@@ -120,12 +122,17 @@ impl FrontProxy {
         trust: Option<&TrustBundle>,
         now: UnixTime,
     ) -> Forwarded {
-        let values: Vec<_> = headers.get_all(&self.header).iter().collect();
+        let values: Vec<_> = self
+            .headers
+            .iter()
+            .flat_map(|h| headers.get_all(h).iter().map(move |v| (h, v)))
+            .collect();
         if !self.trusts(peer, tls_client) {
-            if !values.is_empty() && self.on_untrusted == OnUntrusted::Reject {
+            if let Some((name, _)) = values.first()
+                && self.on_untrusted == OnUntrusted::Reject
+            {
                 return Forwarded::Reject(format!(
-                    "`{}` is accepted only from a trusted front proxy",
-                    self.header
+                    "`{name}` is accepted only from a trusted front proxy"
                 ));
             }
             return Forwarded::Untrusted;
@@ -134,24 +141,40 @@ impl FrontProxy {
             Some(p) => format!("{peer} ({})", p.identity.subject),
             None => peer.to_string(),
         };
-        let value = match values.as_slice() {
+        let (name, value) = match values.as_slice() {
             [] => return Forwarded::None(via),
             [one] => *one,
-            _ => return Forwarded::Reject(format!("`{}` is repeated", self.header)),
+            [(a, _), (b, _), ..] if a == b => {
+                return Forwarded::Reject(format!("`{a}` is repeated"));
+            }
+            [(a, _), (b, _), ..] => {
+                return Forwarded::Reject(format!("both `{a}` and `{b}` are present; send one"));
+            }
         };
         let Ok(text) = value.to_str() else {
-            return Forwarded::Reject(format!("`{}` is not visible ASCII", self.header));
+            return Forwarded::Reject(format!("`{name}` is not visible ASCII"));
         };
         let chain = match forwarded::decode(self.format, text) {
             Ok(c) => c,
-            Err(e) => return Forwarded::Reject(format!("`{}`: {e}", self.header)),
+            Err(e) => return Forwarded::Reject(format!("`{name}`: {e}")),
         };
         match PeerIdentity::evaluate(chain, trust, now) {
             Some(p) => Forwarded::Identity(ClientCert::Present(Box::new(p)), via),
-            None => Forwarded::Reject(format!(
-                "`{}`: the certificate is not valid X.509",
-                self.header
-            )),
+            None => Forwarded::Reject(format!("`{name}`: the certificate is not valid X.509")),
+        }
+    }
+}
+
+impl FrontProxy {
+    /// Whether a request carries any of the certificate headers.
+    pub fn header_sent(&self, headers: &HeaderMap) -> bool {
+        self.headers.iter().any(|h| headers.contains_key(h))
+    }
+
+    /// Removes every certificate header (all repeats).
+    pub fn remove_headers(&self, headers: &mut HeaderMap) {
+        for h in &self.headers {
+            headers.remove(h);
         }
     }
 }

@@ -302,7 +302,7 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
     let forwarded_conn;
     let mut conn = conn;
     if let Some(front) = route.and_then(|r| r.front.as_ref()) {
-        let header_sent = req.headers().contains_key(&front.header);
+        let header_sent = front.header_sent(req.headers());
         let (client, via) = match front.extract(
             req.headers(),
             conn.peer.ip(),
@@ -341,7 +341,7 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
             metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => result).increment(1);
         }
         if header_sent && via.is_none() {
-            tracing::info!(listener = %cfg.name, peer = %conn.peer, header = %front.header, "forwarded certificate header from an untrusted peer removed");
+            tracing::info!(listener = %cfg.name, peer = %conn.peer, headers = ?front.headers, "forwarded certificate header from an untrusted peer removed");
         }
         forwarded_conn = Conn {
             client,
@@ -350,7 +350,7 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
             via,
         };
         conn = &forwarded_conn;
-        req.headers_mut().remove(&front.header);
+        front.remove_headers(req.headers_mut());
     }
     let stripped = strip_identity_headers(req.headers_mut());
     let Some(route) = route else {

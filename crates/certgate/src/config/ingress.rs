@@ -38,6 +38,7 @@ pub(super) struct RawIngress {
     max_header_bytes: Option<Spanned<u64>>,
     drain_timeout_secs: Option<Spanned<u64>>,
     idle_timeout_secs: Option<Spanned<u64>>,
+    forwarded_cert: Option<Spanned<RawFront>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
 }
@@ -81,6 +82,13 @@ pub struct Ingress {
     pub listen: SocketAddr,
     /// The listener, ready to serve.
     pub config: Arc<IngressConfig>,
+}
+
+/// What a route inherits from its `[[ingress]]`.
+struct ListenerDefaults<'a> {
+    forward: &'a [Format],
+    front: Option<&'a FrontProxy>,
+    has_trust: bool,
 }
 
 impl Resolver<'_> {
@@ -164,6 +172,11 @@ impl Resolver<'_> {
                 .positive(v, &format!("{prefix}.max_header_bytes"))
                 .unwrap_or(65536) as usize;
         }
+        // A listener-wide front-proxy section applies to every route without its own.
+        let default_front = raw
+            .forwarded_cert
+            .as_ref()
+            .and_then(|f| self.front(f, &prefix, raw.trust.is_some()));
         let mut routes = Vec::new();
         if raw.route.is_empty() {
             self.error(
@@ -173,13 +186,17 @@ impl Resolver<'_> {
             );
         }
         for (j, r) in raw.route.iter().enumerate() {
+            let listener = ListenerDefaults {
+                forward: &default_forward,
+                front: default_front.as_ref(),
+                has_trust: raw.trust.is_some(),
+            };
             if let Some(route) = self.route(
                 r,
                 &format!("{prefix}.route[{j}]"),
-                &default_forward,
+                &listener,
                 identities,
                 trusts,
-                raw.trust.is_some(),
             ) {
                 routes.push(route);
             }
@@ -382,10 +399,9 @@ impl Resolver<'_> {
         &mut self,
         raw: &Spanned<RawRoute>,
         prefix: &str,
-        default_forward: &[Format],
+        listener: &ListenerDefaults<'_>,
         identities: &[ConfiguredIdentity],
         trusts: &[Arc<TrustBundle>],
-        has_trust: bool,
     ) -> Option<Route> {
         let at = raw.span().start;
         let r = raw.get_ref();
@@ -428,13 +444,13 @@ impl Resolver<'_> {
             Some(u) => self.upstream(u, r, prefix, identities, trusts),
         };
         let allow = self.rules(&r.allow, prefix);
-        let front = r
-            .forwarded_cert
-            .as_ref()
-            .and_then(|f| self.front(f, prefix, has_trust));
+        let front = match &r.forwarded_cert {
+            Some(f) => self.front(f, prefix, listener.has_trust),
+            None => listener.front.cloned(),
+        };
         let forward = match &r.forward {
             Some(f) => self.formats(f, &format!("{prefix}.forward")),
-            None => default_forward.to_vec(),
+            None => listener.forward.to_vec(),
         };
         if self.errors.len() > errors_before {
             return None;
@@ -492,40 +508,49 @@ impl Resolver<'_> {
                 None
             }
         };
-        let header = f.header.clone().or_else(|| {
-            let default = match format? {
-                InputFormat::Rfc9440 => "client-cert",
-                InputFormat::Xfcc => "x-forwarded-client-cert",
-                InputFormat::Nginx => "x-ssl-client-escaped-cert",
-                InputFormat::Traefik => "x-forwarded-tls-client-cert",
-                InputFormat::AwsAlb => "x-amzn-mtls-clientcert",
-                InputFormat::Cloudflare => "cf-client-cert-der-base64",
-                InputFormat::Base64Der => return None,
-            };
-            Some(default.to_owned())
-        });
-        let header =
-            match header.map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())) {
-                Some(Ok(h)) => Some(h),
-                Some(Err(_)) => {
+        let headers = match &f.header {
+            Some(h) => Some(vec![h.clone()]),
+            None => format.and_then(|f| {
+                let names: &[&str] = match f {
+                    InputFormat::Rfc9440 => &["client-cert"],
+                    InputFormat::Xfcc => &["x-forwarded-client-cert"],
+                    InputFormat::Nginx => &["x-ssl-client-escaped-cert"],
+                    InputFormat::Traefik => &["x-forwarded-tls-client-cert"],
+                    // Passthrough mode (whole chain), then verify mode (leaf).
+                    InputFormat::AwsAlb => {
+                        &["x-amzn-mtls-clientcert", "x-amzn-mtls-clientcert-leaf"]
+                    }
+                    InputFormat::Cloudflare => &["cf-client-cert-der-base64"],
+                    InputFormat::Base64Der => return None,
+                };
+                Some(names.iter().map(|n| (*n).to_owned()).collect())
+            }),
+        };
+        let header = match headers.map(|hs| {
+            hs.iter()
+                .map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()))
+                .collect::<Result<Vec<_>, _>>()
+        }) {
+            Some(Ok(h)) => Some(h),
+            Some(Err(_)) => {
+                self.error(
+                    Some(at),
+                    &format!("{key}.header"),
+                    "not a valid header name",
+                );
+                None
+            }
+            None => {
+                if format.is_some() {
                     self.error(
                         Some(at),
                         &format!("{key}.header"),
-                        "not a valid header name",
+                        "missing; `base64-der` has no usual header name",
                     );
-                    None
                 }
-                None => {
-                    if format.is_some() {
-                        self.error(
-                            Some(at),
-                            &format!("{key}.header"),
-                            "missing; `base64-der` has no usual header name",
-                        );
-                    }
-                    None
-                }
-            };
+                None
+            }
+        };
         let mut networks = Vec::new();
         for n in &f.trusted_proxies {
             match Cidr::parse(n) {
@@ -561,7 +586,7 @@ impl Resolver<'_> {
             return None;
         }
         Some(FrontProxy {
-            header: header?,
+            headers: header?,
             format: format?,
             networks,
             allow,

@@ -305,3 +305,158 @@ backend be
         ("401", "a client certificate is required\n")
     );
 }
+
+/// An ALB-style front: the load balancer (here, the test client on 127.0.0.1) sends the headers
+/// AWS ALB sends, in passthrough mode (`X-Amzn-Mtls-Clientcert`, the whole chain) and in verify
+/// mode (`X-Amzn-Mtls-Clientcert-Leaf` plus the informational `-Subject`, `-Issuer`, ...), each
+/// URL-encoded with `+ = /` left as they are. The section is set once for the listener.
+#[test]
+fn alb_style_headers_are_reverified() {
+    let curl_bin = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    std::fs::write(d.join("int.pem"), &pki.intermediate.pem).unwrap();
+    let config = r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+intermediates = ["int.pem"]
+crl = ["int.crl"]
+[[ingress]]
+name = "alb"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "none"
+trust = "clients"
+forward = ["certgate"]
+forwarded_cert = { format = "aws-alb", trusted_proxies = ["127.0.0.1/32"] }
+  [[ingress.route]]
+  upstream = "echo"
+  require_verified = true
+  [[ingress.route]]
+  path = "/rfc9440"
+  upstream = "echo"
+  require_verified = true
+  forwarded_cert = { format = "rfc9440", trusted_proxies = ["127.0.0.1/32"] }
+[[ingress]]
+name = "elsewhere"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "none"
+trust = "clients"
+forward = ["certgate"]
+forwarded_cert = { format = "aws-alb", trusted_proxies = ["10.0.0.0/16"] }
+  [[ingress.route]]
+  upstream = "echo"
+"#;
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 2);
+    // ALB's encoding: URL-encoded PEM with `+`, `=` and `/` as safe characters.
+    const ALB: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'+')
+        .remove(b'=')
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let enc = |pem: &str| percent_encoding::utf8_percent_encode(pem, ALB).to_string();
+    let chain = |name: &str| {
+        let pem = std::fs::read_to_string(d.join(format!("{name}.pem"))).unwrap();
+        format!("{pem}{}", pki.root.pem)
+    };
+    let leaf = |name: &str| {
+        let pem = std::fs::read_to_string(d.join(format!("{name}.pem"))).unwrap();
+        let end = pem.find("-----END CERTIFICATE-----").unwrap() + 25;
+        pem[..end].to_owned()
+    };
+    let get = |port: u16, headers: &[String]| {
+        let extra: Vec<&str> = headers.iter().flat_map(|h| ["-H", h.as_str()]).collect();
+        crate::https_get(&curl_bin, d, port, "/", "none", &extra)
+    };
+    let alb = server.port("alb");
+    let passthrough = |name: &str| format!("X-Amzn-Mtls-Clientcert: {}", enc(&chain(name)));
+    let verify_mode = |name: &str| {
+        vec![
+            format!("X-Amzn-Mtls-Clientcert-Leaf: {}", enc(&leaf(name))),
+            "X-Amzn-Mtls-Clientcert-Subject: CN=mallory".to_owned(),
+            "X-Amzn-Mtls-Clientcert-Serial-Number: 01".to_owned(),
+        ]
+    };
+    assert!(
+        passthrough("good").contains('+') || passthrough("good").contains('/'),
+        "the encoding keeps base64 characters as they are"
+    );
+    for headers in [vec![passthrough("good")], verify_mode("good")] {
+        let (code, body) = get(alb, &headers);
+        assert_eq!(code, "200", "{body}");
+        assert!(body.contains("\"x-client-verify\": \"SUCCESS\""), "{body}");
+        assert!(
+            body.contains("\"x-client-subject\": \"CN=alice\""),
+            "{body}"
+        );
+        assert!(
+            body.contains("\"x-client-forwarded-by\": \"127.0.0.1\""),
+            "{body}"
+        );
+        // ALB's informational headers never reach the upstream: only certgate's own say who.
+        assert!(!body.to_ascii_lowercase().contains("x-amzn"), "{body}");
+    }
+    for (client, reason) in [
+        ("self-signed", "unknown_issuer"),
+        ("expired", "expired"),
+        ("revoked", "revoked"),
+        ("wrong-eku", "wrong_usage"),
+    ] {
+        for headers in [vec![passthrough(client)], verify_mode(client)] {
+            let (code, body) = get(alb, &headers);
+            assert_eq!(code, "403", "{client}: {body}");
+            assert_eq!(
+                body,
+                format!("the client certificate is not verified ({reason})\n"),
+                "{client}"
+            );
+        }
+    }
+    // Both modes at once is ambiguous.
+    let mut both = verify_mode("good");
+    both.push(passthrough("good"));
+    let (code, body) = get(alb, &both);
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("both `x-amzn-mtls-clientcert`"), "{body}");
+    // A mangled value names the header and what is wrong.
+    let (code, body) = get(alb, &["X-Amzn-Mtls-Clientcert: %ZZ".to_owned()]);
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("`x-amzn-mtls-clientcert`"), "{body}");
+    // A route's own section replaces the listener's: there only `Client-Cert` counts.
+    let der = |name: &str| {
+        let pem = leaf(name);
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        format!("Client-Cert: :{b64}:")
+    };
+    let with_path = |path: &str, headers: &[String]| {
+        let extra: Vec<&str> = headers.iter().flat_map(|h| ["-H", h.as_str()]).collect();
+        crate::https_get(&curl_bin, d, alb, path, "none", &extra)
+    };
+    let (code, body) = with_path("/rfc9440", &[der("good")]);
+    assert_eq!(code, "200", "{body}");
+    assert!(
+        body.contains("\"x-client-subject\": \"CN=alice\""),
+        "{body}"
+    );
+    let (code, body) = with_path("/rfc9440", &[passthrough("good")]);
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("401", "a client certificate is required\n")
+    );
+    // From a peer outside the trusted range, the headers are removed and there is no identity.
+    let (code, body) = get(server.port("elsewhere"), &[passthrough("good")]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"x-client-verify\": \"NONE\""), "{body}");
+    assert!(!body.to_ascii_lowercase().contains("x-amzn"), "{body}");
+}

@@ -104,5 +104,12 @@ pub fn https_get(
         .expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    if code == "000" {
+        // No HTTP answer: say why in the body, for the failing assertion to show.
+        return (
+            code.to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+    }
     (code.to_owned(), body.to_owned())
 }
