@@ -10,6 +10,7 @@
 
 mod accept;
 pub mod admin;
+pub mod egress;
 pub mod front;
 mod idle;
 pub mod ingress;

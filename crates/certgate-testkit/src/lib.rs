@@ -330,8 +330,14 @@ pub struct TestPki {
 impl TestPki {
     /// Generates a fresh PKI.
     pub fn new() -> Self {
-        let root = self_signed(&Spec::ca("certgate test root", Some(1)));
-        let intermediate = signed_by(&Spec::ca("certgate test intermediate", Some(0)), &root);
+        Self::named("certgate test")
+    }
+
+    /// Generates a fresh PKI whose CAs are called `<prefix> root` and `<prefix> intermediate`
+    /// (two PKIs with different prefixes are told apart by CA name, as servers' CA hints do).
+    pub fn named(prefix: &str) -> Self {
+        let root = self_signed(&Spec::ca(&format!("{prefix} root"), Some(1)));
+        let intermediate = signed_by(&Spec::ca(&format!("{prefix} intermediate"), Some(0)), &root);
         let client = signed_by(&Spec::client("alice"), &intermediate);
         let server = signed_by(&Spec::server("localhost"), &intermediate);
         Self {

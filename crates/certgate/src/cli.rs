@@ -47,6 +47,45 @@ pub enum Command {
     Ca(CaCommand),
     /// Describe certificates, chains, keys, PKCS#12 files, CRLs and CSRs; optionally verify them.
     Inspect(InspectArgs),
+    /// Client certificates on outgoing connections: the interception CA, and which identity a
+    /// URL gets.
+    #[command(subcommand)]
+    Egress(EgressCommand),
+}
+
+/// `certgate egress ...`.
+#[derive(Debug, Subcommand)]
+pub enum EgressCommand {
+    /// Create the local interception CA for `[egress] intercept_ca` (ca.pem is what apps trust).
+    Ca {
+        /// The directory to create.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "certgate egress interception CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Which egress rule and client identity a URL gets, and why.
+    Explain(ExplainArgs),
+}
+
+/// `certgate egress explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The destination: `https://host[:port]/path` (or `http://...`, originated over https).
+    pub url: String,
+    /// The config file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Also connect: run the TLS handshake and report the server's CA hints and the final choice.
+    #[arg(long)]
+    pub connect: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `certgate quickstart`.

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd::check::run(&args),
         Command::Ca(args) => cmd::ca::run(args),
         Command::Inspect(args) => cmd::inspect::run(&args),
+        Command::Egress(args) => cmd::egress::run(args),
     };
     match result {
         Ok(code) => code,

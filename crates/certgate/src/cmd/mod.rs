@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod check;
+pub mod egress;
 pub mod inspect;
 pub mod quickstart;
 pub mod serve;

@@ -47,6 +47,54 @@ struct Listener {
 enum Live {
     Ingress(LiveConfig),
     Tunnel(certgate_proxy::LiveTunnel),
+    Egress(certgate_proxy::egress::LiveEgress),
+    EgressTunnel(certgate_proxy::egress::LiveEgressTunnel),
+}
+
+/// Every listener a config declares: (kind, name, address, live configuration).
+fn listener_specs(cfg: &config::Config) -> Vec<(&'static str, String, SocketAddr, Live)> {
+    let mut out = Vec::new();
+    for i in &cfg.ingresses {
+        let live = Live::Ingress(Arc::new(ArcSwap::from(Arc::clone(&i.config))));
+        out.push(("ingress", i.config.name.clone(), i.listen, live));
+    }
+    for t in &cfg.tunnels {
+        let live = Live::Tunnel(Arc::new(ArcSwap::from(Arc::clone(&t.config))));
+        out.push(("tunnel", t.config.name.clone(), t.listen, live));
+    }
+    if let Some(e) = &cfg.egress {
+        if let Some(addr) = e.listen {
+            let live = Live::Egress(Arc::new(ArcSwap::from(Arc::clone(&e.config))));
+            out.push(("egress", e.config.name.clone(), addr, live));
+        }
+        for t in &e.tunnels {
+            let live = Live::EgressTunnel(Arc::new(ArcSwap::from(Arc::clone(&t.config))));
+            out.push(("egress-tunnel", t.config.name.clone(), t.listen, live));
+        }
+    }
+    out
+}
+
+impl Live {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Ingress(_) => "ingress",
+            Self::Tunnel(_) => "tunnel",
+            Self::Egress(_) => "egress",
+            Self::EgressTunnel(_) => "egress-tunnel",
+        }
+    }
+
+    /// Swaps in `new`'s configuration of the same listener.
+    fn store(&self, new: Live) {
+        match (self, new) {
+            (Self::Ingress(l), Self::Ingress(n)) => l.store(n.load_full()),
+            (Self::Tunnel(l), Self::Tunnel(n)) => l.store(n.load_full()),
+            (Self::Egress(l), Self::Egress(n)) => l.store(n.load_full()),
+            (Self::EgressTunnel(l), Self::EgressTunnel(n)) => l.store(n.load_full()),
+            _ => {}
+        }
+    }
 }
 
 /// Binds every listener, calls `on_bound` with (name, address) pairs, then serves until SIGTERM
@@ -58,11 +106,12 @@ pub async fn serve(
     for note in &cfg.notes {
         tracing::warn!("{note}");
     }
-    if cfg.ingresses.is_empty() && cfg.tunnels.is_empty() {
+    let specs = listener_specs(&cfg);
+    if specs.is_empty() {
         return Err(fail(
             exit::CONFIG,
             format!(
-                "{}: nothing to serve: the config declares no [[ingress]] or [[tunnel]]",
+                "{}: nothing to serve: the config declares no [[ingress]], [[tunnel]], [egress] listen or [[egress.tunnel]]",
                 cfg.path.display()
             ),
         ));
@@ -91,25 +140,6 @@ pub async fn serve(
     };
     // Bind everything first: a config whose listeners cannot all start does not start at all.
     let mut bound = Vec::new();
-    let specs = cfg
-        .ingresses
-        .iter()
-        .map(|i| {
-            (
-                "ingress",
-                i.config.name.clone(),
-                i.listen,
-                Live::Ingress(Arc::new(ArcSwap::from(Arc::clone(&i.config)))),
-            )
-        })
-        .chain(cfg.tunnels.iter().map(|t| {
-            (
-                "tunnel",
-                t.config.name.clone(),
-                t.listen,
-                Live::Tunnel(Arc::new(ArcSwap::from(Arc::clone(&t.config)))),
-            )
-        }));
     for (kind, name, addr, live) in specs {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             fail(
@@ -155,6 +185,16 @@ pub async fn serve(
                 listener,
                 stopped.clone(),
             )),
+            Live::Egress(e) => tokio::spawn(certgate_proxy::egress::serve(
+                Arc::clone(e),
+                listener,
+                stopped.clone(),
+            )),
+            Live::EgressTunnel(t) => tokio::spawn(certgate_proxy::egress::serve_tunnel(
+                Arc::clone(t),
+                listener,
+                stopped.clone(),
+            )),
         };
         tasks.push(task);
         listeners.insert(name, Listener { addr, live });
@@ -162,7 +202,7 @@ pub async fn serve(
     let path = cfg.path.clone();
     let mut seen = fingerprint(&cfg.files);
     let mut files = cfg.files;
-    drop((cfg.ingresses, cfg.tunnels));
+    drop((cfg.ingresses, cfg.tunnels, cfg.egress));
     let (mut stop_signal, mut hangup) = (Stop::new(), Hangup::new());
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -231,24 +271,15 @@ async fn reload(
             return None;
         }
     };
-    let new: BTreeMap<&str, SocketAddr> = cfg
-        .ingresses
-        .iter()
-        .map(|i| (i.config.name.as_str(), i.listen))
-        .chain(
-            cfg.tunnels
-                .iter()
-                .map(|t| (t.config.name.as_str(), t.listen)),
-        )
+    let mut new: BTreeMap<String, (&'static str, SocketAddr, Live)> = listener_specs(&cfg)
+        .into_iter()
+        .map(|(kind, name, addr, live)| (name, (kind, addr, live)))
         .collect();
-    let same_kind = |l: &Listener, name: &str| match l.live {
-        Live::Ingress(_) => cfg.ingresses.iter().any(|i| i.config.name == name),
-        Live::Tunnel(_) => cfg.tunnels.iter().any(|t| t.config.name == name),
-    };
     let same_set = new.len() == listeners.len()
-        && listeners
-            .iter()
-            .all(|(name, l)| new.get(name.as_str()) == Some(&l.addr) && same_kind(l, name));
+        && listeners.iter().all(|(name, l)| {
+            new.get(name)
+                .is_some_and(|(kind, addr, _)| *addr == l.addr && *kind == l.live.kind())
+        });
     if !same_set {
         tracing::error!(
             trigger = why,
@@ -257,17 +288,8 @@ async fn reload(
         return None;
     }
     for (name, l) in listeners {
-        match &l.live {
-            Live::Ingress(live) => {
-                if let Some(i) = cfg.ingresses.iter().find(|i| i.config.name == *name) {
-                    live.store(Arc::clone(&i.config));
-                }
-            }
-            Live::Tunnel(live) => {
-                if let Some(t) = cfg.tunnels.iter().find(|t| t.config.name == *name) {
-                    live.store(Arc::clone(&t.config));
-                }
-            }
+        if let Some((_, _, live)) = new.remove(name) {
+            l.live.store(live);
         }
     }
     for note in &cfg.notes {

@@ -61,7 +61,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn find_identity<'i>(
+    pub(super) fn find_identity<'i>(
         &mut self,
         key: &str,
         value: &Spanned<String>,

@@ -17,6 +17,7 @@ use toml::Spanned;
 
 use crate::files;
 
+pub mod egress;
 pub mod ingress;
 mod listener;
 pub mod tunnel;
@@ -36,6 +37,7 @@ struct RawConfig {
     ingress: Vec<Spanned<ingress::RawIngress>>,
     #[serde(default)]
     tunnel: Vec<Spanned<tunnel::RawTunnel>>,
+    egress: Option<Spanned<egress::RawEgress>>,
     admin: Option<Spanned<RawAdmin>>,
 }
 
@@ -144,6 +146,8 @@ pub struct Config {
     pub ingresses: Vec<ingress::Ingress>,
     /// `[[tunnel]]` listeners.
     pub tunnels: Vec<tunnel::Tunnel>,
+    /// `[egress]`: the forward proxy, its rules, and egress tunnels.
+    pub egress: Option<egress::Egress>,
     /// `[admin]`: where the admin endpoints listen.
     pub admin: Option<std::net::SocketAddr>,
     /// Non-fatal observations (reordered chains, certificates close to expiry).
@@ -221,6 +225,10 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
     let mut listener_names = HashSet::new();
     let ingresses = r.ingresses(&raw.ingress, &identities, &trusts, &mut listener_names);
     let tunnels = r.tunnels(&raw.tunnel, &identities, &trusts, &mut listener_names);
+    let egress = raw
+        .egress
+        .as_ref()
+        .and_then(|e| r.egress(e, &identities, &trusts, &mut listener_names));
     let admin = raw.admin.as_ref().and_then(|a| {
         let addr = r.listen(a.get_ref().listen.as_ref(), a.span().start, "admin")?;
         if !addr.ip().is_loopback() {
@@ -235,6 +243,7 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
             trusts,
             ingresses,
             tunnels,
+            egress,
             admin,
             notes: r.notes,
             files: r.files,

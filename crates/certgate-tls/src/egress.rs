@@ -1,0 +1,410 @@
+//! The client side of egress: which certificate certgate presents to a server, and the rule that
+//! it presents one only to a server whose own certificate verified (design.md invariant 6).
+//!
+//! rustls asks the resolver for a client certificate when the server's CertificateRequest
+//! arrives, but only *sends* it after the server's Certificate and CertificateVerify have been
+//! checked by the verifier built here: a server that fails verification ends the handshake
+//! before a single byte of the client certificate leaves, in TLS 1.2 and 1.3 alike.
+//!
+//! Choosing among several identities: an identity fits when its chain reaches one of the CA names
+//! the server sent (the issuer of any certificate in the chain, or the subject of a CA
+//! certificate in it) and its key can sign with one of the server's signature schemes. The first
+//! fitting identity, in config order, is sent; with no CA names, the first whose key fits. When
+//! none fits, no certificate is sent and the reason is logged.
+//!
+//! Session resumption: every rule has its own `ClientConfig`, so its own session cache; a
+//! reload builds new configs, so a rotated certificate never resumes a session of the old one.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use certgate_pki::{Credential, SpkiHash, TrustBundle};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
+
+use crate::{Error, certified_key, provider};
+
+/// A client certificate egress may present.
+pub struct ClientIdentity {
+    /// Its `[[identity]]` name.
+    pub name: String,
+    /// Its leaf's subject (RFC 4514), for logs.
+    pub subject: String,
+    key: Arc<CertifiedKey>,
+    /// DER `Name`s (outer SEQUENCE included, as in a CertificateRequest) of every CA its chain
+    /// reaches.
+    ca_names: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("name", &self.name)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    /// An identity from a loaded credential.
+    pub fn new(name: &str, credential: &Credential) -> Self {
+        let mut ca_names = Vec::new();
+        for (i, der) in credential.chain.iter().enumerate() {
+            let Ok((_, cert)) = X509Certificate::from_der(der) else {
+                continue;
+            };
+            ca_names.push(cert.issuer().as_raw().to_vec());
+            if i > 0 {
+                ca_names.push(cert.subject().as_raw().to_vec());
+            }
+        }
+        Self {
+            name: name.to_owned(),
+            subject: credential.identity.subject.clone(),
+            key: certified_key(credential),
+            ca_names,
+        }
+    }
+
+    fn reaches(&self, hint: &[u8]) -> bool {
+        self.ca_names.iter().any(|n| n == hint)
+    }
+}
+
+/// Why each candidate was or was not sent, for logs and `egress explain`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Choice {
+    /// The CA names the server sent (RFC 4514), empty when it sent none.
+    pub hints: Vec<String>,
+    /// Every candidate identity by name, with the verdict on it.
+    pub candidates: Vec<(String, String)>,
+    /// The identity sent, if any.
+    pub chosen: Option<String>,
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.chosen {
+            Some(name) => write!(f, "sent identity `{name}`")?,
+            None => f.write_str("sent no client certificate")?,
+        }
+        if self.hints.is_empty() {
+            f.write_str(" (the server named no CAs)")?;
+        } else {
+            write!(f, " (the server asked for: {})", self.hints.join("; "))?;
+        }
+        for (name, why) in &self.candidates {
+            write!(f, "; `{name}`: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Picks the identity to send for a CertificateRequest naming `hints` and `schemes`.
+pub fn choose(
+    identities: &[ClientIdentity],
+    hints: &[&[u8]],
+    schemes: &[SignatureScheme],
+) -> (Option<usize>, Choice) {
+    let mut choice = Choice {
+        hints: hints.iter().map(|h| dn_text(h)).collect(),
+        ..Choice::default()
+    };
+    let mut chosen = None;
+    for (i, id) in identities.iter().enumerate() {
+        let verdict = if chosen.is_some() {
+            "fits, but an earlier identity was chosen".to_owned()
+        } else if !hints.is_empty() && !hints.iter().any(|h| id.reaches(h)) {
+            "its chain reaches none of the CAs the server named".to_owned()
+        } else if id.key.key.choose_scheme(schemes).is_none() {
+            format!(
+                "its {:?} key cannot sign with any scheme the server offers",
+                id.key.key.algorithm()
+            )
+        } else {
+            chosen = Some(i);
+            choice.chosen = Some(id.name.clone());
+            if hints.is_empty() {
+                "chosen (first identity whose key fits)".to_owned()
+            } else {
+                "chosen (its chain reaches a CA the server named)".to_owned()
+            }
+        };
+        choice.candidates.push((id.name.clone(), verdict));
+    }
+    (chosen, choice)
+}
+
+fn dn_text(der: &[u8]) -> String {
+    match X509Name::from_der(der) {
+        Ok((_, name)) => certgate_pki::dn::rfc4514(&name),
+        Err(_) => format!("(undecodable name, {} bytes)", der.len()),
+    }
+}
+
+/// The resolver of one rule: chooses by the server's hints, logs the choice, and remembers the
+/// last one for `egress explain --connect`.
+pub struct ChooseIdentity {
+    rule: String,
+    identities: Vec<ClientIdentity>,
+    last: Mutex<Option<Choice>>,
+}
+
+impl fmt::Debug for ChooseIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChooseIdentity")
+            .field("rule", &self.rule)
+            .field("identities", &self.identities)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChooseIdentity {
+    /// The choice made in the most recent CertificateRequest (for one-shot diagnostics).
+    pub fn last_choice(&self) -> Option<Choice> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+impl ResolvesClientCert for ChooseIdentity {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let (index, choice) = choose(&self.identities, root_hint_subjects, sigschemes);
+        match index {
+            Some(_) => tracing::debug!(rule = %self.rule, "{choice}"),
+            None => tracing::warn!(rule = %self.rule, "{choice}"),
+        }
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(choice);
+        }
+        index.map(|i| Arc::clone(&self.identities[i].key))
+    }
+
+    fn has_certs(&self) -> bool {
+        !self.identities.is_empty()
+    }
+}
+
+/// What one egress rule needs for its TLS client.
+#[derive(Debug, Default)]
+pub struct EgressTls {
+    /// The rule's name, for logs.
+    pub rule: String,
+    /// Private trust anchors (and CRLs) for the server's certificate.
+    pub trust: Option<Arc<TrustBundle>>,
+    /// Also trust the operating system's roots.
+    pub system_roots: Vec<CertificateDer<'static>>,
+    /// The server's SPKI must also be this one.
+    pub pin: Option<SpkiHash>,
+    /// Client identities, in order of preference.
+    pub identities: Vec<ClientIdentity>,
+    /// ALPN protocols to offer.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// Reads the operating system's trust store (e.g. Debian's `ca-certificates`).
+pub fn system_roots() -> Result<Vec<CertificateDer<'static>>, String> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "it is empty".to_owned(), |e| e.to_string());
+        return Err(format!("cannot read the system trust store: {why}"));
+    }
+    Ok(found.certs)
+}
+
+/// A rule's client configuration and its resolver.
+pub fn egress_client_config(
+    tls: EgressTls,
+) -> Result<(Arc<rustls::ClientConfig>, Arc<ChooseIdentity>), Error> {
+    let provider = provider();
+    let mut roots = rustls::RootCertStore::empty();
+    let mut crls = Vec::new();
+    let mut allow_unknown = false;
+    if let Some(trust) = &tls.trust {
+        for ca in trust.ca_certificates() {
+            roots.add(ca.clone())?;
+        }
+        crls.extend(
+            trust
+                .crl_ders()
+                .iter()
+                .map(|d| rustls_pki_types::CertificateRevocationListDer::from(d.clone())),
+        );
+        allow_unknown =
+            trust.unknown_revocation() == certgate_pki::verify::UnknownRevocation::Allow;
+    }
+    // Unparseable system roots are skipped, as every TLS client does.
+    let _ = roots.add_parsable_certificates(tls.system_roots);
+    if roots.is_empty() {
+        return Err(Error::Rustls(rustls::Error::General(
+            "no trust anchors for the server's certificate".into(),
+        )));
+    }
+    let mut builder =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .with_crls(crls);
+    if allow_unknown {
+        builder = builder.allow_unknown_revocation_status();
+    }
+    let webpki = builder
+        .build()
+        .map_err(|e| Error::Rustls(rustls::Error::General(e.to_string())))?;
+    let verifier: Arc<dyn ServerCertVerifier> = match tls.pin {
+        Some(pin) => Arc::new(PinnedServer { inner: webpki, pin }),
+        None => webpki,
+    };
+    let resolver = Arc::new(ChooseIdentity {
+        rule: tls.rule,
+        identities: tls.identities,
+        last: Mutex::new(None),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesClientCert>);
+    config.alpn_protocols = tls.alpn;
+    Ok((Arc::new(config), resolver))
+}
+
+/// Full WebPKI verification, then the server's SPKI must equal the pin.
+#[derive(Debug)]
+struct PinnedServer {
+    inner: Arc<WebPkiServerVerifier>,
+    pin: SpkiHash,
+}
+
+impl ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let got = certgate_pki::Identity::from_der(end_entity)
+            .map(|i| i.spki_sha256)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        if got != self.pin {
+            return Err(rustls::Error::General(format!(
+                "the server's key {got} is not the pinned {}",
+                self.pin
+            )));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certgate_pki::Origin;
+    use certgate_testkit::{Spec, TestPki, self_signed};
+
+    fn identity(
+        name: &str,
+        cert: &certgate_testkit::Cert,
+        chain: &[&certgate_testkit::Cert],
+    ) -> ClientIdentity {
+        let mut pem = cert.pem.clone();
+        for c in chain {
+            pem.push_str(&c.pem);
+        }
+        let o = Origin::other(name);
+        let certs = certgate_pki::credential::parse_certificates(pem.as_bytes(), &o).unwrap();
+        let key =
+            certgate_pki::credential::parse_private_key(cert.key_pem.as_bytes(), &o, None).unwrap();
+        let cred = Credential::assemble(certs, &o, key, &o).unwrap();
+        ClientIdentity::new(name, &cred)
+    }
+
+    fn name_der(cert: &certgate_testkit::Cert) -> Vec<u8> {
+        let der =
+            certgate_pki::credential::parse_certificates(cert.pem.as_bytes(), &Origin::other("x"))
+                .unwrap()
+                .remove(0);
+        let (_, c) = X509Certificate::from_der(&der).unwrap();
+        c.subject().as_raw().to_vec()
+    }
+
+    #[test]
+    fn chooses_by_the_ca_the_server_names() {
+        let a = TestPki::named("a");
+        let b = TestPki::named("b");
+        let other = self_signed(&Spec::ca("other", None));
+        let ids = [
+            identity("a", &a.client, &[&a.intermediate]),
+            identity("b", &b.client, &[&b.intermediate]),
+        ];
+        let schemes = [
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+            SignatureScheme::ED25519,
+            SignatureScheme::RSA_PSS_SHA256,
+        ];
+        // The root of b, or b's intermediate: b.
+        for hint in [name_der(&b.root), name_der(&b.intermediate)] {
+            let (i, choice) = choose(&ids, &[&hint], &schemes);
+            assert_eq!(i, Some(1), "{choice}");
+            assert_eq!(choice.chosen.as_deref(), Some("b"));
+        }
+        // Both named: the first in config order.
+        let (ra, rb) = (name_der(&a.root), name_der(&b.root));
+        assert_eq!(choose(&ids, &[&rb, &ra], &schemes).0, Some(0));
+        // No names: the first whose key fits.
+        assert_eq!(choose(&ids, &[], &schemes).0, Some(0));
+        // A CA neither reaches: none, and it says why.
+        let (i, choice) = choose(&ids, &[&name_der(&other)], &schemes);
+        assert_eq!(i, None);
+        assert!(
+            choice
+                .to_string()
+                .contains("reaches none of the CAs the server named"),
+            "{choice}"
+        );
+        assert!(choice.to_string().contains("CN=other"), "{choice}");
+        // A key that cannot sign with what the server offers.
+        let (i, choice) = choose(&ids, &[], &[SignatureScheme::RSA_PKCS1_SHA256]);
+        assert_eq!(i, None);
+        assert!(choice.to_string().contains("cannot sign"), "{choice}");
+    }
+}

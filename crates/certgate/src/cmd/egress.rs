@@ -1,0 +1,217 @@
+//! `certgate egress ca|explain`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use certgate_pki::ca::KeyType;
+use certgate_proxy::egress::{Destination, select};
+use serde::Serialize;
+
+use crate::ca_store::CaDir;
+use crate::cli::{EgressCommand, ExplainArgs};
+use crate::config;
+use crate::exit::{self, fail};
+
+pub fn run(cmd: EgressCommand) -> Result<ExitCode> {
+    match cmd {
+        EgressCommand::Ca { dir, name, days } => {
+            let ca = CaDir::new(&dir);
+            let id = ca.init(&name, days, KeyType::EcdsaP256)?;
+            println!(
+                "created interception CA `{}` in {}",
+                id.subject,
+                dir.display()
+            );
+            println!(
+                "  apps must trust:  {} (e.g. REQUESTS_CA_BUNDLE, SSL_CERT_FILE, or the system store)",
+                ca.ca_cert_path().display()
+            );
+            println!(
+                "  key:              {} (mode 0600)",
+                dir.join("ca.key").display()
+            );
+            println!(
+                "  in the config:    [egress] intercept_ca = \"{}\"",
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        EgressCommand::Explain(args) => explain(&args),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Explanation {
+    url: String,
+    host: String,
+    port: u16,
+    path: String,
+    rule: Option<String>,
+    identities: Vec<String>,
+    would_send: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect: Option<ConnectReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct ConnectReport {
+    handshake: String,
+    server_asked_for_certificate: bool,
+    ca_hints: Vec<String>,
+    candidates: Vec<(String, String)>,
+    sent: Option<String>,
+}
+
+fn explain(args: &ExplainArgs) -> Result<ExitCode> {
+    let cfg = config::load(&args.config)?;
+    let Some(egress) = &cfg.egress else {
+        return Err(fail(
+            exit::CONFIG,
+            format!(
+                "{}: the config has no [egress] section",
+                args.config.display()
+            ),
+        ));
+    };
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .map_err(|e| fail(exit::USAGE, format!("`{}` is not a URL: {e}", args.url)))?;
+    let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+    let Some(authority) = uri.authority() else {
+        return Err(fail(
+            exit::USAGE,
+            format!("`{}` has no host; use https://host[:port]/path", args.url),
+        ));
+    };
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let port = match (authority.port_u16(), scheme.as_str()) {
+        (Some(80), "http") | (None, _) => 443,
+        (Some(p), _) => p,
+    };
+    let path = uri.path().to_owned();
+    let dest = Destination {
+        host: &host,
+        port,
+        path: Some(&path),
+    };
+    let rule = select(&egress.config.rules, &dest);
+    let mut out = Explanation {
+        url: args.url.clone(),
+        host: host.clone(),
+        port,
+        path: path.clone(),
+        rule: rule.map(|r| r.name.clone()),
+        identities: rule.map(|r| r.identities.clone()).unwrap_or_default(),
+        would_send: match rule {
+            None => "no rule matches: no client certificate; the forward proxy would tunnel CONNECT blindly".into(),
+            Some(r) if r.identities.is_empty() => "the rule lists no identity: no client certificate".into(),
+            Some(r) if r.identities.len() == 1 => format!(
+                "`{}` if the server asks, its key fits and its chain reaches a CA the server names (or the server names none)",
+                r.identities[0]
+            ),
+            Some(r) => format!(
+                "the first of {} whose chain reaches a CA the server names and whose key fits (the first that fits if the server names none)",
+                r.identities.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            ),
+        },
+        connect: None,
+    };
+    if args.connect {
+        let Some(rule) = rule else {
+            return Err(fail(
+                exit::USAGE,
+                format!("no egress rule matches {host}:{port}{path}; nothing to connect with"),
+            ));
+        };
+        let server_name = rule.server_name(&host).map_err(|e| fail(exit::USAGE, e))?;
+        // A fresh config, so this handshake neither resumes nor leaves a session behind.
+        let mut tls = (*rule.tls).clone();
+        tls.resumption = rustls::client::Resumption::disabled();
+        let tls = Arc::new(tls);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handshake = rt.block_on(async {
+            let connect = async {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls));
+                let mut stream = connector.connect(server_name, tcp).await?;
+                // TLS 1.3 servers judge the client certificate after the handshake: read once so
+                // a refusal (an alert) shows here.
+                let mut buf = [0u8; 1];
+                use tokio::io::AsyncReadExt as _;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await;
+                let (_, conn) = stream.get_ref();
+                Ok::<_, std::io::Error>(format!(
+                    "ok ({:?}, server certificate verified)",
+                    conn.protocol_version()
+                        .map_or("?".into(), |v| format!("{v:?}"))
+                ))
+            };
+            match tokio::time::timeout(Duration::from_secs(10), connect).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => format!("failed: {e}"),
+                Err(_) => "failed: timed out".to_owned(),
+            }
+        });
+        let choice = rule.chooser.last_choice();
+        out.connect = Some(ConnectReport {
+            handshake,
+            server_asked_for_certificate: choice.is_some(),
+            ca_hints: choice.as_ref().map(|c| c.hints.clone()).unwrap_or_default(),
+            candidates: choice
+                .as_ref()
+                .map(|c| c.candidates.clone())
+                .unwrap_or_default(),
+            sent: choice.and_then(|c| c.chosen),
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_text(&out);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_text(e: &Explanation) {
+    println!("destination: {}:{}{}", e.host, e.port, e.path);
+    match &e.rule {
+        Some(r) => println!("rule:        {r}"),
+        None => println!("rule:        (none)"),
+    }
+    if !e.identities.is_empty() {
+        println!("candidates:  {}", e.identities.join(", "));
+    }
+    println!("would send:  {}", e.would_send);
+    if let Some(c) = &e.connect {
+        println!("handshake:   {}", c.handshake);
+        if !c.server_asked_for_certificate {
+            println!(
+                "the server did not ask for a client certificate (or the handshake ended before it could)"
+            );
+            return;
+        }
+        if c.ca_hints.is_empty() {
+            println!("CA hints:    (none)");
+        }
+        for h in &c.ca_hints {
+            println!("CA hint:     {h}");
+        }
+        for (name, why) in &c.candidates {
+            println!("  {name}: {why}");
+        }
+        match &c.sent {
+            Some(n) => println!("sent:        {n}"),
+            None => println!("sent:        no client certificate"),
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! `[egress]`: the forward proxy, its destination rules, and `[[egress.tunnel]]`s.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use certgate_pki::{SpkiHash, TrustBundle};
+use certgate_proxy::egress::{
+    Allowed, EgressConfig, EgressRule, EgressTunnelConfig, HostPattern, Interceptor,
+};
+use certgate_tls::egress::{ChooseIdentity, ClientIdentity, EgressTls};
+use rustls_pki_types::ServerName;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfiguredIdentity, Resolver};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEgress {
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_non_loopback: bool,
+    intercept_ca: Option<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    tunnel: Vec<Spanned<RawEgressTunnel>>,
+}
+
+/// The TLS keys a rule and a tunnel share. (serde's `flatten` does not combine with
+/// `deny_unknown_fields`, so both raw sections list them.)
+macro_rules! client_tls_fields {
+    ($(#[$m:meta])* struct $name:ident { $($extra:tt)* }) => {
+        $(#[$m])*
+        struct $name {
+            name: Option<Spanned<String>>,
+            identity: Option<Spanned<String>>,
+            #[serde(default)]
+            identities: Vec<Spanned<String>>,
+            trust: Option<Spanned<String>>,
+            #[serde(default)]
+            system_roots: bool,
+            pin_spki_sha256: Option<Spanned<String>>,
+            sni: Option<Spanned<String>>,
+            #[serde(default)]
+            alpn: Vec<String>,
+            $($extra)*
+        }
+
+        impl $name {
+            fn client_tls(&self) -> ClientTlsFields<'_> {
+                ClientTlsFields {
+                    identity: self.identity.as_ref(),
+                    identities: &self.identities,
+                    trust: self.trust.as_ref(),
+                    system_roots: self.system_roots,
+                    pin: self.pin_spki_sha256.as_ref(),
+                    sni: self.sni.as_ref(),
+                    alpn: &self.alpn,
+                }
+            }
+        }
+    };
+}
+
+client_tls_fields! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawRule {
+        url: Option<Spanned<String>>,
+    }
+}
+
+client_tls_fields! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawEgressTunnel {
+        listen: Option<Spanned<String>>,
+        target: Option<Spanned<String>>,
+    }
+}
+
+struct ClientTlsFields<'a> {
+    identity: Option<&'a Spanned<String>>,
+    identities: &'a [Spanned<String>],
+    trust: Option<&'a Spanned<String>>,
+    system_roots: bool,
+    pin: Option<&'a Spanned<String>>,
+    sni: Option<&'a Spanned<String>>,
+    alpn: &'a [String],
+}
+
+/// A resolved client TLS setup.
+struct ClientTls {
+    config: Arc<rustls::ClientConfig>,
+    chooser: Arc<ChooseIdentity>,
+    identities: Vec<String>,
+    sni: Option<ServerName<'static>>,
+}
+
+/// A resolved `[[egress.tunnel]]`.
+#[derive(Debug)]
+pub struct EgressTunnel {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// The tunnel, ready to serve.
+    pub config: Arc<EgressTunnelConfig>,
+}
+
+/// The resolved `[egress]` section.
+#[derive(Debug)]
+pub struct Egress {
+    /// Where the forward proxy listens; `None` when only rules (for `explain`) and tunnels are
+    /// configured.
+    pub listen: Option<SocketAddr>,
+    /// The forward proxy and its rules.
+    pub config: Arc<EgressConfig>,
+    /// Tunnels.
+    pub tunnels: Vec<EgressTunnel>,
+}
+
+impl Resolver<'_> {
+    pub(super) fn egress(
+        &mut self,
+        raw: &Spanned<RawEgress>,
+        identities: &[ConfiguredIdentity],
+        trusts: &[Arc<TrustBundle>],
+        seen: &mut HashSet<String>,
+    ) -> Option<Egress> {
+        let at = raw.span().start;
+        let raw = raw.get_ref();
+        let before = self.errors.len();
+        let listen = raw
+            .listen
+            .as_ref()
+            .and_then(|l| self.listen(Some(l), at, "egress"));
+        if let Some(addr) = listen {
+            if !addr.ip().is_loopback() && !raw.allow_non_loopback {
+                self.error(
+                    raw.listen.as_ref().map(|l| l.span().start),
+                    "egress.listen",
+                    format!("{addr} is not a loopback address: anyone who reaches it could use certgate's client certificates; set `allow_non_loopback = true` if that is intended"),
+                );
+            }
+            if !seen.insert("egress".to_owned()) {
+                self.error(
+                    Some(at),
+                    "egress",
+                    "the name `egress` is taken by another listener",
+                );
+            }
+        }
+        let interceptor = raw
+            .intercept_ca
+            .as_ref()
+            .and_then(|dir| self.intercept_ca(dir));
+        let mut allow = Vec::new();
+        for a in &raw.allow {
+            match parse_host_port(a.get_ref()) {
+                Ok((host, port)) => allow.push(Allowed { host, port }),
+                Err(e) => self.error(Some(a.span().start), "egress.allow", e),
+            }
+        }
+        let mut rules = Vec::new();
+        let mut rule_names = HashSet::new();
+        for (i, r) in raw.rule.iter().enumerate() {
+            let rat = r.span().start;
+            let r = r.get_ref();
+            let Some(name) = self.name("egress.rule", i, r.name.as_ref(), rat, &mut rule_names)
+            else {
+                continue;
+            };
+            let prefix = format!("egress.rule.{name}");
+            let url = match &r.url {
+                None => {
+                    self.error(
+                        Some(rat),
+                        &format!("{prefix}.url"),
+                        "missing; e.g. `url = \"https://*.internal.example/\"`",
+                    );
+                    None
+                }
+                Some(u) => match parse_rule_url(u.get_ref()) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        self.error(Some(u.span().start), &format!("{prefix}.url"), e);
+                        None
+                    }
+                },
+            };
+            let tls = self.client_tls(&prefix, rat, &name, &r.client_tls(), identities, trusts);
+            if let (Some((host, port, path)), Some(tls)) = (url, tls) {
+                rules.push(EgressRule::new(
+                    name,
+                    host,
+                    port,
+                    path,
+                    tls.config,
+                    tls.chooser,
+                    tls.identities,
+                    tls.sni,
+                ));
+            }
+        }
+        let mut tunnels = Vec::new();
+        for (i, t) in raw.tunnel.iter().enumerate() {
+            let tat = t.span().start;
+            let t = t.get_ref();
+            let Some(name) = self.name("egress.tunnel", i, t.name.as_ref(), tat, seen) else {
+                continue;
+            };
+            let prefix = format!("egress.tunnel.{name}");
+            let listen = self.listen(t.listen.as_ref(), tat, &prefix);
+            if let Some(addr) = listen
+                && !addr.ip().is_loopback()
+                && !raw.allow_non_loopback
+            {
+                self.error(
+                    t.listen.as_ref().map(|l| l.span().start),
+                    &format!("{prefix}.listen"),
+                    format!("{addr} is not a loopback address: anyone who reaches it could use certgate's client certificates; set `egress.allow_non_loopback = true` if that is intended"),
+                );
+            }
+            let target = match &t.target {
+                None => {
+                    self.error(
+                        Some(tat),
+                        &format!("{prefix}.target"),
+                        "missing; e.g. `target = \"broker.example:8883\"`",
+                    );
+                    None
+                }
+                Some(v) => match parse_target(v.get_ref()) {
+                    Ok(hp) => Some(hp),
+                    Err(e) => {
+                        self.error(Some(v.span().start), &format!("{prefix}.target"), e);
+                        None
+                    }
+                },
+            };
+            let tls = self.client_tls(&prefix, tat, &name, &t.client_tls(), identities, trusts);
+            let (Some(listen), Some((host, port)), Some(tls)) = (listen, target, tls) else {
+                continue;
+            };
+            let server_name = match tls.sni.clone() {
+                Some(n) => n,
+                None => match ServerName::try_from(host.clone()) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.error(
+                            Some(tat),
+                            &format!("{prefix}.target"),
+                            format!("`{host}` is not a valid server name; set `sni`"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            tunnels.push(EgressTunnel {
+                listen,
+                config: Arc::new(EgressTunnelConfig {
+                    name,
+                    host,
+                    port,
+                    server_name,
+                    tls: tls.config,
+                    max_connections: 1024,
+                    connect_timeout: std::time::Duration::from_secs(10),
+                    drain_timeout: std::time::Duration::from_secs(10),
+                }),
+            });
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Egress {
+            listen,
+            config: Arc::new(EgressConfig::new(
+                "egress".to_owned(),
+                rules,
+                allow,
+                interceptor,
+            )),
+            tunnels,
+        })
+    }
+
+    fn intercept_ca(&mut self, dir: &Spanned<String>) -> Option<Arc<Interceptor>> {
+        let key = "egress.intercept_ca";
+        let base = self.path(dir.get_ref());
+        let cert_path = base.join("ca.pem");
+        let key_path = base.join("ca.key");
+        let cert = Spanned::new(dir.span(), cert_path.display().to_string());
+        let (cert_bytes, origin) = self.read(&cert, key)?;
+        let keyv = Spanned::new(dir.span(), key_path.display().to_string());
+        let (key_bytes, _) = self.read(&keyv, key)?;
+        let result = certgate_pki::credential::parse_certificates(&cert_bytes, &origin)
+            .map_err(|e| e.to_string())
+            .and_then(|mut certs| {
+                let der = certs.drain(..).next().ok_or("no certificate")?;
+                let key_pem = String::from_utf8(key_bytes).map_err(|_| "ca.key is not PEM")?;
+                certgate_pki::ca::Ca::new(der, &key_pem).map_err(|e| e.to_string())
+            });
+        match result {
+            Ok(ca) => Some(Arc::new(Interceptor::new(ca))),
+            Err(e) => {
+                self.error(
+                    Some(dir.span().start),
+                    key,
+                    format!(
+                        "{}: {e} (create one with `certgate egress ca --dir {}`)",
+                        base.display(),
+                        dir.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn client_tls(
+        &mut self,
+        prefix: &str,
+        at: usize,
+        name: &str,
+        f: &ClientTlsFields<'_>,
+        identities: &[ConfiguredIdentity],
+        trusts: &[Arc<TrustBundle>],
+    ) -> Option<ClientTls> {
+        let before = self.errors.len();
+        let mut names: Vec<&Spanned<String>> = f.identity.into_iter().collect();
+        names.extend(f.identities.iter());
+        let mut chosen = Vec::new();
+        for n in &names {
+            if let Some(id) = self.find_identity(&format!("{prefix}.identity"), n, identities) {
+                chosen.push(ClientIdentity::new(&id.name, &id.credential));
+            }
+        }
+        let trust = match f.trust {
+            Some(t) => {
+                let found = trusts.iter().find(|b| b.name() == t.get_ref()).cloned();
+                if found.is_none() {
+                    self.error(
+                        Some(t.span().start),
+                        &format!("{prefix}.trust"),
+                        format!("no [[trust]] named `{}`", t.get_ref()),
+                    );
+                }
+                found
+            }
+            None => None,
+        };
+        if f.trust.is_none() && !f.system_roots {
+            self.error(
+                Some(at),
+                &format!("{prefix}.trust"),
+                "missing: the server's certificate must verify before a client certificate is sent; name a [[trust]] and/or set `system_roots = true`",
+            );
+        }
+        let system_roots = if f.system_roots {
+            match certgate_tls::egress::system_roots() {
+                Ok(r) => r,
+                Err(e) => {
+                    self.error(Some(at), &format!("{prefix}.system_roots"), e);
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let pin = f.pin.and_then(|p| {
+            let parsed = SpkiHash::from_hex(p.get_ref());
+            if parsed.is_none() {
+                self.error(
+                    Some(p.span().start),
+                    &format!("{prefix}.pin_spki_sha256"),
+                    format!("`{}` is not 64 hex digits", p.get_ref()),
+                );
+            }
+            parsed
+        });
+        let sni = f
+            .sni
+            .and_then(|s| match ServerName::try_from(s.get_ref().clone()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.error(
+                        Some(s.span().start),
+                        &format!("{prefix}.sni"),
+                        format!("`{}` is not a valid server name", s.get_ref()),
+                    );
+                    None
+                }
+            });
+        if self.errors.len() > before {
+            return None;
+        }
+        let identity_names = chosen.iter().map(|c| c.name.clone()).collect();
+        let built = certgate_tls::egress::egress_client_config(EgressTls {
+            rule: name.to_owned(),
+            trust,
+            system_roots,
+            pin,
+            identities: chosen,
+            alpn: f.alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        });
+        match built {
+            Ok((config, chooser)) => Some(ClientTls {
+                config,
+                chooser,
+                identities: identity_names,
+                sni,
+            }),
+            Err(e) => {
+                self.error(Some(at), prefix, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// `https://host[:port][/path]`, host exact or `*.domain` (or `*`).
+fn parse_rule_url(url: &str) -> Result<(HostPattern, Option<u16>, String), String> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(format!(
+            "`{url}` must start with `https://` (certgate originates TLS to every rule's destination)"
+        ));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/".to_owned()),
+    };
+    let (host, port) = parse_host_port(authority)?;
+    Ok((host, port, path))
+}
+
+/// `host`, `*.domain`, `*`, with an optional `:port`; IPv6 in brackets.
+fn parse_host_port(s: &str) -> Result<(HostPattern, Option<u16>), String> {
+    let (host, port) = split_port(s)?;
+    let pattern = HostPattern::parse(host)
+        .ok_or_else(|| format!("`{host}` is not a host name, `*.domain` or `*`"))?;
+    Ok((pattern, port))
+}
+
+fn split_port(s: &str) -> Result<(&str, Option<u16>), String> {
+    let bad_port = |p: &str| format!("`{p}` is not a port number");
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{s}`: unclosed `[`"))?;
+        return match after.strip_prefix(':') {
+            Some(p) => Ok((host, Some(p.parse().map_err(|_| bad_port(p))?))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(format!("`{s}` is not host[:port]")),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => Ok((h, Some(p.parse().map_err(|_| bad_port(p))?))),
+        None => Ok((s, None)),
+    }
+}
+
+/// `host:port` of a tunnel's target.
+fn parse_target(s: &str) -> Result<(String, u16), String> {
+    match split_port(s)? {
+        (host, Some(port)) if !host.is_empty() => Ok((host.to_ascii_lowercase(), port)),
+        _ => Err(format!("`{s}` is not host:port")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_urls() {
+        let (h, p, path) = parse_rule_url("https://*.internal.example:8443/api").unwrap();
+        assert_eq!(h, HostPattern::Suffix(".internal.example".into()));
+        assert_eq!((p, path.as_str()), (Some(8443), "/api"));
+        let (h, p, path) = parse_rule_url("https://[::1]").unwrap();
+        assert_eq!(
+            (h, p, path.as_str()),
+            (HostPattern::Exact("::1".into()), None, "/")
+        );
+        assert!(parse_rule_url("http://x").unwrap_err().contains("https://"));
+        assert!(
+            parse_rule_url("https://x:99999")
+                .unwrap_err()
+                .contains("port")
+        );
+        assert!(parse_rule_url("https://a*b").is_err());
+        assert_eq!(
+            parse_target("broker:8883").unwrap(),
+            ("broker".into(), 8883)
+        );
+        assert!(parse_target("broker").is_err());
+    }
+}
