@@ -4,7 +4,7 @@
 //! `auth_request` against certgate's forward-auth route.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use certgate_testkit::{Spec, require_peer, signed_by, tempdir};
@@ -12,22 +12,7 @@ use certgate_testkit::{Spec, require_peer, signed_by, tempdir};
 use crate::ingress::write_pki;
 use crate::server::Serve;
 
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::{Peer, free_port};
 
 fn start_nginx(nginx: &Path, d: &Path, port: u16, certgate: u16) -> Peer {
     let dir = d.display();

@@ -6,6 +6,7 @@ mod admin;
 mod bad_input;
 mod ca_interop;
 mod check;
+mod egress;
 mod front;
 mod handshake;
 mod ingress;
@@ -112,4 +113,36 @@ pub fn https_get(
         );
     }
     (code.to_owned(), body.to_owned())
+}
+
+/// A peer process (nginx, HAProxy, openssl s_server), killed on drop.
+#[derive(Debug)]
+pub struct Peer(pub std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago (for peers that cannot report the port they got).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to 10 s for something to listen on 127.0.0.1:`port`.
+pub fn wait_port(what: &str, port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

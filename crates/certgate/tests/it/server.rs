@@ -46,7 +46,7 @@ impl Serve {
             let mut name = None;
             let mut port = None;
             for part in line.split_whitespace() {
-                if let Some(n) = ["ingress=", "tunnel=", "admin="]
+                if let Some(n) = ["ingress=", "tunnel=", "admin=", "egress=", "egress-tunnel="]
                     .iter()
                     .find_map(|p| part.strip_prefix(p))
                 {

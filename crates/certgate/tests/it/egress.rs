@@ -1,0 +1,585 @@
+//! Egress against real peers: Python `requests`, `httpx` and `aiohttp` use certgate as
+//! `HTTPS_PROXY`/`HTTP_PROXY` to reach real nginx servers (`ssl_verify_client on`) and certgate's
+//! own ingress; tunnels to `openssl s_server -Verify 1`; rotation; an upstream that does not
+//! verify gets no client certificate.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certgate_testkit::{
+    Spec, TestPki, encrypt_pkcs8_pem, require_peer, self_signed, signed_by, tempdir,
+};
+
+use crate::server::Serve;
+use crate::{Peer, free_port, wait_port};
+
+fn write(d: &Path, name: &str, text: &str) {
+    std::fs::write(d.join(name), text).unwrap();
+}
+
+/// Fails (under CERTGATE_REQUIRE_PEERS=1) or skips loudly without these Python modules.
+fn python_with(modules: &[&str]) -> Option<std::path::PathBuf> {
+    let python = certgate_testkit::peer("python3")?;
+    let import = format!("import {}", modules.join(", "));
+    let ok = Command::new(&python)
+        .args(["-c", &import])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if certgate_testkit::peers_required() {
+            panic!(
+                "Python modules {modules:?} are required (CERTGATE_REQUIRE_PEERS=1); .ci/run installs them"
+            );
+        }
+        eprintln!("\n!!!!!!!! SKIPPING: Python modules {modules:?} are not installed !!!!!!!!\n");
+        return None;
+    }
+    Some(python)
+}
+
+/// Runs one GET through the proxy with each library; prints `LIB STATUS BODY` lines.
+const CLIENTS: &str = r#"
+import asyncio, json, os, ssl, sys
+lib, url, cafile = sys.argv[1], sys.argv[2], sys.argv[3]
+proxy = os.environ["HTTPS_PROXY"]
+def out(status, body):
+    print(json.dumps({"status": status, "body": body}))
+try:
+    if lib == "requests":
+        import requests
+        r = requests.get(url, verify=cafile, timeout=10)
+        out(r.status_code, r.text)
+    elif lib == "httpx":
+        import httpx
+        with httpx.Client(verify=ssl.create_default_context(cafile=cafile), trust_env=True, timeout=10) as c:
+            r = c.get(url)
+            out(r.status_code, r.text)
+    else:
+        import aiohttp
+        async def main():
+            ctx = ssl.create_default_context(cafile=cafile)
+            async with aiohttp.ClientSession(trust_env=True) as s:
+                async with s.get(url, ssl=ctx, timeout=aiohttp.ClientTimeout(total=10)) as r:
+                    out(r.status, await r.text())
+        asyncio.run(main())
+except Exception as e:
+    out(0, f"{type(e).__name__}: {e}")
+"#;
+
+fn get(python: &Path, d: &Path, proxy: u16, lib: &str, url: &str, cafile: &str) -> (u16, String) {
+    let proxy_url = format!("http://127.0.0.1:{proxy}");
+    let out = Command::new(python)
+        .current_dir(d)
+        .args(["-c", CLIENTS, lib, url, cafile])
+        .env("HTTPS_PROXY", &proxy_url)
+        .env("HTTP_PROXY", &proxy_url)
+        .env("https_proxy", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .expect("run python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!(
+            "{lib}: no result: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        v["status"].as_u64().unwrap_or(0) as u16,
+        v["body"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn start_nginx(nginx: &Path, d: &Path, servers: &str) -> Peer {
+    let dir = d.display();
+    let conf = format!(
+        r#"
+user root;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  ssl_certificate {dir}/server.pem;
+  ssl_certificate_key {dir}/server.key;
+  default_type text/plain;
+{servers}
+}}
+"#
+    );
+    write(d, "nginx.conf", &conf);
+    let child = Command::new(nginx)
+        .args([
+            "-p",
+            &dir.to_string(),
+            "-c",
+            &d.join("nginx.conf").display().to_string(),
+            "-g",
+            "daemon off;",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Peer(child)
+}
+
+/// An nginx server on `port` that requires a client certificate from `ca_file` (and names that
+/// CA in its CertificateRequest) and answers with the subject it received.
+fn nginx_server(port: u16, verify: &str, ca_file: &str) -> String {
+    format!(
+        "  server {{ listen 127.0.0.1:{port} ssl; ssl_verify_client {verify}; ssl_verify_depth 3; ssl_client_certificate {ca_file}; \
+         location / {{ return 200 \"port={port} verify=$ssl_client_verify subject=$ssl_client_s_dn\\n\"; }} }}\n"
+    )
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    a: TestPki,
+    b: TestPki,
+}
+
+/// Two client PKIs (a, b); upstream servers use a's server certificate. The client identities
+/// come in three forms: a's as encrypted PKCS#8 with a password file, b's as a legacy PKCS#12,
+/// and c's (also issued by a) inline in the config.
+fn setup(openssl: &Path) -> Setup {
+    let dir = tempdir();
+    let d = dir.path();
+    let a = TestPki::named("a");
+    let b = TestPki::named("b");
+    write(d, "a-root.pem", &a.root.pem);
+    write(d, "a-int.pem", &a.intermediate.pem);
+    write(d, "b-root.pem", &b.root.pem);
+    write(
+        d,
+        "server.pem",
+        &format!("{}{}", a.server.pem, a.intermediate.pem),
+    );
+    write(d, "server.key", &a.server.key_pem);
+    write(d, "pw.txt", "s3cret\n");
+    write(
+        d,
+        "a-client.pem",
+        &format!("{}{}", a.client.pem, a.intermediate.pem),
+    );
+    write(
+        d,
+        "a-client.key",
+        &encrypt_pkcs8_pem(&a.client.key_pem, "s3cret"),
+    );
+    write(d, "b-client.pem", &b.client.pem);
+    write(d, "b-int.pem", &b.intermediate.pem);
+    write(d, "b-client.key", &b.client.key_pem);
+    certgate_testkit::openssl(
+        openssl,
+        d,
+        "pkcs12 -export -legacy -in b-client.pem -certfile b-int.pem -inkey b-client.key -out b-client.p12 -passout pass:s3cret",
+    );
+    std::fs::remove_file(d.join("b-client.key")).unwrap();
+    Setup { dir, a, b }
+}
+
+fn egress_config(s: &Setup, extra: &str) -> String {
+    let c = signed_by(&Spec::client("carol"), &s.a.intermediate);
+    format!(
+        r#"version = 1
+[[identity]]
+name = "a-client"
+cert = "a-client.pem"
+key = "a-client.key"
+password_file = "pw.txt"
+[[identity]]
+name = "b-client"
+pkcs12 = "b-client.p12"
+password_file = "pw.txt"
+[[identity]]
+name = "c-inline"
+cert_pem = """
+{}{}"""
+key_pem = """
+{}"""
+[[trust]]
+name = "servers"
+ca = ["a-root.pem"]
+[egress]
+listen = "127.0.0.1:0"
+intercept_ca = "egress-ca"
+  [[egress.rule]]
+  name = "local"
+  url = "https://localhost"
+  identities = ["a-client", "b-client"]
+  trust = "servers"
+  [[egress.rule]]
+  name = "inline"
+  url = "https://localhost/inline"
+  identity = "c-inline"
+  trust = "servers"
+{extra}"#,
+        c.pem, s.a.intermediate.pem, c.key_pem
+    )
+}
+
+#[test]
+fn python_clients_through_the_forward_proxy() {
+    let python = match python_with(&["requests", "httpx", "aiohttp"]) {
+        Some(p) => p,
+        None => return,
+    };
+    let nginx = require_peer!("nginx");
+    let openssl = require_peer!("openssl");
+    let s = setup(&openssl);
+    let d = s.dir.path();
+    let status = Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .current_dir(d)
+        .args(["egress", "ca", "--dir", "egress-ca"])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    // nginx: A names CA a, B names CA b, O only asks (blind CONNECT target).
+    let (pa, pb, po) = (free_port(), free_port(), free_port());
+    let servers = format!(
+        "{}{}{}",
+        nginx_server(pa, "on", "a-root.pem"),
+        nginx_server(pb, "on", "b-root.pem"),
+        nginx_server(po, "optional_no_ca", "a-root.pem"),
+    );
+    let _nginx = start_nginx(&nginx, d, &servers);
+    // certgate's own ingress as an upstream: verified clients of CA b only.
+    write(
+        d,
+        "ingress.toml",
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "b"
+ca = ["b-root.pem"]
+[[ingress]]
+name = "app"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "require_and_verify"
+trust = "b"
+forward = ["certgate"]
+  [[ingress.route]]
+  upstream = "echo"
+"#,
+    );
+    let ingress = Serve::start(d, "ingress.toml", 1);
+    let pi = ingress.port("app");
+    // An upstream whose certificate does not verify (self-signed): it must see no certificate.
+    let rogue = self_signed(&Spec::server("localhost"));
+    write(d, "rogue.pem", &rogue.pem);
+    write(d, "rogue.key", &rogue.key_pem);
+    let px = free_port();
+    let rogue_log = std::fs::File::create(d.join("rogue.log")).unwrap();
+    let _rogue = Peer(
+        Command::new(&openssl)
+            .current_dir(d)
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{px}"),
+                "-cert",
+                "rogue.pem",
+                "-key",
+                "rogue.key",
+                "-Verify",
+                "1",
+                "-www",
+            ])
+            .stdout(rogue_log.try_clone().unwrap())
+            .stderr(rogue_log)
+            .spawn()
+            .unwrap(),
+    );
+    write(d, "egress.toml", &egress_config(&s, ""));
+    let proxy = Serve::start(d, "egress.toml", 1);
+    let pp = proxy.port("egress");
+    for port in [pa, pb, po, px] {
+        wait_port("upstream", port);
+    }
+    for lib in ["requests", "httpx", "aiohttp"] {
+        // Unchanged https:// URLs, intercepted: each upstream gets the identity its CA asks for.
+        let (code, body) = get(
+            &python,
+            d,
+            pp,
+            lib,
+            &format!("https://localhost:{pa}/"),
+            "egress-ca/ca.pem",
+        );
+        assert_eq!(code, 200, "{lib}: {body}");
+        assert!(
+            body.contains("verify=SUCCESS subject=CN=alice"),
+            "{lib}: {body}"
+        );
+        let (code, body) = get(
+            &python,
+            d,
+            pp,
+            lib,
+            &format!("https://localhost:{pb}/"),
+            "egress-ca/ca.pem",
+        );
+        assert_eq!(code, 200, "{lib}: {body}");
+        assert!(body.contains("verify=SUCCESS"), "{lib}: {body}");
+        // certgate's ingress asks for CA b: b's identity, verified there.
+        let (code, body) = get(
+            &python,
+            d,
+            pp,
+            lib,
+            &format!("https://localhost:{pi}/"),
+            "egress-ca/ca.pem",
+        );
+        assert_eq!(code, 200, "{lib}: {body}");
+        assert!(
+            body.contains("\"x-client-verify\": \"SUCCESS\""),
+            "{lib}: {body}"
+        );
+        // http:// URLs: originated over mTLS https.
+        let (code, body) = get(
+            &python,
+            d,
+            pp,
+            lib,
+            &format!("http://localhost:{pa}/"),
+            "egress-ca/ca.pem",
+        );
+        assert_eq!(code, 200, "{lib}: {body}");
+        assert!(body.contains("verify=SUCCESS"), "{lib}: {body}");
+        // A longer path prefix picks its own rule: the inline identity.
+        let (code, body) = get(
+            &python,
+            d,
+            pp,
+            lib,
+            &format!("https://localhost:{po}/inline/x"),
+            "egress-ca/ca.pem",
+        );
+        assert_eq!(code, 200, "{lib}: {body}");
+        assert!(body.contains("subject=CN=carol"), "{lib}: {body}");
+        // A host without a rule: blind CONNECT. The client verifies the upstream's real
+        // certificate against a's root (an intercepted one would fail) and nothing is attached.
+        let (code, body) = get(
+            &python,
+            d,
+            pp,
+            lib,
+            &format!("https://127.0.0.1:{po}/"),
+            "a-root.pem",
+        );
+        assert_eq!(code, 200, "{lib}: {body}");
+        assert!(body.contains("verify=NONE"), "{lib}: {body}");
+        // The rogue upstream: 502 naming the reason.
+        let (code, body) = get(
+            &python,
+            d,
+            pp,
+            lib,
+            &format!("https://localhost:{px}/"),
+            "egress-ca/ca.pem",
+        );
+        assert_eq!(code, 502, "{lib}: {body}");
+        assert!(
+            body.contains("invalid peer certificate") && body.contains("UnknownIssuer"),
+            "{lib}: {body}"
+        );
+    }
+    // Verified with the real CA instead of the interception CA, an intercepted host fails:
+    // proof that interception happened where a rule matches.
+    let (code, body) = get(
+        &python,
+        d,
+        pp,
+        "requests",
+        &format!("https://localhost:{pa}/"),
+        "a-root.pem",
+    );
+    assert_eq!(code, 0, "{body}");
+    let rogue_said = std::fs::read_to_string(d.join("rogue.log")).unwrap();
+    assert!(
+        !rogue_said.contains("CN = alice")
+            && !rogue_said.contains("CN=alice")
+            && !rogue_said.contains("carol"),
+        "the rogue server saw a client certificate:\n{rogue_said}"
+    );
+    assert!(
+        rogue_said.contains("alert"),
+        "the rogue server should log the client's alert:\n{rogue_said}"
+    );
+}
+
+/// Two identities for one host pattern, each upstream asking for a different CA: `egress explain
+/// --connect` reports the hints and the choice.
+#[test]
+fn explain_reports_hints_and_choice() {
+    let nginx = require_peer!("nginx");
+    let openssl = require_peer!("openssl");
+    let s = setup(&openssl);
+    let d = s.dir.path();
+    let (pa, pb) = (free_port(), free_port());
+    let _nginx = start_nginx(
+        &nginx,
+        d,
+        &format!(
+            "{}{}",
+            nginx_server(pa, "on", "a-root.pem"),
+            nginx_server(pb, "on", "b-root.pem")
+        ),
+    );
+    let cfg = egress_config(&s, "").replace("intercept_ca = \"egress-ca\"\n", "");
+    write(d, "egress.toml", &cfg);
+    wait_port("nginx", pa);
+    wait_port("nginx", pb);
+    let explain_with = |url: &str, connect: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_certgate"))
+            .current_dir(d)
+            .args([
+                "egress",
+                "explain",
+                url,
+                "--config",
+                "egress.toml",
+                "--json",
+            ])
+            .args(connect)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let explain = |url: &str| explain_with(url, &["--connect"]);
+    let v = explain(&format!("https://localhost:{pa}/"));
+    assert_eq!(v["rule"], "local");
+    assert_eq!(v["connect"]["sent"], "a-client", "{v:#}");
+    assert_eq!(v["connect"]["ca_hints"][0], "CN=a root", "{v:#}");
+    let v = explain(&format!("https://localhost:{pb}/"));
+    assert_eq!(v["connect"]["sent"], "b-client", "{v:#}");
+    assert!(
+        v["connect"]["candidates"][0][1]
+            .as_str()
+            .unwrap()
+            .contains("reaches none of the CAs"),
+        "{v:#}"
+    );
+    let v = explain(&format!("https://localhost:{pb}/inline/"));
+    assert_eq!(v["rule"], "inline");
+    // c-inline is issued by a; the server asks for b: nothing is sent, and it says why.
+    assert_eq!(v["connect"]["sent"], serde_json::Value::Null, "{v:#}");
+    let v = explain_with("https://example.com/", &[]);
+    assert_eq!(v["rule"], serde_json::Value::Null);
+}
+
+/// Tunnel mode against `openssl s_server -Verify 1`, then rotation: replacing the client
+/// certificate file makes the next connection use the new certificate, in a new session.
+#[test]
+fn tunnel_to_openssl_s_server_and_rotation() {
+    let openssl = require_peer!("openssl");
+    let s = setup(&openssl);
+    let d = s.dir.path();
+    let rot = signed_by(&Spec::client("rot-1"), &s.b.intermediate);
+    write(
+        d,
+        "rot.pem",
+        &format!("{}{}", rot.pem, s.b.intermediate.pem),
+    );
+    write(d, "rot.key", &rot.key_pem);
+    let ps = free_port();
+    let _server = Peer(
+        Command::new(&openssl)
+            .current_dir(d)
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{ps}"),
+                "-cert",
+                "server.pem",
+                "-cert_chain",
+                "a-int.pem",
+                "-key",
+                "server.key",
+                "-Verify",
+                "1",
+                "-CAfile",
+                "b-root.pem",
+                "-verify_return_error",
+                "-www",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let extra = format!(
+        r#"[[identity]]
+name = "rot"
+cert = "rot.pem"
+key = "rot.key"
+[[egress.tunnel]]
+name = "t"
+listen = "127.0.0.1:0"
+target = "127.0.0.1:{ps}"
+sni = "localhost"
+identities = ["rot"]
+trust = "servers"
+"#
+    );
+    let cfg = egress_config(&s, &extra).replace("intercept_ca = \"egress-ca\"\n", "");
+    write(d, "egress.toml", &cfg);
+    wait_port("s_server", ps);
+    let proxy = Serve::start(d, "egress.toml", 2);
+    let pt = proxy.port("t");
+    let page = || {
+        use std::io::{Read as _, Write as _};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", pt)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = tcp.read_to_string(&mut out);
+        out
+    };
+    let first = page();
+    assert!(first.contains("Subject: CN=rot-1"), "{first}");
+    assert!(first.contains("New,"), "{first}");
+    // Resumption is on: the next connection resumes (so the check after rotation means something).
+    let second = page();
+    assert!(second.contains("Reused,"), "{second}");
+    // Rotate: a new certificate and key in the same files.
+    let rot2 = signed_by(&Spec::client("rot-2"), &s.b.intermediate);
+    write(d, "rot.key", &rot2.key_pem);
+    write(
+        d,
+        "rot.pem",
+        &format!("{}{}", rot2.pem, s.b.intermediate.pem),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let p = page();
+        if p.contains("Subject: CN=rot-2") {
+            assert!(
+                p.contains("New,"),
+                "the first connection after rotation must not resume: {p}"
+            );
+            break;
+        }
+        assert!(p.contains("Subject: CN=rot-1"), "{p}");
+        assert!(
+            Instant::now() < deadline,
+            "the rotated certificate was never used"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
