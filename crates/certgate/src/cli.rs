@@ -51,6 +51,9 @@ pub enum Command {
     /// URL gets.
     #[command(subcommand)]
     Egress(EgressCommand),
+    /// Wait until a running `certgate serve` is ready (its admin `/readyz` answers 200): start
+    /// certgate first, then the apps that depend on it.
+    WaitReady(WaitReadyArgs),
 }
 
 /// `certgate egress ...`.
@@ -111,6 +114,21 @@ pub struct ServeArgs {
     /// The config file.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
+    /// Write this file (the bound listeners, one per line) once every identity is loaded and
+    /// every listener is bound; it is removed on exit. For start-up ordering without HTTP.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// `certgate wait-ready`.
+#[derive(Debug, Args)]
+pub struct WaitReadyArgs {
+    /// The config file of the `certgate serve` to wait for (its `[admin] listen` is polled).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Give up after this many seconds (exit 75).
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
 }
 
 /// `certgate check`.

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Ca(args) => cmd::ca::run(args),
         Command::Inspect(args) => cmd::inspect::run(&args),
         Command::Egress(args) => cmd::egress::run(args),
+        Command::WaitReady(args) => cmd::serve::wait_ready(&args),
     };
     match result {
         Ok(code) => code,

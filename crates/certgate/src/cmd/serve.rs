@@ -35,7 +35,65 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         .thread_name("certgate")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(cfg, |_| {}))
+    let ready_file = args.ready_file.clone();
+    let result = runtime.block_on(serve(cfg, |addrs| {
+        if let Some(path) = &ready_file {
+            let lines: String = addrs.iter().map(|(n, a)| format!("{n} {a}\n")).collect();
+            // Written under a temporary name and renamed, so a reader never sees half a file.
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, lines).and_then(|()| std::fs::rename(&tmp, path)) {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the ready file");
+            }
+        }
+    }));
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// `certgate wait-ready`: polls the admin listener's `/readyz` until it answers 200.
+pub fn wait_ready(args: &crate::cli::WaitReadyArgs) -> Result<ExitCode> {
+    use std::io::{Read as _, Write as _};
+    let cfg = config::load(&args.config)?;
+    let Some(addr) = cfg.admin else {
+        return Err(fail(
+            exit::CONFIG,
+            format!(
+                "{}: no [admin] listen to poll; add one, or use `serve --ready-file`",
+                args.config.display()
+            ),
+        ));
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        let answer = (|| -> std::io::Result<String> {
+            let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+            tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+            tcp.write_all(b"GET /readyz HTTP/1.0\r\nHost: certgate\r\n\r\n")?;
+            let mut out = String::new();
+            tcp.read_to_string(&mut out)?;
+            Ok(out)
+        })();
+        let last = match answer {
+            Ok(text) if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") => {
+                println!("ready: http://{addr}/readyz");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(text) => text.lines().next().unwrap_or_default().to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(fail(
+                exit::TEMPFAIL,
+                format!(
+                    "http://{addr}/readyz not ready after {} s (last: {last})",
+                    args.timeout
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A running listener's address and its swappable configuration.

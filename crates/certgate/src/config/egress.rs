@@ -293,6 +293,18 @@ impl Resolver<'_> {
         let base = self.path(dir.get_ref());
         let cert_path = base.join("ca.pem");
         let key_path = base.join("ca.key");
+        if !cert_path.exists() || !key_path.exists() {
+            self.error(
+                Some(dir.span().start),
+                key,
+                format!(
+                    "{} has no ca.pem and ca.key: create the interception CA with `certgate egress ca --dir {}`",
+                    base.display(),
+                    dir.get_ref()
+                ),
+            );
+            return None;
+        }
         let cert = Spanned::new(dir.span(), cert_path.display().to_string());
         let (cert_bytes, origin) = self.read(&cert, key)?;
         let keyv = Spanned::new(dir.span(), key_path.display().to_string());

@@ -583,3 +583,116 @@ trust = "servers"
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Start-up ordering: `wait-ready` started before `serve` returns once serve is ready, and
+/// `serve --ready-file` writes its file only then (and removes it on exit).
+#[test]
+fn wait_ready_and_ready_file() {
+    let openssl = require_peer!("openssl");
+    let s = setup(&openssl);
+    let d = s.dir.path();
+    let admin = free_port();
+    let cfg = egress_config(&s, &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n"))
+        .replace("intercept_ca = \"egress-ca\"\n", "");
+    write(d, "egress.toml", &cfg);
+    let bin = env!("CARGO_BIN_EXE_certgate");
+    // Nothing running: a clear timeout, exit 75.
+    let out = Command::new(bin)
+        .current_dir(d)
+        .args(["wait-ready", "--config", "egress.toml", "--timeout", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/readyz not ready"),
+        "{out:?}"
+    );
+    let waiter = Command::new(bin)
+        .current_dir(d)
+        .args(["wait-ready", "--config", "egress.toml", "--timeout", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!d.join("ready").exists());
+    let mut serve = Peer(
+        Command::new(bin)
+            .current_dir(d)
+            .args(["serve", "--config", "egress.toml", "--ready-file", "ready"])
+            .env("CERTGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ready = std::fs::read_to_string(d.join("ready")).unwrap();
+    assert!(ready.starts_with("egress 127.0.0.1:"), "{ready}");
+    let pid = serve.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = serve.0.wait();
+    assert!(!d.join("ready").exists(), "the ready file outlived serve");
+}
+
+/// Unsafe or broken egress configs are refused with every error named by key.
+#[test]
+fn bad_egress_configs_are_refused() {
+    let dir = tempdir();
+    let d = dir.path();
+    crate::make_ca(d);
+    write(
+        d,
+        "c.toml",
+        r#"version = 1
+[[identity]]
+name = "me"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "t"
+ca = ["ca/ca.pem"]
+[egress]
+listen = "0.0.0.0:3128"
+intercept_ca = "nowhere"
+allow = ["bad host!"]
+  [[egress.rule]]
+  name = "no-trust"
+  url = "https://a.example"
+  identity = "me"
+  [[egress.rule]]
+  name = "bad-url"
+  url = "http://b.example"
+  identity = "ghost"
+  trust = "t"
+  pin_spki_sha256 = "xyz"
+  [[egress.tunnel]]
+  name = "tun"
+  listen = "127.0.0.1:0"
+  target = "nowhere"
+  trust = "t"
+"#,
+    );
+    let out = crate::certgate(d, "check --config c.toml");
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = crate::text(&out);
+    for expected in [
+        "`egress.listen`: 0.0.0.0:3128 is not a loopback address",
+        "allow_non_loopback = true",
+        "`egress.intercept_ca`",
+        "certgate egress ca --dir nowhere",
+        "`egress.allow`: `bad host!` is not a host name",
+        "`egress.rule.no-trust.trust`: missing: the server's certificate must verify before a client certificate is sent",
+        "`egress.rule.bad-url.url`: `http://b.example` must start with `https://`",
+        "`egress.rule.bad-url.identity`: no [[identity]] named `ghost`",
+        "`egress.rule.bad-url.pin_spki_sha256`: `xyz` is not 64 hex digits",
+        "`egress.tunnel.tun.target`: `nowhere` is not host:port",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
