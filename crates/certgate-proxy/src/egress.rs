@@ -25,7 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ServerConfig;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -268,18 +268,10 @@ impl Interceptor {
                 time::OffsetDateTime::now_utc(),
             )
             .map_err(|e| format!("cannot mint a certificate for {host}: {e}"))?;
-        let key = PrivateKeyDer::try_from(issued.key_der)
-            .map_err(|e| format!("minted key for {host}: {e}"))?;
         let chain: Vec<CertificateDer<'static>> =
             vec![issued.cert_der, self.ca.certificate().clone()];
-        let mut config = ServerConfig::builder_with_provider(certgate_tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
+        let config = certgate_tls::egress::intercept_server_config(chain, issued.key_der)
             .map_err(|e| format!("minted certificate for {host}: {e}"))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let config = Arc::new(config);
         if let Ok(mut m) = self.configs.lock() {
             if m.len() >= MINTED_CACHE {
                 m.clear();

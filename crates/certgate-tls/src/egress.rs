@@ -199,7 +199,7 @@ pub struct EgressTls {
     pub rule: String,
     /// Private trust anchors (and CRLs) for the server's certificate.
     pub trust: Option<Arc<TrustBundle>>,
-    /// Also trust the operating system's roots.
+    /// More trust anchors: the operating system's roots, when the rule asks for them.
     pub system_roots: Vec<CertificateDer<'static>>,
     /// The server's SPKI must also be this one.
     pub pin: Option<SpkiHash>,
@@ -209,17 +209,19 @@ pub struct EgressTls {
     pub alpn: Vec<Vec<u8>>,
 }
 
-/// Reads the operating system's trust store (e.g. Debian's `ca-certificates`).
-pub fn system_roots() -> Result<Vec<CertificateDer<'static>>, String> {
-    let found = rustls_native_certs::load_native_certs();
-    if found.certs.is_empty() {
-        let why = found
-            .errors
-            .first()
-            .map_or_else(|| "it is empty".to_owned(), |e| e.to_string());
-        return Err(format!("cannot read the system trust store: {why}"));
-    }
-    Ok(found.certs)
+/// The TLS server configuration egress interception presents for one host: `chain` (the minted
+/// leaf, then the interception CA) and its PKCS#8 key; no client authentication, HTTP/1.1.
+pub fn intercept_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: Vec<u8>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key_pkcs8.into());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A rule's client configuration and its resolver.

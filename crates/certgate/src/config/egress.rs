@@ -373,13 +373,19 @@ impl Resolver<'_> {
             );
         }
         let system_roots = if f.system_roots {
-            match certgate_tls::egress::system_roots() {
-                Ok(r) => r,
-                Err(e) => {
-                    self.error(Some(at), &format!("{prefix}.system_roots"), e);
-                    Vec::new()
-                }
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or_else(|| "it is empty".to_owned(), |e| e.to_string());
+                self.error(
+                    Some(at),
+                    &format!("{prefix}.system_roots"),
+                    format!("cannot read the system trust store: {why}"),
+                );
             }
+            found.certs
         } else {
             Vec::new()
         };

@@ -682,6 +682,7 @@ mod tests {
             include_str!("../../../../docs/guides/http-app.md"),
             include_str!("../../../../docs/guides/transient-certs.md"),
             include_str!("../../../../docs/guides/behind-a-waf.md"),
+            include_str!("../../../../docs/guides/egress.md"),
         ]
         .concat();
         let mut blocks = 0;

@@ -42,23 +42,25 @@ fn python_with(modules: &[&str]) -> Option<std::path::PathBuf> {
 const CLIENTS: &str = r#"
 import asyncio, json, os, ssl, sys
 lib, url, cafile = sys.argv[1], sys.argv[2], sys.argv[3]
-proxy = os.environ["HTTPS_PROXY"]
+# "env": trust what the environment says (REQUESTS_CA_BUNDLE, SSL_CERT_FILE), as an app would.
+env = cafile == "env"
 def out(status, body):
     print(json.dumps({"status": status, "body": body}))
 try:
     if lib == "requests":
         import requests
-        r = requests.get(url, verify=cafile, timeout=10)
+        r = requests.get(url, verify=True if env else cafile, timeout=10)
         out(r.status_code, r.text)
     elif lib == "httpx":
         import httpx
-        with httpx.Client(verify=ssl.create_default_context(cafile=cafile), trust_env=True, timeout=10) as c:
+        verify = True if env else ssl.create_default_context(cafile=cafile)
+        with httpx.Client(verify=verify, trust_env=True, timeout=10) as c:
             r = c.get(url)
             out(r.status_code, r.text)
     else:
         import aiohttp
         async def main():
-            ctx = ssl.create_default_context(cafile=cafile)
+            ctx = ssl.create_default_context() if env else ssl.create_default_context(cafile=cafile)
             async with aiohttp.ClientSession(trust_env=True) as s:
                 async with s.get(url, ssl=ctx, timeout=aiohttp.ClientTimeout(total=10)) as r:
                     out(r.status, await r.text())
@@ -69,7 +71,12 @@ except Exception as e:
 
 fn get(python: &Path, d: &Path, proxy: u16, lib: &str, url: &str, cafile: &str) -> (u16, String) {
     let proxy_url = format!("http://127.0.0.1:{proxy}");
-    let out = Command::new(python)
+    let mut cmd = Command::new(python);
+    if cafile == "env" {
+        cmd.env("REQUESTS_CA_BUNDLE", d.join("egress-ca/ca.pem"))
+            .env("SSL_CERT_FILE", d.join("egress-ca/ca.pem"));
+    }
+    let out = cmd
         .current_dir(d)
         .args(["-c", CLIENTS, lib, url, cafile])
         .env("HTTPS_PROXY", &proxy_url)
@@ -345,6 +352,17 @@ forward = ["certgate"]
             body.contains("\"x-client-verify\": \"SUCCESS\""),
             "{lib}: {body}"
         );
+        // The interception CA trusted through the environment, as the guide says.
+        let (code, body) = get(
+            &python,
+            d,
+            pp,
+            lib,
+            &format!("https://localhost:{pa}/"),
+            "env",
+        );
+        assert_eq!(code, 200, "{lib}: {body}");
+        assert!(body.contains("verify=SUCCESS"), "{lib}: {body}");
         // http:// URLs: originated over mTLS https.
         let (code, body) = get(
             &python,
