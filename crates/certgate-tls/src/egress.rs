@@ -14,6 +14,8 @@
 //!
 //! Session resumption: every rule has its own `ClientConfig`, so its own session cache; a
 //! reload builds new configs, so a rotated certificate never resumes a session of the old one.
+//! A rule with several identities does not resume at all: rustls keys sessions by server name
+//! only, and a resumed session carries the identity of its first handshake.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -276,6 +278,12 @@ pub fn egress_client_config(
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesClientCert>);
     config.alpn_protocols = tls.alpn;
+    if resolver.identities.len() > 1 {
+        // A resumed session keeps the client identity of its first handshake, and rustls keys
+        // sessions by server name alone: two servers under one name (different ports) asking for
+        // different CAs could otherwise get each other's identity.
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok((Arc::new(config), resolver))
 }
 

@@ -360,7 +360,7 @@ async fn reload(
 /// The `/status` document: listeners and loaded certificates with their expiry.
 fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> serde_json::Value {
     let now = time::OffsetDateTime::now_utc();
-    let listeners: Vec<serde_json::Value> = cfg
+    let mut listeners: Vec<serde_json::Value> = cfg
         .ingresses
         .iter()
         .map(|i| ("ingress", &i.config.name, i.config.client_auth, i.config.trust.as_ref().map(|t| t.name().to_owned())))
@@ -370,6 +370,26 @@ fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> serde_json::V
             serde_json::json!({ "kind": kind, "name": name, "addr": addr, "client_auth": mode.name(), "trust": trust })
         })
         .collect();
+    if let Some(e) = &cfg.egress {
+        let addr_of = |name: &str| {
+            addrs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| a.to_string())
+        };
+        if e.listen.is_some() {
+            let rules: Vec<_> = e
+                .config
+                .rules
+                .iter()
+                .map(|r| serde_json::json!({ "name": r.name, "identities": r.identities }))
+                .collect();
+            listeners.push(serde_json::json!({ "kind": "egress", "name": e.config.name, "addr": addr_of(&e.config.name), "rules": rules, "intercepts": e.config.interceptor.is_some() }));
+        }
+        for t in &e.tunnels {
+            listeners.push(serde_json::json!({ "kind": "egress-tunnel", "name": t.config.name, "addr": addr_of(&t.config.name), "target": format!("{}:{}", t.config.host, t.config.port) }));
+        }
+    }
     let certificates: Vec<serde_json::Value> = cfg
         .identities
         .iter()

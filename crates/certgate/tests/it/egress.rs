@@ -141,7 +141,7 @@ http {{
 fn nginx_server(port: u16, verify: &str, ca_file: &str) -> String {
     format!(
         "  server {{ listen 127.0.0.1:{port} ssl; ssl_verify_client {verify}; ssl_verify_depth 3; ssl_client_certificate {ca_file}; \
-         location / {{ return 200 \"port={port} verify=$ssl_client_verify subject=$ssl_client_s_dn\\n\"; }} }}\n"
+         location / {{ return 200 \"port={port} verify=$ssl_client_verify subject=$ssl_client_s_dn issuer=$ssl_client_i_dn\\n\"; }} }}\n"
     )
 }
 
@@ -337,7 +337,18 @@ forward = ["certgate"]
             "egress-ca/ca.pem",
         );
         assert_eq!(code, 200, "{lib}: {body}");
-        assert!(body.contains("verify=SUCCESS"), "{lib}: {body}");
+        assert!(body.contains("issuer=CN=b intermediate"), "{lib}: {body}");
+        // Back to A on the same host name: a's identity again, never a resumed b session.
+        let (code, body) = get(
+            &python,
+            d,
+            pp,
+            lib,
+            &format!("https://localhost:{pa}/"),
+            "egress-ca/ca.pem",
+        );
+        assert_eq!(code, 200, "{lib}: {body}");
+        assert!(body.contains("issuer=CN=a intermediate"), "{lib}: {body}");
         // certgate's ingress asks for CA b: b's identity, verified there.
         let (code, body) = get(
             &python,
@@ -646,6 +657,34 @@ fn wait_ready_and_ready_file() {
     assert!(out.status.success(), "{out:?}");
     let ready = std::fs::read_to_string(d.join("ready")).unwrap();
     assert!(ready.starts_with("egress 127.0.0.1:"), "{ready}");
+    // /status lists the egress listener and its rules; /metrics exports every identity's expiry.
+    let http_get = |path: &str| {
+        use std::io::{Read as _, Write as _};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+        write!(tcp, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).unwrap();
+        out
+    };
+    let status = http_get("/status");
+    let body = status.split_once("\r\n\r\n").unwrap().1;
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let egress = &v["listeners"][0];
+    assert_eq!(egress["kind"], "egress", "{v:#}");
+    assert_eq!(
+        egress["rules"][0]["identities"],
+        serde_json::json!(["a-client", "b-client"]),
+        "{v:#}"
+    );
+    let metrics = http_get("/metrics");
+    for id in ["a-client", "b-client", "c-inline"] {
+        assert!(
+            metrics.contains(&format!(
+                "certgate_certificate_expiry_seconds{{identity=\"{id}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
     let pid = serve.0.id().to_string();
     assert!(
         Command::new("kill")
