@@ -2,8 +2,14 @@
 //! certificate), used by `bench/run.sh` to measure certgate and nginx in the same run.
 //!
 //! Modes: `handshake` (a new connection and full handshake per request), `keepalive` (requests
-//! over long-lived connections, with latency percentiles) and `idle` (open connections and hold
-//! them, for memory measurements). Prints one JSON line.
+//! over long-lived connections, with latency percentiles), `idle` (open connections and hold
+//! them, for memory measurements) and `download` (one GET of a large body, for throughput).
+//! Prints one JSON line.
+//!
+//! How it reaches the server (`--via`): `direct` mTLS; `plain` TCP (e.g. into a certgate egress
+//! tunnel, which adds the TLS); `proxy-origin` (absolute-form `http://` requests to a forward
+//! proxy at `--proxy`, which originates mTLS); `proxy-connect` (`CONNECT` through the proxy, then
+//! TLS that trusts `--proxy-ca`, the proxy's interception CA).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +28,15 @@ enum Mode {
     Handshake,
     Keepalive,
     Idle,
+    Download,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Via {
+    Direct,
+    Plain,
+    ProxyOrigin,
+    ProxyConnect,
 }
 
 /// mTLS load generator.
@@ -54,6 +69,101 @@ struct Args {
     /// Request path.
     #[arg(long, default_value = "/")]
     path: String,
+    /// How to reach the server.
+    #[arg(long, value_enum, default_value = "direct")]
+    via: Via,
+    /// The forward proxy (`proxy-origin`, `proxy-connect`).
+    #[arg(long)]
+    proxy: Option<String>,
+    /// The proxy's interception CA (`proxy-connect`).
+    #[arg(long)]
+    proxy_ca: Option<String>,
+}
+
+/// A connection of any kind.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens connections the way `--via` says.
+#[derive(Clone)]
+struct Dialer {
+    via: Via,
+    addr: String,
+    proxy: String,
+    sni: ServerName<'static>,
+    tls: TlsConnector,
+    proxy_tls: Option<TlsConnector>,
+}
+
+impl Dialer {
+    async fn dial(&self) -> Result<Box<dyn Io>> {
+        match self.via {
+            Via::Direct => Ok(Box::new(connect(&self.addr, &self.sni, &self.tls).await?)),
+            Via::Plain => Ok(Box::new(tcp(&self.addr).await?)),
+            Via::ProxyOrigin => Ok(Box::new(tcp(&self.proxy).await?)),
+            Via::ProxyConnect => {
+                let mut s = tcp(&self.proxy).await?;
+                let host = match &self.sni {
+                    ServerName::DnsName(d) => d.as_ref().to_owned(),
+                    other => format!("{other:?}"),
+                };
+                let port = self.addr.rsplit(':').next().unwrap_or("443");
+                s.write_all(
+                    format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await?;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await? == 0 {
+                        bail!("the proxy closed the CONNECT");
+                    }
+                    head.push(byte[0]);
+                }
+                if !head.starts_with(b"HTTP/1.1 200") {
+                    bail!("CONNECT: {}", String::from_utf8_lossy(&head));
+                }
+                let tls = self.proxy_tls.as_ref().context("--proxy-ca is required")?;
+                Ok(Box::new(tls.connect(self.sni.clone(), s).await?))
+            }
+        }
+    }
+
+    /// The request line target: absolute-form for `proxy-origin`.
+    fn target(&self, path: &str) -> String {
+        if self.via == Via::ProxyOrigin {
+            let host = match &self.sni {
+                ServerName::DnsName(d) => d.as_ref().to_owned(),
+                other => format!("{other:?}"),
+            };
+            let port = self.addr.rsplit(':').next().unwrap_or("80");
+            format!("http://{host}:{port}{path}")
+        } else {
+            path.to_owned()
+        }
+    }
+}
+
+async fn tcp(addr: &str) -> Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+fn proxy_config(ca: &str) -> Result<Arc<rustls::ClientConfig>> {
+    let bytes = std::fs::read(ca).with_context(|| format!("cannot read {ca}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in credential::parse_certificates(&bytes, &Origin::file(ca))? {
+        roots.add(c)?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 fn config(args: &Args) -> Result<Arc<rustls::ClientConfig>> {
@@ -132,6 +242,53 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let tls = TlsConnector::from(config(&args)?);
     let sni = ServerName::try_from(args.sni.clone())?;
+    let dialer = Dialer {
+        via: args.via,
+        addr: args.addr.clone(),
+        proxy: args.proxy.clone().unwrap_or_default(),
+        sni: sni.clone(),
+        tls: tls.clone(),
+        proxy_tls: match &args.proxy_ca {
+            Some(ca) => Some(TlsConnector::from(proxy_config(ca)?)),
+            None => None,
+        },
+    };
+    if matches!(args.via, Via::ProxyOrigin | Via::ProxyConnect) && args.proxy.is_none() {
+        bail!("--via {:?} needs --proxy", args.via);
+    }
+    let target = dialer.target(&args.path);
+    if let Mode::Download = args.mode {
+        let mut s = dialer.dial().await?;
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            args.sni
+        );
+        let t = Instant::now();
+        s.write_all(req.as_bytes()).await?;
+        let mut total = 0u64;
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut head = Vec::new();
+        loop {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            if head.len() < 4 || !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                head.extend_from_slice(&chunk[..n.min(4096)]);
+            }
+            total += n as u64;
+        }
+        if !head.starts_with(b"HTTP/1.1 200") {
+            let line = String::from_utf8_lossy(&head);
+            bail!("download: {}", line.lines().next().unwrap_or("no response"));
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({"mode": "download", "via": format!("{:?}", args.via), "bytes": total, "seconds": secs, "mib_per_s": total as f64 / secs / 1048576.0})
+        );
+        return Ok(());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -140,11 +297,10 @@ async fn main() -> Result<()> {
     match args.mode {
         Mode::Idle => {
             let mut held = Vec::with_capacity(args.connections);
-            let req =
-                format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", args.path, args.sni).into_bytes();
+            let req = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", args.sni).into_bytes();
             let mut buf = Vec::new();
             for _ in 0..args.connections {
-                match connect(&args.addr, &sni, &tls).await {
+                match dialer.dial().await {
                     Ok(mut s) => match request(&mut s, &req, &mut buf).await {
                         Ok(()) => held.push(s),
                         Err(_) => {
@@ -164,27 +320,20 @@ async fn main() -> Result<()> {
             tokio::time::sleep(duration).await;
             return Ok(());
         }
-        Mode::Handshake | Mode::Keepalive => {}
+        Mode::Handshake | Mode::Keepalive | Mode::Download => {}
     }
     let keepalive = matches!(args.mode, Mode::Keepalive);
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
-        let (tls, sni, stop, ok, errors) = (
-            tls.clone(),
-            sni.clone(),
-            stop.clone(),
-            ok.clone(),
-            errors.clone(),
-        );
-        let addr = args.addr.clone();
+        let (dialer, stop, ok, errors) = (dialer.clone(), stop.clone(), ok.clone(), errors.clone());
         let conn_header = if keepalive {
             ""
         } else {
             "Connection: close\r\n"
         };
         let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\n{conn_header}\r\n",
-            args.path, args.sni
+            "GET {target} HTTP/1.1\r\nHost: {}\r\n{conn_header}\r\n",
+            args.sni
         )
         .into_bytes();
         tasks.push(tokio::spawn(async move {
@@ -195,7 +344,7 @@ async fn main() -> Result<()> {
                 let t = Instant::now();
                 let result = async {
                     if stream.is_none() || !keepalive {
-                        stream = Some(connect(&addr, &sni, &tls).await?);
+                        stream = Some(dialer.dial().await?);
                     }
                     let s = stream.as_mut().context("no stream")?;
                     request(s, &req, &mut buf).await

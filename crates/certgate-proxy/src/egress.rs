@@ -723,6 +723,9 @@ async fn originate(
     }
 }
 
+/// Per-direction buffer of a tunnel's copy loop.
+const COPY_BUF: usize = 64 * 1024;
+
 /// A resolved `[[egress.tunnel]]`: plain TCP in, TLS with a client identity out.
 #[derive(Debug)]
 pub struct EgressTunnelConfig {
@@ -792,7 +795,9 @@ async fn tunnel_connection(cfg: &EgressTunnelConfig, mut tcp: TcpStream, peer: S
         }
     };
     let sent_cert = upstream.get_ref().1.peer_certificates().is_some();
-    let result = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+    // Large buffers: a TLS record carries up to 16 KiB, and bulk transfers move many of them.
+    let result =
+        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut upstream, COPY_BUF, COPY_BUF).await;
     let (up, down) = result.unwrap_or((0, 0));
     tracing::info!(
         target: "certgate::access",
