@@ -398,26 +398,52 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    let target = req.uri().to_string();
+    // Logged without the query, which may carry secrets.
+    let target = match (req.uri().scheme_str(), req.uri().authority()) {
+        (Some(scheme), Some(a)) => format!("{scheme}://{a}{}", req.uri().path()),
+        (None, Some(a)) => a.to_string(),
+        _ => req.uri().path().to_owned(),
+    };
     let (resp, how) = if method == Method::CONNECT {
-        connect(&cfg, req).await
+        connect(&cfg, peer, req).await
     } else {
         absolute(&cfg, req).await
     };
+    access(
+        &cfg.name,
+        peer,
+        &method,
+        &target,
+        how,
+        resp.status(),
+        started,
+    );
+    resp
+}
+
+/// One JSON access-log line and one count per request (or `CONNECT`).
+fn access(
+    listener: &str,
+    peer: SocketAddr,
+    method: &Method,
+    url: &str,
+    mode: &'static str,
+    status: StatusCode,
+    started: Instant,
+) {
     if crate::metrics::enabled() {
-        metrics::counter!("certgate_egress_requests_total", "mode" => how, "status" => resp.status().as_u16().to_string()).increment(1);
+        metrics::counter!("certgate_egress_requests_total", "mode" => mode, "status" => status.as_u16().to_string()).increment(1);
     }
     tracing::info!(
         target: "certgate::access",
-        listener = %cfg.name,
+        listener,
         %peer,
         method = %method,
-        url = %target,
-        mode = how,
-        status = resp.status().as_u16(),
+        url,
+        mode,
+        status = status.as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
-    resp
 }
 
 /// `GET http://host/path` (absolute form): TLS origination when a rule matches, else plain.
@@ -509,7 +535,11 @@ fn bad_gateway(host: &str, port: u16, e: &(dyn std::error::Error + 'static)) -> 
 }
 
 /// `CONNECT host:port`: intercepted when a rule matches, else a blind tunnel.
-async fn connect(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<Body>, &'static str) {
+async fn connect(
+    cfg: &EgressConfig,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> (Response<Body>, &'static str) {
     let Some(authority) = req.uri().authority().cloned() else {
         return (
             text(StatusCode::BAD_REQUEST, "CONNECT needs host:port"),
@@ -541,11 +571,18 @@ async fn connect(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<Body>,
                 return (text(StatusCode::INTERNAL_SERVER_ERROR, e), "intercept");
             }
         };
-        let rules = rules_snapshot(cfg, &host, port);
+        let job = Intercept {
+            server,
+            rules: rules_snapshot(cfg, &host, port),
+            host,
+            port,
+            listener: cfg.name.clone(),
+            peer,
+        };
         let upgrade = hyper::upgrade::on(req);
         tokio::spawn(async move {
             match upgrade.await {
-                Ok(upgraded) => intercept(upgraded, server, rules, host, port).await,
+                Ok(upgraded) => intercept(upgraded, job).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }
         });
@@ -629,13 +666,25 @@ struct RuleRef {
 /// Inside an intercepted CONNECT: TLS with a minted certificate, then each request goes to
 /// `https://host:port` with the identity of the rule its path selects. A path under none of
 /// the host's rules uses the host's least specific rule.
-async fn intercept(
-    upgraded: hyper::upgrade::Upgraded,
+/// An intercepted `CONNECT`: where it goes and what serves it.
+struct Intercept {
     server: Arc<ServerConfig>,
     rules: Arc<Vec<Arc<RuleRef>>>,
     host: String,
     port: u16,
-) {
+    listener: String,
+    peer: SocketAddr,
+}
+
+async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept) {
+    let Intercept {
+        server,
+        rules,
+        host,
+        port,
+        listener,
+        peer,
+    } = job;
     let tls = match tokio_rustls::TlsAcceptor::from(server)
         .accept(TokioIo::new(upgraded))
         .await
@@ -649,6 +698,7 @@ async fn intercept(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let rules = Arc::clone(&rules);
         let host = host.clone();
+        let listener = listener.clone();
         async move {
             let path = req.uri().path().to_owned();
             let rule = rules
@@ -661,6 +711,8 @@ async fn intercept(
                         .min_by_key(|r| (r.host_score, r.score_path.len()))
                 })
                 .cloned();
+            let started = Instant::now();
+            let method = req.method().clone();
             let resp = match rule {
                 Some(rule) => {
                     tracing::debug!(rule = %rule.name, %host, %path, "intercepted request");
@@ -668,6 +720,16 @@ async fn intercept(
                 }
                 None => text(StatusCode::BAD_GATEWAY, "no egress rule"),
             };
+            let url = format!("https://{host}:{port}{path}");
+            access(
+                &listener,
+                peer,
+                &method,
+                &url,
+                "intercepted",
+                resp.status(),
+                started,
+            );
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
