@@ -753,3 +753,118 @@ allow = ["bad host!"]
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+/// Per-rule SPKI pin and SNI override, and the allow list, through the proxy with curl.
+#[test]
+fn pins_sni_and_allow_list() {
+    let nginx = require_peer!("nginx");
+    let openssl = require_peer!("openssl");
+    let curl = require_peer!("curl");
+    let s = setup(&openssl);
+    let d = s.dir.path();
+    let (pa, pb, po) = (free_port(), free_port(), free_port());
+    let _nginx = start_nginx(
+        &nginx,
+        d,
+        &format!(
+            "{}{}{}",
+            nginx_server(pa, "on", "a-root.pem"),
+            nginx_server(pb, "on", "a-root.pem"),
+            nginx_server(po, "optional_no_ca", "a-root.pem")
+        ),
+    );
+    let pin = certgate_pki::Identity::from_der(&s.a.server.der)
+        .unwrap()
+        .spki_sha256
+        .to_hex();
+    let other_pin = "00".repeat(32);
+    let rules = format!(
+        r#"
+  [[egress.rule]]
+  name = "pinned"
+  url = "https://localhost:{pa}"
+  identity = "a-client"
+  trust = "servers"
+  pin_spki_sha256 = "{pin}"
+  [[egress.rule]]
+  name = "mispinned"
+  url = "https://localhost:{pb}"
+  identity = "a-client"
+  trust = "servers"
+  pin_spki_sha256 = "{other_pin}"
+  [[egress.rule]]
+  name = "by-ip-as-localhost"
+  url = "https://127.0.0.1:{pa}"
+  identity = "a-client"
+  trust = "servers"
+  sni = "localhost"
+  [[egress.rule]]
+  name = "by-ip-wrong-name"
+  url = "https://127.0.0.1:{pb}"
+  identity = "a-client"
+  trust = "servers"
+  sni = "wrong.example"
+"#
+    );
+    // Only the rules' own destinations and 127.0.0.1:PO are reachable.
+    let cfg = egress_config(&s, &rules).replace(
+        "intercept_ca = \"egress-ca\"\n",
+        &format!("allow = [\"127.0.0.1:{po}\"]\n"),
+    );
+    write(d, "egress.toml", &cfg);
+    for p in [pa, pb, po] {
+        wait_port("nginx", p);
+    }
+    let proxy = Serve::start(d, "egress.toml", 1);
+    let pp = proxy.port("egress");
+    let via_proxy = |url: &str| {
+        let out = Command::new(&curl)
+            .current_dir(d)
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                "a-root.pem",
+                "-w",
+                "\n%{http_code}",
+                "-x",
+            ])
+            .arg(format!("http://127.0.0.1:{pp}"))
+            .arg(url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (
+            code.to_owned(),
+            format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (code, body) = via_proxy(&format!("http://localhost:{pa}/"));
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("verify=SUCCESS"), "{body}");
+    let (code, body) = via_proxy(&format!("http://localhost:{pb}/"));
+    assert_eq!(code, "502", "{body}");
+    assert!(body.contains("is not the pinned"), "{body}");
+    let (code, body) = via_proxy(&format!("http://127.0.0.1:{pa}/"));
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("verify=SUCCESS"), "{body}");
+    let (code, body) = via_proxy(&format!("http://127.0.0.1:{pb}/"));
+    assert_eq!(code, "502", "{body}");
+    assert!(
+        body.contains("not valid for name \"wrong.example\""),
+        "{body}"
+    );
+    // Not on the allow list: refused, both blind CONNECT and plain http.
+    let elsewhere = free_port();
+    let (_, body) = via_proxy(&format!("https://127.0.0.1:{elsewhere}/"));
+    assert!(body.contains("403"), "{body}");
+    let (code, body) = via_proxy(&format!("http://127.0.0.1:{elsewhere}/"));
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("is not on the egress allow list"), "{body}");
+    // On it: a blind tunnel to the real server.
+    let (code, body) = via_proxy(&format!("https://127.0.0.1:{po}/"));
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("verify=NONE"), "{body}");
+}
