@@ -389,6 +389,7 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
     let resp = match &route.upstream {
         Upstream::ForwardAuth => forward_auth(cfg, conn, route),
         Upstream::Echo => echo(cfg, conn, route, &req),
+        Upstream::Local(svc) => crate::local::serve(svc.as_ref(), req).await,
         Upstream::Remote { authority, client } => {
             proxy(shared, conn, route, authority, client, host.as_deref(), req).await
         }

@@ -14,6 +14,7 @@ pub mod egress;
 pub mod front;
 mod idle;
 pub mod ingress;
+pub mod local;
 mod metrics;
 pub mod policy;
 pub mod proxy_protocol;

@@ -90,6 +90,8 @@ pub enum Upstream {
     Echo,
     /// A forward-auth endpoint: 200 with identity headers when policy allows, 401/403 otherwise.
     ForwardAuth,
+    /// A service inside the process (e.g. the transparency log API).
+    Local(std::sync::Arc<dyn crate::local::LocalService>),
 }
 
 /// A route of an HTTP listener.

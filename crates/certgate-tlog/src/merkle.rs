@@ -88,7 +88,11 @@ pub fn stored_hash_count(n: u64) -> u64 {
 
 /// The hashes to store when appending leaf `n` (whose leaf hash is `leaf`), given the tree of
 /// `n` leaves before it: the leaf hash, then each subtree it completes.
-pub fn hashes_to_store(n: u64, leaf: Hash, r: &impl HashReader) -> Result<Vec<Hash>, Error> {
+pub fn hashes_to_store(
+    n: u64,
+    leaf: Hash,
+    r: &(impl HashReader + ?Sized),
+) -> Result<Vec<Hash>, Error> {
     let mut out = vec![leaf];
     let mut h = leaf;
     let mut level = 0u8;
@@ -106,7 +110,7 @@ pub fn hashes_to_store(n: u64, leaf: Hash, r: &impl HashReader) -> Result<Vec<Ha
 /// `MTH(D[lo:hi])` for a range whose start is aligned to the largest power of two it contains
 /// (always true in RFC 6962's recursion): the complete subtrees from the left, folded from the
 /// right.
-fn range_hash(lo: u64, hi: u64, r: &impl HashReader) -> Result<Hash, Error> {
+fn range_hash(lo: u64, hi: u64, r: &(impl HashReader + ?Sized)) -> Result<Hash, Error> {
     debug_assert!(lo < hi);
     let mut parts = Vec::new();
     let mut start = lo;
@@ -127,7 +131,7 @@ fn range_hash(lo: u64, hi: u64, r: &impl HashReader) -> Result<Hash, Error> {
 }
 
 /// The root of the tree of the first `n` leaves.
-pub fn tree_hash(n: u64, r: &impl HashReader) -> Result<Hash, Error> {
+pub fn tree_hash(n: u64, r: &(impl HashReader + ?Sized)) -> Result<Hash, Error> {
     if n == 0 {
         return Ok(empty_root());
     }
@@ -141,7 +145,11 @@ fn split(n: u64) -> u64 {
 
 /// The inclusion proof of leaf `index` in the tree of `size` leaves (RFC 6962 `PATH`), leaf
 /// sibling first.
-pub fn inclusion_proof(index: u64, size: u64, r: &impl HashReader) -> Result<Vec<Hash>, Error> {
+pub fn inclusion_proof(
+    index: u64,
+    size: u64,
+    r: &(impl HashReader + ?Sized),
+) -> Result<Vec<Hash>, Error> {
     if index >= size {
         return Err(Error::Proof(format!(
             "index {index} is not in a tree of size {size}"
@@ -152,7 +160,13 @@ pub fn inclusion_proof(index: u64, size: u64, r: &impl HashReader) -> Result<Vec
     Ok(out)
 }
 
-fn path(m: u64, lo: u64, hi: u64, r: &impl HashReader, out: &mut Vec<Hash>) -> Result<(), Error> {
+fn path(
+    m: u64,
+    lo: u64,
+    hi: u64,
+    r: &(impl HashReader + ?Sized),
+    out: &mut Vec<Hash>,
+) -> Result<(), Error> {
     if hi - lo == 1 {
         return Ok(());
     }
@@ -169,7 +183,11 @@ fn path(m: u64, lo: u64, hi: u64, r: &impl HashReader, out: &mut Vec<Hash>) -> R
 
 /// The consistency proof from the tree of `old` leaves to the tree of `new` leaves (RFC 6962
 /// `PROOF`).
-pub fn consistency_proof(old: u64, new: u64, r: &impl HashReader) -> Result<Vec<Hash>, Error> {
+pub fn consistency_proof(
+    old: u64,
+    new: u64,
+    r: &(impl HashReader + ?Sized),
+) -> Result<Vec<Hash>, Error> {
     if old > new {
         return Err(Error::Proof(format!(
             "old size {old} is larger than new size {new}"
@@ -188,7 +206,7 @@ fn subproof(
     lo: u64,
     hi: u64,
     complete: bool,
-    r: &impl HashReader,
+    r: &(impl HashReader + ?Sized),
     out: &mut Vec<Hash>,
 ) -> Result<(), Error> {
     let n = hi - lo;

@@ -167,7 +167,7 @@ pub fn tile_for(level: u8, index: u64, size: u64) -> Option<Tile> {
 }
 
 /// The contents of a hash tile: `width` hashes of 32 bytes.
-pub fn read_tile(tile: &Tile, r: &impl HashReader) -> Result<Vec<u8>, Error> {
+pub fn read_tile(tile: &Tile, r: &(impl HashReader + ?Sized)) -> Result<Vec<u8>, Error> {
     let level = tile
         .level
         .ok_or_else(|| Error::Tile("an entry bundle is not a hash tile".into()))?;

@@ -1,0 +1,36 @@
+//! The transparency log service: durable embedded storage ([`store`]), the batching
+//! [`sequencer`], and the tlog-tiles read API plus the write endpoint ([`service`]), on top of the
+//! pure core in `certgate-tlog`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod sequencer;
+pub mod service;
+pub mod store;
+
+pub use sequencer::{Appended, BatchLimits, Sequencer};
+pub use service::LogService;
+pub use store::Store;
+
+/// What went wrong in the log service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The storage failed.
+    #[error("log storage: {0}")]
+    Storage(String),
+    /// Another writer moved the log (compare-and-swap failed).
+    #[error("the log has {found} entries, not the expected {expected}: another writer?")]
+    Conflict {
+        /// The size the sequencer expected.
+        expected: u64,
+        /// The size found.
+        found: u64,
+    },
+    /// The core refused something (proof, note, tile).
+    #[error(transparent)]
+    Log(#[from] certgate_tlog::Error),
+    /// The sequencer has stopped.
+    #[error("the log is shutting down")]
+    Closed,
+}

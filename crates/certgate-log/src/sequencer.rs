@@ -1,0 +1,145 @@
+//! The sequencer: one task that takes entries from any number of submitters, batches them (up
+//! to `max_entries`, or whatever arrived within `max_wait`), commits each batch durably, signs
+//! one checkpoint per batch, and only then answers every submitter in it with its index, the
+//! checkpoint and an inclusion proof.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certgate_tlog::checkpoint::Checkpoint;
+use certgate_tlog::merkle::{self, Hash};
+use certgate_tlog::note::Signer;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Error;
+use crate::store::Store;
+
+/// Batching bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    /// Entries per batch at most.
+    pub max_entries: usize,
+    /// How long the first entry of a batch waits for company.
+    pub max_wait: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_entries: 1024,
+            max_wait: Duration::from_millis(5),
+        }
+    }
+}
+
+/// An appended entry, durable.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    /// Its index.
+    pub index: u64,
+    /// Whether it was already in the log (same bytes, same index).
+    pub duplicate: bool,
+    /// The signed checkpoint it is proven against.
+    pub checkpoint: String,
+    /// Its inclusion proof in that checkpoint's tree.
+    pub proof: Vec<Hash>,
+}
+
+struct Job {
+    entry: Vec<u8>,
+    reply: oneshot::Sender<Result<Appended, Arc<Error>>>,
+}
+
+/// Handle to the sequencer task.
+#[derive(Clone, Debug)]
+pub struct Sequencer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Sequencer {
+    /// Starts the sequencer over `store`, signing with `signer`.
+    pub fn start(store: Arc<Store>, signer: Arc<Signer>, limits: BatchLimits) -> Self {
+        let (tx, rx) = mpsc::channel(limits.max_entries.max(1) * 4);
+        tokio::spawn(run(store, signer, limits, rx));
+        Self { tx }
+    }
+
+    /// Appends `entry` and waits until it is durable.
+    pub async fn append(&self, entry: Vec<u8>) -> Result<Appended, Arc<Error>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { entry, reply })
+            .await
+            .map_err(|_| Arc::new(Error::Closed))?;
+        rx.await.map_err(|_| Arc::new(Error::Closed))?
+    }
+}
+
+async fn run(
+    store: Arc<Store>,
+    signer: Arc<Signer>,
+    limits: BatchLimits,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + limits.max_wait;
+        while jobs.len() < limits.max_entries {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(j)) => jobs.push(j),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let entries: Vec<Vec<u8>> = jobs
+            .iter_mut()
+            .map(|j| std::mem::take(&mut j.entry))
+            .collect();
+        let (store2, signer2) = (Arc::clone(&store), Arc::clone(&signer));
+        let result = tokio::task::spawn_blocking(move || commit(&store2, &signer2, &entries))
+            .await
+            .unwrap_or_else(|e| Err(Error::Storage(format!("the sequencer task failed: {e}"))));
+        match result {
+            Ok(answers) => {
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    let _ = job.reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = jobs.len(), "log batch failed; nothing was appended");
+                let e = Arc::new(e);
+                for job in jobs {
+                    let _ = job.reply.send(Err(Arc::clone(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn commit(store: &Store, signer: &Signer, entries: &[Vec<u8>]) -> Result<Vec<Appended>, Error> {
+    let (size, _) = store.head()?;
+    let origin = store.origin().to_owned();
+    let committed = store.append_batch(size, entries, |size, root| {
+        let cp = Checkpoint {
+            origin,
+            size,
+            root,
+            extensions: vec![],
+        };
+        Ok(cp.sign(&[signer])?.to_string())
+    })?;
+    let new_size = committed.size;
+    store.with_hashes(|r| {
+        committed
+            .indexes
+            .iter()
+            .map(|&(index, duplicate)| {
+                Ok(Appended {
+                    index,
+                    duplicate,
+                    checkpoint: committed.checkpoint.clone(),
+                    proof: merkle::inclusion_proof(index, new_size, r)?,
+                })
+            })
+            .collect()
+    })
+}

@@ -1,0 +1,180 @@
+//! The log's HTTP API, as an in-process service behind an ingress route:
+//!
+//! - `GET /checkpoint`: the latest signed checkpoint (`text/plain; charset=utf-8`, not cached);
+//! - `GET /tile/<L>/<N>[.p/<W>]`: hash tiles (`application/octet-stream`; full tiles cached as
+//!   immutable);
+//! - `GET /tile/entries/<N>[.p/<W>]`: entry bundles (same caching);
+//! - `POST /add`: appends the body (one entry, at most 65,535 bytes) and answers with a
+//!   tlog-proof (`text/plain`): its index, inclusion proof and the signed checkpoint. Who may
+//!   call it is the route's policy (mTLS allow list), not this module's.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use certgate_proxy::local::LocalService;
+use certgate_tlog::note::Note;
+use certgate_tlog::proof::TlogProof;
+use certgate_tlog::tile::{self, Tile};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+
+use crate::sequencer::Sequencer;
+use crate::store::Store;
+
+/// The log behind a route.
+#[derive(Clone, Debug)]
+pub struct LogService {
+    store: Arc<Store>,
+    sequencer: Sequencer,
+    /// Path prefix of the route (e.g. `/` or `/log/`), stripped before matching.
+    prefix: String,
+}
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    cache: Option<&'static str>,
+    body: impl Into<Bytes>,
+) -> Response<Bytes> {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(c) = cache {
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(c));
+    }
+    r
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<Bytes> {
+    let mut m = msg.into();
+    m.push('\n');
+    reply(status, "text/plain; charset=utf-8", Some("no-store"), m)
+}
+
+impl LogService {
+    /// The service for `store`, appending through `sequencer`, under path `prefix`.
+    pub fn new(store: Arc<Store>, sequencer: Sequencer, prefix: &str) -> Self {
+        let mut prefix = prefix.to_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Self {
+            store,
+            sequencer,
+            prefix,
+        }
+    }
+
+    /// Answers a read-API path (without the route prefix): `checkpoint` or a tile path.
+    pub fn read(&self, path: &str) -> Response<Bytes> {
+        if path == "checkpoint" {
+            return match self.store.head() {
+                Ok((_, cp)) => reply(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    Some("no-cache"),
+                    cp,
+                ),
+                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            };
+        }
+        let t = match Tile::parse(path) {
+            Ok(t) => t,
+            Err(e) => return text(StatusCode::NOT_FOUND, e.to_string()),
+        };
+        let size = match self.store.head() {
+            Ok((size, _)) => size,
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        // What the tree has at this tile's level; a tile is served only as far as it exists.
+        let shift = u32::from(t.level.unwrap_or(0)) * u32::from(tile::HEIGHT);
+        let at_level = if shift >= 64 { 0 } else { size >> shift };
+        let start = t.index.saturating_mul(tile::WIDTH);
+        let end = start.saturating_add(u64::from(t.width));
+        if end > at_level {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("{path}: the log has no such tile yet (tree size {size})"),
+            );
+        }
+        let cache = (u64::from(t.width) == tile::WIDTH).then_some(IMMUTABLE);
+        let body = match t.level {
+            Some(_) => self.store.with_hashes(|r| tile::read_tile(&t, r)),
+            None => self
+                .store
+                .entries(start, end)
+                .and_then(|entries| Ok(tile::encode_bundle(entries.iter().map(Vec::as_slice))?)),
+        };
+        match body {
+            Ok(b) => reply(StatusCode::OK, "application/octet-stream", cache, b),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+
+    async fn add(&self, body: Bytes) -> Response<Bytes> {
+        if body.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "the entry is empty");
+        }
+        if body.len() > tile::MAX_ENTRY {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "an entry is at most {} bytes; this one is {}",
+                    tile::MAX_ENTRY,
+                    body.len()
+                ),
+            );
+        }
+        match self.sequencer.append(body.to_vec()).await {
+            Ok(a) => {
+                let checkpoint = match Note::parse(a.checkpoint.as_bytes()) {
+                    Ok(n) => n,
+                    Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                };
+                let proof = TlogProof {
+                    extra: None,
+                    index: a.index,
+                    proof: a.proof,
+                    checkpoint,
+                };
+                reply(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    Some("no-store"),
+                    proof.to_text(),
+                )
+            }
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+}
+
+impl LocalService for LogService {
+    fn max_body(&self) -> usize {
+        tile::MAX_ENTRY
+    }
+
+    fn call(
+        &self,
+        req: Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Response<Bytes>> + Send + '_>> {
+        Box::pin(async move {
+            let path = req.uri().path();
+            let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
+                return text(StatusCode::NOT_FOUND, "not under the log's path");
+            };
+            let rest = rest.to_owned();
+            match (req.method(), rest.as_str()) {
+                (&Method::POST, "add") => self.add(req.into_body()).await,
+                (_, "add") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /add"),
+                (&Method::GET | &Method::HEAD, p) => self.read(p),
+                _ => text(StatusCode::METHOD_NOT_ALLOWED, "the read API is GET only"),
+            }
+        })
+    }
+}
