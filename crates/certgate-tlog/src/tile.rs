@@ -217,6 +217,63 @@ pub fn hash_from_tiles(
     hashes.pop().ok_or_else(|| Error::Tile("empty tile".into()))
 }
 
+/// A [`HashReader`] over tiles fetched on demand (from a server, a cache, a directory) for a
+/// tree of `size` entries: each tile is fetched once, at the width that tree has.
+pub struct TileReader<F> {
+    size: u64,
+    fetch: std::cell::RefCell<F>,
+    cache: std::cell::RefCell<std::collections::HashMap<(u8, u64), Vec<u8>>>,
+}
+
+impl<F> std::fmt::Debug for TileReader<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TileReader")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: FnMut(&Tile) -> Result<Vec<u8>, Error>> TileReader<F> {
+    /// Reads the tree of `size` entries through `fetch(tile)`, which returns the tile's bytes.
+    pub fn new(size: u64, fetch: F) -> Self {
+        Self {
+            size,
+            fetch: std::cell::RefCell::new(fetch),
+            cache: std::cell::RefCell::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl<F: FnMut(&Tile) -> Result<Vec<u8>, Error>> HashReader for TileReader<F> {
+    fn hash(&self, level: u8, index: u64) -> Result<Hash, Error> {
+        let mut get = |tile_level: u8, n: u64| -> Result<Vec<u8>, Error> {
+            if let Some(t) = self.cache.borrow().get(&(tile_level, n)) {
+                return Ok(t.clone());
+            }
+            let tile = tile_for(tile_level, n * WIDTH, self.size).ok_or_else(|| {
+                Error::Tile(format!(
+                    "tile {tile_level}/{n} is beyond a tree of size {}",
+                    self.size
+                ))
+            })?;
+            let data = (self.fetch.borrow_mut())(&tile)?;
+            if data.len() != usize::from(tile.width) * 32 {
+                return Err(Error::Tile(format!(
+                    "{}: {} bytes, expected {}",
+                    tile.path(),
+                    data.len(),
+                    usize::from(tile.width) * 32
+                )));
+            }
+            self.cache
+                .borrow_mut()
+                .insert((tile_level, n), data.clone());
+            Ok(data)
+        };
+        hash_from_tiles(level, index, &mut get)
+    }
+}
+
 /// Encodes entries as an entry bundle (each prefixed by its uint16 big-endian length).
 pub fn encode_bundle<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();

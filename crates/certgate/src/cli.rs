@@ -51,6 +51,9 @@ pub enum Command {
     /// URL gets.
     #[command(subcommand)]
     Egress(EgressCommand),
+    /// The transparency log: create one, append, fetch and check checkpoints, proofs.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Wait until a running `certgate serve` is ready (its admin `/readyz` answers 200): start
     /// certgate first, then the apps that depend on it.
     WaitReady(WaitReadyArgs),
@@ -294,4 +297,106 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `certgate log ...`.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Create a log: its signing key (log.key, mode 0600), verifier key (log.vkey) and store.
+    Init {
+        /// The log's origin, e.g. `log.home.example/certgate` (also the key's name).
+        #[arg(long)]
+        origin: String,
+        /// The log's data directory (`[log] data_dir`).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Append a file's bytes to a running log over mTLS; writes the tlog-proof it answers with.
+    Add(LogAddArgs),
+    /// Fetch a log's checkpoint, verify it, and check it is consistent with the last one seen.
+    Checkpoint(LogCheckpointArgs),
+    /// Verify a signed note against verifier keys (exit 0 when it verifies, 65 otherwise).
+    VerifyNote {
+        /// Verifier key text (`name+id+key`) or a file holding it; repeat for several.
+        #[arg(long, required = true)]
+        vkey: Vec<String>,
+        /// The note.
+        file: PathBuf,
+    },
+    /// Print an inclusion proof (`--index`) or a consistency proof (`--consistency OLD NEW`)
+    /// from a running log's tiles, verified against its signed checkpoint.
+    Prove(LogProveArgs),
+}
+
+/// Where a log is and how to trust it.
+#[derive(Debug, Args)]
+pub struct LogRemote {
+    /// The log's base URL, e.g. `https://127.0.0.1:8444`.
+    #[arg(long)]
+    pub url: String,
+    /// CA certificate(s) for the log server's TLS certificate.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub ca: Vec<PathBuf>,
+}
+
+/// `certgate log add`.
+#[derive(Debug, Args)]
+pub struct LogAddArgs {
+    /// The file whose bytes become the entry (at most 65,535 bytes).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub remote: LogRemote,
+    /// Client certificate (PEM chain) of a writer.
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Its key.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// The key's password, from a file.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Where to write the tlog-proof (default: FILE.tlog-proof).
+    #[arg(long, value_name = "FILE")]
+    pub proof_out: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `certgate log checkpoint`.
+#[derive(Debug, Args)]
+pub struct LogCheckpointArgs {
+    #[command(flatten)]
+    pub remote: LogRemote,
+    /// The log's verifier key text or a file holding it; repeat for several (rotation).
+    #[arg(long, required = true)]
+    pub vkey: Vec<String>,
+    /// The log's origin (default: the first key's name).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Where the last verified checkpoint per origin is kept.
+    #[arg(long, value_name = "DIR", default_value = "certgate-log-state")]
+    pub state: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `certgate log prove`.
+#[derive(Debug, Args)]
+pub struct LogProveArgs {
+    #[command(flatten)]
+    pub remote: LogRemote,
+    /// The log's verifier key text or a file holding it.
+    #[arg(long, required = true)]
+    pub vkey: Vec<String>,
+    /// The log's origin (default: the first key's name).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Prove the inclusion of this entry index (prints a tlog-proof).
+    #[arg(long, conflicts_with = "consistency")]
+    pub index: Option<u64>,
+    /// Prove that the tree of OLD entries is a prefix of the tree of NEW entries.
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+    pub consistency: Option<Vec<u64>>,
 }

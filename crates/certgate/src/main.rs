@@ -8,6 +8,7 @@ mod cmd;
 mod config;
 mod exit;
 mod files;
+mod http_client;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(&args),
         Command::Egress(args) => cmd::egress::run(args),
         Command::WaitReady(args) => cmd::serve::wait_ready(&args),
+        Command::Log(args) => cmd::log::run(args),
     };
     match result {
         Ok(code) => code,

@@ -153,7 +153,10 @@ fn header_items(header: &str, format: Option<&str>) -> Result<(String, Origin, V
     Ok((format!("header {name}"), origin, items))
 }
 
-fn load_bundle(cas: &[std::path::PathBuf], crls: &[std::path::PathBuf]) -> Result<TrustBundle> {
+pub(crate) fn load_bundle(
+    cas: &[std::path::PathBuf],
+    crls: &[std::path::PathBuf],
+) -> Result<TrustBundle> {
     let mut anchors = Vec::new();
     for p in cas {
         let bytes = files::read(p)?;

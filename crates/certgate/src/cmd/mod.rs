@@ -4,5 +4,6 @@ pub mod ca;
 pub mod check;
 pub mod egress;
 pub mod inspect;
+pub mod log;
 pub mod quickstart;
 pub mod serve;

@@ -98,8 +98,78 @@ pub fn wait_ready(args: &crate::cli::WaitReadyArgs) -> Result<ExitCode> {
 
 /// A running listener's address and its swappable configuration.
 struct Listener {
+    kind: &'static str,
     addr: SocketAddr,
     live: Live,
+}
+
+/// The transparency log, opened once per process (its store is locked by the process).
+struct RunningLog {
+    service: Arc<certgate_log::LogService>,
+    origin: String,
+    data_dir: PathBuf,
+    key: String,
+}
+
+impl RunningLog {
+    fn start(section: &config::log::LogSection) -> Result<Self> {
+        let store = certgate_log::Store::open(&section.data_dir.join("log.redb"))
+            .map_err(|e| fail(exit::CANTCREAT, format!("log: {e}")))?;
+        if store.origin() != section.origin {
+            return Err(fail(
+                exit::CONFIG,
+                format!(
+                    "log: {} holds the log `{}`, not `{}`",
+                    section.data_dir.display(),
+                    store.origin(),
+                    section.origin
+                ),
+            ));
+        }
+        let store = Arc::new(store);
+        let sequencer = certgate_log::Sequencer::start(
+            Arc::clone(&store),
+            Arc::clone(&section.signer),
+            section.batch,
+        );
+        Ok(Self {
+            service: Arc::new(certgate_log::LogService::new(store, sequencer, "/")),
+            origin: section.origin.clone(),
+            data_dir: section.data_dir.clone(),
+            key: section.signer.verifier().to_string(),
+        })
+    }
+
+    /// The log's HTTP listener: reads for everyone, `POST /add` for verified writers.
+    fn ingress(&self, section: &config::log::LogSection) -> Arc<certgate_proxy::IngressConfig> {
+        let svc: Arc<dyn certgate_proxy::local::LocalService> = self.service.clone();
+        let route = |name: &str, path: &str, writers: Option<&[certgate_proxy::Rule]>| {
+            certgate_proxy::Route {
+                name: name.to_owned(),
+                host: None,
+                path: path.to_owned(),
+                upstream: certgate_proxy::Upstream::Local(Arc::clone(&svc)),
+                require_client_cert: writers.is_some(),
+                require_verified: writers.is_some(),
+                allow: writers.map(<[_]>::to_vec).unwrap_or_default(),
+                forward: vec![],
+                front: None,
+            }
+        };
+        Arc::new(certgate_proxy::IngressConfig {
+            name: "log".to_owned(),
+            tls: Arc::clone(&section.tls),
+            client_auth: certgate_tls::ClientAuth::Request,
+            trust: section.trust.clone(),
+            routes: vec![
+                route("log-add", "/add", Some(&section.writers)),
+                route("log-read", "/", None),
+            ],
+            proxy_info: certgate_pki::forward::ProxyInfo::default(),
+            x_forwarded: false,
+            limits: certgate_proxy::Limits::default(),
+        })
+    }
 }
 
 enum Live {
@@ -110,8 +180,15 @@ enum Live {
 }
 
 /// Every listener a config declares: (kind, name, address, live configuration).
-fn listener_specs(cfg: &config::Config) -> Vec<(&'static str, String, SocketAddr, Live)> {
+fn listener_specs(
+    cfg: &config::Config,
+    log: Option<&RunningLog>,
+) -> Vec<(&'static str, String, SocketAddr, Live)> {
     let mut out = Vec::new();
+    if let (Some(section), Some(running)) = (&cfg.log, log) {
+        let live = Live::Ingress(Arc::new(ArcSwap::from(running.ingress(section))));
+        out.push(("log", "log".to_owned(), section.listen, live));
+    }
     for i in &cfg.ingresses {
         let live = Live::Ingress(Arc::new(ArcSwap::from(Arc::clone(&i.config))));
         out.push(("ingress", i.config.name.clone(), i.listen, live));
@@ -134,15 +211,6 @@ fn listener_specs(cfg: &config::Config) -> Vec<(&'static str, String, SocketAddr
 }
 
 impl Live {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Ingress(_) => "ingress",
-            Self::Tunnel(_) => "tunnel",
-            Self::Egress(_) => "egress",
-            Self::EgressTunnel(_) => "egress-tunnel",
-        }
-    }
-
     /// Swaps in `new`'s configuration of the same listener.
     fn store(&self, new: Live) {
         match (self, new) {
@@ -164,12 +232,13 @@ pub async fn serve(
     for note in &cfg.notes {
         tracing::warn!("{note}");
     }
-    let specs = listener_specs(&cfg);
+    let log = cfg.log.as_ref().map(RunningLog::start).transpose()?;
+    let specs = listener_specs(&cfg, log.as_ref());
     if specs.is_empty() {
         return Err(fail(
             exit::CONFIG,
             format!(
-                "{}: nothing to serve: the config declares no [[ingress]], [[tunnel]], [egress] listen or [[egress.tunnel]]",
+                "{}: nothing to serve: the config declares no [[ingress]], [[tunnel]], [egress] listen, [[egress.tunnel]] or [log]",
                 cfg.path.display()
             ),
         ));
@@ -209,11 +278,11 @@ pub async fn serve(
         // One stable line per listener on stdout, for people and for scripts using port 0.
         println!("listening {kind}={name} addr={local}");
         tracing::info!(listener = %name, kind, addr = %local, "listening");
-        bound.push((listener, name, local, addr, live));
+        bound.push((listener, kind, name, local, addr, live));
     }
     let addrs: Vec<(String, SocketAddr)> = bound
         .iter()
-        .map(|(_, n, local, _, _)| (n.clone(), *local))
+        .map(|(_, _, n, local, _, _)| (n.clone(), *local))
         .collect();
     on_bound(&addrs);
     let (stop, stopped) = watch::channel(false);
@@ -231,7 +300,7 @@ pub async fn serve(
     });
     let mut listeners = BTreeMap::new();
     let mut tasks = Vec::new();
-    for (listener, name, _, addr, live) in bound {
+    for (listener, kind, name, _, addr, live) in bound {
         let task = match &live {
             Live::Ingress(l) => tokio::spawn(certgate_proxy::serve(
                 Arc::clone(l),
@@ -255,7 +324,7 @@ pub async fn serve(
             )),
         };
         tasks.push(task);
-        listeners.insert(name, Listener { addr, live });
+        listeners.insert(name, Listener { kind, addr, live });
     }
     let path = cfg.path.clone();
     let mut seen = fingerprint(&cfg.files);
@@ -277,7 +346,7 @@ pub async fn serve(
                 "file change"
             }
         };
-        match reload(&path, &listeners, why).await {
+        match reload(&path, &listeners, log.as_ref(), why).await {
             Some(new_cfg) => {
                 metrics::counter!("certgate_reloads_total", "result" => "ok").increment(1);
                 if let Some(admin) = &admin {
@@ -305,6 +374,7 @@ pub async fn serve(
 async fn reload(
     path: &Path,
     listeners: &BTreeMap<String, Listener>,
+    log: Option<&RunningLog>,
     why: &str,
 ) -> Option<config::Config> {
     let p = path.to_owned();
@@ -329,14 +399,25 @@ async fn reload(
             return None;
         }
     };
-    let mut new: BTreeMap<String, (&'static str, SocketAddr, Live)> = listener_specs(&cfg)
+    if let (Some(section), Some(running)) = (&cfg.log, log)
+        && (section.origin != running.origin
+            || section.data_dir != running.data_dir
+            || section.signer.verifier().to_string() != running.key)
+    {
+        tracing::error!(
+            trigger = why,
+            "reload rejected: the log's origin, data_dir or key changed; that needs a restart (keeping the running configuration)"
+        );
+        return None;
+    }
+    let mut new: BTreeMap<String, (&'static str, SocketAddr, Live)> = listener_specs(&cfg, log)
         .into_iter()
         .map(|(kind, name, addr, live)| (name, (kind, addr, live)))
         .collect();
     let same_set = new.len() == listeners.len()
         && listeners.iter().all(|(name, l)| {
             new.get(name)
-                .is_some_and(|(kind, addr, _)| *addr == l.addr && *kind == l.live.kind())
+                .is_some_and(|(kind, addr, _)| *addr == l.addr && *kind == l.kind)
         });
     if !same_set {
         tracing::error!(

@@ -20,6 +20,7 @@ use crate::files;
 pub mod egress;
 pub mod ingress;
 mod listener;
+pub mod log;
 pub mod tunnel;
 
 /// The only config format version so far.
@@ -38,6 +39,7 @@ struct RawConfig {
     #[serde(default)]
     tunnel: Vec<Spanned<tunnel::RawTunnel>>,
     egress: Option<Spanned<egress::RawEgress>>,
+    log: Option<Spanned<log::RawLog>>,
     admin: Option<Spanned<RawAdmin>>,
 }
 
@@ -148,6 +150,8 @@ pub struct Config {
     pub tunnels: Vec<tunnel::Tunnel>,
     /// `[egress]`: the forward proxy, its rules, and egress tunnels.
     pub egress: Option<egress::Egress>,
+    /// `[log]`: the transparency log.
+    pub log: Option<log::LogSection>,
     /// `[admin]`: where the admin endpoints listen.
     pub admin: Option<std::net::SocketAddr>,
     /// Non-fatal observations (reordered chains, certificates close to expiry).
@@ -229,6 +233,10 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
         .egress
         .as_ref()
         .and_then(|e| r.egress(e, &identities, &trusts, &mut listener_names));
+    let log = raw
+        .log
+        .as_ref()
+        .and_then(|l| r.log(l, &identities, &trusts, &mut listener_names));
     let admin = raw.admin.as_ref().and_then(|a| {
         let addr = r.listen(a.get_ref().listen.as_ref(), a.span().start, "admin")?;
         if !addr.ip().is_loopback() {
@@ -244,6 +252,7 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
             ingresses,
             tunnels,
             egress,
+            log,
             admin,
             notes: r.notes,
             files: r.files,

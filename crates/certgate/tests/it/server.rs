@@ -46,9 +46,16 @@ impl Serve {
             let mut name = None;
             let mut port = None;
             for part in line.split_whitespace() {
-                if let Some(n) = ["ingress=", "tunnel=", "admin=", "egress=", "egress-tunnel="]
-                    .iter()
-                    .find_map(|p| part.strip_prefix(p))
+                if let Some(n) = [
+                    "ingress=",
+                    "tunnel=",
+                    "admin=",
+                    "egress=",
+                    "egress-tunnel=",
+                    "log=",
+                ]
+                .iter()
+                .find_map(|p| part.strip_prefix(p))
                 {
                     name = Some(n.to_owned());
                 }

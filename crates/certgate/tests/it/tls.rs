@@ -51,6 +51,9 @@ pub fn connect(
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
     let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    // The client's last handshake flight and its first request are separate small writes:
+    // without this, Nagle holds the second until a delayed ACK (~40 ms).
+    tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(read_timeout))?;
     Ok(StreamOwned::new(conn, tcp))
 }

@@ -1,0 +1,415 @@
+//! `certgate log init|add|checkpoint|verify-note|prove`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use certgate_pki::{Credential, Origin, credential};
+use certgate_tlog::checkpoint::Checkpoint;
+use certgate_tlog::merkle::{self, HashReader as _};
+use certgate_tlog::note::{Note, Signer, Verifier, Verifiers};
+use certgate_tlog::proof::TlogProof;
+use certgate_tlog::tile::{Tile, TileReader};
+use http::Method;
+
+use crate::cli::{LogAddArgs, LogCheckpointArgs, LogCommand, LogProveArgs, LogRemote};
+use crate::exit::{self, fail};
+use crate::files;
+
+pub fn run(cmd: LogCommand) -> Result<ExitCode> {
+    match cmd {
+        LogCommand::Init { origin, dir } => init(&origin, &dir),
+        LogCommand::Add(args) => add(&args),
+        LogCommand::Checkpoint(args) => checkpoint(&args),
+        LogCommand::VerifyNote { vkey, file } => verify_note(&vkey, &file),
+        LogCommand::Prove(args) => prove(&args),
+    }
+}
+
+fn init(origin: &str, dir: &Path) -> Result<ExitCode> {
+    let store_path = dir.join("log.redb");
+    let key_path = dir.join("log.key");
+    if store_path.exists() || key_path.exists() {
+        return Err(fail(
+            exit::CANTCREAT,
+            format!(
+                "{} already holds a log; a log is created once (its key and history cannot be replaced)",
+                dir.display()
+            ),
+        ));
+    }
+    let signer =
+        Signer::generate(origin).map_err(|e| fail(exit::USAGE, format!("--origin: {e}")))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    files::write_secret(
+        &key_path,
+        format!("{}\n", signer.to_secret_text()).as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", key_path.display()))?;
+    let vkey = signer.verifier().to_string();
+    files::write_public(&dir.join("log.vkey"), format!("{vkey}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", dir.join("log.vkey").display()))?;
+    let empty = Checkpoint {
+        origin: origin.to_owned(),
+        size: 0,
+        root: merkle::empty_root(),
+        extensions: vec![],
+    };
+    let note = empty.sign(&[&signer])?.to_string();
+    certgate_log::Store::create(&store_path, origin, &note)?;
+    println!("created log `{origin}` in {}", dir.display());
+    println!(
+        "  signing key:  {} (mode 0600; keep it secret)",
+        key_path.display()
+    );
+    println!("  verifier key: {vkey}");
+    println!("  (also in {})", dir.join("log.vkey").display());
+    println!(
+        "next: add a [log] section with data_dir = \"{}\" and run certgate serve",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--vkey` values: key text, or a file that holds key text (one per line).
+fn verifiers(args: &[String]) -> Result<Verifiers> {
+    let mut out = Vec::new();
+    for a in args {
+        match Verifier::parse(a) {
+            Ok(v) => out.push(v),
+            Err(parse_err) => {
+                let path = Path::new(a);
+                if !path.exists() {
+                    return Err(fail(exit::USAGE, format!("--vkey `{a}`: {parse_err}")));
+                }
+                let text = String::from_utf8(files::read(path)?)
+                    .map_err(|_| fail(exit::DATAERR, format!("{a}: not UTF-8")))?;
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    out.push(
+                        Verifier::parse(line)
+                            .map_err(|e| fail(exit::DATAERR, format!("{a}: {e}")))?,
+                    );
+                }
+            }
+        }
+    }
+    Ok(Verifiers(out))
+}
+
+fn verify_note(vkeys: &[String], file: &Path) -> Result<ExitCode> {
+    let keys = verifiers(vkeys)?;
+    let bytes = files::read(file)?;
+    let note =
+        Note::parse(&bytes).map_err(|e| fail(exit::DATAERR, format!("{}: {e}", file.display())))?;
+    let ok = note
+        .verify(&keys)
+        .map_err(|e| fail(exit::DATAERR, format!("{}: {e}", file.display())))?;
+    for v in ok {
+        println!("verified: signed by {}+{:08x}", v.name(), v.id());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn client_tls(
+    remote: &LogRemote,
+    identity: Option<&Credential>,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let bundle = crate::cmd::inspect::load_bundle(&remote.ca, &[])?;
+    Ok(Arc::new(certgate_tls::upstream_client_config(
+        &bundle, identity,
+    )?))
+}
+
+fn url(remote: &LogRemote, path: &str) -> String {
+    format!("{}/{path}", remote.url.trim_end_matches('/'))
+}
+
+fn add(args: &LogAddArgs) -> Result<ExitCode> {
+    let password = args
+        .password_file
+        .as_deref()
+        .map(files::password_from_file)
+        .transpose()?;
+    let cert_bytes = files::read(&args.cert)?;
+    let key_bytes = files::read(&args.key)?;
+    let (co, ko) = (Origin::file(&args.cert), Origin::file(&args.key));
+    let certs = credential::parse_certificates(&cert_bytes, &co)?;
+    let key = credential::parse_private_key(&key_bytes, &ko, password.as_deref())?;
+    let identity = Credential::assemble(certs, &co, key, &ko)?;
+    let entry = files::read(&args.file)?;
+    if entry.len() > certgate_tlog::tile::MAX_ENTRY {
+        return Err(fail(
+            exit::DATAERR,
+            format!(
+                "{}: {} bytes; a log entry is at most {}",
+                args.file.display(),
+                entry.len(),
+                certgate_tlog::tile::MAX_ENTRY
+            ),
+        ));
+    }
+    let tls = client_tls(&args.remote, Some(&identity))?;
+    let target = url(&args.remote, "add");
+    let (status, body) = runtime()?.block_on(crate::http_client::request(
+        &target,
+        Method::POST,
+        entry.clone(),
+        tls,
+    ))?;
+    if status != 200 {
+        return Err(fail(
+            exit::TEMPFAIL,
+            format!(
+                "{target}: {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            ),
+        ));
+    }
+    let proof = TlogProof::parse(&body).map_err(|e| {
+        fail(
+            exit::DATAERR,
+            format!("{target}: the answer is not a tlog-proof: {e}"),
+        )
+    })?;
+    // Check the answer before keeping it: the entry is at that index of the signed tree.
+    let cp = Checkpoint::parse(proof.checkpoint.text())
+        .map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))?;
+    merkle::verify_inclusion(
+        proof.index,
+        cp.size,
+        &merkle::leaf_hash(&entry),
+        &proof.proof,
+        &cp.root,
+    )
+    .map_err(|e| {
+        fail(
+            exit::DATAERR,
+            format!("{target}: the log's proof does not verify: {e}"),
+        )
+    })?;
+    let out = args.proof_out.clone().unwrap_or_else(|| {
+        let mut p = args.file.clone().into_os_string();
+        p.push(".tlog-proof");
+        PathBuf::from(p)
+    });
+    files::write_public(&out, proof.to_text().as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "index": proof.index, "tree_size": cp.size, "origin": cp.origin, "proof": out.display().to_string() })
+        );
+    } else {
+        println!(
+            "appended at index {} (tree size {}, log {})",
+            proof.index, cp.size, cp.origin
+        );
+        println!("proof: {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches and verifies a log's checkpoint.
+fn fetch_checkpoint(
+    rt: &tokio::runtime::Runtime,
+    remote: &LogRemote,
+    tls: &Arc<rustls::ClientConfig>,
+    origin: &str,
+    keys: &Verifiers,
+) -> Result<(Checkpoint, Note)> {
+    let target = url(remote, "checkpoint");
+    let (status, body) = rt.block_on(crate::http_client::request(
+        &target,
+        Method::GET,
+        Vec::new(),
+        Arc::clone(tls),
+    ))?;
+    if status != 200 {
+        return Err(fail(exit::TEMPFAIL, format!("{target}: {status}")));
+    }
+    Checkpoint::open(&body, origin, keys).map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))
+}
+
+/// Reads the tree of `size` entries from the log's tiles.
+fn tiles<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    remote: &'a LogRemote,
+    tls: &'a Arc<rustls::ClientConfig>,
+    size: u64,
+) -> TileReader<impl FnMut(&Tile) -> Result<Vec<u8>, certgate_tlog::Error> + 'a> {
+    TileReader::new(size, move |tile: &Tile| {
+        let target = url(remote, &tile.path());
+        match rt.block_on(crate::http_client::request(
+            &target,
+            Method::GET,
+            Vec::new(),
+            Arc::clone(tls),
+        )) {
+            Ok((200, body)) => Ok(body.to_vec()),
+            Ok((status, _)) => Err(certgate_tlog::Error::Tile(format!("{target}: {status}"))),
+            Err(e) => Err(certgate_tlog::Error::Tile(format!("{target}: {e:#}"))),
+        }
+    })
+}
+
+fn origin_of(origin: Option<&String>, keys: &Verifiers) -> Result<String> {
+    match origin {
+        Some(o) => Ok(o.clone()),
+        None => keys
+            .0
+            .first()
+            .map(|k| k.name().to_owned())
+            .ok_or_else(|| fail(exit::USAGE, "--vkey: no key given")),
+    }
+}
+
+fn state_name(origin: &str) -> String {
+    origin
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
+    let keys = verifiers(&args.vkey)?;
+    let origin = origin_of(args.origin.as_ref(), &keys)?;
+    let tls = client_tls(&args.remote, None)?;
+    let rt = runtime()?;
+    let (new, new_note) = fetch_checkpoint(&rt, &args.remote, &tls, &origin, &keys)?;
+    std::fs::create_dir_all(&args.state)
+        .with_context(|| format!("cannot create {}", args.state.display()))?;
+    let state = args
+        .state
+        .join(format!("{}.checkpoint", state_name(&origin)));
+    let old = if state.exists() {
+        let bytes = files::read(&state)?;
+        let note = Note::parse(&bytes)
+            .map_err(|e| fail(exit::DATAERR, format!("{}: {e}", state.display())))?;
+        let cp = Checkpoint::parse(note.text())
+            .map_err(|e| fail(exit::DATAERR, format!("{}: {e}", state.display())))?;
+        Some((cp, note))
+    } else {
+        None
+    };
+    let mut verdict = "first checkpoint stored (nothing to compare with)".to_owned();
+    if let Some((old, old_note)) = &old {
+        let check = if new.size < old.size {
+            Err(format!(
+                "the log went back from size {} to {}",
+                old.size, new.size
+            ))
+        } else {
+            let reader = tiles(&rt, &args.remote, &tls, new.size);
+            merkle::consistency_proof(old.size, new.size, &reader)
+                .and_then(|p| {
+                    merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p)
+                })
+                .map_err(|e| e.to_string())
+        };
+        if let Err(why) = check {
+            // Fail closed, and keep both signed checkpoints as evidence.
+            let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+            let a = args
+                .state
+                .join(format!("{}.conflict-{stamp}.stored", state_name(&origin)));
+            let b = args
+                .state
+                .join(format!("{}.conflict-{stamp}.fetched", state_name(&origin)));
+            files::write_public(&a, old_note.to_string().as_bytes())?;
+            files::write_public(&b, new_note.to_string().as_bytes())?;
+            return Err(fail(
+                exit::DATAERR,
+                format!(
+                    "{origin}: the fetched checkpoint (size {}) is NOT consistent with the stored one (size {}): {why}; both kept as evidence: {} and {}",
+                    new.size,
+                    old.size,
+                    a.display(),
+                    b.display()
+                ),
+            ));
+        }
+        verdict = format!("consistent with the stored checkpoint of size {}", old.size);
+    }
+    files::write_public(&state, new_note.to_string().as_bytes())
+        .with_context(|| format!("cannot write {}", state.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "origin": new.origin, "size": new.size, "root": new.root.to_base64(), "previous_size": old.as_ref().map(|(o, _)| o.size), "verdict": verdict })
+        );
+    } else {
+        println!("{}: size {}, root {}", new.origin, new.size, new.root);
+        println!("{verdict}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prove(args: &LogProveArgs) -> Result<ExitCode> {
+    let keys = verifiers(&args.vkey)?;
+    let origin = origin_of(args.origin.as_ref(), &keys)?;
+    let tls = client_tls(&args.remote, None)?;
+    let rt = runtime()?;
+    let (cp, note) = fetch_checkpoint(&rt, &args.remote, &tls, &origin, &keys)?;
+    let reader = tiles(&rt, &args.remote, &tls, cp.size);
+    let bad = |e: certgate_tlog::Error| fail(exit::DATAERR, e.to_string());
+    match (args.index, &args.consistency) {
+        (Some(index), _) => {
+            if index >= cp.size {
+                return Err(fail(
+                    exit::USAGE,
+                    format!("index {index} is not in the log (size {})", cp.size),
+                ));
+            }
+            let proof = merkle::inclusion_proof(index, cp.size, &reader).map_err(bad)?;
+            let leaf = reader.hash(0, index).map_err(bad)?;
+            merkle::verify_inclusion(index, cp.size, &leaf, &proof, &cp.root).map_err(bad)?;
+            let out = TlogProof {
+                extra: None,
+                index,
+                proof,
+                checkpoint: note,
+            };
+            print!("{}", out.to_text());
+        }
+        (None, Some(sizes)) => {
+            let (old, new) = (sizes[0], sizes[1]);
+            if old > new || new > cp.size {
+                return Err(fail(
+                    exit::USAGE,
+                    format!(
+                        "--consistency {old} {new}: need OLD <= NEW <= {} (the log's size)",
+                        cp.size
+                    ),
+                ));
+            }
+            let proof = merkle::consistency_proof(old, new, &reader).map_err(bad)?;
+            let (old_root, new_root) = (
+                merkle::tree_hash(old, &reader).map_err(bad)?,
+                merkle::tree_hash(new, &reader).map_err(bad)?,
+            );
+            merkle::verify_consistency(old, new, &old_root, &new_root, &proof).map_err(bad)?;
+            println!("old {old} {old_root}");
+            println!("new {new} {new_root}");
+            for h in proof {
+                println!("{h}");
+            }
+        }
+        (None, None) => {
+            return Err(fail(exit::USAGE, "give --index N or --consistency OLD NEW"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,196 @@
+//! `[log]`: the transparency log served by `certgate serve`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certgate_pki::TrustBundle;
+use certgate_proxy::Rule;
+use certgate_tlog::note::Signer;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::listener::TlsFields;
+use super::{ConfiguredIdentity, Resolver};
+use crate::files;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    origin: Option<Spanned<String>>,
+    data_dir: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    identity: Option<Spanned<String>>,
+    trust: Option<Spanned<String>>,
+    #[serde(default)]
+    writers: Vec<Spanned<BTreeMap<String, String>>>,
+    batch_max_entries: Option<Spanned<u64>>,
+    batch_max_wait_ms: Option<Spanned<u64>>,
+}
+
+/// The resolved `[log]` section. The store itself is opened by `serve`, once.
+#[derive(Debug)]
+pub struct LogSection {
+    /// The log's origin (checkpoint first line); its key's name.
+    pub origin: String,
+    /// Where `log.redb` and `log.key` live.
+    pub data_dir: PathBuf,
+    /// The checkpoint signer (from `data_dir/log.key`).
+    pub signer: Arc<Signer>,
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// TLS of that listener; clients may present a certificate (writers must).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The trust writers' certificates verify against.
+    pub trust: Option<Arc<TrustBundle>>,
+    /// Who may append (`POST /add`): allow rules on the verified client certificate.
+    pub writers: Vec<Rule>,
+    /// Batching bounds.
+    pub batch: certgate_log::BatchLimits,
+}
+
+impl Resolver<'_> {
+    pub(super) fn log(
+        &mut self,
+        raw: &Spanned<RawLog>,
+        identities: &[ConfiguredIdentity],
+        trusts: &[Arc<TrustBundle>],
+        seen: &mut HashSet<String>,
+    ) -> Option<LogSection> {
+        let at = raw.span().start;
+        let raw = raw.get_ref();
+        let before = self.errors.len();
+        let origin = match &raw.origin {
+            Some(o) if !o.get_ref().is_empty() && !o.get_ref().contains(char::is_whitespace) => {
+                Some(o.get_ref().clone())
+            }
+            Some(o) => {
+                self.error(
+                    Some(o.span().start),
+                    "log.origin",
+                    "must be non-empty, without spaces (e.g. `log.home.example/certgate`)",
+                );
+                None
+            }
+            None => {
+                self.error(
+                    Some(at),
+                    "log.origin",
+                    "missing; e.g. `origin = \"log.home.example/certgate\"`",
+                );
+                None
+            }
+        };
+        let data_dir = match &raw.data_dir {
+            Some(d) => Some(self.path(d.get_ref())),
+            None => {
+                self.error(
+                    Some(at),
+                    "log.data_dir",
+                    "missing; e.g. `data_dir = \"data/log\"` (made by `certgate log init`)",
+                );
+                None
+            }
+        };
+        let signer = match (&data_dir, &raw.data_dir) {
+            (Some(dir), Some(spanned)) => {
+                let key_path = dir.join("log.key");
+                let store_path = dir.join("log.redb");
+                if !store_path.exists() || !key_path.exists() {
+                    self.error(
+                        Some(spanned.span().start),
+                        "log.data_dir",
+                        format!(
+                            "{} has no log.redb and log.key: create the log with `certgate log init --origin {} --dir {}`",
+                            dir.display(),
+                            origin.as_deref().unwrap_or("ORIGIN"),
+                            spanned.get_ref()
+                        ),
+                    );
+                    None
+                } else {
+                    self.files.push(key_path.clone());
+                    match files::read(&key_path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8".to_owned()))
+                        .and_then(|t| Signer::parse(&t).map_err(|e| e.to_string()))
+                    {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            self.error(
+                                Some(spanned.span().start),
+                                "log.data_dir",
+                                format!("{}: {e}", key_path.display()),
+                            );
+                            None
+                        }
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let (Some(s), Some(o)) = (&signer, &origin)
+            && s.name() != o
+        {
+            self.error(
+                raw.origin.as_ref().map(|o| o.span().start),
+                "log.origin",
+                format!("`{o}` is not the name of the log's key (`{}`); the origin is fixed when the log is created", s.name()),
+            );
+        }
+        let listen = self.listen(raw.listen.as_ref(), at, "log");
+        if listen.is_some() && !seen.insert("log".to_owned()) {
+            self.error(
+                Some(at),
+                "log",
+                "the name `log` is taken by another listener",
+            );
+        }
+        if raw.writers.is_empty() {
+            self.error(Some(at), "log.writers", "missing: who may append, e.g. `writers = [{ cn = \"publisher\" }]` (verified client certificates only)");
+        }
+        if raw.trust.is_none() {
+            self.error(
+                Some(at),
+                "log.trust",
+                "missing: the [[trust]] that writers' client certificates verify against",
+            );
+        }
+        let client_auth = Spanned::new(at..at, "request".to_owned());
+        let no_sni = BTreeMap::new();
+        let fields = TlsFields {
+            identity: raw.identity.as_ref(),
+            sni: &no_sni,
+            client_auth: Some(&client_auth),
+            trust: raw.trust.as_ref(),
+            min_tls: None,
+        };
+        let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = self.listener_tls("log", at, &fields, alpn, identities, trusts);
+        let writers = self.rules(&raw.writers, "log.writers");
+        let mut batch = certgate_log::BatchLimits::default();
+        if let Some(v) = &raw.batch_max_entries {
+            batch.max_entries = self.positive(v, "log.batch_max_entries").unwrap_or(1024) as usize;
+        }
+        if let Some(v) = &raw.batch_max_wait_ms {
+            batch.max_wait =
+                Duration::from_millis(self.positive(v, "log.batch_max_wait_ms").unwrap_or(5));
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        let tls = tls?;
+        Some(LogSection {
+            origin: origin?,
+            data_dir: data_dir?,
+            signer: Arc::new(signer?),
+            listen: listen?,
+            tls: tls.server_config,
+            trust: tls.trust,
+            writers,
+            batch,
+        })
+    }
+}

@@ -1,0 +1,74 @@
+//! A small HTTPS client for the CLI (`certgate log ...`): one request per connection, rustls
+//! with the caller's trust and optional client certificate, bounded response bodies.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use bytes::Bytes;
+use http::{Method, Request, Uri, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
+/// The largest response body read.
+const MAX_BODY: usize = 16 << 20;
+
+/// Sends one request; returns the status and body.
+pub async fn request(
+    url: &str,
+    method: Method,
+    body: Vec<u8>,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(u16, Bytes)> {
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("`{url}` is not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        bail!("`{url}`: only https:// URLs are supported");
+    }
+    let authority = uri
+        .authority()
+        .with_context(|| format!("`{url}` has no host"))?
+        .clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = authority.port_u16().unwrap_or(443);
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .with_context(|| format!("{authority}: connect timed out"))?
+    .with_context(|| format!("{authority}: cannot connect"))?;
+    let name = ServerName::try_from(host.clone())
+        .with_context(|| format!("`{host}` is not a valid server name"))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("{authority}: TLS handshake failed"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake")?;
+    tokio::spawn(conn);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, authority.as_str())
+        .body(Full::new(Bytes::from(body)))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("{url}: request failed"))?;
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: reading the response: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}
