@@ -28,6 +28,25 @@ pub fn run(cmd: LogCommand) -> Result<ExitCode> {
 }
 
 fn init(origin: &str, dir: &Path) -> Result<ExitCode> {
+    let vkey = create(origin, dir)?;
+    let key_path = dir.join("log.key");
+    println!("created log `{origin}` in {}", dir.display());
+    println!(
+        "  signing key:  {} (mode 0600; keep it secret)",
+        key_path.display()
+    );
+    println!("  verifier key: {vkey}");
+    println!("  (also in {})", dir.join("log.vkey").display());
+    println!(
+        "next: add a [log] section with data_dir = \"{}\" and run certgate serve",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates a log in `dir`: signing key (0600), verifier key, store with the signed empty tree.
+/// Returns the verifier key text.
+pub fn create(origin: &str, dir: &Path) -> Result<String> {
     let store_path = dir.join("log.redb");
     let key_path = dir.join("log.key");
     if store_path.exists() || key_path.exists() {
@@ -58,18 +77,7 @@ fn init(origin: &str, dir: &Path) -> Result<ExitCode> {
     };
     let note = empty.sign(&[&signer])?.to_string();
     certgate_log::Store::create(&store_path, origin, &note)?;
-    println!("created log `{origin}` in {}", dir.display());
-    println!(
-        "  signing key:  {} (mode 0600; keep it secret)",
-        key_path.display()
-    );
-    println!("  verifier key: {vkey}");
-    println!("  (also in {})", dir.join("log.vkey").display());
-    println!(
-        "next: add a [log] section with data_dir = \"{}\" and run certgate serve",
-        dir.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(vkey)
 }
 
 /// `--vkey` values: key text, or a file that holds key text (one per line).

@@ -2,7 +2,8 @@
 //!
 //! Creates (or reuses) a CA, a server certificate for localhost, a client certificate (also as
 //! PKCS#12), a CRL and `certgate.toml`, proves they fit together (config check, verification of
-//! both certificates against the CA) and prints what it made and how to use it.
+//! both certificates against the CA) and prints what it made and how to use it. It also creates
+//! a transparency log (`log/`) that the gateway serves next to the HTTP listener.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,7 +62,18 @@ forward = ["rfc9440", "certgate"]
   upstream = "echo"
   require_verified = true
   allow = [{ spiffe = "spiffe://quickstart.certgate.local/*" }]
+
+# A transparency log: anyone reads checkpoints and tiles; quickstart clients append.
+[log]
+origin = "quickstart.certgate.local/log"
+data_dir = "log"
+listen = "LOG_LISTEN"
+identity = "server"
+trust = "clients"
+writers = [{ spiffe = "spiffe://quickstart.certgate.local/*" }]
 "#;
+
+const LOG_ORIGIN: &str = "quickstart.certgate.local/log";
 
 /// Certificates closer to expiry than this are re-issued on the next run.
 const RENEW_BEFORE_DAYS: i64 = 7;
@@ -133,15 +145,22 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
     let crl = ca.dir().join("crl.pem");
     ca.crl(&crl, 30)?;
 
+    let log_dir = dir.join("log");
+    if log_dir.join("log.redb").exists() {
+        reused.push("log".to_owned());
+    } else {
+        crate::cmd::log::create(LOG_ORIGIN, &log_dir)?;
+        created.push("log".to_owned());
+    }
     let config_path = dir.join("certgate.toml");
     if config_path.exists() {
         reused.push("config".to_owned());
     } else {
-        files::write_public(
-            &config_path,
-            CONFIG.replace("LISTEN", &args.listen).as_bytes(),
-        )
-        .with_context(|| format!("cannot write `{}`", config_path.display()))?;
+        let text = CONFIG
+            .replace("LOG_LISTEN", &log_listen(&args.listen))
+            .replace("LISTEN", &args.listen);
+        files::write_public(&config_path, text.as_bytes())
+            .with_context(|| format!("cannot write `{}`", config_path.display()))?;
         created.push("config".to_owned());
     }
     // Prove the pieces fit: the config resolves (files load, keys decrypt and match).
@@ -181,18 +200,49 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let json = args.json;
+    let me = me();
     runtime.block_on(crate::cmd::serve::serve(cfg, |bound| {
-        for (_, addr) in bound.iter().filter(|_| !json) {
+        for (name, addr) in bound.iter().filter(|_| !json) {
             let port = addr.port();
             let url = format!("https://localhost:{port}");
             let resolve = if addr.ip().is_loopback() { String::new() } else { format!(" --resolve localhost:{port}:{}", addr.ip()) };
             println!();
+            if name == "log" {
+                println!("Transparency log running on {url}. Try:");
+                println!("  {me} log add {d}/certgate.toml --url {url} --ca {d}/ca/ca.pem --cert {d}/client.pem --key {d}/client.key");
+                println!("  {me} log checkpoint --url {url} --ca {d}/ca/ca.pem --vkey {d}/log/log.vkey --state {d}/log-state");
+                continue;
+            }
             println!("Gateway running on {url} (Ctrl-C to stop). Try:");
             println!("  curl --cacert {d}/ca/ca.pem{resolve} {url}/");
             println!("  curl --cacert {d}/ca/ca.pem{resolve} --cert {d}/client.pem --key {d}/client.key {url}/private");
             println!("  curl --cacert {d}/ca/ca.pem{resolve} {url}/private        # 401: no certificate");
         }
     }))
+}
+
+/// The log listens next to the gateway: the next port, or an ephemeral one when the gateway's
+/// is.
+fn log_listen(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(mut a) if a.port() != 0 && a.port() < u16::MAX => {
+            a.set_port(a.port() + 1);
+            a.to_string()
+        }
+        Ok(mut a) => {
+            a.set_port(0);
+            a.to_string()
+        }
+        Err(_) => "127.0.0.1:8444".to_owned(),
+    }
+}
+
+/// The binary as it was invoked (e.g. `target/release/certgate` under `cargo run`).
+fn me() -> String {
+    std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "certgate".to_owned())
 }
 
 /// True when `PREFIX.pem`/`PREFIX.key` exist, load, match, verify against the CA for `purpose`
@@ -277,11 +327,7 @@ fn print_human(s: &Summary, dir: &Path, cfg: &config::Config) {
     println!();
     print!("{}", crate::cmd::check::human(cfg));
     let d = dir.display();
-    // Name the binary as it was invoked (e.g. `target/release/certgate` under `cargo run`).
-    let me = std::env::args_os()
-        .next()
-        .map(|a| a.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "certgate".to_owned());
+    let me = me();
     println!();
     println!("Try:");
     println!("  {me} inspect {d}/client.pem --ca {d}/ca/ca.pem --crl {d}/ca/crl.pem");

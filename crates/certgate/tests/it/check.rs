@@ -157,13 +157,13 @@ fn quickstart_creates_then_reuses_and_its_config_checks() {
     let d = dir.path();
     let first = certgate_ok(d, "quickstart --dir qs --no-serve");
     assert!(
-        first.contains("created CA, server certificate, client certificate, config"),
+        first.contains("created CA, server certificate, client certificate, log, config"),
         "{first}"
     );
     let ca_before = std::fs::read(d.join("qs/ca/ca.pem")).unwrap();
     let second = certgate_ok(d, "quickstart --dir qs --no-serve");
     assert!(
-        second.contains("reused CA, server certificate, client certificate, config"),
+        second.contains("reused CA, server certificate, client certificate, log, config"),
         "{second}"
     );
     assert_eq!(std::fs::read(d.join("qs/ca/ca.pem")).unwrap(), ca_before);
@@ -195,6 +195,8 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut port = None;
     let mut commands = Vec::new();
+    let mut log_commands = Vec::new();
+    let me = env!("CARGO_BIN_EXE_certgate");
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("Gateway running on https://localhost:") {
@@ -204,9 +206,11 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
                 .and_then(|p| p.parse::<u16>().ok());
         } else if port.is_some() && line.trim_start().starts_with("curl ") {
             commands.push(line.trim().to_owned());
-            if commands.len() == 3 {
-                break;
-            }
+        } else if line.trim_start().starts_with(&format!("{me} log ")) {
+            log_commands.push(line.trim().to_owned());
+        }
+        if commands.len() == 3 && log_commands.len() == 2 {
+            break;
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
@@ -232,8 +236,30 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
             String::from_utf8_lossy(&out.stdout).into_owned()
         })
         .collect();
+    // The printed log commands: append the config file, then check the log's checkpoint.
+    let log_results: Vec<std::process::Output> = log_commands
+        .iter()
+        .map(|c| {
+            let mut words = c.split_whitespace();
+            let program = words.next().unwrap();
+            std::process::Command::new(program)
+                .current_dir(d)
+                .args(words)
+                .output()
+                .unwrap()
+        })
+        .collect();
     let _ = child.kill();
     let _ = child.wait();
+    assert_eq!(log_commands.len(), 2, "{log_commands:?}");
+    for (c, out) in log_commands.iter().zip(&log_results) {
+        assert!(out.status.success(), "{c}: {}", crate::text(out));
+    }
+    assert!(
+        String::from_utf8_lossy(&log_results[0].stdout).contains("appended at index 0"),
+        "{}",
+        crate::text(&log_results[0])
+    );
     assert!(
         results[0].contains("\"x-client-verify\": \"NONE\""),
         "{}",
