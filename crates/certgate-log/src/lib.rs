@@ -11,7 +11,7 @@ pub mod store;
 
 pub use sequencer::{Appended, BatchLimits, Sequencer};
 pub use service::LogService;
-pub use store::Store;
+pub use store::{LogStorage, Store};
 
 /// What went wrong in the log service.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use certgate_tlog::note::Signer;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Error;
-use crate::store::Store;
+use crate::store::{LogStorage, with_hashes};
 
 /// Batching bounds.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +58,7 @@ pub struct Sequencer {
 
 impl Sequencer {
     /// Starts the sequencer over `store`, signing with `signer`.
-    pub fn start(store: Arc<Store>, signer: Arc<Signer>, limits: BatchLimits) -> Self {
+    pub fn start(store: Arc<dyn LogStorage>, signer: Arc<Signer>, limits: BatchLimits) -> Self {
         let (tx, rx) = mpsc::channel(limits.max_entries.max(1) * 4);
         tokio::spawn(run(store, signer, limits, rx));
         Self { tx }
@@ -76,7 +76,7 @@ impl Sequencer {
 }
 
 async fn run(
-    store: Arc<Store>,
+    store: Arc<dyn LogStorage>,
     signer: Arc<Signer>,
     limits: BatchLimits,
     mut rx: mpsc::Receiver<Job>,
@@ -95,9 +95,10 @@ async fn run(
             .map(|j| std::mem::take(&mut j.entry))
             .collect();
         let (store2, signer2) = (Arc::clone(&store), Arc::clone(&signer));
-        let result = tokio::task::spawn_blocking(move || commit(&store2, &signer2, &entries))
-            .await
-            .unwrap_or_else(|e| Err(Error::Storage(format!("the sequencer task failed: {e}"))));
+        let result =
+            tokio::task::spawn_blocking(move || commit(store2.as_ref(), &signer2, &entries))
+                .await
+                .unwrap_or_else(|e| Err(Error::Storage(format!("the sequencer task failed: {e}"))));
         match result {
             Ok(answers) => {
                 for (job, answer) in jobs.into_iter().zip(answers) {
@@ -115,12 +116,16 @@ async fn run(
     }
 }
 
-fn commit(store: &Store, signer: &Signer, entries: &[Vec<u8>]) -> Result<Vec<Appended>, Error> {
+fn commit(
+    store: &dyn LogStorage,
+    signer: &Signer,
+    entries: &[Vec<u8>],
+) -> Result<Vec<Appended>, Error> {
     let (size, _) = store.head()?;
     let origin = store.origin().to_owned();
-    let committed = store.append_batch(size, entries, |size, root| {
+    let committed = store.append_batch(size, entries, &mut |size, root| {
         let cp = Checkpoint {
-            origin,
+            origin: origin.clone(),
             size,
             root,
             extensions: vec![],
@@ -128,7 +133,7 @@ fn commit(store: &Store, signer: &Signer, entries: &[Vec<u8>]) -> Result<Vec<App
         Ok(cp.sign(&[signer])?.to_string())
     })?;
     let new_size = committed.size;
-    store.with_hashes(|r| {
+    with_hashes(store, |r| {
         committed
             .indexes
             .iter()

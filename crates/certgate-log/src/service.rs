@@ -20,12 +20,12 @@ use certgate_tlog::tile::{self, Tile};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 use crate::sequencer::Sequencer;
-use crate::store::Store;
+use crate::store::{LogStorage, with_hashes};
 
 /// The log behind a route.
 #[derive(Clone, Debug)]
 pub struct LogService {
-    store: Arc<Store>,
+    store: Arc<dyn LogStorage>,
     sequencer: Sequencer,
     /// Path prefix of the route (e.g. `/` or `/log/`), stripped before matching.
     prefix: String,
@@ -58,7 +58,7 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Bytes> {
 
 impl LogService {
     /// The service for `store`, appending through `sequencer`, under path `prefix`.
-    pub fn new(store: Arc<Store>, sequencer: Sequencer, prefix: &str) -> Self {
+    pub fn new(store: Arc<dyn LogStorage>, sequencer: Sequencer, prefix: &str) -> Self {
         let mut prefix = prefix.to_owned();
         if !prefix.ends_with('/') {
             prefix.push('/');
@@ -104,7 +104,7 @@ impl LogService {
         }
         let cache = (u64::from(t.width) == tile::WIDTH).then_some(IMMUTABLE);
         let body = match t.level {
-            Some(_) => self.store.with_hashes(|r| tile::read_tile(&t, r)),
+            Some(_) => with_hashes(self.store.as_ref(), |r| tile::read_tile(&t, r)),
             None => self
                 .store
                 .entries(start, end)

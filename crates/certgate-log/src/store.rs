@@ -23,7 +23,48 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
-/// The log's storage.
+/// What the sequencer and the read API need from storage. The embedded [`Store`] implements
+/// it; a database backend (one logical writer with compare-and-swap, as PostgreSQL gives) would
+/// implement the same four methods, and nothing in `certgate-tlog` changes.
+pub trait LogStorage: Send + Sync + std::fmt::Debug {
+    /// The log's origin.
+    fn origin(&self) -> &str;
+    /// The current size and signed checkpoint.
+    fn head(&self) -> Result<(u64, String), Error>;
+    /// Runs `f` with a consistent snapshot of the stored hashes.
+    fn read_hashes(
+        &self,
+        f: &mut dyn FnMut(&dyn HashReader) -> Result<(), certgate_tlog::Error>,
+    ) -> Result<(), Error>;
+    /// Entries `[start, end)`.
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, Error>;
+    /// Appends a batch durably if the log still has `expected_size` entries (compare-and-swap);
+    /// `sign(size, root)` returns the signed checkpoint stored with it.
+    fn append_batch(
+        &self,
+        expected_size: u64,
+        entries: &[Vec<u8>],
+        sign: &mut dyn FnMut(u64, Hash) -> Result<String, Error>,
+    ) -> Result<Committed, Error>;
+}
+
+/// Runs `f` over a storage's hash snapshot and returns its result.
+pub fn with_hashes<R>(
+    storage: &dyn LogStorage,
+    f: impl FnOnce(&dyn HashReader) -> Result<R, certgate_tlog::Error>,
+) -> Result<R, Error> {
+    let mut f = Some(f);
+    let mut out = None;
+    storage.read_hashes(&mut |r| {
+        if let Some(f) = f.take() {
+            out = Some(f(r)?);
+        }
+        Ok(())
+    })?;
+    out.ok_or_else(|| Error::Storage("no snapshot was read".into()))
+}
+
+/// The embedded log storage: one redb file.
 pub struct Store {
     db: Database,
     origin: String,
@@ -114,14 +155,14 @@ impl Store {
         };
         Ok(Self { db, origin })
     }
+}
 
-    /// The log's origin.
-    pub fn origin(&self) -> &str {
+impl LogStorage for Store {
+    fn origin(&self) -> &str {
         &self.origin
     }
 
-    /// The current size and signed checkpoint.
-    pub fn head(&self) -> Result<(u64, String), Error> {
+    fn head(&self) -> Result<(u64, String), Error> {
         let txn = self.db.begin_read().map_err(storage)?;
         let meta = txn.open_table(META).map_err(storage)?;
         let size = meta
@@ -141,18 +182,16 @@ impl Store {
         Ok((size, cp))
     }
 
-    /// Runs `f` with a consistent snapshot of the stored hashes.
-    pub fn with_hashes<R>(
+    fn read_hashes(
         &self,
-        f: impl FnOnce(&dyn HashReader) -> Result<R, certgate_tlog::Error>,
-    ) -> Result<R, Error> {
+        f: &mut dyn FnMut(&dyn HashReader) -> Result<(), certgate_tlog::Error>,
+    ) -> Result<(), Error> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(HASHES).map_err(storage)?;
         f(&TableReader(&table)).map_err(Error::Log)
     }
 
-    /// Entries `[start, end)`.
-    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, Error> {
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, Error> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(ENTRIES).map_err(storage)?;
         let mut out = Vec::new();
@@ -163,13 +202,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Appends a batch as one durable transaction, if the log still has `expected_size`
-    /// entries. `sign(size, root)` returns the signed checkpoint note.
-    pub fn append_batch(
+    fn append_batch(
         &self,
         expected_size: u64,
         entries: &[Vec<u8>],
-        sign: impl FnOnce(u64, Hash) -> Result<String, Error>,
+        sign: &mut dyn FnMut(u64, Hash) -> Result<String, Error>,
     ) -> Result<Committed, Error> {
         let mut txn = self.db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::Immediate).map_err(storage)?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use certgate_log::{BatchLimits, LogService, Sequencer, Store};
+use certgate_log::{BatchLimits, LogService, LogStorage, Sequencer, Store};
 use certgate_proxy::local::LocalService as _;
 use certgate_tlog::checkpoint::Checkpoint;
 use certgate_tlog::merkle::{leaf_hash, verify_inclusion};
@@ -14,7 +14,7 @@ use certgate_tlog::note::{Signer, Verifiers};
 use certgate_tlog::proof::TlogProof;
 use certgate_tlog::tile;
 
-fn new_log(dir: &std::path::Path) -> (Arc<Store>, Arc<Signer>) {
+fn new_log(dir: &std::path::Path) -> (Arc<dyn LogStorage>, Arc<Signer>) {
     let signer = Signer::generate("test.example/log").unwrap();
     let empty = Checkpoint {
         origin: "test.example/log".into(),
@@ -134,7 +134,7 @@ async fn concurrent_appends_prove_and_tile() {
 fn reopen_keeps_everything_and_cas_refuses_a_stale_writer() {
     let dir = certgate_testkit::tempdir();
     let (store, signer) = new_log(dir.path());
-    let sign = |size, root| {
+    let mut sign = |size, root| {
         let cp = Checkpoint {
             origin: "test.example/log".into(),
             size,
@@ -144,11 +144,13 @@ fn reopen_keeps_everything_and_cas_refuses_a_stale_writer() {
         Ok(cp.sign(&[&*signer])?.to_string())
     };
     let c = store
-        .append_batch(0, &[b"a".to_vec(), b"b".to_vec()], sign)
+        .append_batch(0, &[b"a".to_vec(), b"b".to_vec()], &mut sign)
         .unwrap();
     assert_eq!(c.size, 2);
     // A writer that still believes the log is empty is refused: no fork.
-    let err = store.append_batch(0, &[b"c".to_vec()], sign).unwrap_err();
+    let err = store
+        .append_batch(0, &[b"c".to_vec()], &mut sign)
+        .unwrap_err();
     assert!(err.to_string().contains("not the expected 0"), "{err}");
     drop(store);
     let store = Store::open(&dir.path().join("log.redb")).unwrap();

@@ -113,6 +113,7 @@ struct RunningLog {
 
 impl RunningLog {
     fn start(section: &config::log::LogSection) -> Result<Self> {
+        use certgate_log::LogStorage as _;
         let store = certgate_log::Store::open(&section.data_dir.join("log.redb"))
             .map_err(|e| fail(exit::CANTCREAT, format!("log: {e}")))?;
         if store.origin() != section.origin {
@@ -126,7 +127,7 @@ impl RunningLog {
                 ),
             ));
         }
-        let store = Arc::new(store);
+        let store: Arc<dyn certgate_log::LogStorage> = Arc::new(store);
         let sequencer = certgate_log::Sequencer::start(
             Arc::clone(&store),
             Arc::clone(&section.signer),
