@@ -175,8 +175,7 @@ impl Resolver<'_> {
             batch.max_entries = self.positive(v, "log.batch_max_entries").unwrap_or(1024) as usize;
         }
         if let Some(v) = &raw.batch_max_wait_ms {
-            batch.max_wait =
-                Duration::from_millis(self.positive(v, "log.batch_max_wait_ms").unwrap_or(5));
+            batch.max_wait = Duration::from_millis(*v.get_ref());
         }
         if self.errors.len() > before {
             return None;
