@@ -105,10 +105,72 @@ impl Checkpoint {
     }
 }
 
+/// Who must have signed a checkpoint: one of the log's keys and, when `quorum` > 0, at least
+/// `quorum` distinct witnesses (C2SP `cosignature/v1`).
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// The log's signing keys (several during a rotation).
+    pub logs: Verifiers,
+    /// Witness cosignature keys.
+    pub witnesses: Verifiers,
+    /// How many witnesses must have cosigned.
+    pub quorum: usize,
+}
+
+impl Policy {
+    /// Opens a signed checkpoint under this policy; returns it, its note and the names of the
+    /// witnesses that cosigned it.
+    pub fn open(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+    ) -> Result<(Checkpoint, Note, Vec<String>), Error> {
+        if let Some(w) = self.logs.0.iter().find(|v| v.is_witness()) {
+            return Err(Error::Key(format!(
+                "`{}` is a witness key, not a log key",
+                w.name()
+            )));
+        }
+        if let Some(w) = self.witnesses.0.iter().find(|v| !v.is_witness()) {
+            return Err(Error::Key(format!(
+                "`{}` is not a witness (cosignature) key",
+                w.name()
+            )));
+        }
+        if self.quorum > self.witnesses.0.len() {
+            return Err(Error::Key(format!(
+                "a quorum of {} needs at least that many witness keys ({} given)",
+                self.quorum,
+                self.witnesses.0.len()
+            )));
+        }
+        let (cp, note) = Checkpoint::open(bytes, origin, &self.logs)?;
+        // Every known witness signature must verify (a bad one rejects the note), and enough of
+        // them must be there.
+        let mut witnessed = Vec::new();
+        if !self.witnesses.0.is_empty() {
+            match note.verify(&self.witnesses) {
+                Ok(ws) => witnessed = ws.iter().map(|w| w.name().to_owned()).collect(),
+                Err(Error::Signature(why)) if why.starts_with("no signature by a known key") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if witnessed.len() < self.quorum {
+            return Err(Error::Signature(format!(
+                "{} of the required {} witnesses cosigned this checkpoint",
+                witnessed.len(),
+                self.quorum
+            )));
+        }
+        Ok((cp, note, witnessed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::merkle::empty_root;
+    use crate::note::Verifier;
 
     #[test]
     fn round_trip_and_errors() {
@@ -131,6 +193,39 @@ mod tests {
         assert_eq!(opened, cp);
         let err = Checkpoint::open(note.to_string().as_bytes(), "other/log", &keys).unwrap_err();
         assert!(err.to_string().contains("not the expected"), "{err}");
+        // Witnesses: a quorum of cosignatures, verified; a bad one rejects.
+        let w1 = Signer::witness("w1.example", [1; 32]).unwrap();
+        let w2 = Signer::witness("w2.example", [2; 32]).unwrap();
+        let policy = Policy {
+            logs: keys.clone(),
+            witnesses: Verifiers(vec![w1.verifier(), w2.verifier()]),
+            quorum: 2,
+        };
+        let err = policy
+            .open(note.to_string().as_bytes(), "example.com/log")
+            .unwrap_err();
+        assert!(err.to_string().contains("0 of the required 2"), "{err}");
+        let mut cosigned = note.clone();
+        cosigned.add_signature(w1.cosign(cosigned.text(), 1_700_000_000).unwrap());
+        let err = policy
+            .open(cosigned.to_string().as_bytes(), "example.com/log")
+            .unwrap_err();
+        assert!(err.to_string().contains("1 of the required 2"), "{err}");
+        cosigned.add_signature(w2.cosign(cosigned.text(), 1_700_000_001).unwrap());
+        let (_, _, ws) = policy
+            .open(cosigned.to_string().as_bytes(), "example.com/log")
+            .unwrap();
+        assert_eq!(ws, ["w1.example", "w2.example"]);
+        let mut bad = note.clone();
+        bad.add_signature(w1.cosign("other text\n", 1).unwrap());
+        bad.add_signature(w2.cosign(bad.text(), 1).unwrap());
+        let err = policy
+            .open(bad.to_string().as_bytes(), "example.com/log")
+            .unwrap_err();
+        assert!(err.to_string().contains("is invalid"), "{err}");
+        // A witness key's text round-trips with its own type.
+        let text = w1.verifier().to_string();
+        assert!(Verifier::parse(&text).unwrap().is_witness());
         for (text, want) in [
             (
                 "o\n01\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n",

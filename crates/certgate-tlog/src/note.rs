@@ -20,6 +20,8 @@ use crate::Error;
 
 /// Signature type byte of Ed25519 keys.
 const ED25519_TYPE: u8 = 0x01;
+/// Signature type byte of Ed25519 witness cosignatures (C2SP tlog-cosignature `cosignature/v1`).
+const COSIGNATURE_TYPE: u8 = 0x04;
 /// Notes with more signature lines than this are refused (the spec asks for at least 16).
 pub const MAX_SIGNATURES: usize = 100;
 /// Notes longer than this are refused.
@@ -56,6 +58,7 @@ fn check_name(name: &str) -> Result<(), Error> {
 pub struct Verifier {
     name: String,
     id: u32,
+    sig_type: u8,
     public_key: [u8; 32],
 }
 
@@ -67,7 +70,7 @@ impl fmt::Debug for Verifier {
 
 impl fmt::Display for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut key = vec![ED25519_TYPE];
+        let mut key = vec![self.sig_type];
         key.extend_from_slice(&self.public_key);
         write!(f, "{}+{:08x}+{}", self.name, self.id, b64().encode(key))
     }
@@ -95,9 +98,9 @@ impl Verifier {
         let Some((&sig_type, public_key)) = key.split_first() else {
             return Err(Error::Key("the key is empty".into()));
         };
-        if sig_type != ED25519_TYPE {
+        if sig_type != ED25519_TYPE && sig_type != COSIGNATURE_TYPE {
             return Err(Error::Key(format!(
-                "signature type 0x{sig_type:02x} is not supported (only Ed25519, 0x01)"
+                "signature type 0x{sig_type:02x} is not supported (Ed25519 0x01, Ed25519 cosignature 0x04)"
             )));
         }
         let public_key: [u8; 32] = public_key
@@ -111,8 +114,14 @@ impl Verifier {
         Ok(Self {
             name: name.to_owned(),
             id,
+            sig_type,
             public_key,
         })
+    }
+
+    /// Whether this is a witness's cosignature key (type 0x04) rather than a log's signing key.
+    pub fn is_witness(&self) -> bool {
+        self.sig_type == COSIGNATURE_TYPE
     }
 
     /// The key name.
@@ -126,9 +135,21 @@ impl Verifier {
     }
 
     fn verify(&self, text: &[u8], sig: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ED25519, &self.public_key)
-            .verify(text, sig)
-            .is_ok()
+        let key = UnparsedPublicKey::new(&ED25519, &self.public_key);
+        if self.sig_type == ED25519_TYPE {
+            return key.verify(text, sig).is_ok();
+        }
+        // cosignature/v1: u64 big-endian timestamp ‖ Ed25519 signature over
+        // "cosignature/v1\ntime <t>\n" ‖ the note text.
+        let Some((time, signature)) = sig.split_first_chunk::<8>() else {
+            return false;
+        };
+        let message = [
+            format!("cosignature/v1\ntime {}\n", u64::from_be_bytes(*time)).as_bytes(),
+            text,
+        ]
+        .concat();
+        key.verify(&message, signature).is_ok()
     }
 }
 
@@ -147,6 +168,7 @@ impl Verifiers {
 pub struct Signer {
     name: String,
     id: u32,
+    sig_type: u8,
     seed: [u8; 32],
     pair: Ed25519KeyPair,
 }
@@ -178,6 +200,7 @@ impl Signer {
         Ok(Self {
             name: name.to_owned(),
             id,
+            sig_type: ED25519_TYPE,
             seed,
             pair,
         })
@@ -198,17 +221,20 @@ impl Signer {
         let key = b64()
             .decode(key)
             .map_err(|_| Error::Key("the key is not base64".into()))?;
-        let seed: [u8; 32] = match key.split_first() {
-            Some((&ED25519_TYPE, seed)) => seed
-                .try_into()
-                .map_err(|_| Error::Key("an Ed25519 private key is a 32-byte seed".into()))?,
-            _ => {
-                return Err(Error::Key(
-                    "only Ed25519 (0x01) signer keys are supported".into(),
-                ));
+        let Some((&sig_type, seed)) = key.split_first() else {
+            return Err(Error::Key("the key is empty".into()));
+        };
+        let seed = <[u8; 32]>::try_from(seed)
+            .map_err(|_| Error::Key("an Ed25519 private key is a 32-byte seed".into()))?;
+        let signer = match sig_type {
+            ED25519_TYPE => Self::from_seed(name, seed)?,
+            COSIGNATURE_TYPE => Self::witness(name, seed)?,
+            t => {
+                return Err(Error::Key(format!(
+                    "signature type 0x{t:02x} is not supported (Ed25519 0x01, cosignature 0x04)"
+                )));
             }
         };
-        let signer = Self::from_seed(name, seed)?;
         if format!("{:08x}", signer.id) != id {
             return Err(Error::Key(format!(
                 "key ID `{id}` does not match the name and key"
@@ -219,7 +245,7 @@ impl Signer {
 
     /// The signer key text. Secret: write it only to a 0600 file.
     pub fn to_secret_text(&self) -> String {
-        let mut key = vec![ED25519_TYPE];
+        let mut key = vec![self.sig_type];
         key.extend_from_slice(&self.seed);
         format!(
             "PRIVATE+KEY+{}+{:08x}+{}",
@@ -236,6 +262,7 @@ impl Signer {
         Verifier {
             name: self.name.clone(),
             id: self.id,
+            sig_type: self.sig_type,
             public_key,
         }
     }
@@ -243,6 +270,30 @@ impl Signer {
     /// The key name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A witness key: it cosigns checkpoints (`cosignature/v1`, type 0x04) instead of signing
+    /// notes.
+    pub fn witness(name: &str, seed: [u8; 32]) -> Result<Self, Error> {
+        let mut s = Self::from_seed(name, seed)?;
+        s.sig_type = COSIGNATURE_TYPE;
+        s.id = key_id(name, COSIGNATURE_TYPE, s.pair.public_key().as_ref());
+        Ok(s)
+    }
+
+    /// A witness's cosignature of a checkpoint `text` at unix time `time`.
+    pub fn cosign(&self, text: &str, time: u64) -> Result<NoteSignature, Error> {
+        if self.sig_type != COSIGNATURE_TYPE {
+            return Err(Error::Key(format!("`{}` is not a witness key", self.name)));
+        }
+        let message = format!("cosignature/v1\ntime {time}\n{text}");
+        let mut signature = time.to_be_bytes().to_vec();
+        signature.extend_from_slice(self.pair.sign(message.as_bytes()).as_ref());
+        Ok(NoteSignature {
+            name: self.name.clone(),
+            id: self.id,
+            signature,
+        })
     }
 
     /// Signs `text` into a signature line's parts.
@@ -397,11 +448,16 @@ impl Note {
         &self.signatures
     }
 
-    /// Adds signatures (a cosigner, a rotated key) to the note.
+    /// Adds signatures (a rotated key) to the note.
     pub fn add_signatures(&mut self, signers: &[&Signer]) {
         for s in signers {
             self.signatures.push(s.sign(&self.text));
         }
+    }
+
+    /// Adds a signature line made elsewhere (a witness's cosignature).
+    pub fn add_signature(&mut self, sig: NoteSignature) {
+        self.signatures.push(sig);
     }
 }
 

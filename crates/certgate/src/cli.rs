@@ -374,6 +374,12 @@ pub struct LogCheckpointArgs {
     /// The log's origin (default: the first key's name).
     #[arg(long)]
     pub origin: Option<String>,
+    /// A witness's cosignature key (type 0x04), text or file; repeat for several.
+    #[arg(long)]
+    pub witness: Vec<String>,
+    /// How many witnesses must have cosigned (default: all given).
+    #[arg(long)]
+    pub quorum: Option<usize>,
     /// Where the last verified checkpoint per origin is kept.
     #[arg(long, value_name = "DIR", default_value = "certgate-log-state")]
     pub state: PathBuf,

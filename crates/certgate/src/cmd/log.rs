@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use certgate_pki::{Credential, Origin, credential};
-use certgate_tlog::checkpoint::Checkpoint;
+use certgate_tlog::checkpoint::{Checkpoint, Policy};
 use certgate_tlog::merkle::{self, HashReader as _};
 use certgate_tlog::note::{Note, Signer, Verifier, Verifiers};
 use certgate_tlog::proof::TlogProof;
@@ -230,7 +230,7 @@ fn fetch_checkpoint(
     remote: &LogRemote,
     tls: &Arc<rustls::ClientConfig>,
     origin: &str,
-    keys: &Verifiers,
+    policy: &Policy,
 ) -> Result<(Checkpoint, Note)> {
     let target = url(remote, "checkpoint");
     let (status, body) = rt.block_on(crate::http_client::request(
@@ -242,7 +242,13 @@ fn fetch_checkpoint(
     if status != 200 {
         return Err(fail(exit::TEMPFAIL, format!("{target}: {status}")));
     }
-    Checkpoint::open(&body, origin, keys).map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))
+    let (cp, note, witnesses) = policy
+        .open(&body, origin)
+        .map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))?;
+    if !witnesses.is_empty() {
+        tracing::info!(?witnesses, "checkpoint cosigned");
+    }
+    Ok((cp, note))
 }
 
 /// Reads the tree of `size` entries from the log's tiles.
@@ -294,9 +300,15 @@ fn state_name(origin: &str) -> String {
 fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
     let keys = verifiers(&args.vkey)?;
     let origin = origin_of(args.origin.as_ref(), &keys)?;
+    let witnesses = verifiers(&args.witness)?;
+    let policy = Policy {
+        logs: keys,
+        quorum: args.quorum.unwrap_or(witnesses.0.len()),
+        witnesses,
+    };
     let tls = client_tls(&args.remote, None)?;
     let rt = runtime()?;
-    let (new, new_note) = fetch_checkpoint(&rt, &args.remote, &tls, &origin, &keys)?;
+    let (new, new_note) = fetch_checkpoint(&rt, &args.remote, &tls, &origin, &policy)?;
     std::fs::create_dir_all(&args.state)
         .with_context(|| format!("cannot create {}", args.state.display()))?;
     let state = args
@@ -368,9 +380,13 @@ fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
 fn prove(args: &LogProveArgs) -> Result<ExitCode> {
     let keys = verifiers(&args.vkey)?;
     let origin = origin_of(args.origin.as_ref(), &keys)?;
+    let policy = Policy {
+        logs: keys,
+        ..Policy::default()
+    };
     let tls = client_tls(&args.remote, None)?;
     let rt = runtime()?;
-    let (cp, note) = fetch_checkpoint(&rt, &args.remote, &tls, &origin, &keys)?;
+    let (cp, note) = fetch_checkpoint(&rt, &args.remote, &tls, &origin, &policy)?;
     let reader = tiles(&rt, &args.remote, &tls, cp.size);
     let bad = |e: certgate_tlog::Error| fail(exit::DATAERR, e.to_string());
     match (args.index, &args.consistency) {

@@ -304,6 +304,35 @@ fn writers_append_clients_check_checkpoints_and_proofs() {
         (v["size"].as_u64(), v["previous_size"].as_u64()),
         (Some(300), Some(1))
     );
+    // A policy that wants a witness's cosignature refuses this (unwitnessed) checkpoint.
+    let witness = certgate_tlog::note::Signer::witness("witness.example", [7; 32])
+        .unwrap()
+        .verifier()
+        .to_string();
+    let out = certgate(
+        d,
+        [
+            "log",
+            "checkpoint",
+            "--url",
+            &url,
+            "--ca",
+            "root.pem",
+            "--vkey",
+            &vk,
+            "--witness",
+            &witness,
+            "--state",
+            "state",
+        ]
+        .as_slice(),
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(
+        text(&out).contains("0 of the required 1 witnesses"),
+        "{}",
+        text(&out)
+    );
     // Proofs from tiles: an inclusion proof as a tlog-proof, and a consistency proof.
     let out = certgate_ok(
         d,
