@@ -87,7 +87,7 @@ impl Verifier {
             ));
         };
         check_name(name)?;
-        if id.len() != 8 {
+        if id.len() != 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Key(format!("key ID `{id}` is not 8 hex digits")));
         }
         let id = u32::from_str_radix(id, 16)

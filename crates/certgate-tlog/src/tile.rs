@@ -108,7 +108,11 @@ impl Tile {
                 let n: u8 = l
                     .parse()
                     .ok()
-                    .filter(|n| *n <= 63 && (l == "0" || !l.starts_with('0')))
+                    .filter(|n| {
+                        *n <= 63
+                            && l.bytes().all(|b| b.is_ascii_digit())
+                            && (l == "0" || !l.starts_with('0'))
+                    })
                     .ok_or_else(|| bad("the level must be 0..63 or `entries`"))?;
                 Some(n)
             }
@@ -356,6 +360,10 @@ mod tests {
             "tile/0/x1/000",
             "tile/0/x99999999999999999/000",
             "tile/0/",
+            // Found by the fuzzer: Rust's integer parsing accepts a leading `+`.
+            "tile/+0/x001/x234/067.p/8",
+            "tile/0/+01",
+            "tile/0/000.p/+8",
         ] {
             assert!(Tile::parse(bad).is_err(), "{bad}");
         }
