@@ -89,6 +89,20 @@ pub struct Committed {
     pub checkpoint: String,
 }
 
+/// The stored tree size (0 before the first batch).
+fn read_size(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64, Error> {
+    match meta.get("size").map_err(storage)? {
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| Error::Storage("the stored size is not 8 bytes".into()))?;
+            Ok(u64::from_be_bytes(bytes))
+        }
+        None => Ok(0),
+    }
+}
+
 /// Reads complete-subtree hashes out of a redb table.
 struct TableReader<'t, T>(&'t T);
 
@@ -165,15 +179,7 @@ impl LogStorage for Store {
     fn head(&self) -> Result<(u64, String), Error> {
         let txn = self.db.begin_read().map_err(storage)?;
         let meta = txn.open_table(META).map_err(storage)?;
-        let size = meta
-            .get("size")
-            .map_err(storage)?
-            .map(|v| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(v.value());
-                u64::from_be_bytes(b)
-            })
-            .unwrap_or(0);
+        let size = read_size(&meta)?;
         let cp = meta
             .get("checkpoint")
             .map_err(storage)?
@@ -212,15 +218,7 @@ impl LogStorage for Store {
         txn.set_durability(Durability::Immediate).map_err(storage)?;
         let committed = {
             let mut meta = txn.open_table(META).map_err(storage)?;
-            let stored_size = meta
-                .get("size")
-                .map_err(storage)?
-                .map(|v| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(v.value());
-                    u64::from_be_bytes(b)
-                })
-                .unwrap_or(0);
+            let stored_size = read_size(&meta)?;
             if stored_size != expected_size {
                 return Err(Error::Conflict {
                     expected: expected_size,

@@ -351,20 +351,9 @@ impl Resolver<'_> {
                 chosen.push(ClientIdentity::new(&id.name, &id.credential));
             }
         }
-        let trust = match f.trust {
-            Some(t) => {
-                let found = trusts.iter().find(|b| b.name() == t.get_ref()).cloned();
-                if found.is_none() {
-                    self.error(
-                        Some(t.span().start),
-                        &format!("{prefix}.trust"),
-                        format!("no [[trust]] named `{}`", t.get_ref()),
-                    );
-                }
-                found
-            }
-            None => None,
-        };
+        let trust = f
+            .trust
+            .and_then(|t| self.find_trust(&format!("{prefix}.trust"), t, trusts));
         if f.trust.is_none() && !f.system_roots {
             self.error(
                 Some(at),

@@ -78,6 +78,24 @@ impl Resolver<'_> {
         found
     }
 
+    /// The `[[trust]]` named by `value`, or an error against `key`.
+    pub(super) fn find_trust(
+        &mut self,
+        key: &str,
+        value: &Spanned<String>,
+        trusts: &[Arc<TrustBundle>],
+    ) -> Option<Arc<TrustBundle>> {
+        let found = trusts.iter().find(|b| b.name() == value.get_ref()).cloned();
+        if found.is_none() {
+            self.error(
+                Some(value.span().start),
+                key,
+                format!("no [[trust]] named `{}`", value.get_ref()),
+            );
+        }
+        found
+    }
+
     /// Resolves the TLS keys of a listener; `None` (with errors recorded) when they are unusable.
     pub(super) fn listener_tls(
         &mut self,
@@ -100,17 +118,9 @@ impl Resolver<'_> {
             }
             Some(id) => self.find_identity(&format!("{prefix}.identity"), id, identities),
         };
-        let trust = f.trust.and_then(|t| {
-            let found = trusts.iter().find(|b| b.name() == t.get_ref()).cloned();
-            if found.is_none() {
-                self.error(
-                    Some(t.span().start),
-                    &format!("{prefix}.trust"),
-                    format!("no [[trust]] named `{}`", t.get_ref()),
-                );
-            }
-            found
-        });
+        let trust = f
+            .trust
+            .and_then(|t| self.find_trust(&format!("{prefix}.trust"), t, trusts));
         let client_auth = match f.client_auth {
             // Secure default: with a trust bundle, demand a verified certificate.
             None if f.trust.is_some() => ClientAuth::RequireAndVerify,

@@ -102,38 +102,10 @@ fn get(python: &Path, d: &Path, proxy: u16, lib: &str, url: &str, cafile: &str) 
 
 fn start_nginx(nginx: &Path, d: &Path, servers: &str) -> Peer {
     let dir = d.display();
-    let conf = format!(
-        r#"
-user root;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-  ssl_certificate {dir}/server.pem;
-  ssl_certificate_key {dir}/server.key;
-  default_type text/plain;
-{servers}
-}}
-"#
+    let body = format!(
+        "  ssl_certificate {dir}/server.pem;\n  ssl_certificate_key {dir}/server.key;\n  default_type text/plain;\n{servers}"
     );
-    write(d, "nginx.conf", &conf);
-    let child = Command::new(nginx)
-        .args([
-            "-p",
-            &dir.to_string(),
-            "-c",
-            &d.join("nginx.conf").display().to_string(),
-            "-g",
-            "daemon off;",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    Peer(child)
+    crate::start_nginx(nginx, d, &body)
 }
 
 /// An nginx server on `port` that requires a client certificate from `ca_file` (and names that

@@ -21,16 +21,8 @@ fn start_nginx(nginx: &Path, d: &Path, port: u16, certgate: u16) -> Peer {
          proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_ssl_trusted_certificate {dir}/root.pem; proxy_ssl_verify on; \
          proxy_set_header Host localhost; proxy_set_header X-SSL-Client-Escaped-Cert $ssl_client_escaped_cert;"
     );
-    let conf = format!(
+    let server = format!(
         r#"
-user root;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
   server {{
     listen 127.0.0.1:{port} ssl;
     ssl_certificate {dir}/server.pem;
@@ -39,35 +31,12 @@ http {{
     location / {{ {upstream} }}
     location = /protected {{ auth_request /auth; auth_request_set $who $upstream_http_x_client_subject; add_header X-Who $who; default_type text/plain; alias {dir}/protected.txt; }}
     location = /auth {{ internal; proxy_pass_request_body off; proxy_set_header Content-Length ""; {upstream} }}
-  }}
-}}
-"#
+  }}"#
     );
-    std::fs::write(d.join("nginx.conf"), conf).unwrap();
     std::fs::write(d.join("protected.txt"), "protected ok\n").unwrap();
-    let child = Command::new(nginx)
-        .args([
-            "-p",
-            &d.display().to_string(),
-            "-c",
-            &d.join("nginx.conf").display().to_string(),
-            "-g",
-            "daemon off;",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not start: {}",
-            std::fs::read_to_string(d.join("nginx-error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Peer(child)
+    let peer = crate::start_nginx(nginx, d, &server);
+    crate::wait_port("nginx", port);
+    peer
 }
 
 #[test]

@@ -147,3 +147,38 @@ pub fn wait_port(what: &str, port: u16) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Starts nginx in `d` (pid, logs and temp files there) with `http_body` inside its `http {}`
+/// block.
+pub fn start_nginx(nginx: &Path, d: &Path, http_body: &str) -> Peer {
+    let dir = d.display();
+    let conf = format!(
+        r#"
+user root;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+{http_body}
+}}
+"#
+    );
+    std::fs::write(d.join("nginx.conf"), conf).unwrap();
+    let child = Command::new(nginx)
+        .args([
+            "-p",
+            &dir.to_string(),
+            "-c",
+            &d.join("nginx.conf").display().to_string(),
+            "-g",
+            "daemon off;",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Peer(child)
+}
