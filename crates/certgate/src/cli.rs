@@ -366,8 +366,11 @@ pub struct LogAddArgs {
 /// `certgate log checkpoint`.
 #[derive(Debug, Args)]
 pub struct LogCheckpointArgs {
-    #[command(flatten)]
-    pub remote: LogRemote,
+    /// The log's base URL, e.g. `https://log.example:8444`.
+    pub url: String,
+    /// CA certificate(s) for the log server's TLS certificate.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub ca: Vec<PathBuf>,
     /// The log's verifier key text or a file holding it; repeat for several (rotation).
     #[arg(long, required = true)]
     pub vkey: Vec<String>,

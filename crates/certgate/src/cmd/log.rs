@@ -306,9 +306,13 @@ fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
         quorum: args.quorum.unwrap_or(witnesses.0.len()),
         witnesses,
     };
-    let tls = client_tls(&args.remote, None)?;
+    let remote = LogRemote {
+        url: args.url.clone(),
+        ca: args.ca.clone(),
+    };
+    let tls = client_tls(&remote, None)?;
     let rt = runtime()?;
-    let (new, new_note) = fetch_checkpoint(&rt, &args.remote, &tls, &origin, &policy)?;
+    let (new, new_note) = fetch_checkpoint(&rt, &remote, &tls, &origin, &policy)?;
     std::fs::create_dir_all(&args.state)
         .with_context(|| format!("cannot create {}", args.state.display()))?;
     let state = args
@@ -332,7 +336,7 @@ fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
                 old.size, new.size
             ))
         } else {
-            let reader = tiles(&rt, &args.remote, &tls, new.size);
+            let reader = tiles(&rt, &remote, &tls, new.size);
             merkle::consistency_proof(old.size, new.size, &reader)
                 .and_then(|p| {
                     merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p)

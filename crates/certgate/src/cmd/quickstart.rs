@@ -210,7 +210,7 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
             if name == "log" {
                 println!("Transparency log running on {url}. Try:");
                 println!("  {me} log add {d}/certgate.toml --url {url} --ca {d}/ca/ca.pem --cert {d}/client.pem --key {d}/client.key");
-                println!("  {me} log checkpoint --url {url} --ca {d}/ca/ca.pem --vkey {d}/log/log.vkey --state {d}/log-state");
+                println!("  {me} log checkpoint {url} --ca {d}/ca/ca.pem --vkey {d}/log/log.vkey --state {d}/log-state");
                 continue;
             }
             println!("Gateway running on {url} (Ctrl-C to stop). Try:");

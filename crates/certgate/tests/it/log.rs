@@ -270,7 +270,6 @@ fn writers_append_clients_check_checkpoints_and_proofs() {
             [
                 "log",
                 "checkpoint",
-                "--url",
                 &url,
                 "--ca",
                 "root.pem",
@@ -314,7 +313,6 @@ fn writers_append_clients_check_checkpoints_and_proofs() {
         [
             "log",
             "checkpoint",
-            "--url",
             &url,
             "--ca",
             "root.pem",
@@ -395,7 +393,6 @@ fn writers_append_clients_check_checkpoints_and_proofs() {
         [
             "log",
             "checkpoint",
-            "--url",
             &fork_url,
             "--ca",
             "root.pem",
