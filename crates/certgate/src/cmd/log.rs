@@ -81,7 +81,7 @@ pub fn create(origin: &str, dir: &Path) -> Result<String> {
 }
 
 /// `--vkey` values: key text, or a file that holds key text (one per line).
-fn verifiers(args: &[String]) -> Result<Verifiers> {
+pub(crate) fn verifiers(args: &[String]) -> Result<Verifiers> {
     let mut out = Vec::new();
     for a in args {
         match Verifier::parse(a) {
@@ -119,13 +119,13 @@ fn verify_note(vkeys: &[String], file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
-fn client_tls(
+pub(crate) fn client_tls(
     remote: &LogRemote,
     identity: Option<&Credential>,
 ) -> Result<Arc<rustls::ClientConfig>> {
@@ -135,7 +135,7 @@ fn client_tls(
     )?))
 }
 
-fn url(remote: &LogRemote, path: &str) -> String {
+pub(crate) fn url(remote: &LogRemote, path: &str) -> String {
     format!("{}/{path}", remote.url.trim_end_matches('/'))
 }
 
@@ -225,7 +225,7 @@ fn add(args: &LogAddArgs) -> Result<ExitCode> {
 }
 
 /// Fetches and verifies a log's checkpoint.
-fn fetch_checkpoint(
+pub(crate) fn fetch_checkpoint(
     rt: &tokio::runtime::Runtime,
     remote: &LogRemote,
     tls: &Arc<rustls::ClientConfig>,
@@ -252,7 +252,7 @@ fn fetch_checkpoint(
 }
 
 /// Reads the tree of `size` entries from the log's tiles.
-fn tiles<'a>(
+pub(crate) fn tiles<'a>(
     rt: &'a tokio::runtime::Runtime,
     remote: &'a LogRemote,
     tls: &'a Arc<rustls::ClientConfig>,
@@ -273,7 +273,7 @@ fn tiles<'a>(
     })
 }
 
-fn origin_of(origin: Option<&String>, keys: &Verifiers) -> Result<String> {
+pub(crate) fn origin_of(origin: Option<&String>, keys: &Verifiers) -> Result<String> {
     match origin {
         Some(o) => Ok(o.clone()),
         None => keys
@@ -297,27 +297,33 @@ fn state_name(origin: &str) -> String {
         .collect()
 }
 
-fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
-    let keys = verifiers(&args.vkey)?;
-    let origin = origin_of(args.origin.as_ref(), &keys)?;
-    let witnesses = verifiers(&args.witness)?;
-    let policy = Policy {
-        logs: keys,
-        quorum: args.quorum.unwrap_or(witnesses.0.len()),
-        witnesses,
-    };
-    let remote = LogRemote {
-        url: args.url.clone(),
-        ca: args.ca.clone(),
-    };
-    let tls = client_tls(&remote, None)?;
-    let rt = runtime()?;
-    let (new, new_note) = fetch_checkpoint(&rt, &remote, &tls, &origin, &policy)?;
-    std::fs::create_dir_all(&args.state)
-        .with_context(|| format!("cannot create {}", args.state.display()))?;
-    let state = args
-        .state
-        .join(format!("{}.checkpoint", state_name(&origin)));
+/// A checkpoint fetched, verified and stored as the new state for its origin.
+pub(crate) struct Synced {
+    pub checkpoint: Checkpoint,
+    pub previous_size: Option<u64>,
+    pub verdict: String,
+}
+
+/// The state file of `origin` under `state_dir`.
+pub(crate) fn state_file(state_dir: &Path, origin: &str, what: &str) -> PathBuf {
+    state_dir.join(format!("{}.{what}", state_name(origin)))
+}
+
+/// Fetches the log's checkpoint, verifies it under `policy` and its consistency with the one
+/// stored for `origin` in `state_dir` (from the log's tiles), and stores it. An inconsistent or
+/// shrunk log fails closed (exit 65) and both signed checkpoints are kept as evidence.
+pub(crate) fn sync_checkpoint(
+    rt: &tokio::runtime::Runtime,
+    remote: &LogRemote,
+    tls: &Arc<rustls::ClientConfig>,
+    origin: &str,
+    policy: &Policy,
+    state_dir: &Path,
+) -> Result<Synced> {
+    let (new, new_note) = fetch_checkpoint(rt, remote, tls, origin, policy)?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let state = state_file(state_dir, origin, "checkpoint");
     let old = if state.exists() {
         let bytes = files::read(&state)?;
         let note = Note::parse(&bytes)
@@ -336,7 +342,7 @@ fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
                 old.size, new.size
             ))
         } else {
-            let reader = tiles(&rt, &remote, &tls, new.size);
+            let reader = tiles(rt, remote, tls, new.size);
             merkle::consistency_proof(old.size, new.size, &reader)
                 .and_then(|p| {
                     merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p)
@@ -346,12 +352,8 @@ fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
         if let Err(why) = check {
             // Fail closed, and keep both signed checkpoints as evidence.
             let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-            let a = args
-                .state
-                .join(format!("{}.conflict-{stamp}.stored", state_name(&origin)));
-            let b = args
-                .state
-                .join(format!("{}.conflict-{stamp}.fetched", state_name(&origin)));
+            let a = state_file(state_dir, origin, &format!("conflict-{stamp}.stored"));
+            let b = state_file(state_dir, origin, &format!("conflict-{stamp}.fetched"));
             files::write_public(&a, old_note.to_string().as_bytes())?;
             files::write_public(&b, new_note.to_string().as_bytes())?;
             return Err(fail(
@@ -369,10 +371,38 @@ fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
     }
     files::write_public(&state, new_note.to_string().as_bytes())
         .with_context(|| format!("cannot write {}", state.display()))?;
+    Ok(Synced {
+        checkpoint: new,
+        previous_size: old.map(|(o, _)| o.size),
+        verdict,
+    })
+}
+
+fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
+    let keys = verifiers(&args.vkey)?;
+    let origin = origin_of(args.origin.as_ref(), &keys)?;
+    let witnesses = verifiers(&args.witness)?;
+    let policy = Policy {
+        logs: keys,
+        quorum: args.quorum.unwrap_or(witnesses.0.len()),
+        witnesses,
+    };
+    let remote = LogRemote {
+        url: args.url.clone(),
+        ca: args.ca.clone(),
+    };
+    let tls = client_tls(&remote, None)?;
+    let rt = runtime()?;
+    let Synced {
+        checkpoint: new,
+        previous_size,
+        verdict,
+        ..
+    } = sync_checkpoint(&rt, &remote, &tls, &origin, &policy, &args.state)?;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "origin": new.origin, "size": new.size, "root": new.root.to_base64(), "previous_size": old.as_ref().map(|(o, _)| o.size), "verdict": verdict })
+            serde_json::json!({ "origin": new.origin, "size": new.size, "root": new.root.to_base64(), "previous_size": previous_size, "verdict": verdict })
         );
     } else {
         println!("{}: size {}, root {}", new.origin, new.size, new.root);
