@@ -54,6 +54,9 @@ pub enum Command {
     /// The transparency log: create one, append, fetch and check checkpoints, proofs.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Content trust: sign, untrust and verify artifacts against a transparency log.
+    #[command(subcommand)]
+    Trust(TrustCommand),
     /// Wait until a running `certgate serve` is ready (its admin `/readyz` answers 200): start
     /// certgate first, then the apps that depend on it.
     WaitReady(WaitReadyArgs),
@@ -408,4 +411,157 @@ pub struct LogProveArgs {
     /// Prove that the tree of OLD entries is a prefix of the tree of NEW entries.
     #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
     pub consistency: Option<Vec<u64>>,
+}
+
+/// `certgate trust ...`.
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Create a publisher's Ed25519 signing key (mode 0600) and print its verifier key.
+    Keygen {
+        /// The key's name, e.g. `publisher.example/my-addons`.
+        #[arg(long)]
+        name: String,
+        /// Where to write the key; the verifier key goes to OUT.pub.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Sign "trusted" for an artifact and record it in the log; writes a proof bundle.
+    #[command(disable_version_flag = true)]
+    Sign(TrustSignArgs),
+    /// Sign "untrusted" for an artifact (a bad release) and record it.
+    #[command(disable_version_flag = true)]
+    Untrust(TrustSignArgs),
+    /// Sign "unsupported" for an artifact and record it.
+    #[command(disable_version_flag = true)]
+    Unsupport(TrustSignArgs),
+    /// Revoke a signing key: every statement by it then verifies as REVOKED.
+    RevokeKey(TrustRevokeArgs),
+    /// Verify an artifact: exit 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED, 4 REVOKED,
+    /// 64 and above when it could not check.
+    Verify(TrustVerifyArgs),
+    /// The history of statements about an artifact.
+    Status(TrustStatusArgs),
+}
+
+/// What is signed or verified: a file or directory, or a digest.
+#[derive(Debug, Args)]
+pub struct TrustSubject {
+    /// A file (its bytes) or a directory (its tree digest).
+    #[arg(required_unless_present = "digest", conflicts_with = "digest")]
+    pub path: Option<PathBuf>,
+    /// A digest instead of a path: `sha256:<hex>`.
+    #[arg(long)]
+    pub digest: Option<String>,
+}
+
+/// Where statements are submitted, over mTLS.
+#[derive(Debug, Args)]
+pub struct TrustSubmit {
+    /// The log's base URL.
+    #[arg(long)]
+    pub log: String,
+    /// CA certificate(s) for the log server.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub ca: Vec<PathBuf>,
+    /// The writer's client certificate for the log.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: PathBuf,
+    /// Its key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: PathBuf,
+}
+
+/// `certgate trust sign|untrust|unsupport`.
+#[derive(Debug, Args)]
+pub struct TrustSignArgs {
+    #[command(flatten)]
+    pub subject: TrustSubject,
+    /// The artifact's name (the namespace policies trust signers for).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The artifact's version.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The publisher's signing key (from `trust keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub submit: TrustSubmit,
+    /// Where to write the proof bundle (default: PATH.tlog-proof, or DIGEST.tlog-proof).
+    #[arg(long, value_name = "FILE")]
+    pub proof_out: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `certgate trust revoke-key`.
+#[derive(Debug, Args)]
+pub struct TrustRevokeArgs {
+    /// The signing key to revoke.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub submit: TrustSubmit,
+}
+
+/// How a verifier reaches the log.
+#[derive(Debug, Args)]
+pub struct TrustLogAccess {
+    /// The policy file (log keys, witnesses, trusted signers, staleness).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// The log's base URL (default: the policy's `log_url`).
+    #[arg(long)]
+    pub log: Option<String>,
+    /// CA certificate(s) for the log server.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Vec<PathBuf>,
+    /// Where the last verified checkpoint and the synced statements are kept.
+    #[arg(long, value_name = "DIR", default_value = "certgate-trust-state")]
+    pub state: PathBuf,
+}
+
+/// `certgate trust verify`.
+#[derive(Debug, Args)]
+pub struct TrustVerifyArgs {
+    #[command(flatten)]
+    pub subject: TrustSubject,
+    #[command(flatten)]
+    pub access: TrustLogAccess,
+    /// A proof bundle (default with --offline: PATH.tlog-proof).
+    #[arg(long, value_name = "FILE")]
+    pub proof: Option<PathBuf>,
+    /// Use only the proof bundle: proves inclusion, says nothing about freshness.
+    #[arg(long)]
+    pub offline: bool,
+    /// Print the true status loudly and exit 0 whatever it is.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `certgate trust status`.
+#[derive(Debug, Args)]
+pub struct TrustStatusArgs {
+    #[command(flatten)]
+    pub subject: TrustSubject,
+    #[command(flatten)]
+    pub access: TrustLogAccess,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every subcommand's arguments are consistent (clap checks names, groups, conflicts).
+    #[test]
+    fn cli_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Egress(args) => cmd::egress::run(args),
         Command::WaitReady(args) => cmd::serve::wait_ready(&args),
         Command::Log(args) => cmd::log::run(args),
+        Command::Trust(args) => cmd::trust::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,3 +7,4 @@ pub mod inspect;
 pub mod log;
 pub mod quickstart;
 pub mod serve;
+pub mod trust;

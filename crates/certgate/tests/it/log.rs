@@ -19,7 +19,7 @@ use crate::server::Serve;
 use crate::tls::{Auth, config, connect};
 use crate::{certgate, certgate_ok, text};
 
-const ORIGIN: &str = "log.test.example/certgate";
+pub(crate) const ORIGIN: &str = "log.test.example/certgate";
 
 fn write(d: &Path, name: &str, text: &str) {
     std::fs::write(d.join(name), text).unwrap();
@@ -27,7 +27,7 @@ fn write(d: &Path, name: &str, text: &str) {
 
 /// PKI: server certificate, a writer ("publisher"), a stranger (verified, wrong name) and a
 /// self-signed client.
-fn setup() -> (tempfile::TempDir, TestPki) {
+pub(crate) fn setup() -> (tempfile::TempDir, TestPki) {
     let dir = tempdir();
     let d = dir.path();
     let pki = TestPki::new();
@@ -61,7 +61,7 @@ fn setup() -> (tempfile::TempDir, TestPki) {
     (dir, pki)
 }
 
-fn log_config(data_dir: &str) -> String {
+pub(crate) fn log_config(data_dir: &str) -> String {
     format!(
         r#"version = 1
 [[identity]]
@@ -82,7 +82,7 @@ writers = [{{ cn = "publisher" }}]
     )
 }
 
-fn vkey(d: &Path, dir: &str) -> String {
+pub(crate) fn vkey(d: &Path, dir: &str) -> String {
     std::fs::read_to_string(d.join(dir).join("log.vkey"))
         .unwrap()
         .trim()

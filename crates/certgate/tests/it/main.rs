@@ -14,6 +14,7 @@ mod log;
 mod reload;
 mod server;
 mod tls;
+mod trust;
 mod tunnel;
 
 use std::path::Path;
