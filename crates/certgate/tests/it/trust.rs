@@ -233,11 +233,53 @@ fn sign_verify_untrust_revoke_fork_rotate() {
         text(&out)
     );
 
-    // Log key rotation: the log now signs with a new key (same origin). A policy listing both
-    // keys accepts it; one listing only the retired key says so plainly.
+    // A directory is signed by its tree digest; changing one file changes it.
+    std::fs::create_dir_all(d.join("pkg/sub")).unwrap();
+    write(d, "pkg/manifest.json", "{}\n");
+    write(d, "pkg/sub/run.sh", "echo hi\n");
+    trust("sign", &["pkg"], "alice", &["--name", "my-pkg"]);
+    let out = verify(&["pkg"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    write(d, "pkg/sub/run.sh", "echo pwned\n");
+    let out = verify(&["pkg"], &[]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    write(d, "addon.tar", "release 1.0 bytes\n");
+
+    // The log goes away: a policy with a staleness bound answers from the synced state, and
+    // says so; one without refuses to guess.
     server.signal("TERM");
     let _ = server.wait_exit(std::time::Duration::from_secs(10));
     drop(server);
+    write(
+        d,
+        "stale.toml",
+        &policy(&[&log_key]).replace("version = 1\n", "version = 1\nmax_staleness_secs = 3600\n"),
+    );
+    let out = run(
+        d,
+        &[
+            "trust",
+            "verify",
+            "addon.tar",
+            "--policy",
+            "stale.toml",
+            "--ca",
+            "root.pem",
+            "--state",
+            "st",
+        ],
+    );
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("could not be reached"),
+        "{}",
+        text(&out)
+    );
+    let out = verify(&["addon.tar"], &[]);
+    assert!(code(&out) >= 64, "{}", text(&out));
+
+    // Log key rotation: the log now signs with a new key (same origin). A policy listing both
+    // keys accepts it; one listing only the retired key says so plainly.
     certgate_ok(
         d,
         ["trust", "keygen", "--name", ORIGIN, "--out", "newlog.key"].as_slice(),
