@@ -152,6 +152,27 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
         crate::cmd::log::create(LOG_ORIGIN, &log_dir)?;
         created.push("log".to_owned());
     }
+    // Content trust: a publisher key, a policy trusting it and the log, a file to sign.
+    let publisher = dir.join("publisher.key");
+    let policy = dir.join("trust-policy.toml");
+    if publisher.exists() && policy.exists() {
+        reused.push("content trust".to_owned());
+    } else {
+        let _ = std::fs::remove_file(&publisher);
+        let _ = std::fs::remove_file(dir.join("publisher.key.pub"));
+        let signer =
+            crate::cmd::trust::create_key("quickstart.certgate.local/publisher", &publisher)?;
+        let log_key = std::fs::read_to_string(log_dir.join("log.vkey"))
+            .with_context(|| format!("cannot read {}", log_dir.join("log.vkey").display()))?;
+        let text = format!(
+            "# Who the verifier trusts; written by `certgate quickstart`.\nversion = 1\nlog_keys = [\"{}\"]\n\n[[signer]]\nkey = \"{signer}\"\nnames = [\"quickstart-*\"]\n",
+            log_key.trim()
+        );
+        files::write_public(&policy, text.as_bytes())
+            .with_context(|| format!("cannot write {}", policy.display()))?;
+        files::write_public(&dir.join("release.txt"), b"an example release\n")?;
+        created.push("content trust".to_owned());
+    }
     let config_path = dir.join("certgate.toml");
     if config_path.exists() {
         reused.push("config".to_owned());
@@ -211,6 +232,13 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
                 println!("Transparency log running on {url}. Try:");
                 println!("  {me} log add {d}/certgate.toml --url {url} --ca {d}/ca/ca.pem --cert {d}/client.pem --key {d}/client.key");
                 println!("  {me} log checkpoint {url} --ca {d}/ca/ca.pem --vkey {d}/log/log.vkey --state {d}/log-state");
+                let submit = format!("--key {d}/publisher.key --log {url} --ca {d}/ca/ca.pem --tls-cert {d}/client.pem --tls-key {d}/client.key");
+                let verify = format!("--policy {d}/trust-policy.toml --log {url} --ca {d}/ca/ca.pem --state {d}/trust-state");
+                println!("Content trust against it (sign, verify, untrust, verify again):");
+                println!("  {me} trust sign {d}/release.txt --name quickstart-release {submit}");
+                println!("  {me} trust verify {d}/release.txt {verify}      # TRUSTED, exit 0");
+                println!("  {me} trust untrust {d}/release.txt --name quickstart-release {submit}");
+                println!("  {me} trust verify {d}/release.txt {verify}      # UNTRUSTED, exit 1");
                 continue;
             }
             println!("Gateway running on {url} (Ctrl-C to stop). Try:");

@@ -44,6 +44,23 @@ pub fn run(cmd: TrustCommand) -> Result<ExitCode> {
 }
 
 fn keygen(name: &str, out: &Path) -> Result<ExitCode> {
+    let vkey = create_key(name, out)?;
+    let public = pub_path(out);
+    println!(
+        "signing key:  {} (mode 0600; keep it secret)",
+        out.display()
+    );
+    println!("verifier key: {vkey}");
+    println!(
+        "  (also in {}; put it in verifiers' policy as a [[signer]])",
+        public.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a new signing key to `out` (0600) and its verifier key to `out.pub`; returns the
+/// verifier key text.
+pub fn create_key(name: &str, out: &Path) -> Result<String> {
     if out.exists() {
         return Err(fail(
             exit::CANTCREAT,
@@ -57,16 +74,7 @@ fn keygen(name: &str, out: &Path) -> Result<ExitCode> {
     let public = pub_path(out);
     files::write_public(&public, format!("{vkey}\n").as_bytes())
         .with_context(|| format!("cannot write {}", public.display()))?;
-    println!(
-        "signing key:  {} (mode 0600; keep it secret)",
-        out.display()
-    );
-    println!("verifier key: {vkey}");
-    println!(
-        "  (also in {}; put it in verifiers' policy as a [[signer]])",
-        public.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(vkey)
 }
 
 fn pub_path(key: &Path) -> PathBuf {

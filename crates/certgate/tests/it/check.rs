@@ -157,13 +157,17 @@ fn quickstart_creates_then_reuses_and_its_config_checks() {
     let d = dir.path();
     let first = certgate_ok(d, "quickstart --dir qs --no-serve");
     assert!(
-        first.contains("created CA, server certificate, client certificate, log, config"),
+        first.contains(
+            "created CA, server certificate, client certificate, log, content trust, config"
+        ),
         "{first}"
     );
     let ca_before = std::fs::read(d.join("qs/ca/ca.pem")).unwrap();
     let second = certgate_ok(d, "quickstart --dir qs --no-serve");
     assert!(
-        second.contains("reused CA, server certificate, client certificate, log, config"),
+        second.contains(
+            "reused CA, server certificate, client certificate, log, content trust, config"
+        ),
         "{second}"
     );
     assert_eq!(std::fs::read(d.join("qs/ca/ca.pem")).unwrap(), ca_before);
@@ -196,6 +200,7 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
     let mut port = None;
     let mut commands = Vec::new();
     let mut log_commands = Vec::new();
+    let mut trust_commands = Vec::new();
     let me = env!("CARGO_BIN_EXE_certgate");
     for line in lines.by_ref() {
         let line = line.unwrap();
@@ -208,8 +213,10 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
             commands.push(line.trim().to_owned());
         } else if line.trim_start().starts_with(&format!("{me} log ")) {
             log_commands.push(line.trim().to_owned());
+        } else if line.trim_start().starts_with(&format!("{me} trust ")) {
+            trust_commands.push(line.trim().to_owned());
         }
-        if commands.len() == 3 && log_commands.len() == 2 {
+        if commands.len() == 3 && log_commands.len() == 2 && trust_commands.len() == 4 {
             break;
         }
     }
@@ -239,8 +246,9 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
     // The printed log commands: append the config file, then check the log's checkpoint.
     let log_results: Vec<std::process::Output> = log_commands
         .iter()
+        .chain(&trust_commands)
         .map(|c| {
-            let mut words = c.split_whitespace();
+            let mut words = c.split_whitespace().take_while(|w| *w != "#");
             let program = words.next().unwrap();
             std::process::Command::new(program)
                 .current_dir(d)
@@ -252,8 +260,16 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(log_commands.len(), 2, "{log_commands:?}");
-    for (c, out) in log_commands.iter().zip(&log_results) {
-        assert!(out.status.success(), "{c}: {}", crate::text(out));
+    assert_eq!(trust_commands.len(), 4, "{trust_commands:?}");
+    // sign, verify (TRUSTED, 0), untrust, verify (UNTRUSTED, 1).
+    let expected = [0, 0, 0, 0, 0, 1];
+    for ((c, out), want) in log_commands
+        .iter()
+        .chain(&trust_commands)
+        .zip(&log_results)
+        .zip(expected)
+    {
+        assert_eq!(out.status.code(), Some(want), "{c}: {}", crate::text(out));
     }
     assert!(
         String::from_utf8_lossy(&log_results[0].stdout).contains("appended at index 0"),
