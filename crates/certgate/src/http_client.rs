@@ -11,6 +11,11 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
+/// The server could not be reached or talked to: a temporary failure (exit 75).
+fn unreachable(message: String) -> anyhow::Error {
+    crate::exit::fail(crate::exit::TEMPFAIL, message)
+}
+
 /// The largest response body read.
 const MAX_BODY: usize = 16 << 20;
 
@@ -42,14 +47,14 @@ pub async fn request(
         TcpStream::connect((host.as_str(), port)),
     )
     .await
-    .with_context(|| format!("{authority}: connect timed out"))?
-    .with_context(|| format!("{authority}: cannot connect"))?;
+    .map_err(|_| unreachable(format!("{authority}: connect timed out")))?
+    .map_err(|e| unreachable(format!("{authority}: cannot connect: {e}")))?;
     let name = ServerName::try_from(host.clone())
         .with_context(|| format!("`{host}` is not a valid server name"))?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
-        .with_context(|| format!("{authority}: TLS handshake failed"))?;
+        .map_err(|e| unreachable(format!("{authority}: TLS handshake failed: {e}")))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .context("HTTP handshake")?;
@@ -63,7 +68,7 @@ pub async fn request(
     let resp = sender
         .send_request(req)
         .await
-        .with_context(|| format!("{url}: request failed"))?;
+        .map_err(|e| unreachable(format!("{url}: request failed: {e}")))?;
     let status = resp.status().as_u16();
     let body = Limited::new(resp.into_body(), MAX_BODY)
         .collect()

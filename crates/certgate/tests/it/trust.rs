@@ -276,7 +276,8 @@ fn sign_verify_untrust_revoke_fork_rotate() {
         text(&out)
     );
     let out = verify(&["addon.tar"], &[]);
-    assert!(code(&out) >= 64, "{}", text(&out));
+    assert_eq!(code(&out), 75, "{}", text(&out));
+    assert!(text(&out).contains("cannot connect"), "{}", text(&out));
 
     // Log key rotation: the log now signs with a new key (same origin). A policy listing both
     // keys accepts it; one listing only the retired key says so plainly.
