@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bundle;
 pub mod decide;
 pub mod policy;
 pub mod statement;
@@ -29,6 +30,9 @@ pub enum Error {
     /// The policy file is wrong.
     #[error("policy: {0}")]
     Policy(String),
+    /// A proof bundle is malformed, about another subject, or does not verify.
+    #[error("proof bundle: {0}")]
+    Bundle(String),
     /// The transparency-log core refused something.
     #[error(transparent)]
     Log(#[from] certgate_tlog::Error),

@@ -519,37 +519,11 @@ fn verify(args: &TrustVerifyArgs) -> Result<ExitCode> {
     report(&verdict, &digest, &note, args.json, args.force)
 }
 
-/// Verifies a proof bundle: its statement, signer, digest, checkpoint (per the policy) and
-/// inclusion. Returns the verdict its statement alone gives and the checkpoint size.
+/// Verifies a proof bundle file (see `certgate_trust::bundle`).
 fn verify_bundle(path: &Path, digest: &Digest, policy: &Policy) -> Result<(Verdict, u64)> {
-    let bad = |why: String| fail(exit::DATAERR, format!("{}: {why}", path.display()));
     let bytes = files::read(path)?;
-    let proof = TlogProof::parse(&bytes).map_err(|e| bad(e.to_string()))?;
-    let signed = proof
-        .extra
-        .as_deref()
-        .ok_or_else(|| bad("no statement in the bundle (`extra` line missing)".into()))?;
-    let (st, _) = Statement::open(signed).map_err(|e| bad(e.to_string()))?;
-    if st.digest != *digest {
-        return Err(bad(format!(
-            "the bundle is about {}, not {digest} (a different or modified artifact)",
-            st.digest
-        )));
-    }
-    let (cp, _, _) = policy
-        .log
-        .open(proof.checkpoint.to_string().as_bytes(), &policy.origin)
-        .map_err(|e| bad(e.to_string()))?;
-    merkle::verify_inclusion(
-        proof.index,
-        cp.size,
-        &merkle::leaf_hash(signed),
-        &proof.proof,
-        &cp.root,
-    )
-    .map_err(|e| bad(e.to_string()))?;
-    let verdict = decide([(proof.index, signed)], digest, policy);
-    Ok((verdict, cp.size))
+    certgate_trust::bundle::verify(&bytes, digest, policy)
+        .map_err(|e| fail(exit::DATAERR, format!("{}: {e}", path.display())))
 }
 
 fn status(args: &TrustStatusArgs) -> Result<ExitCode> {
