@@ -10,6 +10,7 @@
 
 pub mod bundle;
 pub mod decide;
+pub mod keyfile;
 pub mod policy;
 pub mod statement;
 pub mod tree;
@@ -33,6 +34,9 @@ pub enum Error {
     /// A proof bundle is malformed, about another subject, or does not verify.
     #[error("proof bundle: {0}")]
     Bundle(String),
+    /// A signing-key file could not be opened (wrong password, damaged).
+    #[error("key file: {0}")]
+    KeyFile(String),
     /// The transparency-log core refused something.
     #[error(transparent)]
     Log(#[from] certgate_tlog::Error),

@@ -424,6 +424,9 @@ pub enum TrustCommand {
         /// Where to write the key; the verifier key goes to OUT.pub.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Encrypt the key with the password in this file (PBKDF2 + AES-256-GCM).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
     },
     /// Sign "trusted" for an artifact and record it in the log; writes a proof bundle.
     #[command(disable_version_flag = true)]
@@ -485,6 +488,9 @@ pub struct TrustSignArgs {
     /// The publisher's signing key (from `trust keygen`).
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
+    /// The signing key's password, when it is encrypted.
+    #[arg(long, value_name = "FILE")]
+    pub key_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub submit: TrustSubmit,
     /// Where to write the proof bundle (default: PATH.tlog-proof, or DIGEST.tlog-proof).
@@ -501,6 +507,9 @@ pub struct TrustRevokeArgs {
     /// The signing key to revoke.
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
+    /// Its password, when it is encrypted.
+    #[arg(long, value_name = "FILE")]
+    pub key_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub submit: TrustSubmit,
 }

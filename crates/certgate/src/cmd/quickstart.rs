@@ -161,7 +161,7 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
         let _ = std::fs::remove_file(&publisher);
         let _ = std::fs::remove_file(dir.join("publisher.key.pub"));
         let signer =
-            crate::cmd::trust::create_key("quickstart.certgate.local/publisher", &publisher)?;
+            crate::cmd::trust::create_key("quickstart.certgate.local/publisher", &publisher, None)?;
         let log_key = std::fs::read_to_string(log_dir.join("log.vkey"))
             .with_context(|| format!("cannot read {}", log_dir.join("log.vkey").display()))?;
         let text = format!(

@@ -33,7 +33,11 @@ use crate::files;
 
 pub fn run(cmd: TrustCommand) -> Result<ExitCode> {
     match cmd {
-        TrustCommand::Keygen { name, out } => keygen(&name, &out),
+        TrustCommand::Keygen {
+            name,
+            out,
+            password_file,
+        } => keygen(&name, &out, password_file.as_deref()),
         TrustCommand::Sign(a) => sign(&a, Status::Trusted),
         TrustCommand::Untrust(a) => sign(&a, Status::Untrusted),
         TrustCommand::Unsupport(a) => sign(&a, Status::Unsupported),
@@ -43,8 +47,9 @@ pub fn run(cmd: TrustCommand) -> Result<ExitCode> {
     }
 }
 
-fn keygen(name: &str, out: &Path) -> Result<ExitCode> {
-    let vkey = create_key(name, out)?;
+fn keygen(name: &str, out: &Path, password_file: Option<&Path>) -> Result<ExitCode> {
+    let password = password_file.map(files::password_from_file).transpose()?;
+    let vkey = create_key(name, out, password.as_deref())?;
     let public = pub_path(out);
     println!(
         "signing key:  {} (mode 0600; keep it secret)",
@@ -60,7 +65,7 @@ fn keygen(name: &str, out: &Path) -> Result<ExitCode> {
 
 /// Writes a new signing key to `out` (0600) and its verifier key to `out.pub`; returns the
 /// verifier key text.
-pub fn create_key(name: &str, out: &Path) -> Result<String> {
+pub fn create_key(name: &str, out: &Path, password: Option<&str>) -> Result<String> {
     if out.exists() {
         return Err(fail(
             exit::CANTCREAT,
@@ -68,7 +73,16 @@ pub fn create_key(name: &str, out: &Path) -> Result<String> {
         ));
     }
     let key = Signer::generate(name).map_err(|e| fail(exit::USAGE, format!("--name: {e}")))?;
-    files::write_secret(out, format!("{}\n", key.to_secret_text()).as_bytes())
+    let secret = match password {
+        Some(p) => certgate_trust::keyfile::encrypt(
+            &key.to_secret_text(),
+            p,
+            certgate_trust::keyfile::ITERATIONS,
+        )
+        .map_err(|e| fail(exit::USAGE, e.to_string()))?,
+        None => key.to_secret_text(),
+    };
+    files::write_secret(out, format!("{secret}\n").as_bytes())
         .with_context(|| format!("cannot write {}", out.display()))?;
     let vkey = key.verifier().to_string();
     let public = pub_path(out);
@@ -83,13 +97,24 @@ fn pub_path(key: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn load_signer(path: &Path) -> Result<Signer> {
-    let text = String::from_utf8(files::read(path)?).map_err(|_| {
+fn load_signer(path: &Path, password_file: Option<&Path>) -> Result<Signer> {
+    let mut text = String::from_utf8(files::read(path)?).map_err(|_| {
         fail(
             exit::DATAERR,
             format!("{}: not a signing key", path.display()),
         )
     })?;
+    if certgate_trust::keyfile::is_encrypted(&text) {
+        let Some(pf) = password_file else {
+            return Err(fail(
+                exit::USAGE,
+                format!("{} is encrypted: give --key-password-file", path.display()),
+            ));
+        };
+        let password = files::password_from_file(pf)?;
+        text = certgate_trust::keyfile::decrypt(&text, &password)
+            .map_err(|e| fail(exit::DATAERR, format!("{}: {e}", path.display())))?;
+    }
     Signer::parse(&text).map_err(|e| fail(exit::DATAERR, format!("{}: {e}", path.display())))
 }
 
@@ -240,7 +265,7 @@ fn submit(sub: &TrustSubmit, signed: &[u8]) -> Result<TlogProof> {
 }
 
 fn sign(args: &TrustSignArgs, status: Status) -> Result<ExitCode> {
-    let key = load_signer(&args.key)?;
+    let key = load_signer(&args.key, args.key_password_file.as_deref())?;
     let (kind, digest) = subject(&args.subject)?;
     let v = key.verifier();
     let st = Statement {
@@ -302,7 +327,7 @@ fn kind_word(kind: SubjectKind) -> &'static str {
 }
 
 fn revoke(args: &TrustRevokeArgs) -> Result<ExitCode> {
-    let key = load_signer(&args.key)?;
+    let key = load_signer(&args.key, args.key_password_file.as_deref())?;
     let v = key.verifier();
     let st = Statement {
         kind: SubjectKind::Key,

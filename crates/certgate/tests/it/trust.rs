@@ -181,6 +181,53 @@ fn sign_verify_untrust_revoke_fork_rotate() {
         "{}",
         text(&out)
     );
+    // A password-protected publisher key: signs with its password, refuses a wrong one.
+    write(d, "pw", "s3cret\n");
+    write(d, "wrong-pw", "guess\n");
+    certgate_ok(
+        d,
+        [
+            "trust",
+            "keygen",
+            "--name",
+            "carol.example",
+            "--out",
+            "carol.key",
+            "--password-file",
+            "pw",
+        ]
+        .as_slice(),
+    );
+    assert!(
+        std::fs::read_to_string(d.join("carol.key"))
+            .unwrap()
+            .starts_with("ENCRYPTED+KEY+")
+    );
+    write(d, "carol.bin", "carol's release\n");
+    let mut args: Vec<String> = ["trust", "sign", "carol.bin"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend(submit("carol"));
+    let plain: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(d, &plain);
+    assert_eq!(code(&out), 64, "{}", text(&out));
+    assert!(
+        text(&out).contains("is encrypted: give --key-password-file"),
+        "{}",
+        text(&out)
+    );
+    let out = run(
+        d,
+        &[plain.as_slice(), &["--key-password-file", "wrong-pw"]].concat(),
+    );
+    assert_eq!(code(&out), 65, "{}", text(&out));
+    assert!(text(&out).contains("wrong password"), "{}", text(&out));
+    let out = run(
+        d,
+        &[plain.as_slice(), &["--key-password-file", "pw"]].concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
     // A revoked signer -> REVOKED.
     trust(
         "sign",
