@@ -455,6 +455,9 @@ pub struct TrustSubject {
     /// A digest instead of a path: `sha256:<hex>`.
     #[arg(long)]
     pub digest: Option<String>,
+    /// What the digest is of: `digest` (default) or `oci` (an OCI manifest digest).
+    #[arg(long, requires = "digest", value_parser = ["digest", "oci"])]
+    pub kind: Option<String>,
 }
 
 /// Where statements are submitted, over mTLS.

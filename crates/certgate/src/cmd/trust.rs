@@ -197,7 +197,11 @@ fn hash_tree(root: &Path) -> Result<Digest> {
 fn subject(s: &TrustSubject) -> Result<(SubjectKind, Digest)> {
     match (&s.path, &s.digest) {
         (_, Some(d)) => Ok((
-            SubjectKind::Digest,
+            if s.kind.as_deref() == Some("oci") {
+                SubjectKind::Oci
+            } else {
+                SubjectKind::Digest
+            },
             Digest::parse(d).map_err(|e| fail(exit::USAGE, format!("--digest: {e}")))?,
         )),
         (Some(p), None) if p.is_dir() => Ok((SubjectKind::Tree, hash_tree(p)?)),

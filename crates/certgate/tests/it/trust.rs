@@ -231,7 +231,12 @@ fn sign_verify_untrust_revoke_fork_rotate() {
     // A revoked signer -> REVOKED.
     trust(
         "sign",
-        &["--digest", &format!("sha256:{}", "ab".repeat(32))],
+        &[
+            "--digest",
+            &format!("sha256:{}", "ab".repeat(32)),
+            "--kind",
+            "oci",
+        ],
         "bob",
         &[],
     );
