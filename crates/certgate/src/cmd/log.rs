@@ -139,6 +139,54 @@ pub(crate) fn url(remote: &LogRemote, path: &str) -> String {
     format!("{}/{path}", remote.url.trim_end_matches('/'))
 }
 
+/// Appends `entry` to the log as the writer `identity`; returns the log's tlog-proof and its
+/// checkpoint, after checking that the proof really puts the entry in that tree.
+pub(crate) fn append(
+    remote: &LogRemote,
+    identity: &Credential,
+    entry: &[u8],
+) -> Result<(TlogProof, Checkpoint)> {
+    let tls = client_tls(remote, Some(identity))?;
+    let target = url(remote, "add");
+    let (status, body) = runtime()?.block_on(crate::http_client::request(
+        &target,
+        Method::POST,
+        entry.to_vec(),
+        tls,
+    ))?;
+    if status != 200 {
+        return Err(fail(
+            exit::TEMPFAIL,
+            format!(
+                "{target}: {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            ),
+        ));
+    }
+    let proof = TlogProof::parse(&body).map_err(|e| {
+        fail(
+            exit::DATAERR,
+            format!("{target}: the answer is not a tlog-proof: {e}"),
+        )
+    })?;
+    let cp = Checkpoint::parse(proof.checkpoint.text())
+        .map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))?;
+    merkle::verify_inclusion(
+        proof.index,
+        cp.size,
+        &merkle::leaf_hash(entry),
+        &proof.proof,
+        &cp.root,
+    )
+    .map_err(|e| {
+        fail(
+            exit::DATAERR,
+            format!("{target}: the log's proof does not verify: {e}"),
+        )
+    })?;
+    Ok((proof, cp))
+}
+
 fn add(args: &LogAddArgs) -> Result<ExitCode> {
     let password = args
         .password_file
@@ -163,45 +211,7 @@ fn add(args: &LogAddArgs) -> Result<ExitCode> {
             ),
         ));
     }
-    let tls = client_tls(&args.remote, Some(&identity))?;
-    let target = url(&args.remote, "add");
-    let (status, body) = runtime()?.block_on(crate::http_client::request(
-        &target,
-        Method::POST,
-        entry.clone(),
-        tls,
-    ))?;
-    if status != 200 {
-        return Err(fail(
-            exit::TEMPFAIL,
-            format!(
-                "{target}: {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            ),
-        ));
-    }
-    let proof = TlogProof::parse(&body).map_err(|e| {
-        fail(
-            exit::DATAERR,
-            format!("{target}: the answer is not a tlog-proof: {e}"),
-        )
-    })?;
-    // Check the answer before keeping it: the entry is at that index of the signed tree.
-    let cp = Checkpoint::parse(proof.checkpoint.text())
-        .map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))?;
-    merkle::verify_inclusion(
-        proof.index,
-        cp.size,
-        &merkle::leaf_hash(&entry),
-        &proof.proof,
-        &cp.root,
-    )
-    .map_err(|e| {
-        fail(
-            exit::DATAERR,
-            format!("{target}: the log's proof does not verify: {e}"),
-        )
-    })?;
+    let (proof, cp) = append(&args.remote, &identity, &entry)?;
     let out = args.proof_out.clone().unwrap_or_else(|| {
         let mut p = args.file.clone().into_os_string();
         p.push(".tlog-proof");

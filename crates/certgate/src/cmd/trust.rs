@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
 use certgate_pki::{Credential, Origin, credential};
-use certgate_tlog::merkle::{self, MemoryTree};
+use certgate_tlog::merkle::MemoryTree;
 use certgate_tlog::note::Signer;
 use certgate_tlog::proof::TlogProof;
 use certgate_tlog::tile::{self, Tile};
@@ -226,44 +226,7 @@ fn submit(sub: &TrustSubmit, signed: &[u8]) -> Result<TlogProof> {
         url: sub.log.clone(),
         ca: sub.ca.clone(),
     };
-    let tls = logcmd::client_tls(&remote, Some(&identity))?;
-    let target = logcmd::url(&remote, "add");
-    let (code, body) = logcmd::runtime()?.block_on(crate::http_client::request(
-        &target,
-        Method::POST,
-        signed.to_vec(),
-        tls,
-    ))?;
-    if code != 200 {
-        return Err(fail(
-            exit::TEMPFAIL,
-            format!(
-                "{target}: {code}: {}",
-                String::from_utf8_lossy(&body).trim()
-            ),
-        ));
-    }
-    let mut proof = TlogProof::parse(&body).map_err(|e| {
-        fail(
-            exit::DATAERR,
-            format!("{target}: the answer is not a tlog-proof: {e}"),
-        )
-    })?;
-    let cp = certgate_tlog::Checkpoint::parse(proof.checkpoint.text())
-        .map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))?;
-    merkle::verify_inclusion(
-        proof.index,
-        cp.size,
-        &merkle::leaf_hash(signed),
-        &proof.proof,
-        &cp.root,
-    )
-    .map_err(|e| {
-        fail(
-            exit::DATAERR,
-            format!("{target}: the log's proof does not verify: {e}"),
-        )
-    })?;
+    let (mut proof, _) = logcmd::append(&remote, &identity, signed)?;
     proof.extra = Some(signed.to_vec());
     Ok(proof)
 }
@@ -536,16 +499,22 @@ fn verify(args: &TrustVerifyArgs) -> Result<ExitCode> {
         );
         return report(&verdict, &digest, &note, args.json, args.force);
     }
-    let (entries, note) = synced_entries(&args.access, &policy)?;
-    let verdict = decide(
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i as u64, e.as_slice())),
-        &digest,
-        &policy,
-    );
+    let (verdict, note) = decide_online(&args.access, &policy, &digest)?;
     report(&verdict, &digest, &note, args.json, args.force)
+}
+
+/// Syncs the log and decides `digest` from all of its statements.
+fn decide_online(
+    access: &TrustLogAccess,
+    policy: &Policy,
+    digest: &Digest,
+) -> Result<(Verdict, String)> {
+    let (entries, note) = synced_entries(access, policy)?;
+    let indexed = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u64, e.as_slice()));
+    Ok((decide(indexed, digest, policy), note))
 }
 
 /// Verifies a proof bundle file (see `certgate_trust::bundle`).
@@ -558,15 +527,7 @@ fn verify_bundle(path: &Path, digest: &Digest, policy: &Policy) -> Result<(Verdi
 fn status(args: &TrustStatusArgs) -> Result<ExitCode> {
     let policy = load_policy(&args.access.policy)?;
     let (_, digest) = subject(&args.subject)?;
-    let (entries, note) = synced_entries(&args.access, &policy)?;
-    let verdict = decide(
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i as u64, e.as_slice())),
-        &digest,
-        &policy,
-    );
+    let (verdict, note) = decide_online(&args.access, &policy, &digest)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&verdict)?);
         return Ok(ExitCode::SUCCESS);
