@@ -46,6 +46,8 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// A connection with no traffic either way for this long is closed.
     pub idle_timeout: Duration,
+    /// Largest request body forwarded upstream (`None`: no limit); larger ones get 413.
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -57,6 +59,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            max_body_bytes: None,
         }
     }
 }
@@ -516,6 +519,24 @@ async fn proxy(
     for (name, value) in identity_headers(cfg, conn, &route.forward) {
         headers.append(name, value);
     }
+    let limit = cfg.limits.max_body_bytes;
+    if let Some(max) = limit {
+        // A declared length over the limit is refused before anything goes upstream.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return too_large(max);
+        }
+    }
+    let req = req.map(|body| match limit {
+        Some(max) => {
+            http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed()
+        }
+        None => body.map_err(Into::into).boxed(),
+    });
     let upstream_started = Instant::now();
     let result = client.request(req).await;
     if crate::metrics::enabled() {
@@ -525,6 +546,11 @@ async fn proxy(
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
+            if let Some(max) = limit
+                && body_over_limit(&e)
+            {
+                return too_large(max);
+            }
             tracing::warn!(listener = %cfg.name, route = %route.name, upstream = %authority, error = %e, "upstream request failed");
             return text(StatusCode::BAD_GATEWAY, "the upstream is unavailable");
         }
@@ -550,6 +576,25 @@ async fn proxy(
     }
     sanitize_response(resp.headers_mut());
     resp.map(|b| b.boxed())
+}
+
+fn too_large(max: u64) -> Response<Body> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {max} bytes"),
+    )
+}
+
+/// Whether an upstream failure was the request body going over its limit mid-stream.
+fn body_over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// RFC 9440 §2: `Client-Cert` fields never appear in responses; a `Vary` on them becomes `*`

@@ -16,15 +16,19 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+/// A request body on its way upstream: the client's, possibly under a size limit.
+pub type RequestBody =
+    http_body_util::combinators::BoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
 /// A client for one kind of upstream.
 #[derive(Clone)]
 pub enum UpstreamClient {
     /// Plain HTTP/1.1 over TCP.
-    Http(Client<HttpConnector, Incoming>),
+    Http(Client<HttpConnector, RequestBody>),
     /// HTTP/1.1 over TLS, verified against the route's upstream trust.
-    Https(Client<HttpsConnector<HttpConnector>, Incoming>),
+    Https(Client<HttpsConnector<HttpConnector>, RequestBody>),
     /// HTTP/1.1 over a Unix socket.
-    Unix(Client<UnixConnector, Incoming>),
+    Unix(Client<UnixConnector, RequestBody>),
 }
 
 impl fmt::Debug for UpstreamClient {
@@ -83,7 +87,7 @@ impl UpstreamClient {
     /// Sends a request.
     pub async fn request(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
         match self {
             Self::Http(c) => c.request(req).await,

@@ -38,6 +38,7 @@ pub(super) struct RawIngress {
     max_header_bytes: Option<Spanned<u64>>,
     drain_timeout_secs: Option<Spanned<u64>>,
     idle_timeout_secs: Option<Spanned<u64>>,
+    max_body_bytes: Option<Spanned<u64>>,
     forwarded_cert: Option<Spanned<RawFront>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
@@ -166,6 +167,9 @@ impl Resolver<'_> {
                 self.positive(v, &format!("{prefix}.drain_timeout_secs"))
                     .unwrap_or(10),
             );
+        }
+        if let Some(v) = &raw.max_body_bytes {
+            limits.max_body_bytes = self.positive(v, &format!("{prefix}.max_body_bytes"));
         }
         if let Some(v) = &raw.max_header_bytes {
             limits.max_header_bytes = self
