@@ -299,6 +299,35 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
     let host = request_host(&req);
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    // hyper bounds HTTP/1 heads at no less than 8 KiB; the configured limit is enforced here, the
+    // same way for HTTP/1 and HTTP/2 (name, value and 4 bytes of framing per field).
+    let head_bytes: usize = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head_bytes > cfg.limits.max_header_bytes {
+        let resp = text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request head is larger than {} bytes",
+                cfg.limits.max_header_bytes
+            ),
+        );
+        log_request(
+            cfg,
+            conn,
+            None,
+            &method,
+            &path,
+            resp.status(),
+            started,
+            0,
+            None,
+        );
+        return resp;
+    }
     let route = policy::select(&cfg.routes, host.as_deref(), &path);
     // A route that takes certificates forwarded by a front proxy reads its header before the
     // identity headers are stripped; the request's identity is then the forwarded one (or none).

@@ -10,6 +10,7 @@ mod egress;
 mod front;
 mod handshake;
 mod ingress;
+mod limits;
 mod log;
 mod reload;
 mod server;
