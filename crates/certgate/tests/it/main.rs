@@ -123,7 +123,19 @@ pub fn https_get(
 pub struct Peer(pub std::process::Child);
 
 impl Drop for Peer {
+    /// SIGTERM first, so that a master process (nginx, HAProxy) stops its workers; SIGKILL
+    /// when it has not exited within 2 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
