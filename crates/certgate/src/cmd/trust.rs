@@ -394,6 +394,10 @@ fn synced_entries(access: &TrustLogAccess, policy: &Policy) -> Result<(Vec<Vec<u
         }
         files::write_public(&cache, &encode_cache(&entries))
             .with_context(|| format!("cannot write {}", cache.display()))?;
+        let checkpoint = logcmd::state_file(&access.state, &policy.origin, "checkpoint");
+        let verified_at = logcmd::state_file(&access.state, &policy.origin, "entries-checkpoint");
+        files::write_public(&verified_at, &files::read(&checkpoint)?)
+            .with_context(|| format!("cannot write {}", verified_at.display()))?;
         Ok((entries, format!("synced with the log at size {}", cp.size)))
     })();
     match fetched {
@@ -413,6 +417,29 @@ fn synced_entries(access: &TrustLogAccess, policy: &Policy) -> Result<(Vec<Vec<u
                     let entries = decode_cache(&files::read(&cache)?).map_err(|why| {
                         fail(exit::DATAERR, format!("{}: {why}", cache.display()))
                     })?;
+                    // The synced entries must still hash to the checkpoint they were verified
+                    // against when they were saved.
+                    let stored =
+                        logcmd::state_file(&access.state, &policy.origin, "entries-checkpoint");
+                    let (cp, _, _) = policy
+                        .log
+                        .open(&files::read(&stored)?, &policy.origin)
+                        .map_err(|why| {
+                            fail(exit::DATAERR, format!("{}: {why}", stored.display()))
+                        })?;
+                    let mut t = MemoryTree::new();
+                    for entry in &entries {
+                        t.append(entry);
+                    }
+                    if t.size() != cp.size || t.root() != cp.root {
+                        return Err(fail(
+                            exit::DATAERR,
+                            format!(
+                                "{}: the synced entries do not match the stored checkpoint; refusing them",
+                                cache.display()
+                            ),
+                        ));
+                    }
                     eprintln!(
                         "warning: the log could not be reached ({e:#}); using the state synced {} s ago (policy allows {} s)",
                         age.as_secs(),

@@ -327,6 +327,30 @@ fn sign_verify_untrust_revoke_fork_rotate() {
         "{}",
         text(&out)
     );
+    // ...but only entries that still hash to the checkpoint they were verified against.
+    let cache = d.join("st/log.test.example_certgate.entries");
+    let good = std::fs::read(&cache).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 3;
+    bad[last] ^= 1;
+    std::fs::write(&cache, &bad).unwrap();
+    let out = run(
+        d,
+        &[
+            "trust",
+            "verify",
+            "addon.tar",
+            "--policy",
+            "stale.toml",
+            "--ca",
+            "root.pem",
+            "--state",
+            "st",
+        ],
+    );
+    assert_eq!(code(&out), 65, "{}", text(&out));
+    assert!(text(&out).contains("do not match"), "{}", text(&out));
+    std::fs::write(&cache, &good).unwrap();
     let out = verify(&["addon.tar"], &[]);
     assert_eq!(code(&out), 75, "{}", text(&out));
     assert!(text(&out).contains("cannot connect"), "{}", text(&out));
