@@ -4,8 +4,10 @@
 //! A reload resolves the whole config again, off the async threads. If anything is wrong, every
 //! error is logged and the running state stays (design.md invariant 7). If it is good, each
 //! listener's configuration is swapped at once: new connections get the new identities, trust,
-//! CRLs and routes; connections already open keep theirs and are not dropped. Adding, removing or
-//! moving listeners needs a restart, and such a reload is refused as a whole.
+//! CRLs and routes; connections already open keep theirs and are not dropped. Listeners added by
+//! the new config are bound before anything changes (if one cannot be bound, the reload is
+//! refused as a whole); removed ones stop accepting and drain their open connections. Adding or
+//! removing `[log]`, or changing its origin, data directory or key, needs a restart.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -99,8 +101,74 @@ pub fn wait_ready(args: &crate::cli::WaitReadyArgs) -> Result<ExitCode> {
 /// A running listener's address and its swappable configuration.
 struct Listener {
     kind: &'static str,
+    /// The configured address (port 0 stays 0, so an unchanged config matches).
     addr: SocketAddr,
+    /// The bound address.
+    local: SocketAddr,
     live: Live,
+    /// Tells this listener alone to stop accepting and drain.
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds one listener and prints its `listening KIND=NAME addr=...` line.
+async fn bind(kind: &str, name: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        fail(
+            exit::CANTCREAT,
+            format!("{kind} `{name}`: cannot listen on {addr}: {e}"),
+        )
+    })?;
+    let local = listener.local_addr().context("local address")?;
+    // One stable line per listener on stdout, for people and for scripts using port 0.
+    println!("listening {kind}={name} addr={local}");
+    tracing::info!(listener = %name, kind, addr = %local, "listening");
+    Ok((listener, local))
+}
+
+/// Starts serving a bound listener until its own stop channel turns true.
+fn spawn(
+    listener: TcpListener,
+    kind: &'static str,
+    addr: SocketAddr,
+    local: SocketAddr,
+    live: Live,
+) -> Listener {
+    let (stop, stopped) = watch::channel(false);
+    let task = match &live {
+        Live::Ingress(l) => tokio::spawn(certgate_proxy::serve(Arc::clone(l), listener, stopped)),
+        Live::Tunnel(t) => tokio::spawn(certgate_proxy::tunnel::serve(
+            Arc::clone(t),
+            listener,
+            stopped,
+        )),
+        Live::Egress(e) => tokio::spawn(certgate_proxy::egress::serve(
+            Arc::clone(e),
+            listener,
+            stopped,
+        )),
+        Live::EgressTunnel(t) => tokio::spawn(certgate_proxy::egress::serve_tunnel(
+            Arc::clone(t),
+            listener,
+            stopped,
+        )),
+    };
+    Listener {
+        kind,
+        addr,
+        local,
+        live,
+        stop,
+        task,
+    }
+}
+
+/// (name, bound address) of every running listener.
+fn bound_addrs(listeners: &BTreeMap<String, Listener>) -> Vec<(String, SocketAddr)> {
+    listeners
+        .iter()
+        .map(|(n, l)| (n.clone(), l.local))
+        .collect()
 }
 
 /// The transparency log, opened once per process (its store is locked by the process).
@@ -212,6 +280,16 @@ fn listener_specs(
 }
 
 impl Live {
+    /// The connection limit its accept loop was started with (it is fixed per loop).
+    fn max_connections(&self) -> usize {
+        match self {
+            Self::Ingress(l) => l.load().limits.max_connections,
+            Self::Tunnel(l) => l.load().max_connections,
+            Self::Egress(l) => l.load().max_connections,
+            Self::EgressTunnel(l) => l.load().max_connections,
+        }
+    }
+
     /// Swaps in `new`'s configuration of the same listener.
     fn store(&self, new: Live) {
         match (self, new) {
@@ -269,16 +347,7 @@ pub async fn serve(
     // Bind everything first: a config whose listeners cannot all start does not start at all.
     let mut bound = Vec::new();
     for (kind, name, addr, live) in specs {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            fail(
-                exit::CANTCREAT,
-                format!("{kind} `{name}`: cannot listen on {addr}: {e}"),
-            )
-        })?;
-        let local = listener.local_addr().context("local address")?;
-        // One stable line per listener on stdout, for people and for scripts using port 0.
-        println!("listening {kind}={name} addr={local}");
-        tracing::info!(listener = %name, kind, addr = %local, "listening");
+        let (listener, local) = bind(kind, &name, addr).await?;
         bound.push((listener, kind, name, local, addr, live));
     }
     let addrs: Vec<(String, SocketAddr)> = bound
@@ -286,12 +355,12 @@ pub async fn serve(
         .map(|(_, _, n, local, _, _)| (n.clone(), *local))
         .collect();
     on_bound(&addrs);
-    let (stop, stopped) = watch::channel(false);
+    let (admin_stop, admin_stopped) = watch::channel(false);
     let admin = admin.map(|(admin, listener)| {
         tokio::spawn(certgate_proxy::admin::serve(
             Arc::clone(&admin),
             listener,
-            stopped.clone(),
+            admin_stopped,
         ));
         admin.set_status(status(&cfg, &addrs));
         publish_expiry(&cfg);
@@ -300,33 +369,10 @@ pub async fn serve(
         admin
     });
     let mut listeners = BTreeMap::new();
-    let mut tasks = Vec::new();
-    for (listener, kind, name, _, addr, live) in bound {
-        let task = match &live {
-            Live::Ingress(l) => tokio::spawn(certgate_proxy::serve(
-                Arc::clone(l),
-                listener,
-                stopped.clone(),
-            )),
-            Live::Tunnel(t) => tokio::spawn(certgate_proxy::tunnel::serve(
-                Arc::clone(t),
-                listener,
-                stopped.clone(),
-            )),
-            Live::Egress(e) => tokio::spawn(certgate_proxy::egress::serve(
-                Arc::clone(e),
-                listener,
-                stopped.clone(),
-            )),
-            Live::EgressTunnel(t) => tokio::spawn(certgate_proxy::egress::serve_tunnel(
-                Arc::clone(t),
-                listener,
-                stopped.clone(),
-            )),
-        };
-        tasks.push(task);
-        listeners.insert(name, Listener { kind, addr, live });
+    for (listener, kind, name, local, addr, live) in bound {
+        listeners.insert(name, spawn(listener, kind, addr, local, live));
     }
+    let mut draining = Vec::new();
     let path = cfg.path.clone();
     let mut seen = fingerprint(&cfg.files);
     let mut files = cfg.files;
@@ -347,11 +393,11 @@ pub async fn serve(
                 "file change"
             }
         };
-        match reload(&path, &listeners, log.as_ref(), why).await {
+        match reload(&path, &mut listeners, &mut draining, log.as_ref(), why).await {
             Some(new_cfg) => {
                 metrics::counter!("certgate_reloads_total", "result" => "ok").increment(1);
                 if let Some(admin) = &admin {
-                    admin.set_status(status(&new_cfg, &addrs));
+                    admin.set_status(status(&new_cfg, &bound_addrs(&listeners)));
                     publish_expiry(&new_cfg);
                 }
                 files = new_cfg.files;
@@ -363,8 +409,14 @@ pub async fn serve(
         }
     }
     tracing::info!("shutting down: no new connections");
-    let _ = stop.send(true);
-    for t in tasks {
+    let _ = admin_stop.send(true);
+    for l in listeners.values() {
+        let _ = l.stop.send(true);
+    }
+    for l in listeners.into_values() {
+        let _ = l.task.await;
+    }
+    for t in draining {
         let _ = t.await;
     }
     Ok(ExitCode::SUCCESS)
@@ -374,7 +426,8 @@ pub async fn serve(
 /// was refused (the running state is kept).
 async fn reload(
     path: &Path,
-    listeners: &BTreeMap<String, Listener>,
+    listeners: &mut BTreeMap<String, Listener>,
+    draining: &mut Vec<tokio::task::JoinHandle<()>>,
     log: Option<&RunningLog>,
     why: &str,
 ) -> Option<config::Config> {
@@ -411,25 +464,77 @@ async fn reload(
         );
         return None;
     }
-    let mut new: BTreeMap<String, (&'static str, SocketAddr, Live)> = listener_specs(&cfg, log)
-        .into_iter()
-        .map(|(kind, name, addr, live)| (name, (kind, addr, live)))
-        .collect();
-    let same_set = new.len() == listeners.len()
-        && listeners.iter().all(|(name, l)| {
-            new.get(name)
-                .is_some_and(|(kind, addr, _)| *addr == l.addr && *kind == l.kind)
-        });
-    if !same_set {
+    if cfg.log.is_some() != log.is_some() {
         tracing::error!(
             trigger = why,
-            "reload rejected: listeners were added, removed or moved; that needs a restart (keeping the running configuration)"
+            "reload rejected: adding or removing [log] needs a restart (keeping the running configuration)"
         );
         return None;
     }
-    for (name, l) in listeners {
-        if let Some((_, _, live)) = new.remove(name) {
-            l.live.store(live);
+    let new: BTreeMap<String, (&'static str, SocketAddr, Live)> = listener_specs(&cfg, log)
+        .into_iter()
+        .map(|(kind, name, addr, live)| (name, (kind, addr, live)))
+        .collect();
+    // Listeners that stay (same name, kind and address) swap their configuration; the others
+    // are added or removed. New ones are bound before anything changes, so a reload whose
+    // listeners cannot all start changes nothing.
+    let mut bound = Vec::new();
+    for (name, (kind, addr, _)) in &new {
+        let same = listeners
+            .get(name)
+            .is_some_and(|l| l.kind == *kind && l.addr == *addr);
+        if same {
+            continue;
+        }
+        // A listener moving to a new address may have to free the old one first.
+        let frees_own_port = listeners
+            .get(name)
+            .is_some_and(|l| l.local.port() == addr.port() && addr.port() != 0);
+        if frees_own_port {
+            tracing::error!(
+                trigger = why,
+                listener = %name,
+                "reload rejected: a listener cannot move to an address whose port it still holds; that needs a restart (keeping the running configuration)"
+            );
+            return None;
+        }
+        match bind(kind, name, *addr).await {
+            Ok(b) => bound.push((name.clone(), b)),
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "reload rejected; keeping the running configuration");
+                return None;
+            }
+        }
+    }
+    let mut new = new;
+    let names: Vec<String> = listeners.keys().cloned().collect();
+    for name in names {
+        let keep = new.get(&name).is_some_and(|(kind, addr, _)| {
+            listeners
+                .get(&name)
+                .is_some_and(|l| l.kind == *kind && l.addr == *addr)
+        });
+        if keep {
+            if let (Some(l), Some((_, _, live))) = (listeners.get(&name), new.remove(&name)) {
+                if l.live.max_connections() != live.max_connections() {
+                    tracing::warn!(
+                        trigger = why,
+                        listener = %name,
+                        "max_connections changes take effect at the next restart"
+                    );
+                }
+                l.live.store(live);
+            }
+        } else if let Some(old) = listeners.remove(&name) {
+            // Stops accepting now; open connections drain in the background.
+            tracing::info!(trigger = why, listener = %name, addr = %old.local, "listener removed");
+            let _ = old.stop.send(true);
+            draining.push(old.task);
+        }
+    }
+    for (name, (listener, local)) in bound {
+        if let Some((kind, addr, live)) = new.remove(&name) {
+            listeners.insert(name, spawn(listener, kind, addr, local, live));
         }
     }
     for note in &cfg.notes {

@@ -238,3 +238,84 @@ trust = "clients"
     server.signal("HUP");
     wait_status("000");
 }
+
+/// A reload adds and removes listeners: a new one is served without a restart, a removed one
+/// stops accepting while the others go on, and a new one that cannot be bound refuses the whole
+/// reload (the running listeners stay).
+#[test]
+fn reload_adds_and_removes_listeners() {
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = TestPki::new();
+    std::fs::write(
+        d.join("server.pem"),
+        format!("{}{}", pki.server.pem, pki.intermediate.pem),
+    )
+    .unwrap();
+    std::fs::write(d.join("server.key"), &pki.server.key_pem).unwrap();
+    let listener = |name: &str, addr: &str| {
+        format!(
+            "[[ingress]]\nname = \"{name}\"\nlisten = \"{addr}\"\nidentity = \"server\"\nclient_auth = \"none\"\n  [[ingress.route]]\n  upstream = \"echo\"\n"
+        )
+    };
+    let head = "version = 1\n[[identity]]\nname = \"server\"\ncert = \"server.pem\"\nkey = \"server.key\"\n";
+    std::fs::write(
+        d.join("c.toml"),
+        format!("{head}{}", listener("a", "127.0.0.1:0")),
+    )
+    .unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let a = server.port("a");
+    let root = pki.root.der.clone();
+    let ok = |port: u16| {
+        get(port, &root)
+            .map(|(_, s)| s.contains(" 200 "))
+            .unwrap_or(false)
+    };
+    assert!(ok(a));
+    // Add b on a fixed port.
+    let b = crate::free_port();
+    replace(
+        d,
+        "c.toml",
+        &format!(
+            "{head}{}{}",
+            listener("a", "127.0.0.1:0"),
+            listener("b", &format!("127.0.0.1:{b}"))
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok(b) {
+        assert!(Instant::now() < deadline, "listener b never came up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ok(a), "a must keep serving");
+    // A third listener on a port someone else holds: the reload is refused, a and b stay.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    replace(
+        d,
+        "c.toml",
+        &format!(
+            "{head}{}{}{}",
+            listener("a", "127.0.0.1:0"),
+            listener("b", &format!("127.0.0.1:{b}")),
+            listener("c", &format!("127.0.0.1:{taken}"))
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(ok(a) && ok(b), "a refused reload must keep every listener");
+    drop(squatter);
+    // Remove a: it stops accepting; b goes on.
+    replace(
+        d,
+        "c.toml",
+        &format!("{head}{}", listener("b", &format!("127.0.0.1:{b}"))),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", a)).is_ok() {
+        assert!(Instant::now() < deadline, "listener a was never removed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ok(b));
+}
