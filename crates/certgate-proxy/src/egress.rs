@@ -382,7 +382,9 @@ pub async fn serve(live: LiveEgress, listener: TcpListener, shutdown: watch::Rec
     .await;
 }
 
-fn split_authority(a: &http::uri::Authority, default_port: u16) -> (String, u16) {
+/// Host (lower case, without brackets) and port of an authority, the scheme's default port when
+/// it names none.
+pub fn split_authority(a: &http::uri::Authority, default_port: u16) -> (String, u16) {
     let host = a
         .host()
         .trim_start_matches('[')
@@ -398,12 +400,12 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    // Logged without the query, which may carry secrets.
-    let target = match (req.uri().scheme_str(), req.uri().authority()) {
+    // Logged without the query, which may carry secrets; built only when the log is on.
+    let target = access_log_on().then(|| match (req.uri().scheme_str(), req.uri().authority()) {
         (Some(scheme), Some(a)) => format!("{scheme}://{a}{}", req.uri().path()),
         (None, Some(a)) => a.to_string(),
         _ => req.uri().path().to_owned(),
-    };
+    });
     let (resp, how) = if method == Method::CONNECT {
         connect(&cfg, peer, req).await
     } else {
@@ -413,7 +415,7 @@ async fn handle(
         &cfg.name,
         peer,
         &method,
-        &target,
+        target.as_deref(),
         how,
         resp.status(),
         started,
@@ -421,12 +423,17 @@ async fn handle(
     resp
 }
 
-/// One JSON access-log line and one count per request (or `CONNECT`).
+fn access_log_on() -> bool {
+    tracing::enabled!(target: "certgate::access", tracing::Level::INFO)
+}
+
+/// One count and (when the access log is on and `url` was built) one JSON access-log line per
+/// request (or `CONNECT`).
 fn access(
     listener: &str,
     peer: SocketAddr,
     method: &Method,
-    url: &str,
+    url: Option<&str>,
     mode: &'static str,
     status: StatusCode,
     started: Instant,
@@ -434,6 +441,9 @@ fn access(
     if crate::metrics::enabled() {
         metrics::counter!("certgate_egress_requests_total", "mode" => mode, "status" => status.as_u16().to_string()).increment(1);
     }
+    let Some(url) = url else {
+        return;
+    };
     tracing::info!(
         target: "certgate::access",
         listener,
@@ -444,6 +454,16 @@ fn access(
         status = status.as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
+}
+
+/// The port an `http://` URL is originated to over https: 80 becomes 443, any other port is
+/// kept (and an `https://` URL's port is its own).
+pub fn tls_port(scheme: &str, port: u16) -> u16 {
+    if scheme == "http" && port == 80 {
+        443
+    } else {
+        port
+    }
 }
 
 /// `GET http://host/path` (absolute form): TLS origination when a rule matches, else plain.
@@ -464,13 +484,7 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<Body>
         .to_ascii_lowercase();
     let (host, port) = split_authority(&authority, if scheme == "https" { 443 } else { 80 });
     let path = req.uri().path().to_owned();
-    // An http:// URL to a host with a rule is originated over https: port 80 becomes 443, any
-    // other port is kept.
-    let tls_port = if scheme == "http" && port == 80 {
-        443
-    } else {
-        port
-    };
+    let tls_port = tls_port(&scheme, port);
     let tls_dest = Destination {
         host: &host,
         port: tls_port,
@@ -720,12 +734,12 @@ async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept) {
                 }
                 None => text(StatusCode::BAD_GATEWAY, "no egress rule"),
             };
-            let url = format!("https://{host}:{port}{path}");
+            let url = access_log_on().then(|| format!("https://{host}:{port}{path}"));
             access(
                 &listener,
                 peer,
                 &method,
-                &url,
+                url.as_deref(),
                 "intercepted",
                 resp.status(),
                 started,

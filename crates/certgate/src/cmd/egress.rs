@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use certgate_pki::ca::KeyType;
-use certgate_proxy::egress::{Destination, select};
+use certgate_proxy::egress::{Destination, select, split_authority, tls_port};
 use serde::Serialize;
 
 use crate::ca_store::CaDir;
@@ -86,15 +86,9 @@ fn explain(args: &ExplainArgs) -> Result<ExitCode> {
             format!("`{}` has no host; use https://host[:port]/path", args.url),
         ));
     };
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
-    let port = match (authority.port_u16(), scheme.as_str()) {
-        (Some(80), "http") | (None, _) => 443,
-        (Some(p), _) => p,
-    };
+    let default_port = if scheme == "http" { 80 } else { 443 };
+    let (host, port) = split_authority(authority, default_port);
+    let port = tls_port(&scheme, port);
     let path = uri.path().to_owned();
     let dest = Destination {
         host: &host,

@@ -648,7 +648,33 @@ fn wait_ready_and_ready_file() {
         serde_json::json!(["a-client", "b-client"]),
         "{v:#}"
     );
+    // One plain request through the proxy to a closed port: a 502, counted.
+    let proxy_addr: std::net::SocketAddr = ready
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let closed = crate::free_port();
+    {
+        use std::io::{Read as _, Write as _};
+        let mut tcp = std::net::TcpStream::connect(proxy_addr).unwrap();
+        write!(
+            tcp,
+            "GET http://127.0.0.1:{closed}/ HTTP/1.1\r\nHost: 127.0.0.1:{closed}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(answer.contains(&format!("127.0.0.1:{closed}")), "{answer}");
+    }
     let metrics = http_get("/metrics");
+    assert!(
+        metrics.contains("certgate_egress_requests_total{mode=\"plain\",status=\"502\"} 1"),
+        "{metrics}"
+    );
     for id in ["a-client", "b-client", "c-inline"] {
         assert!(
             metrics.contains(&format!(
