@@ -550,7 +550,7 @@ fn bad_gateway(host: &str, port: u16, e: &(dyn std::error::Error + 'static)) -> 
 
 /// `CONNECT host:port`: intercepted when a rule matches, else a blind tunnel.
 async fn connect(
-    cfg: &EgressConfig,
+    cfg: &Arc<EgressConfig>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> (Response<Body>, &'static str) {
@@ -587,10 +587,9 @@ async fn connect(
         };
         let job = Intercept {
             server,
-            rules: rules_snapshot(cfg, &host, port),
+            cfg: Arc::clone(cfg),
             host,
             port,
-            listener: cfg.name.clone(),
             peer,
         };
         let upgrade = hyper::upgrade::on(req);
@@ -645,58 +644,50 @@ fn empty() -> Body {
         .boxed()
 }
 
-/// The rules that can apply inside an intercepted connection to `host:port`, ordered so that
-/// the path decides among them.
-fn rules_snapshot(cfg: &EgressConfig, host: &str, port: u16) -> Arc<Vec<Arc<RuleRef>>> {
-    let dest = Destination {
+/// The rule for a request inside an intercepted connection: the one its path selects, else the
+/// host's least specific rule.
+fn intercepted_rule<'a>(
+    rules: &'a [EgressRule],
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Option<&'a EgressRule> {
+    let with_path = Destination {
         host,
         port,
-        path: None,
+        path: Some(path),
     };
-    Arc::new(
-        cfg.rules
+    let any_path = Destination {
+        path: None,
+        ..with_path
+    };
+    select(rules, &with_path).or_else(|| {
+        rules
             .iter()
-            .filter(|r| r.score(&dest).is_some())
-            .map(|r| {
-                Arc::new(RuleRef {
-                    score_path: r.path.clone(),
-                    host_score: (r.host.specificity(), r.port.is_some()),
-                    client: r.client.clone(),
-                    name: r.name.clone(),
-                })
-            })
-            .collect(),
-    )
+            .filter_map(|r| r.score(&any_path).map(|s| ((s, r.path.len()), r)))
+            .min_by_key(|(s, _)| *s)
+            .map(|(_, r)| r)
+    })
 }
 
-/// What an intercepted connection keeps of a rule (the config may be reloaded meanwhile).
-struct RuleRef {
-    name: String,
-    score_path: String,
-    host_score: (usize, bool),
-    client: Client<HttpsConnector<HttpConnector>, Body>,
-}
-
-/// Inside an intercepted CONNECT: TLS with a minted certificate, then each request goes to
-/// `https://host:port` with the identity of the rule its path selects. A path under none of
-/// the host's rules uses the host's least specific rule.
 /// An intercepted `CONNECT`: where it goes and what serves it.
 struct Intercept {
     server: Arc<ServerConfig>,
-    rules: Arc<Vec<Arc<RuleRef>>>,
+    /// The configuration at `CONNECT` time (a reload meanwhile does not change this tunnel).
+    cfg: Arc<EgressConfig>,
     host: String,
     port: u16,
-    listener: String,
     peer: SocketAddr,
 }
 
+/// Inside an intercepted CONNECT: TLS with a minted certificate, then each request goes to
+/// `https://host:port` with the identity of the rule its path selects.
 async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept) {
     let Intercept {
         server,
-        rules,
+        cfg,
         host,
         port,
-        listener,
         peer,
     } = job;
     let tls = match tokio_rustls::TlsAcceptor::from(server)
@@ -710,21 +701,11 @@ async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept) {
         }
     };
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let rules = Arc::clone(&rules);
+        let cfg = Arc::clone(&cfg);
         let host = host.clone();
-        let listener = listener.clone();
         async move {
             let path = req.uri().path().to_owned();
-            let rule = rules
-                .iter()
-                .filter(|r| path_matches(&r.score_path, &path))
-                .max_by_key(|r| (r.host_score, r.score_path.len()))
-                .or_else(|| {
-                    rules
-                        .iter()
-                        .min_by_key(|r| (r.host_score, r.score_path.len()))
-                })
-                .cloned();
+            let rule = intercepted_rule(&cfg.rules, &host, port, &path);
             let started = Instant::now();
             let method = req.method().clone();
             let resp = match rule {
@@ -736,7 +717,7 @@ async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept) {
             };
             let url = access_log_on().then(|| format!("https://{host}:{port}{path}"));
             access(
-                &listener,
+                &cfg.name,
                 peer,
                 &method,
                 url.as_deref(),
