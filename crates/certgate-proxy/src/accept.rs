@@ -42,7 +42,9 @@ pub(crate) async fn run<F, Fut>(
                 continue;
             }
         };
-        let conn = handle(tcp, peer, shutdown.clone());
+        // Boxed: a future moved into an async block is stored twice in it (once captured, once
+        // being awaited), which would double every idle connection's task.
+        let conn = Box::pin(handle(tcp, peer, shutdown.clone()));
         tokio::spawn(async move {
             conn.await;
             drop(permit);

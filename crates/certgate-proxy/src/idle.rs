@@ -1,54 +1,92 @@
-//! Idle detection: an IO wrapper that remembers when bytes last moved, so a connection with no
-//! traffic either way for the idle timeout can be closed.
+//! Idle detection without a clock on the I/O path: an IO wrapper counts the reads and writes that
+//! moved bytes, and a per-connection ticker compares counts between ticks. A connection whose
+//! count did not change for the idle timeout is closed; one whose last operation was a write and
+//! that has nothing in flight can be parked (see `conn`).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// When a connection last moved a byte.
-#[derive(Debug)]
+/// What moved on a connection: how many reads and writes moved bytes, and which came last.
+///
+/// One task drives a connection's IO at a time, so the count is a plain load and store (no
+/// read-modify-write); a lost update would still change the count, which is all idle detection
+/// asks of it.
+#[derive(Debug, Default)]
 pub(crate) struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
+    ops: AtomicU64,
+    last_read: AtomicBool,
 }
 
 impl Activity {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        })
+        Arc::new(Self::default())
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+    fn moved(&self, read: bool) {
+        let n = self.ops.load(Ordering::Relaxed);
+        self.ops.store(n.wrapping_add(1), Ordering::Relaxed);
+        self.last_read.store(read, Ordering::Relaxed);
     }
 
-    /// How long since bytes last moved.
-    pub(crate) fn idle_for(&self) -> Duration {
-        let now = self.start.elapsed();
-        now.saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    /// A number that changes whenever bytes move.
+    pub(crate) fn ops(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
     }
 
-    /// Resolves once the connection has been idle for `timeout`.
-    pub(crate) async fn idle(&self, timeout: Duration) {
+    /// Whether the last operation that moved bytes was a read (the peer has said something
+    /// that has not been answered yet).
+    pub(crate) fn last_was_read(&self) -> bool {
+        self.last_read.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no bytes have moved for `timeout` (checked every `tick`, so it resolves
+    /// between `timeout` and `timeout + tick` after the last byte).
+    pub(crate) async fn idle(&self, timeout: Duration, tick: Duration) {
+        let mut watch = IdleWatch::new(self.ops());
         loop {
-            let idle = self.idle_for();
-            if idle >= timeout {
+            tokio::time::sleep(tick).await;
+            if watch.tick(self.ops(), tick) >= timeout {
                 return;
             }
-            tokio::time::sleep(timeout - idle).await;
         }
     }
 }
 
-/// `T` with every successful read and write recorded in an [`Activity`].
+/// Quiet time accumulated from ticks: reset whenever the count moved since the last tick.
+#[derive(Debug)]
+pub(crate) struct IdleWatch {
+    last: u64,
+    quiet: Duration,
+}
+
+impl IdleWatch {
+    pub(crate) fn new(ops: u64) -> Self {
+        Self {
+            last: ops,
+            quiet: Duration::ZERO,
+        }
+    }
+
+    /// Records a tick of length `tick` at which the count was `ops`; returns how long the
+    /// connection has been quiet (zero if anything moved since the previous tick).
+    pub(crate) fn tick(&mut self, ops: u64, tick: Duration) -> Duration {
+        if ops == self.last {
+            self.quiet += tick;
+        } else {
+            self.last = ops;
+            self.quiet = Duration::ZERO;
+        }
+        self.quiet
+    }
+}
+
+/// `T` with every read and write that moved bytes recorded in an [`Activity`].
 #[derive(Debug)]
 pub(crate) struct Tracked<T> {
     inner: T,
@@ -58,6 +96,10 @@ pub(crate) struct Tracked<T> {
 impl<T> Tracked<T> {
     pub(crate) fn new(inner: T, activity: Arc<Activity>) -> Self {
         Self { inner, activity }
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
     }
 }
 
@@ -71,7 +113,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.touch();
+            this.activity.moved(true);
         }
         r
     }
@@ -86,7 +128,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+            this.activity.moved(false);
         }
         r
     }
@@ -99,7 +141,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+            this.activity.moved(false);
         }
         r
     }
@@ -114,5 +156,32 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_time_resets_when_bytes_move() {
+        let t = Duration::from_millis(250);
+        let mut w = IdleWatch::new(0);
+        assert_eq!(w.tick(0, t), t);
+        assert_eq!(w.tick(0, t), 2 * t);
+        assert_eq!(w.tick(1, t), Duration::ZERO);
+        assert_eq!(w.tick(1, t), t);
+    }
+
+    #[test]
+    fn activity_counts_and_remembers_the_last_direction() {
+        let a = Activity::new();
+        assert!(!a.last_was_read());
+        a.moved(true);
+        assert_eq!(a.ops(), 1);
+        assert!(a.last_was_read());
+        a.moved(false);
+        assert_eq!(a.ops(), 2);
+        assert!(!a.last_was_read());
     }
 }

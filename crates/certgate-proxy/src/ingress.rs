@@ -2,7 +2,6 @@
 //! request strip identity headers, route, apply policy, add the route's identity headers and
 //! proxy to the upstream with bodies streamed both ways.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
@@ -132,17 +131,24 @@ async fn connection(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::clone(&shared.cfg);
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
     let started = Instant::now();
-    let _open = crate::metrics::OpenConnection::new(&cfg.name);
-    let tls = match tokio::time::timeout(cfg.limits.handshake_timeout, acceptor.accept(tcp)).await {
+    let _open = crate::metrics::Gauge::open(&cfg.name);
+    // The handshake's state is boxed and gone once it is done; the TLS stream is boxed so that
+    // moving it between the stages of a connection moves a pointer (an idle connection holds
+    // the stream and little else).
+    let handshake = Box::pin(tokio::time::timeout(
+        cfg.limits.handshake_timeout,
+        acceptor.accept(tcp),
+    ));
+    let tls = match handshake.await {
         Ok(Ok(tls)) => {
             crate::metrics::handshake(&cfg.name, "ok", "");
-            tls
+            Box::new(tls)
         }
         Ok(Err(e)) => {
             crate::metrics::handshake(&cfg.name, "failed", crate::metrics::handshake_reason(&e));
@@ -163,6 +169,8 @@ async fn connection(
         UnixTime::now(),
     );
     let sni = server_conn.server_name().map(str::to_ascii_lowercase);
+    // HTTP/2 only by ALPN (RFC 9113 section 3.2); anything else is HTTP/1.1.
+    let h2 = server_conn.alpn_protocol() == Some(b"h2".as_slice());
     tracing::debug!(listener = %cfg.name, %peer, handshake_ms = started.elapsed().as_millis() as u64, "handshake done");
     let conn = Arc::new(Conn {
         client,
@@ -170,36 +178,23 @@ async fn connection(
         peer,
         via: None,
     });
-    let svc = hyper::service::service_fn(move |req| {
+    let handler = move |req| {
         let shared = Arc::clone(&shared);
         let conn = Arc::clone(&conn);
-        async move { Ok::<_, Infallible>(handle(&shared, &conn, req).await) }
-    });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.limits.header_timeout)
-        .max_buf_size(cfg.limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX));
-    let activity = crate::idle::Activity::new();
-    let io = crate::idle::Tracked::new(tls, Arc::clone(&activity));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        // No byte either way for the idle timeout: close (dropping the connection).
-        _ = activity.idle(cfg.limits.idle_timeout) => {
-            tracing::debug!(listener = %cfg.name, %peer, "idle timeout");
-            return;
-        }
+        async move { handle(&shared, &conn, req).await }
+    };
+    let result = if h2 {
+        // hyper's HTTP/2 connection state is large and lives in the future: keep it out of the
+        // (far more common) HTTP/1 connections' tasks.
+        Box::pin(crate::conn::serve_http2(
+            tls,
+            handler,
+            &cfg.limits,
+            shutdown,
+        ))
+        .await
+    } else {
+        crate::conn::serve_http1(&cfg.name, tls, handler, &cfg.limits, shutdown).await
     };
     if let Err(e) = result {
         tracing::debug!(listener = %cfg.name, %peer, error = %e, "connection ended with an error");
@@ -533,7 +528,11 @@ async fn proxy(
         Ok(u) => u,
         Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
     };
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = if upgrade {
+        req.extensions_mut().remove::<crate::conn::ClientUpgrade>()
+    } else {
+        None
+    };
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
@@ -588,15 +587,12 @@ async fn proxy(
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((c, u)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(c),
-                            &mut TokioIo::new(u),
-                        )
-                        .await;
+                match tokio::join!(client_upgrade.upgraded(), upstream_upgrade) {
+                    (Some(mut c), Ok(u)) => {
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut TokioIo::new(u)).await;
                     }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                    (None, _) => tracing::debug!("upgrade failed: the client connection ended"),
+                    (_, Err(e)) => tracing::debug!(error = %e, "upgrade failed"),
                 }
             });
         }

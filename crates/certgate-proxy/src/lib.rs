@@ -10,6 +10,7 @@
 
 mod accept;
 pub mod admin;
+mod conn;
 pub mod egress;
 pub mod front;
 mod idle;

@@ -17,23 +17,39 @@ pub(crate) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// Counts an open connection for as long as it lives.
-pub(crate) struct OpenConnection(String);
+/// Adds one to a per-listener gauge for as long as it lives.
+pub(crate) struct Gauge {
+    name: &'static str,
+    listener: String,
+}
 
-impl OpenConnection {
-    pub(crate) fn new(listener: &str) -> Option<Self> {
+impl Gauge {
+    fn new(name: &'static str, listener: &str) -> Option<Self> {
         if !enabled() {
             return None;
         }
-        metrics::gauge!("certgate_connections_open", "listener" => listener.to_owned())
-            .increment(1.0);
-        Some(Self(listener.to_owned()))
+        metrics::gauge!(name, "listener" => listener.to_owned()).increment(1.0);
+        Some(Self {
+            name,
+            listener: listener.to_owned(),
+        })
+    }
+
+    /// An open connection (`certgate_connections_open`).
+    pub(crate) fn open(listener: &str) -> Option<Self> {
+        Self::new("certgate_connections_open", listener)
+    }
+
+    /// A parked HTTP/1 connection (`certgate_connections_parked`): open, between requests,
+    /// holding no HTTP state.
+    pub(crate) fn parked(listener: &str) -> Option<Self> {
+        Self::new("certgate_connections_parked", listener)
     }
 }
 
-impl Drop for OpenConnection {
+impl Drop for Gauge {
     fn drop(&mut self) {
-        metrics::gauge!("certgate_connections_open", "listener" => self.0.clone()).decrement(1.0);
+        metrics::gauge!(self.name, "listener" => self.listener.clone()).decrement(1.0);
     }
 }
 

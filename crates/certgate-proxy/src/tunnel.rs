@@ -77,7 +77,7 @@ async fn connection(cfg: &TunnelConfig, tcp: TcpStream, peer: SocketAddr) {
         Err(_) => return,
     };
     let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
-    let _open = crate::metrics::OpenConnection::new(&cfg.name);
+    let _open = crate::metrics::Gauge::open(&cfg.name);
     let mut tls = match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(t)) => {
             crate::metrics::handshake(&cfg.name, "ok", "");

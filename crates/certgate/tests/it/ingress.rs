@@ -1052,6 +1052,9 @@ name = "web"
 listen = "127.0.0.1:0"
 identity = "server"
   [[ingress.route]]
+  upstream = "echo"
+  [[ingress.route]]
+  path = "/ws"
   upstream = "http://127.0.0.1:{upstream_port}"
 "#
     );
@@ -1064,8 +1067,16 @@ identity = "server"
         std::time::Duration::from_secs(10),
     )
     .unwrap();
+    // A request first, then a pause long enough for the connection to be parked: the upgrade
+    // comes to a fresh HTTP/1 state on the same connection.
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let (head, _) = crate::tls::read_response(&mut tls).unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Bytes sent right behind the upgrade request reach the upstream after the 101.
     tls.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nearly",
     )
     .unwrap();
     let mut head = Vec::new();
@@ -1077,6 +1088,9 @@ identity = "server"
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: echo"), "{head}");
+    let mut early = [0u8; 5];
+    tls.read_exact(&mut early).unwrap();
+    assert_eq!(&early, b"early");
     for msg in [&b"hello"[..], b"through the tunnel"] {
         tls.write_all(msg).unwrap();
         tls.flush().unwrap();
@@ -1399,6 +1413,109 @@ sni = { "api.example.test" = "api", "*.apps.example.test" = "apps" }
     );
     assert_eq!(subject(Some("other.test")), "subject=CN = localhost");
     assert_eq!(subject(None), "subject=CN = localhost");
+}
+
+/// Plain-HTTP GET of `path` on `127.0.0.1:port` (the admin listener).
+fn admin_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of `certgate_connections_parked{listener="web"}` (0 when absent).
+fn parked(admin: u16) -> f64 {
+    admin_get(admin, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"certgate_connections_parked{listener="web"} "#))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Waits up to 5 s for the parked gauge to read `want`.
+fn wait_parked(admin: u16, want: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = parked(admin);
+        if now == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "parked connections: {now}, expected {want}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Between requests an HTTP/1.1 keep-alive connection is parked (it holds no HTTP state) and
+/// the next request wakes it: requests after a pause, a request head split across a pause and
+/// pipelined requests are all answered on the same connection, and a connection with a partial
+/// head is never parked.
+#[test]
+fn keep_alive_connections_park_between_requests() {
+    use std::io::Write as _;
+    use std::time::Duration as StdDuration;
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    let config = r#"version = 1
+[admin]
+listen = "127.0.0.1:0"
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+  [[ingress.route]]
+  upstream = "echo"
+"#;
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 2);
+    let admin = server.port("admin");
+    let config = crate::tls::config(&pki.root.der, &[], crate::tls::Auth::None);
+    let mut tls =
+        crate::tls::connect(server.port("web"), config, StdDuration::from_secs(10)).unwrap();
+    let get = b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let ok = |tls: &mut _| {
+        let (head, body) = crate::tls::read_response(tls).unwrap();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(String::from_utf8_lossy(&body).contains("/a"), "{head}");
+    };
+    // A fresh connection is parked from the end of its handshake to its first request.
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    wait_parked(admin, 1.0);
+    for _ in 0..2 {
+        tls.write_all(get).unwrap();
+        ok(&mut tls);
+        wait_parked(admin, 1.0);
+    }
+    // A head split across a pause: the connection holds it (not parked) and answers it whole.
+    tls.write_all(&get[..20]).unwrap();
+    std::thread::sleep(StdDuration::from_millis(800));
+    assert_eq!(parked(admin), 0.0, "parked with a partial request head");
+    tls.write_all(&get[20..]).unwrap();
+    ok(&mut tls);
+    // Pipelined requests in one write, the second one's end in a later write after a pause:
+    // the first answer is the last thing that moved, so the connection parks, and the part of
+    // the second head that hyper had already read is replayed to the next hyper connection.
+    let mut two = get.to_vec();
+    two.extend_from_slice(&get[..30]);
+    tls.write_all(&two).unwrap();
+    ok(&mut tls);
+    std::thread::sleep(StdDuration::from_millis(800));
+    tls.write_all(&get[30..]).unwrap();
+    ok(&mut tls);
+    wait_parked(admin, 1.0);
+    // A parked connection that the client closes is gone.
+    drop(tls);
+    wait_parked(admin, 0.0);
 }
 
 #[test]

@@ -57,3 +57,21 @@ pub fn connect(
     tcp.set_read_timeout(Some(read_timeout))?;
     Ok(StreamOwned::new(conn, tcp))
 }
+
+/// Reads one HTTP/1.1 response with a `content-length` body: (head, lower-cased; body).
+pub fn read_response(r: &mut impl std::io::Read) -> std::io::Result<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        r.read_exact(&mut byte)?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok((head, body))
+}

@@ -1,0 +1,404 @@
+//! Serving one client connection's HTTP after the TLS handshake: HTTP/2 (by ALPN) with hyper's
+//! server, HTTP/1.1 with hyper's server *parked* between requests.
+//!
+//! Parking is what keeps an idle keep-alive connection small. hyper holds a read buffer, a write
+//! buffer and its connection state for as long as a connection is served, about 30 KiB; certgate
+//! hands hyper a connection only while requests are moving. Once nothing is in flight, the last
+//! byte moved was a response and nothing has moved for a tick, hyper is told to shut down
+//! gracefully (which, on an idle HTTP/1 connection, ends it at once without touching the socket),
+//! the socket and any bytes hyper had read are taken back, and the connection waits for the next
+//! request with nothing but the TLS session. The first bytes of the next request start a new
+//! hyper connection over the same socket with those bytes replayed.
+//!
+//! Time limits: the handshake timeout is the caller's; the header timeout runs inside hyper from
+//! the first byte of each request head; the idle timeout closes a connection with no bytes moving
+//! either way (parked or not).
+//!
+//! This module never looks inside requests; the handler does.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::{Request, Response, Version, header};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::sync::{oneshot, watch};
+
+use crate::idle::{Activity, IdleWatch, Tracked};
+use crate::ingress::{Body, Limits};
+
+/// How often an active connection checks whether it can park or has been idle too long.
+const TICK: Duration = Duration::from_millis(250);
+
+/// How long closing a connection (TLS close_notify, then FIN) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The IO a client connection is served over.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A client connection after `101 Switching Protocols`, with any bytes it sent after its request.
+pub(crate) type Upgraded = Box<dyn Io>;
+
+/// Put in the extensions of an HTTP/1.1 request that asks for an upgrade: the handler that
+/// answers `101` takes it and gets the client's connection once the response has been written.
+#[derive(Clone)]
+pub(crate) struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl ClientUpgrade {
+    /// The client's connection, or `None` if the connection ended before the upgrade.
+    pub(crate) async fn upgraded(self) -> Option<Upgraded> {
+        let rx = self.0.lock().ok()?.take()?;
+        rx.await.ok()
+    }
+}
+
+/// Serves HTTP/1.1 on `io` (a connection of `listener`), parking it between requests, until the client closes, the idle
+/// timeout passes, the connection is upgraded or `shutdown` turns true (then the request in
+/// flight, if any, finishes first).
+pub(crate) async fn serve_http1<I, F, Fut>(
+    listener: &str,
+    io: I,
+    handler: F,
+    limits: &Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    I: Io,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + Unpin + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // hyper's floor; the configured limit is enforced exactly by the handler.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let activity = Activity::new();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let upgrade: UpgradeSlot = Arc::new(Mutex::new(None));
+    let mut io = Tracked::new(Prefixed::new(io), Arc::clone(&activity));
+    loop {
+        if !io.get_mut().has_unread() {
+            // Parked: wait for the next request's first bytes holding nothing but the socket.
+            let mut first = [0u8; 64];
+            let parked = crate::metrics::Gauge::parked(listener);
+            let read = tokio::select! {
+                biased;
+                _ = shutdown.changed() => None,
+                r = tokio::time::timeout(limits.idle_timeout, io.read(&mut first)) => Some(r),
+            };
+            drop(parked);
+            match read {
+                Some(Ok(Ok(n))) if n > 0 => io.get_mut().unread(&first[..n]),
+                Some(Err(_)) => {
+                    tracing::debug!("idle timeout");
+                    close(io).await;
+                    return Ok(());
+                }
+                None => {
+                    close(io).await;
+                    return Ok(());
+                }
+                // EOF or a read error: the client is gone.
+                Some(Ok(_)) => return Ok(()),
+            }
+        }
+        let svc = service(handler.clone(), &in_flight, &upgrade);
+        let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = IdleWatch::new(activity.ops());
+        let (mut parking, mut closing) = (false, false);
+        let result = loop {
+            tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                _ = shutdown.changed(), if !closing => {
+                    Pin::new(&mut *conn).graceful_shutdown();
+                    closing = true;
+                }
+                _ = ticker.tick(), if !parking && !closing => {
+                    let quiet = watch.tick(activity.ops(), TICK);
+                    if quiet >= limits.idle_timeout {
+                        tracing::debug!("idle timeout");
+                        return Ok(());
+                    }
+                    // Nothing moved for a tick, the last bytes were a response and no request
+                    // is being served: hyper is between requests and ends at once.
+                    if quiet > Duration::ZERO
+                        && in_flight.load(Ordering::Acquire) == 0
+                        && !activity.last_was_read()
+                    {
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        parking = true;
+                    }
+                }
+            }
+        };
+        let parts = conn.into_parts();
+        io = parts.io.into_inner();
+        result?;
+        if closing {
+            close(io).await;
+            return Ok(());
+        }
+        if parking {
+            // Bytes hyper read but did not parse yet are replayed to the next hyper connection
+            // (copied, so hyper's buffer is freed).
+            io.get_mut().unread(&parts.read_buf);
+            continue;
+        }
+        // hyper ended by itself: an upgrade the handler is waiting for, or the end of the
+        // connection (`Connection: close`, EOF).
+        let waiting = upgrade.lock().ok().and_then(|mut s| s.take());
+        if let Some(tx) = waiting
+            && !tx.is_closed()
+        {
+            io.get_mut().unread(&parts.read_buf);
+            let _ = tx.send(Box::new(io));
+            return Ok(());
+        }
+        close(io).await;
+        return Ok(());
+    }
+}
+
+/// Serves HTTP/2 on `io` until the client closes, the idle timeout passes or `shutdown` turns
+/// true (then open streams finish first).
+pub(crate) async fn serve_http2<I, F, Fut>(
+    io: I,
+    handler: F,
+    limits: &Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    I: Io,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let activity = Activity::new();
+    let io = Tracked::new(io, Arc::clone(&activity));
+    let svc = hyper::service::service_fn(move |req| {
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = activity.idle(limits.idle_timeout, TICK) => {
+            tracing::debug!("idle timeout");
+            Ok(())
+        }
+    }
+}
+
+type UpgradeSlot = Arc<Mutex<Option<oneshot::Sender<Upgraded>>>>;
+
+type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<ServedBody>, Infallible>> + Send>>;
+
+/// The hyper service for one active period of an HTTP/1 connection: counts requests in flight
+/// (until their response body is done) and offers upgrades to the handler.
+fn service<F, Fut>(
+    handler: F,
+    in_flight: &Arc<AtomicUsize>,
+    upgrade: &UpgradeSlot,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ServedBody>,
+    Error = Infallible,
+    Future = ServiceFuture,
+> + Unpin
++ use<F, Fut>
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Unpin + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let in_flight = Arc::clone(in_flight);
+    let upgrade = Arc::clone(upgrade);
+    hyper::service::service_fn(move |mut req: Request<Incoming>| -> ServiceFuture {
+        let guard = InFlight::enter(&in_flight);
+        if req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE) {
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut slot) = upgrade.lock() {
+                *slot = Some(tx);
+            }
+            req.extensions_mut()
+                .insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
+        }
+        let fut = handler(req);
+        Box::pin(async move {
+            let resp = fut.await;
+            Ok(resp.map(|inner| ServedBody {
+                inner,
+                _in_flight: guard,
+            }))
+        })
+    })
+}
+
+/// One request in flight, from the handler's call until its response body is done or dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+pub(crate) struct ServedBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for ServedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Ends a connection politely: TLS close_notify and FIN, within a bound.
+async fn close<T: AsyncWrite + Unpin>(mut io: T) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
+}
+
+/// `T` with bytes to be read before its own: what a parked connection read while waiting, and
+/// what hyper had read but not parsed when it stopped.
+#[derive(Debug)]
+pub(crate) struct Prefixed<T> {
+    unread: Bytes,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            unread: Bytes::new(),
+            inner,
+        }
+    }
+
+    fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    /// Puts `bytes` (copied) in front of whatever is still unread.
+    fn unread(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut joined = BytesMut::with_capacity(bytes.len() + self.unread.len());
+        joined.extend_from_slice(bytes);
+        joined.extend_from_slice(&self.unread);
+        self.unread = joined.freeze();
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.unread.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = buf.remaining().min(this.unread.len());
+        buf.put_slice(&this.unread[..n]);
+        this.unread.advance(n);
+        if this.unread.is_empty() {
+            // Release the allocation.
+            this.unread = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unread_bytes_come_first_in_order() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut p = Prefixed::new(a);
+        p.unread(b"cd");
+        p.unread(b"ab");
+        b.write_all(b"ef").await.unwrap();
+        drop(b);
+        let mut out = Vec::new();
+        p.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"abcdef");
+        assert!(!p.has_unread());
+    }
+}
