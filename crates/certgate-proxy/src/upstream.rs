@@ -1,158 +1,406 @@
-//! Pooled keep-alive clients for the three kinds of upstream: `http://host:port`,
-//! `https://host:port` (with its own trust and optional client identity) and `unix:/path`.
+//! Upstream HTTP/1.1 connections for the ingress, to `http://host:port`, `https://host:port`
+//! (with its own trust and optional client identity) and `unix:/path`, kept alive in a pool.
+//!
+//! A connection has no task of its own: hyper's client connection future is polled by the
+//! request that uses it (while the request is sent and the response head awaited) and then by the
+//! response body (while it streams). So a request costs no channel hop and no task wake-up
+//! between the client's connection and the upstream socket. When a response body ends, its
+//! connection goes back to the pool; one the upstream closed while idle is found at checkout
+//! (polled once) and dropped, and a request that could not be sent on a reused connection is
+//! retried once on a new one. A `101 Switching Protocols` response hands its connection to a task
+//! that completes the upgrade.
 
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A request body on its way upstream: the client's, possibly under a size limit.
 pub type RequestBody =
-    http_body_util::combinators::BoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// A client for one kind of upstream.
+/// How long establishing a connection (TCP, and TLS for `https`) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections older than this are closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per client at most.
+const MAX_IDLE: usize = 256;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// The request URI has no host.
+    #[error("the upstream request has no authority")]
+    NoAuthority,
+    /// TCP or Unix connect failed or timed out.
+    #[error("connecting to {to}: {source}")]
+    Connect {
+        /// Where to.
+        to: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake with an `https` upstream failed.
+    #[error("TLS with {to}: {source}")]
+    Tls {
+        /// Where to.
+        to: String,
+        /// What went wrong (the rustls error is its source).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed (hyper's error; a request body error is its source).
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// Pooled keep-alive connections to the upstreams of one route.
 #[derive(Clone)]
-pub enum UpstreamClient {
-    /// Plain HTTP/1.1 over TCP.
-    Http(Client<HttpConnector, RequestBody>),
-    /// HTTP/1.1 over TLS, verified against the route's upstream trust.
-    Https(Client<HttpsConnector<HttpConnector>, RequestBody>),
-    /// HTTP/1.1 over a Unix socket.
-    Unix(Client<UnixConnector, RequestBody>),
+pub struct UpstreamClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
+    idle: Mutex<Vec<Idle>>,
+}
+
+enum Connector {
+    Http,
+    Https(tokio_rustls::TlsConnector),
+    Unix(PathBuf),
 }
 
 impl fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Http(_) => "UpstreamClient::Http",
-            Self::Https(_) => "UpstreamClient::Https",
-            Self::Unix(_) => "UpstreamClient::Unix",
+        f.write_str(match self.inner.connector {
+            Connector::Http => "UpstreamClient::Http",
+            Connector::Https(_) => "UpstreamClient::Https",
+            Connector::Unix(_) => "UpstreamClient::Unix",
         })
     }
 }
 
-fn http_connector() -> HttpConnector {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    c.set_connect_timeout(Some(Duration::from_secs(10)));
-    c.enforce_http(false);
-    c
+/// hyper's client connection future, with upgrades, whatever the transport.
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send + Sync>>;
+
+/// A connection: the handle requests are sent through and the future that does its I/O.
+struct Conn {
+    send: SendRequest<RequestBody>,
+    driver: Option<Driver>,
 }
 
-fn builder() -> hyper_util::client::legacy::Builder {
-    let mut b = Client::builder(TokioExecutor::new());
-    b.pool_idle_timeout(Duration::from_secs(60));
-    b
+impl Conn {
+    /// Polls the connection's I/O; `false` once the connection has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.driver {
+            Some(d) => match d.as_mut().poll(cx) {
+                Poll::Pending => true,
+                Poll::Ready(result) => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "upstream connection ended");
+                    }
+                    self.driver = None;
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    /// Whether another request can be sent now (drives the connection once to find out).
+    fn reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.drive(&mut cx) && matches!(self.send.poll_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+}
+
+struct Idle {
+    to: Authority,
+    conn: Conn,
+    since: Instant,
 }
 
 impl UpstreamClient {
+    fn new(connector: Connector) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                connector,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
     /// A plain HTTP client.
     pub fn http() -> Self {
-        Self::Http(builder().build(http_connector()))
+        Self::new(Connector::Http)
     }
 
-    /// An HTTPS client using `tls` (from `certgate_tls::upstream_client_config`).
-    pub fn https(tls: rustls::ClientConfig) -> Self {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http_connector());
-        Self::Https(builder().build(connector))
+    /// An HTTPS client using `tls` (from `certgate_tls::upstream_client_config`); it speaks
+    /// HTTP/1.1 (ALPN `http/1.1`).
+    pub fn https(mut tls: rustls::ClientConfig) -> Self {
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self::new(Connector::Https(tokio_rustls::TlsConnector::from(
+            Arc::new(tls),
+        )))
     }
 
-    /// A client for the Unix socket at `path`.
+    /// A client for the Unix socket at `path` (whatever the request URI's host).
     pub fn unix(path: PathBuf) -> Self {
-        Self::Unix(builder().build(UnixConnector(Arc::new(path))))
+        Self::new(Connector::Unix(path))
     }
 
     /// The URI scheme requests to this upstream carry.
     pub fn scheme(&self) -> &'static str {
-        match self {
-            Self::Https(_) => "https",
-            Self::Http(_) | Self::Unix(_) => "http",
+        match self.inner.connector {
+            Connector::Https(_) => "https",
+            Connector::Http | Connector::Unix(_) => "http",
         }
     }
 
-    /// Sends a request.
+    /// Sends `req` (absolute URI) on a pooled or new connection and returns the response head;
+    /// its body streams from the connection, which returns to the pool when the body ends.
     pub async fn request(
         &self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        match self {
-            Self::Http(c) => c.request(req).await,
-            Self::Https(c) => c.request(req).await,
-            Self::Unix(c) => c.request(req).await,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let to = req
+            .uri()
+            .authority()
+            .cloned()
+            .ok_or(UpstreamError::NoAuthority)?;
+        if !req.headers().contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(to.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        // Origin form on the wire: the connection already says where.
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+        let (mut conn, mut reused) = match self.checkout(&to) {
+            Some(conn) => (conn, true),
+            None => (self.connect(&to).await?, false),
+        };
+        let resp = loop {
+            let sent = std::pin::pin!(conn.send.try_send_request(req));
+            match drive_until(&mut conn, sent).await {
+                Ok(resp) => break resp,
+                // Not written: the upstream closed the idle connection as it was taken. Once,
+                // on a new connection.
+                Err(mut e) if reused && e.message().is_some() => {
+                    req = e.take_message().expect("checked above");
+                    conn = self.connect(&to).await?;
+                    reused = false;
+                }
+                Err(e) => return Err(e.into_error().into()),
+            }
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The upgrade completes when the connection future sees the 101 through.
+            if let Some(driver) = conn.driver.take() {
+                tokio::spawn(async move {
+                    if let Err(e) = driver.await {
+                        tracing::debug!(error = %e, "upstream upgrade failed");
+                    }
+                });
+            }
+            return Ok(resp.map(|inner| UpstreamBody {
+                inner,
+                conn: None,
+                done: false,
+                pool: Arc::clone(&self.inner),
+                to,
+            }));
+        }
+        let pool = Arc::clone(&self.inner);
+        Ok(resp.map(|inner| UpstreamBody {
+            inner,
+            conn: Some(conn),
+            done: false,
+            pool,
+            to,
+        }))
+    }
+
+    /// The most recently used idle connection to `to` that is still open.
+    fn checkout(&self, to: &Authority) -> Option<Conn> {
+        let mut idle = self.inner.idle.lock().ok()?;
+        // The oldest are at the front.
+        let stale = idle
+            .iter()
+            .take_while(|i| i.since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..stale);
+        while let Some(pos) = idle.iter().rposition(|i| &i.to == to) {
+            let mut candidate = idle.remove(pos).conn;
+            if candidate.reusable() {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, to: &Authority) -> Result<Conn, UpstreamError> {
+        let host = to.host().trim_start_matches('[').trim_end_matches(']');
+        let port = to.port_u16().unwrap_or(match self.inner.connector {
+            Connector::Https(_) => 443,
+            _ => 80,
+        });
+        let connect_error = |source| UpstreamError::Connect {
+            to: to.to_string(),
+            source,
+        };
+        let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+        match &self.inner.connector {
+            Connector::Http => {
+                let tcp = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    tokio::net::TcpStream::connect((host, port)),
+                )
+                .await
+                .map_err(|_| connect_error(timed_out()))?
+                .map_err(connect_error)?;
+                let _ = tcp.set_nodelay(true);
+                handshake(tcp).await
+            }
+            Connector::Https(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| connect_error(std::io::Error::other(e)))?;
+                let connect = async {
+                    let tcp = tokio::net::TcpStream::connect((host, port))
+                        .await
+                        .map_err(connect_error)?;
+                    let _ = tcp.set_nodelay(true);
+                    tls.connect(name, tcp)
+                        .await
+                        .map_err(|source| UpstreamError::Tls {
+                            to: to.to_string(),
+                            source,
+                        })
+                };
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| connect_error(timed_out()))??;
+                handshake(stream).await
+            }
+            Connector::Unix(path) => {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path))
+                        .await
+                        .map_err(|_| connect_error(timed_out()))?
+                        .map_err(|source| UpstreamError::Connect {
+                            to: path.display().to_string(),
+                            source,
+                        })?;
+                handshake(stream).await
+            }
         }
     }
 }
 
-/// Connects every request to one Unix socket, whatever the URI says.
-#[derive(Clone, Debug)]
-pub struct UnixConnector(Arc<PathBuf>);
-
-impl tower_service::Service<http::Uri> for UnixConnector {
-    type Response = UnixIo;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<UnixIo, std::io::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: http::Uri) -> Self::Future {
-        let path = Arc::clone(&self.0);
-        Box::pin(async move {
-            let stream = tokio::net::UnixStream::connect(&*path).await?;
-            Ok(UnixIo(TokioIo::new(stream)))
-        })
-    }
+async fn handshake<T>(io: T) -> Result<Conn, UpstreamError>
+where
+    T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    Ok(Conn {
+        send,
+        driver: Some(Box::pin(conn.with_upgrades())),
+    })
 }
 
-/// A Unix stream as hyper IO.
-#[derive(Debug)]
-pub struct UnixIo(TokioIo<tokio::net::UnixStream>);
-
-impl Connection for UnixIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
+/// Polls `fut` to completion, driving `conn`'s I/O meanwhile.
+async fn drive_until<F: Future + Unpin>(conn: &mut Conn, mut fut: F) -> F::Output {
+    std::future::poll_fn(|cx| {
+        // Drive first: it writes the request and reads the response into `fut`'s channel.
+        conn.drive(cx);
+        Pin::new(&mut fut).poll(cx)
+    })
+    .await
 }
 
-impl hyper::rt::Read for UnixIo {
-    fn poll_read(
+/// A response body from an upstream: streams from its connection (polling it) and gives the
+/// connection back to the pool once the body has ended.
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<Conn>,
+    done: bool,
+    pool: Arc<Inner>,
+    to: Authority,
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(conn) = &mut this.conn {
+            conn.drive(cx);
+        }
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) {
+            this.done = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
-impl hyper::rt::Write for UnixIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        // A body dropped before its end leaves the connection mid-response: close it.
+        if !(self.done || self.inner.is_end_stream()) || !conn.reusable() {
+            return;
+        }
+        if let Ok(mut idle) = self.pool.idle.lock() {
+            if idle.len() >= MAX_IDLE {
+                idle.remove(0);
+            }
+            idle.push(Idle {
+                to: self.to.clone(),
+                conn,
+                since: Instant::now(),
+            });
+        }
     }
+}
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+impl fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("to", &self.to)
+            .field("done", &self.done)
+            .finish()
     }
 }

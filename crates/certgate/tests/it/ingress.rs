@@ -1625,3 +1625,109 @@ max_body_bytes = 1000
     let (code, _) = post("small", true);
     assert_eq!(code, "200");
 }
+
+/// An upstream that numbers its connections and answers every request with the number; with
+/// `close` it closes each connection after one answer (without saying so).
+const COUNTING_UPSTREAM: &str = r#"
+import socket, sys, threading
+mode = sys.argv[1]
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+def serve(c, k):
+    buf = b""
+    while True:
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(4096)
+            if not d:
+                return
+            buf += d
+        _, _, buf = buf.partition(b"\r\n\r\n")
+        body = b"conn %d" % k
+        c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        if mode == "close":
+            c.close()
+            return
+n = 0
+while True:
+    c, _ = s.accept()
+    n += 1
+    threading.Thread(target=serve, args=(c, n), daemon=True).start()
+"#;
+
+/// Upstream connections are kept alive and reused; one the upstream closed while idle is
+/// noticed and replaced, and the client sees nothing of it.
+#[test]
+fn upstream_connections_are_reused_and_replaced_when_closed() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let python = require_peer!("python3");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_pki(d);
+    let mut ports = Vec::new();
+    let mut children = Vec::new();
+    for mode in ["keep", "close"] {
+        let mut child = Command::new(&python)
+            .args(["-c", COUNTING_UPSTREAM, mode])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        ports.push(line.trim().parse::<u16>().unwrap());
+        children.push(child);
+    }
+    let config = format!(
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+  [[ingress.route]]
+  path = "/keep"
+  upstream = "http://127.0.0.1:{}"
+  [[ingress.route]]
+  path = "/close"
+  upstream = "http://127.0.0.1:{}"
+"#,
+        ports[0], ports[1]
+    );
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let config = crate::tls::config(&pki.root.der, &[], crate::tls::Auth::None);
+    let mut tls = crate::tls::connect(
+        server.port("web"),
+        config,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut get = |path: &str| -> String {
+        write!(tls, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let (head, body) = crate::tls::read_response(&mut tls).unwrap();
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+        String::from_utf8(body).unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            get("/keep"),
+            "conn 1",
+            "the upstream connection was not reused"
+        );
+    }
+    for i in 1..=4 {
+        assert_eq!(get("/close"), format!("conn {i}"));
+        // Let the upstream's FIN arrive before the next request takes the connection.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
