@@ -255,18 +255,28 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) -> usize {
     removed
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop fields (RFC 9110 section 7.6.1, plus the legacy `Keep-Alive` and
+/// `Proxy-Connection`), `Upgrade` included.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names, no hashing.
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -280,11 +290,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(n);
         }
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
-    }
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
+    for n in &HOP_BY_HOP {
+        if !(keep_upgrade && n == header::UPGRADE) {
+            headers.remove(n);
+        }
     }
 }
 
@@ -416,9 +425,20 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
     let resp = match &route.upstream {
         Upstream::ForwardAuth => forward_auth(cfg, conn, route),
         Upstream::Echo => echo(cfg, conn, route, &req),
-        Upstream::Local(svc) => crate::local::serve(svc.as_ref(), req).await,
+        Upstream::Local(svc) => Box::pin(crate::local::serve(svc.as_ref(), req)).await,
         Upstream::Remote { authority, client } => {
-            proxy(shared, conn, route, authority, client, host.as_deref(), req).await
+            // Boxed: the proxy future is large, and every request's handler future is moved
+            // into place; boxing keeps that move small.
+            Box::pin(proxy(
+                shared,
+                conn,
+                route,
+                authority,
+                client,
+                host.as_deref(),
+                req,
+            ))
+            .await
         }
     };
     log_request(
@@ -625,6 +645,12 @@ fn body_over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 /// RFC 9440 §2: `Client-Cert` fields never appear in responses; a `Vary` on them becomes `*`
 /// so that no cache serves one client's response to another.
 fn sanitize_response(headers: &mut HeaderMap) {
+    if !headers
+        .keys()
+        .any(|n| n == header::VARY || n.as_str().starts_with("client-cert"))
+    {
+        return;
+    }
     headers.remove("client-cert");
     headers.remove("client-cert-chain");
     let varies_on_cert = headers.get_all(header::VARY).iter().any(|v| {
@@ -740,4 +766,62 @@ fn log_request(
         stripped_identity_headers = stripped,
         reason = reason.unwrap_or(""),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in fields {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_named_in_connection_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["accept"]
+        );
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert!(h.get("connection").is_none());
+        let mut plain = map(&[("accept", "*/*"), ("host", "a")]);
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain.len(), 2);
+    }
+
+    #[test]
+    fn responses_lose_client_cert_fields_and_vary_on_them_becomes_star() {
+        let mut h = map(&[
+            ("client-cert", ":x:"),
+            ("client-cert-chain", ":y:"),
+            ("vary", "accept, Client-Cert"),
+            ("content-type", "text/plain"),
+        ]);
+        sanitize_response(&mut h);
+        assert!(h.get("client-cert").is_none() && h.get("client-cert-chain").is_none());
+        assert_eq!(h.get("vary").unwrap(), "*");
+        let mut h = map(&[("vary", "accept")]);
+        sanitize_response(&mut h);
+        assert_eq!(h.get("vary").unwrap(), "accept");
+    }
 }

@@ -194,9 +194,11 @@ impl UpstreamClient {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(path);
+        // Connecting is rare and its future large (a TLS handshake): boxed, so that the
+        // request future every request builds and moves stays small.
         let (mut conn, mut reused) = match self.checkout(&to) {
             Some(conn) => (conn, true),
-            None => (self.connect(&to).await?, false),
+            None => (Box::pin(self.connect(&to)).await?, false),
         };
         let resp = loop {
             let sent = std::pin::pin!(conn.send.try_send_request(req));
@@ -206,7 +208,7 @@ impl UpstreamClient {
                 // on a new connection.
                 Err(mut e) if reused && e.message().is_some() => {
                     req = e.take_message().expect("checked above");
-                    conn = self.connect(&to).await?;
+                    conn = Box::pin(self.connect(&to)).await?;
                     reused = false;
                 }
                 Err(e) => return Err(e.into_error().into()),
