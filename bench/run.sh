@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # certgate vs nginx, same certificates, same load generator, same run.
 #
-#   bash bench/run.sh [SECONDS] [IDLE_CONNECTIONS]
+#   bash bench/run.sh [SECONDS] [IDLE_CONNECTIONS] [ROUNDS]
 #
 # Servers are pinned to core 0 (nginx with one worker), the load generator and the shared plain
 # HTTP upstream (an nginx `return 200`) to core 1. TLS 1.3, ECDSA P-256 certificates, X25519 only,
@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 IDLE=${2:-10000}
+ROUNDS=${3:-3}
 command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" || true
@@ -95,12 +96,34 @@ NG_WORKER=$(pgrep -P "$(cat nginx.pid)" | head -1)
 load() { taskset -c 1 $LOAD --addr "127.0.0.1:$1" --ca ca/ca.pem --cert client.pem --key client.key "${@:2}"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+# Throughput rounds alternate between the servers so that drift on a shared machine hits both;
+# each figure is the median over the rounds (latency: the median round's percentiles).
 declare -A R
+: > rounds.jsonl
+for target in certgate nginx; do
+  if [ $target = certgate ]; then PORT=$CGP; else PORT=$NGP; fi
+  load $PORT --mode keepalive --connections 8 --duration 2 >/dev/null   # warm-up
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for target in certgate nginx; do
+    if [ $target = certgate ]; then PORT=$CGP; else PORT=$NGP; fi
+    hs=$(load $PORT --mode handshake --connections 16 --duration "$SECS"); echo "$target round=$round $hs"
+    ka=$(load $PORT --mode keepalive --connections 64 --duration "$SECS"); echo "$target round=$round $ka"
+    echo "{\"target\": \"$target\", \"hs\": $hs, \"ka\": $ka}" >> rounds.jsonl
+  done
+done
+for target in certgate nginx; do
+  read -r R[$target.hs] R[$target.ka] R[$target.p50] R[$target.p99] < <(python3 - "$target" <<'PY'
+import json, statistics, sys
+rows = [r for r in map(json.loads, open("rounds.jsonl")) if r["target"] == sys.argv[1]]
+hs = statistics.median(r["hs"]["rps"] for r in rows)
+ka = sorted(rows, key=lambda r: r["ka"]["rps"])[len(rows) // 2]["ka"]
+print(round(hs), round(ka["rps"]), ka["p50_us"], ka["p99_us"])
+PY
+)
+done
 for target in certgate nginx; do
   if [ $target = certgate ]; then PORT=$CGP; PID=$CG_PID; else PORT=$NGP; PID=$NG_WORKER; fi
-  load $PORT --mode keepalive --connections 8 --duration 2 >/dev/null   # warm-up
-  hs=$(load $PORT --mode handshake --connections 16 --duration "$SECS"); echo "$target $hs"
-  ka=$(load $PORT --mode keepalive --connections 64 --duration "$SECS"); echo "$target $ka"
   before=$(rss_kib "$PID")
   load $PORT --mode idle --connections "$IDLE" --duration 20 > idle.out &
   LP=$!
@@ -109,15 +132,13 @@ for target in certgate nginx; do
   after=$(rss_kib "$PID")
   echo "$target $(cat idle.out) rss_before_kib=$before rss_after_kib=$after"
   kill $LP 2>/dev/null || true; wait $LP 2>/dev/null || true; rm -f idle.out
-  R[$target.hs]=$(echo "$hs" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rps"]))')
-  R[$target.ka]=$(echo "$ka" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rps"]))')
-  R[$target.p50]=$(echo "$ka" | python3 -c 'import json,sys; print(json.load(sys.stdin)["p50_us"])')
-  R[$target.p99]=$(echo "$ka" | python3 -c 'import json,sys; print(json.load(sys.stdin)["p99_us"])')
   R[$target.idle]=$(( (after - before) * 1024 / IDLE ))
   sleep 2
 done
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+echo
+echo "Throughput: median of $ROUNDS alternating rounds of $SECS s; latency from the median round."
 echo
 echo "| measure | certgate | nginx | certgate/nginx |"
 echo "|---|---|---|---|"
