@@ -10,9 +10,10 @@
 //! request with nothing but the TLS session. The first bytes of the next request start a new
 //! hyper connection over the same socket with those bytes replayed.
 //!
-//! Time limits: the handshake timeout is the caller's; the header timeout runs inside hyper from
-//! the first byte of each request head; the idle timeout closes a connection with no bytes moving
-//! either way (parked or not).
+//! Time limits: the handshake timeout is the caller's. The header timeout runs from the first
+//! byte of a request head (the client spoke last and no request is being served) and the idle
+//! timeout from the last byte moved either way (parked or not); both are checked every tick, so a
+//! connection is cut up to a tick or two after its limit.
 //!
 //! This module never looks inside requests; the handler does.
 
@@ -20,7 +21,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -78,12 +79,13 @@ where
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // The header timeout is kept by the tick below (from the first byte of a head, across
+        // parking); hyper's would cost a timer per request.
+        .header_read_timeout(None)
         // hyper's floor; the configured limit is enforced exactly by the handler.
         .max_buf_size(limits.max_header_bytes.max(8192));
     let activity = Activity::new();
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let load = Arc::new(Load::default());
     let upgrade: UpgradeSlot = Arc::new(Mutex::new(None));
     let mut io = Tracked::new(Prefixed::new(io), Arc::clone(&activity));
     loop {
@@ -112,12 +114,15 @@ where
                 Some(Ok(_)) => return Ok(()),
             }
         }
-        let svc = service(handler.clone(), &in_flight, &upgrade);
+        let svc = service(handler.clone(), &load, &upgrade);
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = IdleWatch::new(activity.ops());
         let (mut parking, mut closing) = (false, false);
+        // How long the current request head has been arriving, and the request count it began
+        // after (a new request in between means a new head).
+        let (mut head_for, mut head_after) = (Duration::ZERO, load.started());
         let result = loop {
             tokio::select! {
                 biased;
@@ -132,12 +137,21 @@ where
                         tracing::debug!("idle timeout");
                         return Ok(());
                     }
+                    let serving = load.in_flight.load(Ordering::Acquire) > 0;
+                    // The client spoke last and no request is being served: a head is arriving.
+                    let started = load.started();
+                    if !serving && activity.last_was_read() && started == head_after {
+                        head_for += TICK;
+                        if head_for >= limits.header_timeout {
+                            tracing::debug!("request head timeout");
+                            return Ok(());
+                        }
+                    } else {
+                        (head_for, head_after) = (Duration::ZERO, started);
+                    }
                     // Nothing moved for a tick, the last bytes were a response and no request
                     // is being served: hyper is between requests and ends at once.
-                    if quiet > Duration::ZERO
-                        && in_flight.load(Ordering::Acquire) == 0
-                        && !activity.last_was_read()
-                    {
+                    if quiet > Duration::ZERO && !serving && !activity.last_was_read() {
                         Pin::new(&mut *conn).graceful_shutdown();
                         parking = true;
                     }
@@ -218,7 +232,7 @@ type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<ServedBody>, In
 /// (until their response body is done) and offers upgrades to the handler.
 fn service<F, Fut>(
     handler: F,
-    in_flight: &Arc<AtomicUsize>,
+    load: &Arc<Load>,
     upgrade: &UpgradeSlot,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
@@ -231,10 +245,10 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + Unpin + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let in_flight = Arc::clone(in_flight);
+    let load = Arc::clone(load);
     let upgrade = Arc::clone(upgrade);
     hyper::service::service_fn(move |mut req: Request<Incoming>| -> ServiceFuture {
-        let guard = InFlight::enter(&in_flight);
+        let guard = InFlight::enter(&load);
         if req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE) {
             let (tx, rx) = oneshot::channel();
             if let Ok(mut slot) = upgrade.lock() {
@@ -254,19 +268,33 @@ where
     })
 }
 
+/// The requests of one connection: how many have started, how many are being served.
+#[derive(Debug, Default)]
+struct Load {
+    started: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Load {
+    fn started(&self) -> u64 {
+        self.started.load(Ordering::Acquire)
+    }
+}
+
 /// One request in flight, from the handler's call until its response body is done or dropped.
-struct InFlight(Arc<AtomicUsize>);
+struct InFlight(Arc<Load>);
 
 impl InFlight {
-    fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(count))
+    fn enter(load: &Arc<Load>) -> Self {
+        load.started.fetch_add(1, Ordering::AcqRel);
+        load.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(load))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -922,6 +922,10 @@ header_timeout_secs = 1
         .unwrap();
     // A client that completes TLS, then sends its request head one byte at a time, forever.
     let config = crate::tls::config(&pki.root.der, &[], crate::tls::Auth::None);
+    // And one that sends half a head once, then nothing.
+    let mut half = crate::tls::connect(port, config.clone(), StdDuration::from_secs(10)).unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: loc").unwrap();
+    half.flush().unwrap();
     let mut slow = crate::tls::connect(port, config, StdDuration::from_millis(200)).unwrap();
     let started = Instant::now();
     let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
@@ -987,6 +991,22 @@ header_timeout_secs = 1
     assert!(
         cut >= StdDuration::from_millis(800),
         "cut before the 1 s header timeout: {cut:?}"
+    );
+    // The half head was cut by the header timeout too (the idle timeout is 120 s).
+    match half.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("half-sent head got an answer: {n} bytes"),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "half-sent head still open"
+        ),
+    }
+    assert!(
+        started.elapsed() < StdDuration::from_secs(6),
+        "half-sent head not cut"
     );
     // The stalled handshake was closed too: EOF or reset, well before our 10 s read timeout.
     let n = stalled.read(&mut buf).unwrap_or(0);
