@@ -1017,6 +1017,46 @@ header_timeout_secs = 1
     );
 }
 
+/// A Python peer run as `python -c SCRIPT ARGS...` in `dir` that prints one line (its port)
+/// once ready; killed when dropped.
+struct Script {
+    child: std::process::Child,
+    line: String,
+}
+
+impl Script {
+    fn start(python: &Path, dir: &Path, script: &str, args: &[&str]) -> Self {
+        use std::io::{BufRead as _, BufReader};
+        let mut child = Command::new(python)
+            .current_dir(dir)
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            line: line.trim().to_owned(),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.line.parse().unwrap()
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 const UPGRADE_UPSTREAM: &str = r#"
 import socket, threading
 s = socket.socket()
@@ -1046,21 +1086,13 @@ while True:
 
 #[test]
 fn upgrades_pass_through_to_the_upstream() {
-    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::io::{Read as _, Write as _};
     let python = require_peer!("python3");
     let dir = tempdir();
     let d = dir.path();
     let pki = write_pki(d);
-    let mut upstream = Command::new(&python)
-        .args(["-c", UPGRADE_UPSTREAM])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(upstream.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let upstream_port: u16 = line.trim().parse().unwrap();
+    let upstream = Script::start(&python, d, UPGRADE_UPSTREAM, &[]);
+    let upstream_port = upstream.port();
     let config = format!(
         r#"version = 1
 [[identity]]
@@ -1118,8 +1150,7 @@ identity = "server"
         tls.read_exact(&mut back).unwrap();
         assert_eq!(back, msg);
     }
-    let _ = upstream.kill();
-    let _ = upstream.wait();
+    drop(upstream);
 }
 
 const SLOW_UPSTREAM: &str = r#"
@@ -1142,21 +1173,13 @@ s.serve_forever()
 
 #[test]
 fn sigterm_drains_requests_in_flight() {
-    use std::io::{BufRead as _, BufReader};
     let python = require_peer!("python3");
     let curl_bin = require_peer!("curl");
     let dir = tempdir();
     let d = dir.path();
     write_pki(d);
-    let mut upstream = Command::new(&python)
-        .args(["-c", SLOW_UPSTREAM])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(upstream.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let upstream = Script::start(&python, d, SLOW_UPSTREAM, &[]);
+    let line = upstream.line.clone();
     let config = format!(
         r#"version = 1
 [[identity]]
@@ -1209,8 +1232,7 @@ drain_timeout_secs = 5
     assert!(status.success(), "{status}");
     // New connections are refused once draining began.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
-    let _ = upstream.kill();
-    let _ = upstream.wait();
+    drop(upstream);
 }
 
 const TLS_UPSTREAM: &str = r#"
@@ -1262,7 +1284,6 @@ s.serve_forever()
 
 #[test]
 fn https_upstream_with_client_identity_and_unix_socket_upstream() {
-    use std::io::{BufRead as _, BufReader};
     let python = require_peer!("python3");
     let curl_bin = require_peer!("curl");
     let dir = tempdir();
@@ -1270,22 +1291,10 @@ fn https_upstream_with_client_identity_and_unix_socket_upstream() {
     write_pki(d);
     let other = certgate_testkit::self_signed(&Spec::ca("some other CA", None));
     std::fs::write(d.join("other-ca.pem"), &other.pem).unwrap();
-    let start = |args: &[&str]| {
-        let mut child = Command::new(&python)
-            .current_dir(d)
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        (child, line.trim().to_owned())
-    };
-    let (mut tls_up, tls_port) = start(&["-c", TLS_UPSTREAM]);
+    let tls_up = Script::start(&python, d, TLS_UPSTREAM, &[]);
+    let tls_port = tls_up.line.clone();
     let sock = d.join("app.sock");
-    let (mut unix_up, _) = start(&["-c", UNIX_UPSTREAM, sock.to_str().unwrap()]);
+    let unix_up = Script::start(&python, d, UNIX_UPSTREAM, &[sock.to_str().unwrap()]);
     let config = format!(
         r#"version = 1
 [[identity]]
@@ -1353,10 +1362,7 @@ identity = "server"
         get("/unix"),
         format!("unix upstream, host localhost:{port} 200")
     );
-    let _ = tls_up.kill();
-    let _ = unix_up.kill();
-    let _ = tls_up.wait();
-    let _ = unix_up.wait();
+    drop((tls_up, unix_up));
 }
 
 #[test]
@@ -1680,26 +1686,14 @@ while True:
 /// noticed and replaced, and the client sees nothing of it.
 #[test]
 fn upstream_connections_are_reused_and_replaced_when_closed() {
-    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::io::Write as _;
     let python = require_peer!("python3");
     let dir = tempdir();
     let d = dir.path();
     let pki = write_pki(d);
-    let mut ports = Vec::new();
-    let mut children = Vec::new();
-    for mode in ["keep", "close"] {
-        let mut child = Command::new(&python)
-            .args(["-c", COUNTING_UPSTREAM, mode])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        ports.push(line.trim().parse::<u16>().unwrap());
-        children.push(child);
-    }
+    let upstreams =
+        ["keep", "close"].map(|mode| Script::start(&python, d, COUNTING_UPSTREAM, &[mode]));
+    let ports = upstreams.each_ref().map(Script::port);
     let config = format!(
         r#"version = 1
 [[identity]]
@@ -1745,9 +1739,5 @@ identity = "server"
         assert_eq!(get("/close"), format!("conn {i}"));
         // Let the upstream's FIN arrive before the next request takes the connection.
         std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    for mut c in children {
-        let _ = c.kill();
-        let _ = c.wait();
     }
 }
