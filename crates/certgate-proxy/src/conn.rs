@@ -4,7 +4,8 @@
 //! Parking is what keeps an idle keep-alive connection small. hyper holds a read buffer, a write
 //! buffer and its connection state for as long as a connection is served, about 30 KiB; certgate
 //! hands hyper a connection only while requests are moving. Once nothing is in flight, the last
-//! byte moved was a response and nothing has moved for a tick, hyper is told to shut down
+//! byte moved was a response, all of it was written (hyper drops unflushed bytes when stopped
+//! right after a last response) and nothing has moved for a tick, hyper is told to shut down
 //! gracefully (which, on an idle HTTP/1 connection, ends it at once without touching the socket),
 //! the socket and any bytes hyper had read are taken back, and the connection waits for the next
 //! request with nothing but the TLS session. The first bytes of the next request start a new
@@ -119,7 +120,9 @@ where
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = IdleWatch::new(activity.ops());
-        let (mut parking, mut closing) = (false, false);
+        // `parking`/`closing`: hyper was told to shut down gracefully, to park or to close.
+        // `draining`: shutdown was asked for; hyper is told once its writes have caught up.
+        let (mut parking, mut closing, mut draining) = (false, false, false);
         // How long the current request head has been arriving, and the request count it began
         // after (a new request in between means a new head).
         let (mut head_for, mut head_after) = (Duration::ZERO, load.started());
@@ -127,11 +130,19 @@ where
             tokio::select! {
                 biased;
                 r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-                _ = shutdown.changed(), if !closing => {
-                    Pin::new(&mut *conn).graceful_shutdown();
-                    closing = true;
+                _ = shutdown.changed(), if !draining => {
+                    draining = true;
+                    // hyper drops what it has not flushed when told to stop right after a last
+                    // response (`Connection: close`, HTTP/1.0, 101) was buffered: wait for the
+                    // writes to catch up (checked again every tick).
+                    if !activity.writes_pending() {
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        closing = true;
+                    }
                 }
-                _ = ticker.tick(), if !parking && !closing => {
+                // The tick always runs: a client that stops reading must still meet the idle
+                // timeout, whatever hyper is doing.
+                _ = ticker.tick() => {
                     let quiet = watch.tick(activity.ops(), TICK);
                     if quiet >= limits.idle_timeout {
                         tracing::debug!("idle timeout");
@@ -149,9 +160,21 @@ where
                     } else {
                         (head_for, head_after) = (Duration::ZERO, started);
                     }
-                    // Nothing moved for a tick, the last bytes were a response and no request
-                    // is being served: hyper is between requests and ends at once.
-                    if quiet > Duration::ZERO && !serving && !activity.last_was_read() {
+                    let flushed = !activity.writes_pending();
+                    if draining && !closing && flushed {
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        closing = true;
+                    }
+                    // Nothing moved for a tick, the last bytes were a response, all of it was
+                    // written and no request is being served: hyper is between requests and
+                    // ends at once.
+                    if !parking
+                        && !draining
+                        && quiet > Duration::ZERO
+                        && !serving
+                        && flushed
+                        && !activity.last_was_read()
+                    {
                         Pin::new(&mut *conn).graceful_shutdown();
                         parking = true;
                     }
@@ -161,18 +184,7 @@ where
         let parts = conn.into_parts();
         io = parts.io.into_inner();
         result?;
-        if closing {
-            close(io).await;
-            return Ok(());
-        }
-        if parking {
-            // Bytes hyper read but did not parse yet are replayed to the next hyper connection
-            // (copied, so hyper's buffer is freed).
-            io.get_mut().unread(&parts.read_buf);
-            continue;
-        }
-        // hyper ended by itself: an upgrade the handler is waiting for, or the end of the
-        // connection (`Connection: close`, EOF).
+        // An upgrade the handler is waiting for (a 101 was written; hyper ended with it).
         let waiting = upgrade.lock().ok().and_then(|mut s| s.take());
         if let Some(tx) = waiting
             && !tx.is_closed()
@@ -181,6 +193,13 @@ where
             let _ = tx.send(Box::new(io));
             return Ok(());
         }
+        if parking && !draining {
+            // Bytes hyper read but did not parse yet are replayed to the next hyper connection
+            // (copied, so hyper's buffer is freed).
+            io.get_mut().unread(&parts.read_buf);
+            continue;
+        }
+        // Shutdown, `Connection: close` or EOF.
         close(io).await;
         return Ok(());
     }
@@ -415,6 +434,71 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use http_body_util::BodyExt as _;
+
+    const BIG: usize = 4 << 20;
+
+    fn big_handler()
+    -> impl Fn(Request<Incoming>) -> std::future::Ready<Response<Body>> + Clone + Send + Sync + Unpin
+    {
+        let body = Bytes::from(vec![b'x'; BIG]);
+        move |_| {
+            std::future::ready(Response::new(
+                http_body_util::Full::new(body.clone())
+                    .map_err(|never| match never {})
+                    .boxed(),
+            ))
+        }
+    }
+
+    fn limits(idle_secs: u64) -> Limits {
+        Limits {
+            idle_timeout: Duration::from_secs(idle_secs),
+            ..Limits::default()
+        }
+    }
+
+    /// A last response (`Connection: close`) still being flushed to a slow reader is neither
+    /// parked nor cut short.
+    #[tokio::test]
+    async fn a_last_response_survives_a_pause_in_reading() {
+        let (client, server) = tokio::io::duplex(16 * 1024);
+        let (_tx, rx) = watch::channel(false);
+        let srv =
+            tokio::spawn(
+                async move { serve_http1("t", server, big_handler(), &limits(5), rx).await },
+            );
+        let (mut r, mut w) = tokio::io::split(client);
+        w.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = vec![0u8; 1024];
+        r.read_exact(&mut first).await.unwrap();
+        // Long enough for several ticks with nothing moving.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.unwrap();
+        assert!(first.len() + rest.len() > BIG, "response truncated");
+        srv.await.unwrap().unwrap();
+    }
+
+    /// A client that stops reading a response is cut at the idle timeout.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_meets_the_idle_timeout() {
+        let (client, server) = tokio::io::duplex(16 * 1024);
+        let (_tx, rx) = watch::channel(false);
+        let srv =
+            tokio::spawn(
+                async move { serve_http1("t", server, big_handler(), &limits(1), rx).await },
+            );
+        let (_r, mut w) = tokio::io::split(client);
+        w.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), srv).await;
+        assert!(ended.is_ok(), "still serving a client that stopped reading");
+    }
 
     #[tokio::test]
     async fn unread_bytes_come_first_in_order() {

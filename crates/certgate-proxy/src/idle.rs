@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub(crate) struct Activity {
     ops: AtomicU64,
     last_read: AtomicBool,
+    write_pending: AtomicBool,
 }
 
 impl Activity {
@@ -43,6 +44,16 @@ impl Activity {
     /// that has not been answered yet).
     pub(crate) fn last_was_read(&self) -> bool {
         self.last_read.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last write or flush could not finish (the peer is not reading): bytes may be
+    /// waiting in the layers above the socket.
+    pub(crate) fn writes_pending(&self) -> bool {
+        self.write_pending.load(Ordering::Relaxed)
+    }
+
+    fn write_attempted<T>(&self, r: &Poll<T>) {
+        self.write_pending.store(r.is_pending(), Ordering::Relaxed);
     }
 
     /// Resolves once no bytes have moved for `timeout` (checked every `tick`, so it resolves
@@ -130,6 +141,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.moved(false);
         }
+        this.activity.write_attempted(&r);
         r
     }
 
@@ -143,6 +155,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.moved(false);
         }
+        this.activity.write_attempted(&r);
         r
     }
 
@@ -151,7 +164,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.activity.write_attempted(&r);
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
