@@ -534,20 +534,13 @@ async fn proxy(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let uri = match Uri::builder()
-        .scheme(client.scheme())
-        .authority(authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-    {
-        Ok(u) => u,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
-    };
+    // Origin form: the upstream connection says where.
+    let uri = Uri::from(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
     let client_upgrade = if upgrade {
         req.extensions_mut().remove::<crate::conn::ClientUpgrade>()
     } else {
@@ -585,9 +578,9 @@ async fn proxy(
         }
         None => body.map_err(Into::into).boxed(),
     });
-    let upstream_started = Instant::now();
-    let result = client.request(req).await;
-    if crate::metrics::enabled() {
+    let upstream_started = crate::metrics::enabled().then(Instant::now);
+    let result = client.request(authority, req).await;
+    if let Some(upstream_started) = upstream_started {
         metrics::histogram!("certgate_upstream_seconds", "listener" => cfg.name.clone(), "route" => route.name.clone())
             .record(upstream_started.elapsed().as_secs_f64());
     }

@@ -19,8 +19,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -41,9 +41,6 @@ const MAX_IDLE: usize = 256;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UpstreamError {
-    /// The request URI has no host.
-    #[error("the upstream request has no authority")]
-    NoAuthority,
     /// TCP or Unix connect failed or timed out.
     #[error("connecting to {to}: {source}")]
     Connect {
@@ -171,29 +168,20 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `req` (absolute URI) on a pooled or new connection and returns the response head;
-    /// its body streams from the connection, which returns to the pool when the body ends.
+    /// Sends `req` (origin-form URI) to `to` on a pooled or new connection and returns the
+    /// response head; its body streams from the connection, which returns to the pool when the
+    /// body ends. `Host` is set to `to` when the request has none.
     pub async fn request(
         &self,
+        to: &Authority,
         mut req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let to = req
-            .uri()
-            .authority()
-            .cloned()
-            .ok_or(UpstreamError::NoAuthority)?;
         if !req.headers().contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(to.as_str())
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        // Origin form on the wire: the connection already says where.
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(path);
+        let to = to.clone();
         // Connecting is rare and its future large (a TLS handshake): boxed, so that the
         // request future every request builds and moves stays small.
         let (mut conn, mut reused) = match self.checkout(&to) {
