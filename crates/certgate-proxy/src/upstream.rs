@@ -160,14 +160,6 @@ impl UpstreamClient {
         Self::new(Connector::Unix(path))
     }
 
-    /// The URI scheme requests to this upstream carry.
-    pub fn scheme(&self) -> &'static str {
-        match self.inner.connector {
-            Connector::Https(_) => "https",
-            Connector::Http | Connector::Unix(_) => "http",
-        }
-    }
-
     /// Sends `req` (origin-form URI) to `to` on a pooled or new connection and returns the
     /// response head; its body streams from the connection, which returns to the pool when the
     /// body ends. `Host` is set to `to` when the request has none.
@@ -202,8 +194,9 @@ impl UpstreamClient {
                 Err(e) => return Err(e.into_error().into()),
             }
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // The upgrade completes when the connection future sees the 101 through.
+        // After a 101 the connection belongs to the upgrade, which completes when its future
+        // sees the 101 through; otherwise the body drives it and returns it to the pool.
+        let conn = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(driver) = conn.driver.take() {
                 tokio::spawn(async move {
                     if let Err(e) = driver.await {
@@ -211,18 +204,14 @@ impl UpstreamClient {
                     }
                 });
             }
-            return Ok(resp.map(|inner| UpstreamBody {
-                inner,
-                conn: None,
-                done: false,
-                pool: Arc::clone(&self.inner),
-                to,
-            }));
-        }
+            None
+        } else {
+            Some(conn)
+        };
         let pool = Arc::clone(&self.inner);
         Ok(resp.map(|inner| UpstreamBody {
             inner,
-            conn: Some(conn),
+            conn,
             done: false,
             pool,
             to,
