@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use arc_swap::ArcSwap;
 
 use crate::front::{self, Forwarded};
+use crate::normal::{self, EncodedSlashes, Malformed, NormalAuthority, NormalPath, Underscores};
 use crate::policy::{self, Decision, Route, Upstream};
 
 /// Response body type: streamed from the upstream, or generated here.
@@ -82,6 +83,10 @@ pub struct IngressConfig {
     pub x_forwarded: bool,
     /// Limits.
     pub limits: Limits,
+    /// Header names with `_` or other characters besides letters, digits and `-`.
+    pub underscores: Underscores,
+    /// Requests on connections without TLS SNI get 421.
+    pub require_sni: bool,
 }
 
 /// Facts about one connection, shared by its requests (or, on routes that take forwarded
@@ -168,7 +173,7 @@ async fn connection(
         cfg.trust.as_deref(),
         UnixTime::now(),
     );
-    let sni = server_conn.server_name().map(str::to_ascii_lowercase);
+    let sni = server_conn.server_name().map(normal::server_name);
     // HTTP/2 only by ALPN (RFC 9113 section 3.2); anything else is HTTP/1.1.
     let h2 = server_conn.alpn_protocol() == Some(b"h2".as_slice());
     tracing::debug!(listener = %cfg.name, %peer, handshake_ms = started.elapsed().as_millis() as u64, "handshake done");
@@ -217,25 +222,6 @@ pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Body
     resp
 }
 
-/// The request's host, lower-case, without port: the URI authority (HTTP/2, absolute form) or
-/// the Host header.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.host().to_owned())
-        .or_else(|| {
-            let h = req.headers().get(header::HOST)?.to_str().ok()?;
-            let auth: http::uri::Authority = h.parse().ok()?;
-            Some(auth.host().to_owned())
-        })?;
-    Some(
-        raw.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase(),
-    )
-}
-
 /// Removes every identity header of every known format (design.md invariant 3). Returns how
 /// many field lines were removed.
 pub fn strip_identity_headers(headers: &mut HeaderMap) -> usize {
@@ -257,10 +243,11 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) -> usize {
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Hop-by-hop fields (RFC 9110 section 7.6.1, plus the legacy `Keep-Alive` and
-/// `Proxy-Connection`), `Upgrade` included.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// `Proxy-Connection`), `Upgrade` and h2c's `HTTP2-Settings` included.
+const HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -270,6 +257,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    HTTP2_SETTINGS,
 ];
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -297,12 +285,70 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
+/// What answering a request found out, for the access log and the last touches.
+#[derive(Default)]
+struct Trace<'a> {
+    route: Option<&'a Route>,
+    /// The path in normal form, once known (the raw path is logged before that).
+    path: Option<String>,
+    stripped: usize,
+    reason: Option<String>,
+    /// The identity a trusted front proxy forwarded, on routes that take one.
+    forwarded: Option<Conn>,
+    /// The response (and its body) came from a remote upstream.
+    proxied: bool,
+}
+
+impl Trace<'_> {
+    /// A response made here for a refused request; `reason` also goes to the access log.
+    fn refuse(&mut self, status: StatusCode, reason: impl Into<String>) -> Response<Body> {
+        let reason = reason.into();
+        let resp = text(status, &reason);
+        self.reason = Some(reason);
+        resp
+    }
+}
+
+async fn handle(shared: &Shared, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let cfg = &shared.cfg;
     let started = Instant::now();
-    let host = request_host(&req);
-    let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    // For the access log of a request refused before its path is in normal form.
+    let raw_path = tracing::enabled!(target: "certgate::access", tracing::Level::INFO)
+        .then(|| req.uri().path().to_owned());
+    let mut trace = Trace::default();
+    let mut resp = respond(shared, conn, req, &mut trace).await;
+    if method == http::Method::HEAD && !trace.proxied {
+        // hyper drops a HEAD response's body on HTTP/1 but sends it on HTTP/2; responses made
+        // here lose it in both (the headers, Content-Length included, stay).
+        *resp.body_mut() = Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed();
+    }
+    let path = trace.path.as_deref().or(raw_path.as_deref()).unwrap_or("");
+    log_request(
+        cfg,
+        trace.forwarded.as_ref().unwrap_or(conn),
+        trace.route,
+        &method,
+        path,
+        resp.status(),
+        started,
+        trace.stripped,
+        trace.reason.as_deref(),
+    );
+    resp
+}
+
+/// The request pipeline: size, method and normal form first; then route, identity, policy and
+/// the upstream. Everything after [`target`] sees the request in normal form only.
+async fn respond<'a>(
+    shared: &'a Shared,
+    conn: &Conn,
+    mut req: Request<Incoming>,
+    trace: &mut Trace<'a>,
+) -> Response<Body> {
+    let cfg = &shared.cfg;
     // hyper bounds HTTP/1 heads at no less than 8 KiB; the configured limit is enforced here, the
     // same way for HTTP/1 and HTTP/2 (name, value and 4 bytes of framing per field).
     let head_bytes: usize = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
@@ -312,31 +358,50 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if head_bytes > cfg.limits.max_header_bytes {
-        let resp = text(
+        return trace.refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!(
                 "the request head is larger than {} bytes",
                 cfg.limits.max_header_bytes
             ),
         );
-        log_request(
-            cfg,
-            conn,
-            None,
-            &method,
-            &path,
-            resp.status(),
-            started,
-            0,
-            None,
+    }
+    // A reverse proxy has no tunnels to open, and TRACE reflects the request's headers.
+    if req.method() == http::Method::CONNECT || req.method() == http::Method::TRACE {
+        let mut resp = trace.refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not served here", req.method()),
+        );
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
         return resp;
     }
-    let route = policy::select(&cfg.routes, host.as_deref(), &path);
+    if cfg.require_sni && conn.sni.is_none() {
+        return trace.refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this listener requires TLS SNI: connect by host name",
+        );
+    }
+    let target = match target(&req) {
+        Ok(t) => t,
+        Err(m) => return trace.refuse(StatusCode::BAD_REQUEST, m.to_string()),
+    };
+    trace.path = Some(target.path.forward.clone());
+    let host = target.authority.as_ref().map(NormalAuthority::host_name);
+    let route = policy::select(&cfg.routes, host, &target.path.matched);
+    trace.route = route;
+    if target.path.encoded_slash
+        && route.is_none_or(|r| r.encoded_slashes == EncodedSlashes::Reject)
+    {
+        return trace.refuse(StatusCode::BAD_REQUEST, "encoded slash (`%2F`) in the path");
+    }
+    if let Err(m) = rewrite(&mut req, &target) {
+        return trace.refuse(StatusCode::BAD_REQUEST, m.to_string());
+    }
     // A route that takes certificates forwarded by a front proxy reads its header before the
     // identity headers are stripped; the request's identity is then the forwarded one (or none).
-    let forwarded_conn;
-    let mut conn = conn;
     if let Some(front) = route.and_then(|r| r.front.as_ref()) {
         let header_sent = front.header_sent(req.headers());
         let (client, via) = match front.extract(
@@ -353,19 +418,7 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
                 if crate::metrics::enabled() {
                     metrics::counter!("certgate_forwarded_total", "listener" => cfg.name.clone(), "result" => "rejected").increment(1);
                 }
-                let resp = text(StatusCode::BAD_REQUEST, &reason);
-                log_request(
-                    cfg,
-                    conn,
-                    route,
-                    &method,
-                    &path,
-                    resp.status(),
-                    started,
-                    0,
-                    Some(&reason),
-                );
-                return resp;
+                return trace.refuse(StatusCode::BAD_REQUEST, reason);
             }
         };
         if header_sent && crate::metrics::enabled() {
@@ -379,80 +432,149 @@ async fn handle(shared: &Shared, conn: &Conn, mut req: Request<Incoming>) -> Res
         if header_sent && via.is_none() {
             tracing::info!(listener = %cfg.name, peer = %conn.peer, headers = ?front.headers, "forwarded certificate header from an untrusted peer removed");
         }
-        forwarded_conn = Conn {
+        trace.forwarded = Some(Conn {
             client,
             sni: conn.sni.clone(),
             peer: conn.peer,
             via,
-        };
-        conn = &forwarded_conn;
+        });
         front.remove_headers(req.headers_mut());
     }
-    let stripped = strip_identity_headers(req.headers_mut());
+    let conn = trace.forwarded.as_ref().unwrap_or(conn);
+    match scrub_headers(req.headers_mut(), cfg.underscores) {
+        Ok(n) => trace.stripped = n,
+        Err(name) => {
+            return trace.refuse(
+                StatusCode::BAD_REQUEST,
+                format!("header name `{name}` has a character other than letters, digits and `-`"),
+            );
+        }
+    }
     let Some(route) = route else {
-        let resp = text(StatusCode::NOT_FOUND, "no route for this host and path");
-        log_request(
-            cfg,
-            conn,
-            None,
-            &method,
-            &path,
-            resp.status(),
-            started,
-            stripped,
-            Some("no route"),
-        );
-        return resp;
+        return trace.refuse(StatusCode::NOT_FOUND, "no route for this host and path");
     };
     if let Decision::Deny { status, reason } =
-        policy::decide(route, &conn.client, host.as_deref(), conn.sni.as_deref())
+        policy::decide(route, &conn.client, host, conn.sni.as_deref())
     {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-        let resp = text(status, &reason);
-        log_request(
-            cfg,
-            conn,
-            Some(route),
-            &method,
-            &path,
-            status,
-            started,
-            stripped,
-            Some(&reason),
-        );
-        return resp;
+        return trace.refuse(status, reason);
     }
-    let resp = match &route.upstream {
+    match &route.upstream {
         Upstream::ForwardAuth => forward_auth(cfg, conn, route),
         Upstream::Echo => echo(cfg, conn, route, &req),
         Upstream::Local(svc) => Box::pin(crate::local::serve(svc.as_ref(), req)).await,
         Upstream::Remote { authority, client } => {
+            trace.proxied = true;
             // Boxed: the proxy future is large, and every request's handler future is moved
             // into place; boxing keeps that move small.
-            Box::pin(proxy(
-                shared,
-                conn,
-                route,
-                authority,
-                client,
-                host.as_deref(),
-                req,
-            ))
-            .await
+            Box::pin(proxy(shared, conn, route, authority, client, host, req)).await
+        }
+    }
+}
+
+/// A request's authority and path in normal form.
+struct Target {
+    /// `None` only for an HTTP/1.0 request without `Host`.
+    authority: Option<NormalAuthority>,
+    path: NormalPath,
+}
+
+/// The request's authority (RFC 9112 §3.2.2: an absolute-form target's authority replaces
+/// `Host`; RFC 9113 §8.3.1: `:authority` and `host` must agree) and path, in normal form.
+fn target(req: &Request<Incoming>) -> Result<Target, Malformed> {
+    let hosts = req.headers().get_all(header::HOST);
+    let mut hosts = hosts.iter();
+    let host_field = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Malformed("more than one `Host` field"));
+    }
+    let host_field = host_field
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Malformed("the `Host` field is not ASCII"))
+        })
+        .transpose()?;
+    let default_port = match req.uri().scheme_str() {
+        None | Some("https") => 443,
+        Some("http") => 80,
+        Some(_) => {
+            return Err(Malformed(
+                "the request target's scheme is not http or https",
+            ));
         }
     };
-    log_request(
-        cfg,
-        conn,
-        Some(route),
-        &method,
-        &path,
-        resp.status(),
-        started,
-        stripped,
-        None,
-    );
-    resp
+    let from_uri = req
+        .uri()
+        .authority()
+        .map(|a| normal::authority(a.as_str(), default_port))
+        .transpose()?;
+    let from_field = host_field
+        .map(|h| normal::authority(h, default_port))
+        .transpose()?;
+    let authority = match (from_uri, from_field) {
+        (Some(uri), Some(field)) if req.version() == Version::HTTP_2 && uri != field => {
+            return Err(Malformed("`:authority` and `host` differ"));
+        }
+        // HTTP/1.1 absolute form: the target's authority wins, whatever `Host` says.
+        (Some(uri), _) => Some(uri),
+        (None, Some(field)) => Some(field),
+        (None, None) if req.version() == Version::HTTP_10 => None,
+        (None, None) => return Err(Malformed("the request has no `Host`")),
+    };
+    let path = normal::path(req.uri().path())?;
+    Ok(Target { authority, path })
+}
+
+/// Puts the request in its normal form for everything after policy: an origin-form target with
+/// the normalised path (query unchanged), and `Host` set to the normalised authority.
+fn rewrite(req: &mut Request<Incoming>, target: &Target) -> Result<(), Malformed> {
+    let pq = match req.uri().query() {
+        Some(q) => format!("{}?{q}", target.path.forward),
+        None => target.path.forward.clone(),
+    };
+    let pq = http::uri::PathAndQuery::try_from(pq)
+        .map_err(|_| Malformed("the request target cannot be rebuilt"))?;
+    *req.uri_mut() = Uri::from(pq);
+    if let Some(a) = &target.authority {
+        let v = HeaderValue::try_from(a.to_header())
+            .map_err(|_| Malformed("invalid host name in the request authority"))?;
+        req.headers_mut().insert(header::HOST, v);
+    }
+    Ok(())
+}
+
+/// Removes every identity header of every known format (design.md invariant 3) and applies the
+/// listener's rule for header names with `_` (or another character besides letters, digits and
+/// `-`). Returns how many field lines were removed, or the name of a field that `Reject`
+/// refuses.
+fn scrub_headers(headers: &mut HeaderMap, underscores: Underscores) -> Result<usize, String> {
+    let mut removed = strip_identity_headers(headers);
+    if !headers
+        .keys()
+        .any(|n| normal::is_unusual_header_name(n.as_str()))
+    {
+        return Ok(removed);
+    }
+    let unusual: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| normal::is_unusual_header_name(n.as_str()))
+        .cloned()
+        .collect();
+    for n in unusual {
+        let remove = match underscores {
+            Underscores::Reject => return Err(n.as_str().to_owned()),
+            Underscores::Drop => true,
+            // An app behind CGI/WSGI reads `X_Client_Verify` as `X-Client-Verify`.
+            Underscores::Allow => {
+                forward::is_identity_header_lowercase(&normal::cgi_spelling(n.as_str()))
+            }
+        };
+        if remove && let header::Entry::Occupied(e) = headers.entry(n) {
+            removed += e.iter().count();
+            e.remove_entry_mult().1.for_each(drop);
+        }
+    }
+    Ok(removed)
 }
 
 /// Identity headers for a route, as (name, value) pairs ready to insert.
@@ -528,33 +650,24 @@ async fn proxy(
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let cfg = &shared.cfg;
-    let upgrade = req.headers().contains_key(header::UPGRADE) && req.version() == Version::HTTP_11;
-    let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    // Origin form: the upstream connection says where.
-    let uri = Uri::from(
-        req.uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    let client_upgrade = if upgrade {
+    // Only the upgrades the route lists are relayed; any other `Upgrade` is removed with the
+    // hop-by-hop fields and the request goes on as a plain one.
+    let upgrades = if req.version() == Version::HTTP_11 {
+        allowed_upgrades(req.headers(), &route.upgrades)
+    } else {
+        None
+    };
+    let client_upgrade = if upgrades.is_some() {
         req.extensions_mut().remove::<crate::conn::ClientUpgrade>()
     } else {
         None
     };
-    *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers, upgrade);
-    if upgrade {
+    strip_hop_by_hop(headers, false);
+    if let Some(protocols) = &upgrades {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    if let Some(h) = original_host {
-        headers.insert(header::HOST, h);
+        headers.insert(header::UPGRADE, protocols.clone());
     }
     set_forwarded(cfg, conn, host, headers);
     for (name, value) in identity_headers(cfg, conn, &route.forward) {
@@ -597,6 +710,21 @@ async fn proxy(
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // A switch nobody asked for (or to a protocol other than the one asked for) would hand
+        // the client a raw channel to the upstream, past every per-request rule.
+        let agreed = upgrades.as_ref().is_some_and(|asked| {
+            resp.headers()
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|p| upgrade_names(asked).any(|a| upgrade_name(p) == a))
+        });
+        if !agreed || client_upgrade.is_none() {
+            tracing::warn!(listener = %cfg.name, route = %route.name, upstream = %authority, "the upstream switched protocols without an allowed upgrade; refused");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "the upstream switched protocols unasked",
+            );
+        }
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
@@ -614,6 +742,55 @@ async fn proxy(
     }
     sanitize_response(resp.headers_mut());
     resp.map(|b| b.boxed())
+}
+
+/// The protocol name of an `Upgrade` token, lower-case (`WebSocket/13` -> `websocket`).
+fn upgrade_name(token: &str) -> String {
+    token
+        .trim()
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+fn upgrade_names(value: &HeaderValue) -> impl Iterator<Item = String> + '_ {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(upgrade_name)
+        .filter(|n| !n.is_empty())
+}
+
+/// The `Upgrade` value to relay: the requested protocols the route allows, in the client's
+/// order; `None` when there are none (or no `Connection: upgrade`). `h2c` is never relayed:
+/// after its 101 the client would speak HTTP/2 to the upstream directly.
+fn allowed_upgrades(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
+    let asked = headers.get(header::UPGRADE)?;
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade || headers.get_all(header::UPGRADE).iter().count() != 1 {
+        return None;
+    }
+    let tokens: Vec<&str> = asked
+        .to_str()
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .filter(|t| {
+            let name = upgrade_name(t);
+            name != "h2c" && allowed.contains(&name)
+        })
+        .collect();
+    if tokens.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&tokens.join(", ")).ok()
 }
 
 fn too_large(max: u64) -> Response<Body> {

@@ -17,6 +17,7 @@ mod idle;
 pub mod ingress;
 pub mod local;
 mod metrics;
+pub mod normal;
 pub mod policy;
 pub mod proxy_protocol;
 pub mod tunnel;

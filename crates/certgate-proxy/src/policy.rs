@@ -72,9 +72,37 @@ pub enum Condition {
     Issuer(Glob),
 }
 
+impl Condition {
+    /// Whether the condition is on a name the certificate states about itself (subject, SANs,
+    /// issuer) rather than a hash of it. Anyone can make a certificate that states any name, so
+    /// a name means something only in a chain that verified.
+    pub fn is_name(&self) -> bool {
+        !matches!(self, Condition::SpkiSha256(_) | Condition::CertSha256(_))
+    }
+}
+
 /// A rule allows when all its conditions hold.
+///
+/// Conditions on names match only a verified chain; hash pins also match a certificate nobody
+/// vouched for (a transient, self-signed one), which is how pins are meant to be used.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Rule(pub Vec<Condition>);
+pub struct Rule {
+    /// All must hold.
+    pub conditions: Vec<Condition>,
+    /// `verified = false`: name conditions match unverified certificates too. Anyone can make a
+    /// certificate with any name; the config check warns about such rules.
+    pub names_unverified: bool,
+}
+
+impl Rule {
+    /// A rule whose name conditions match verified chains only.
+    pub fn new(conditions: Vec<Condition>) -> Self {
+        Self {
+            conditions,
+            names_unverified: false,
+        }
+    }
+}
 
 /// Where a route sends requests.
 #[derive(Clone, Debug)]
@@ -113,6 +141,10 @@ pub struct Route {
     pub allow: Vec<Rule>,
     /// Identity formats sent upstream.
     pub forward: Vec<Format>,
+    /// Encoded slashes in the path: refused (400) or kept for the upstream.
+    pub encoded_slashes: crate::normal::EncodedSlashes,
+    /// Upgrade protocols relayed to the upstream (lower-case; `h2c` never).
+    pub upgrades: Vec<String>,
     /// Take the client certificate from a trusted front proxy's header instead of TLS.
     pub front: Option<crate::front::FrontProxy>,
 }
@@ -134,8 +166,9 @@ impl Route {
 }
 
 /// Picks the route for a request: the most specific host (exact, then wildcard, then any), then
-/// the longest path prefix. Path prefixes match whole segments (`/admin` matches `/admin/x`,
-/// not `/administrator`).
+/// the longest path prefix. `host` and `path` are in normal form (`crate::normal`). Path
+/// prefixes match whole segments, case-sensitively (`/admin` matches `/admin/x`, not
+/// `/administrator` or `/Admin`).
 pub fn select<'r>(routes: &'r [Route], host: Option<&str>, path: &str) -> Option<&'r Route> {
     let host_rank = |r: &Route| -> Option<u8> {
         match (&r.host, host) {
@@ -174,21 +207,19 @@ fn deny(status: u16, reason: impl Into<String>) -> Decision {
     }
 }
 
-/// Applies a route's policy. `host` is the request's host (lower-case, no port), `sni` the TLS
-/// server name of the connection.
+/// Applies a route's policy. `host` is the request's host and `sni` the TLS server name of the
+/// connection, both in normal form (lower-case, no trailing dot, no port).
 pub fn decide(
     route: &Route,
     client: &ClientCert,
     host: Option<&str>,
     sni: Option<&str>,
 ) -> Decision {
-    if !route.needs_client_cert() {
-        return Decision::Allow;
-    }
-    // The certificate was requested for the SNI name; a request for another host on the same
-    // connection must not borrow it (connection reuse across virtual hosts).
+    // A connection is for the host it named in SNI: its client certificate was presented to
+    // that host, and its server certificate proved only that name. A request for another host
+    // must not ride on it (connection reuse across virtual hosts), on any route.
     if let (Some(h), Some(s)) = (host, sni)
-        && !h.eq_ignore_ascii_case(s)
+        && h != s
     {
         return deny(
             421,
@@ -234,8 +265,10 @@ pub fn identity(
 
 fn rule_matches(rule: &Rule, peer: &certgate_pki::PeerIdentity) -> bool {
     let id = &peer.identity;
+    let vouched = peer.verified().is_some() || rule.names_unverified;
     let any = |values: &[String], g: &Glob| values.iter().any(|v| g.matches(v));
-    rule.0.iter().all(|c| match c {
+    rule.conditions.iter().all(|c| match c {
+        c if c.is_name() && !vouched => false,
         Condition::Cn(g) => id.common_name.as_deref().is_some_and(|cn| g.matches(cn)),
         Condition::Dns(g) => {
             let lower = Glob::new(&g.as_str().to_ascii_lowercase());
@@ -289,6 +322,8 @@ mod tests {
             allow: vec![],
             forward: vec![],
             front: None,
+            encoded_slashes: crate::normal::EncodedSlashes::Reject,
+            upgrades: vec!["websocket".to_owned()],
         }
     }
 
@@ -313,6 +348,97 @@ mod tests {
         assert_eq!(
             pick(Some("api.example.com"), "/other").unwrap().0,
             SniPattern::parse("*.example.com")
+        );
+    }
+
+    /// `alice` (with a SPIFFE ID) from a CA; judged against that CA's trust, or (a look-alike)
+    /// against another PKI of the same names that did not issue it.
+    fn presented(verified: bool) -> ClientCert {
+        use certgate_testkit::{Spec, TestPki, signed_by};
+        use rustls_pki_types::CertificateDer;
+        let pki = TestPki::new();
+        let mut spec = Spec::client("alice");
+        spec.sans.push(rcgen_uri("spiffe://home.example/alice"));
+        let cert = signed_by(&spec, &pki.intermediate);
+        let chain = vec![
+            CertificateDer::from(cert.der.clone()),
+            CertificateDer::from(pki.intermediate.der.clone()),
+        ];
+        let anchor = if verified {
+            pki.root
+        } else {
+            TestPki::new().root
+        };
+        let trust = certgate_pki::TrustBundle::new(
+            "clients",
+            vec![CertificateDer::from(anchor.der)],
+            vec![],
+            certgate_pki::verify::UnknownRevocation::Allow,
+        )
+        .unwrap();
+        let peer = certgate_pki::PeerIdentity::evaluate(
+            chain,
+            Some(&trust),
+            rustls_pki_types::UnixTime::now(),
+        )
+        .unwrap();
+        ClientCert::Present(Box::new(peer))
+    }
+
+    fn rcgen_uri(uri: &str) -> certgate_testkit::San {
+        certgate_testkit::San::URI(uri.try_into().unwrap())
+    }
+
+    #[test]
+    fn name_rules_match_verified_chains_only_and_pins_match_any() {
+        let good = presented(true);
+        let lookalike = presented(false);
+        assert!(good.presented().unwrap().verified().is_some());
+        assert!(lookalike.presented().unwrap().verified().is_none());
+        let cn = Rule::new(vec![Condition::Cn(Glob::new("alice"))]);
+        let spiffe = Rule::new(vec![Condition::Spiffe(Glob::new(
+            "spiffe://home.example/*",
+        ))]);
+        let issuer = Rule::new(vec![Condition::Issuer(Glob::new("*"))]);
+        for rule in [&cn, &spiffe, &issuer] {
+            let allow = std::slice::from_ref(rule);
+            assert_eq!(identity(false, false, allow, &good), Decision::Allow);
+            assert!(matches!(
+                identity(false, false, allow, &lookalike),
+                Decision::Deny { status: 403, .. }
+            ));
+        }
+        let opted_out = Rule {
+            names_unverified: true,
+            ..cn.clone()
+        };
+        assert_eq!(
+            identity(false, false, &[opted_out], &lookalike),
+            Decision::Allow
+        );
+        let pin = Rule::new(vec![Condition::CertSha256(
+            lookalike.presented().unwrap().identity.cert_sha256,
+        )]);
+        assert_eq!(identity(false, false, &[pin], &lookalike), Decision::Allow);
+    }
+
+    #[test]
+    fn host_other_than_sni_is_misdirected_on_every_route() {
+        let public = route("/", None);
+        let none = ClientCert::Absent {
+            reason: certgate_pki::NoClientCert::NotRequested,
+        };
+        assert_eq!(
+            decide(&public, &none, Some("a.example"), Some("a.example")),
+            Decision::Allow
+        );
+        assert!(matches!(
+            decide(&public, &none, Some("b.example"), Some("a.example")),
+            Decision::Deny { status: 421, .. }
+        ));
+        assert_eq!(
+            decide(&public, &none, Some("b.example"), None),
+            Decision::Allow
         );
     }
 }

@@ -22,6 +22,9 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+/// SAN kinds for [`Spec::sans`].
+pub use rcgen::SanType as San;
+
 /// Whether missing peers are failures (CI) rather than skips.
 pub fn peers_required() -> bool {
     std::env::var("CERTGATE_REQUIRE_PEERS").is_ok_and(|v| v == "1")

@@ -42,8 +42,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         if let Some(path) = &ready_file {
             let lines: String = addrs.iter().map(|(n, a)| format!("{n} {a}\n")).collect();
             // Written under a temporary name and renamed, so a reader never sees half a file.
-            let tmp = path.with_extension("tmp");
-            if let Err(e) = std::fs::write(&tmp, lines).and_then(|()| std::fs::rename(&tmp, path)) {
+            if let Err(e) = crate::files::write_public(path, lines.as_bytes()) {
                 tracing::error!(path = %path.display(), error = %e, "cannot write the ready file");
             }
         }
@@ -223,6 +222,8 @@ impl RunningLog {
                 allow: writers.map(<[_]>::to_vec).unwrap_or_default(),
                 forward: vec![],
                 front: None,
+                encoded_slashes: certgate_proxy::normal::EncodedSlashes::Reject,
+                upgrades: vec![],
             }
         };
         Arc::new(certgate_proxy::IngressConfig {
@@ -237,6 +238,8 @@ impl RunningLog {
             proxy_info: certgate_pki::forward::ProxyInfo::default(),
             x_forwarded: false,
             limits: certgate_proxy::Limits::default(),
+            underscores: certgate_proxy::normal::Underscores::Drop,
+            require_sni: false,
         })
     }
 }

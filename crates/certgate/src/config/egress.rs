@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use certgate_pki::{SpkiHash, TrustBundle};
@@ -305,9 +306,12 @@ impl Resolver<'_> {
             );
             return None;
         }
-        let cert = Spanned::new(dir.span(), cert_path.display().to_string());
+        // `read` resolves a path against the config's directory itself: give it the path as
+        // written, not `base`, or a relative one is joined twice.
+        let written = Path::new(dir.get_ref());
+        let cert = Spanned::new(dir.span(), written.join("ca.pem").display().to_string());
         let (cert_bytes, origin) = self.read(&cert, key)?;
-        let keyv = Spanned::new(dir.span(), key_path.display().to_string());
+        let keyv = Spanned::new(dir.span(), written.join("ca.key").display().to_string());
         let (key_bytes, _) = self.read(&keyv, key)?;
         let result = certgate_pki::credential::parse_certificates(&cert_bytes, &origin)
             .map_err(|e| e.to_string())

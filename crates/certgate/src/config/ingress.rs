@@ -9,6 +9,7 @@ use certgate_pki::forward::{Format, ProxyInfo};
 use certgate_pki::forwarded::InputFormat;
 use certgate_pki::{CertHash, SpkiHash, TrustBundle};
 use certgate_proxy::front::{Cidr, FrontProxy, OnUntrusted};
+use certgate_proxy::normal::{EncodedSlashes, Underscores};
 use certgate_proxy::{
     Condition, Glob, IngressConfig, Limits, Route, Rule, Upstream, UpstreamClient,
 };
@@ -39,6 +40,8 @@ pub(super) struct RawIngress {
     drain_timeout_secs: Option<Spanned<u64>>,
     idle_timeout_secs: Option<Spanned<u64>>,
     max_body_bytes: Option<Spanned<u64>>,
+    underscores: Option<Spanned<String>>,
+    require_sni: Option<bool>,
     forwarded_cert: Option<Spanned<RawFront>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
@@ -56,8 +59,10 @@ struct RawRoute {
     #[serde(default)]
     require_verified: bool,
     #[serde(default)]
-    allow: Vec<Spanned<BTreeMap<String, String>>>,
+    allow: Vec<Spanned<RawRule>>,
     forward: Option<Spanned<Vec<String>>>,
+    encoded_slashes: Option<Spanned<String>>,
+    upgrades: Option<Spanned<Vec<String>>>,
     upstream_trust: Option<Spanned<String>>,
     upstream_identity: Option<Spanned<String>>,
     forwarded_cert: Option<Spanned<RawFront>>,
@@ -72,9 +77,12 @@ struct RawFront {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     #[serde(default)]
-    trusted_proxy_allow: Vec<Spanned<BTreeMap<String, String>>>,
+    trusted_proxy_allow: Vec<Spanned<RawRule>>,
     on_untrusted: Option<String>,
 }
+
+/// One `allow` table: condition names to values, and optionally `verified = false`.
+pub(super) type RawRule = BTreeMap<String, toml::Value>;
 
 /// A resolved `[[ingress]]`: where to listen and what to serve there.
 #[derive(Debug)]
@@ -208,6 +216,19 @@ impl Resolver<'_> {
         if self.errors.len() > errors_before {
             return None;
         }
+        let underscores = match raw.underscores.as_ref().map(|u| (u, u.get_ref().as_str())) {
+            None | Some((_, "drop")) => Underscores::Drop,
+            Some((_, "reject")) => Underscores::Reject,
+            Some((_, "allow")) => Underscores::Allow,
+            Some((u, other)) => {
+                self.error(
+                    Some(u.span().start),
+                    &format!("{prefix}.underscores"),
+                    format!("`{other}` is not `drop`, `reject` or `allow`"),
+                );
+                return None;
+            }
+        };
         let (listen, tls) = (listen?, tls?);
         let config = IngressConfig {
             name: name.to_owned(),
@@ -218,6 +239,8 @@ impl Resolver<'_> {
             proxy_info: ProxyInfo { uris: tls.own_uris },
             x_forwarded: raw.x_forwarded.unwrap_or(true),
             limits,
+            underscores,
+            require_sni: raw.require_sni.unwrap_or(false),
         };
         Some(Ingress {
             listen,
@@ -225,33 +248,51 @@ impl Resolver<'_> {
         })
     }
 
-    /// `allow = [{ cn = "...", spiffe = "..." }, ...]`: each table an AND of conditions.
-    pub(super) fn rules(
-        &mut self,
-        raw: &[Spanned<BTreeMap<String, String>>],
-        prefix: &str,
-    ) -> Vec<Rule> {
+    /// `allow = [{ cn = "...", spiffe = "..." }, ...]`: each table an AND of conditions. Name
+    /// conditions match verified chains only, unless the table says `verified = false` (noted,
+    /// for `certgate check` to warn about).
+    pub(super) fn rules(&mut self, raw: &[Spanned<RawRule>], prefix: &str) -> Vec<Rule> {
         let mut allow = Vec::new();
         for (k, rule) in raw.iter().enumerate() {
+            let at = Some(rule.span().start);
+            let key = format!("{prefix}.allow[{k}]");
             let mut conds = Vec::new();
-            if rule.get_ref().is_empty() {
+            let mut names_unverified = false;
+            for (field, value) in rule.get_ref() {
+                if field == "verified" {
+                    match value.as_bool() {
+                        Some(v) => names_unverified = !v,
+                        None => {
+                            self.error(at, &format!("{key}.verified"), "must be `true` or `false`")
+                        }
+                    }
+                    continue;
+                }
+                let Some(value) = value.as_str() else {
+                    self.error(at, &format!("{key}.{field}"), "must be a string");
+                    continue;
+                };
+                match condition(field, value) {
+                    Ok(c) => conds.push(c),
+                    Err(msg) => self.error(at, &format!("{key}.{field}"), msg),
+                }
+            }
+            if conds.is_empty() {
                 self.error(
-                    Some(rule.span().start),
-                    &format!("{prefix}.allow[{k}]"),
+                    at,
+                    &key,
                     "an empty rule would allow every certificate; list at least one condition",
                 );
             }
-            for (field, value) in rule.get_ref() {
-                match condition(field, value) {
-                    Ok(c) => conds.push(c),
-                    Err(msg) => self.error(
-                        Some(rule.span().start),
-                        &format!("{prefix}.allow[{k}].{field}"),
-                        msg,
-                    ),
-                }
+            if names_unverified && conds.iter().any(Condition::is_name) {
+                self.notes.push(format!(
+                    "{key}: `verified = false` lets this rule match names in certificates nobody verified; anyone can make a certificate with any name (use `cert_sha256` or `spki_sha256` pins for unverified certificates)"
+                ));
             }
-            allow.push(Rule(conds));
+            allow.push(Rule {
+                conditions: conds,
+                names_unverified,
+            });
         }
         allow
     }
@@ -456,6 +497,26 @@ impl Resolver<'_> {
             Some(f) => self.formats(f, &format!("{prefix}.forward")),
             None => listener.forward.to_vec(),
         };
+        let encoded_slashes = match r
+            .encoded_slashes
+            .as_ref()
+            .map(|e| (e, e.get_ref().as_str()))
+        {
+            None | Some((_, "reject")) => EncodedSlashes::Reject,
+            Some((_, "keep")) => EncodedSlashes::Keep,
+            Some((e, other)) => {
+                self.error(
+                    Some(e.span().start),
+                    &format!("{prefix}.encoded_slashes"),
+                    format!("`{other}` is not `reject` or `keep`"),
+                );
+                EncodedSlashes::Reject
+            }
+        };
+        let upgrades = match &r.upgrades {
+            None => vec!["websocket".to_owned()],
+            Some(list) => self.upgrades(list, &format!("{prefix}.upgrades")),
+        };
         if self.errors.len() > errors_before {
             return None;
         }
@@ -476,7 +537,37 @@ impl Resolver<'_> {
             allow,
             forward,
             front,
+            encoded_slashes,
+            upgrades,
         })
+    }
+
+    /// `upgrades = ["websocket", ...]`: protocol names (RFC 9110 §7.8 tokens), never `h2c`.
+    fn upgrades(&mut self, list: &Spanned<Vec<String>>, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in list.get_ref() {
+            let name = p.to_ascii_lowercase();
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if name == "h2c" {
+                self.error(
+                    Some(list.span().start),
+                    key,
+                    "`h2c` is never relayed: after its 101 the client would speak HTTP/2 to the upstream past every rule (HTTP/2 reaches certgate by ALPN instead)",
+                );
+            } else if !token {
+                self.error(
+                    Some(list.span().start),
+                    key,
+                    format!("`{p}` is not a protocol name (e.g. `websocket`)"),
+                );
+            } else {
+                out.push(name);
+            }
+        }
+        out
     }
 
     fn front(

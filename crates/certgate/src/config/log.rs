@@ -25,7 +25,7 @@ pub(super) struct RawLog {
     identity: Option<Spanned<String>>,
     trust: Option<Spanned<String>>,
     #[serde(default)]
-    writers: Vec<Spanned<BTreeMap<String, String>>>,
+    writers: Vec<Spanned<super::ingress::RawRule>>,
     batch_max_entries: Option<Spanned<u64>>,
     batch_max_wait_ms: Option<Spanned<u64>>,
 }

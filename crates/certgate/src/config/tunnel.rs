@@ -32,7 +32,7 @@ pub(super) struct RawTunnel {
     #[serde(default)]
     require_verified: bool,
     #[serde(default)]
-    allow: Vec<Spanned<BTreeMap<String, String>>>,
+    allow: Vec<Spanned<super::ingress::RawRule>>,
     max_connections: Option<Spanned<u64>>,
     handshake_timeout_secs: Option<Spanned<u64>>,
     connect_timeout_secs: Option<Spanned<u64>>,

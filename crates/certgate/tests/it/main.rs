@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod adversarial;
 mod bad_input;
 mod ca_interop;
 mod check;
