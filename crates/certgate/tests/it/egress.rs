@@ -616,6 +616,12 @@ fn wait_ready_and_ready_file() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(!d.join("ready").exists());
+    // Links planted where the ready file and a predictable temporary file would go are replaced,
+    // never followed.
+    write(d, "victim", "untouched");
+    std::os::unix::fs::symlink(d.join("victim"), d.join("ready")).unwrap();
+    std::os::unix::fs::symlink(d.join("victim"), d.join("ready.tmp")).unwrap();
+    std::os::unix::fs::symlink(d.join("victim"), d.join(".ready.tmp")).unwrap();
     let mut serve = Peer(
         Command::new(bin)
             .current_dir(d)
@@ -629,6 +635,16 @@ fn wait_ready_and_ready_file() {
     assert!(out.status.success(), "{out:?}");
     let ready = std::fs::read_to_string(d.join("ready")).unwrap();
     assert!(ready.starts_with("egress 127.0.0.1:"), "{ready}");
+    assert!(
+        std::fs::symlink_metadata(d.join("ready"))
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("victim")).unwrap(),
+        "untouched"
+    );
     // /status lists the egress listener and its rules; /metrics exports every identity's expiry.
     let http_get = |path: &str| {
         use std::io::{Read as _, Write as _};
@@ -750,6 +766,39 @@ allow = ["bad host!"]
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+}
+
+/// `intercept_ca` is relative to the config file, also when the config is named by a relative
+/// path with a directory part (it was joined to that directory twice).
+#[test]
+fn intercept_ca_is_relative_to_the_config_file() {
+    let dir = tempdir();
+    let d = dir.path();
+    crate::make_ca(d);
+    std::fs::create_dir(d.join("conf")).unwrap();
+    crate::certgate_ok(d, "egress ca --dir conf/eca");
+    write(
+        d,
+        "conf/c.toml",
+        r#"version = 1
+[[identity]]
+name = "me"
+cert = "../server.pem"
+key = "../server.key"
+[[trust]]
+name = "t"
+ca = ["../ca/ca.pem"]
+[egress]
+listen = "127.0.0.1:0"
+intercept_ca = "eca"
+  [[egress.rule]]
+  name = "r"
+  url = "https://a.example"
+  identity = "me"
+  trust = "t"
+"#,
+    );
+    crate::certgate_ok(d, "check --config conf/c.toml");
 }
 
 /// Per-rule SPKI pin and SNI override, and the allow list, through the proxy with curl.

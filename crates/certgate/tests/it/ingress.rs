@@ -778,8 +778,21 @@ forward = ["certgate"]
             421,
             "misdirected request",
         ),
-        // ... but a public route does not care.
-        ("good", "/", Some("other.example"), 200, "SUCCESS"),
+        // ... and on a public route too: the SNI names the site the client checked.
+        (
+            "good",
+            "/",
+            Some("other.example"),
+            421,
+            "misdirected request",
+        ),
+        (
+            "none",
+            "/",
+            Some("other.example"),
+            421,
+            "misdirected request",
+        ),
     ];
     for (client, path, host, status, needle) in cases {
         let (code, body) = get(client, path, *host);
@@ -788,6 +801,29 @@ forward = ["certgate"]
             body.contains(needle),
             "{client} {path} {host:?}: want {needle:?} in {body}"
         );
+    }
+    // HEAD over HTTP/2 and HTTP/1.1 to answers certgate makes itself (a denial, the echo
+    // service): the status and headers only. A body after a HEAD is an HTTP/2 protocol error.
+    for (client, path, status) in [
+        ("none", "/bob", 401),
+        ("good", "/bob", 403),
+        ("none", "/", 200),
+    ] {
+        for version in ["--http2", "--http1.1"] {
+            let (code, body) = get(client, path, None);
+            assert_eq!(code, status, "GET {client} {path}: {body}");
+            let (code, body) =
+                crate::https_get(&curl_bin, d, port, path, client, &[version, "--head"]);
+            assert_eq!(
+                code,
+                status.to_string(),
+                "HEAD {version} {client} {path}: {body}"
+            );
+            assert!(
+                !body.contains("certificate") && !body.contains("NONE"),
+                "HEAD {version} {client} {path} has a body: {body}"
+            );
+        }
     }
 }
 
@@ -1108,6 +1144,7 @@ identity = "server"
   [[ingress.route]]
   path = "/ws"
   upstream = "http://127.0.0.1:{upstream_port}"
+  upgrades = ["echo"]
 "#
     );
     std::fs::write(d.join("c.toml"), config).unwrap();
