@@ -384,7 +384,7 @@ async fn respond<'a>(
             "this listener requires TLS SNI: connect by host name",
         );
     }
-    let target = match target(&req) {
+    let target = match target(&req, conn.sni.as_deref()) {
         Ok(t) => t,
         Err(m) => return trace.refuse(StatusCode::BAD_REQUEST, m.to_string()),
     };
@@ -474,14 +474,15 @@ async fn respond<'a>(
 
 /// A request's authority and path in normal form.
 struct Target {
-    /// `None` only for an HTTP/1.0 request without `Host`.
+    /// `None` only for an HTTP/1.0 request without `Host` on a connection without SNI.
     authority: Option<NormalAuthority>,
     path: NormalPath,
 }
 
 /// The request's authority (RFC 9112 §3.2.2: an absolute-form target's authority replaces
-/// `Host`; RFC 9113 §8.3.1: `:authority` and `host` must agree) and path, in normal form.
-fn target(req: &Request<Incoming>) -> Result<Target, Malformed> {
+/// `Host`; RFC 9113 §8.3.1: `:authority` and `host` must agree; an HTTP/1.0 request without
+/// `Host` is for the TLS server name, when there is one) and path, in normal form.
+fn target(req: &Request<Incoming>, sni: Option<&str>) -> Result<Target, Malformed> {
     let hosts = req.headers().get_all(header::HOST);
     let mut hosts = hosts.iter();
     let host_field = hosts.next();
@@ -518,7 +519,9 @@ fn target(req: &Request<Incoming>) -> Result<Target, Malformed> {
         // HTTP/1.1 absolute form: the target's authority wins, whatever `Host` says.
         (Some(uri), _) => Some(uri),
         (None, Some(field)) => Some(field),
-        (None, None) if req.version() == Version::HTTP_10 => None,
+        (None, None) if req.version() == Version::HTTP_10 => {
+            sni.map(|name| normal::authority(name, default_port)).transpose()?
+        }
         (None, None) => return Err(Malformed("the request has no `Host`")),
     };
     let path = normal::path(req.uri().path())?;

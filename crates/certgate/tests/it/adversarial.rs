@@ -1529,7 +1529,7 @@ require_sni = true
         (web, None, get("/", &["Host: admin.example%2e"]), 400, ""),
         (web, None, get("/", &["Host: admin.exam\"ple"]), 400, ""),
         (web, None, raw("GET / HTTP/1.0\r\n\r\n"), 0, ""),
-        (web, adm, raw("GET / HTTP/1.0\r\n\r\n"), 0, ""),
+        (web, adm, raw("GET / HTTP/1.0\r\n\r\n"), 401, ""),
         (
             web,
             None,
