@@ -519,9 +519,9 @@ fn target(req: &Request<Incoming>, sni: Option<&str>) -> Result<Target, Malforme
         // HTTP/1.1 absolute form: the target's authority wins, whatever `Host` says.
         (Some(uri), _) => Some(uri),
         (None, Some(field)) => Some(field),
-        (None, None) if req.version() == Version::HTTP_10 => {
-            sni.map(|name| normal::authority(name, default_port)).transpose()?
-        }
+        (None, None) if req.version() == Version::HTTP_10 => sni
+            .map(|name| normal::authority(name, default_port))
+            .transpose()?,
         (None, None) => return Err(Malformed("the request has no `Host`")),
     };
     let path = normal::path(req.uri().path())?;
