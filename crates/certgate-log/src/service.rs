@@ -1,4 +1,5 @@
-//! The log's HTTP API, as an in-process service behind an ingress route:
+//! The log's HTTP API, a plain request -> response function (the binary puts it behind an
+//! ingress route, whose TLS, policy and access log apply):
 //!
 //! - `GET /checkpoint`: the latest signed checkpoint (`text/plain; charset=utf-8`, not cached);
 //! - `GET /tile/<L>/<N>[.p/<W>]`: hash tiles (`application/octet-stream`; full tiles cached as
@@ -8,12 +9,9 @@
 //!   tlog-proof (`text/plain`): its index, inclusion proof and the signed checkpoint. Who may
 //!   call it is the route's policy (mTLS allow list), not this module's.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use certgate_proxy::local::LocalService;
 use certgate_tlog::note::Note;
 use certgate_tlog::proof::TlogProof;
 use certgate_tlog::tile::{self, Tile};
@@ -154,27 +152,22 @@ impl LogService {
     }
 }
 
-impl LocalService for LogService {
-    fn max_body(&self) -> usize {
-        tile::MAX_ENTRY
-    }
+impl LogService {
+    /// The largest request body the API reads (one entry); the caller refuses larger ones.
+    pub const MAX_BODY: usize = tile::MAX_ENTRY;
 
-    fn call(
-        &self,
-        req: Request<Bytes>,
-    ) -> Pin<Box<dyn Future<Output = Response<Bytes>> + Send + '_>> {
-        Box::pin(async move {
-            let path = req.uri().path();
-            let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
-                return text(StatusCode::NOT_FOUND, "not under the log's path");
-            };
-            let rest = rest.to_owned();
-            match (req.method(), rest.as_str()) {
-                (&Method::POST, "add") => self.add(req.into_body()).await,
-                (_, "add") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /add"),
-                (&Method::GET | &Method::HEAD, p) => self.read(p),
-                _ => text(StatusCode::METHOD_NOT_ALLOWED, "the read API is GET only"),
-            }
-        })
+    /// Answers one request whose whole body has been read.
+    pub async fn call(&self, req: Request<Bytes>) -> Response<Bytes> {
+        let path = req.uri().path();
+        let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
+            return text(StatusCode::NOT_FOUND, "not under the log's path");
+        };
+        let rest = rest.to_owned();
+        match (req.method(), rest.as_str()) {
+            (&Method::POST, "add") => self.add(req.into_body()).await,
+            (_, "add") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /add"),
+            (&Method::GET | &Method::HEAD, p) => self.read(p),
+            _ => text(StatusCode::METHOD_NOT_ALLOWED, "the read API is GET only"),
+        }
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use certgate_log::{BatchLimits, LogService, LogStorage, Sequencer, Store};
-use certgate_proxy::local::LocalService as _;
 use certgate_tlog::checkpoint::Checkpoint;
 use certgate_tlog::merkle::{leaf_hash, verify_inclusion};
 use certgate_tlog::note::{Signer, Verifiers};

@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Re
 use tokio::sync::{oneshot, watch};
 
 use crate::idle::{Activity, IdleWatch, Tracked};
-use crate::ingress::{Body, Limits};
+use crate::message::{Body, Limits};
 
 /// How often an active connection checks whether it can park or has been idle too long.
 const TICK: Duration = Duration::from_millis(250);

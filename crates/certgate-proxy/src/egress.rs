@@ -29,7 +29,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::ingress::{Body, strip_hop_by_hop, text};
+use crate::message::{Body, strip_hop_by_hop, text};
 
 /// A host pattern: exact, `*.suffix` (one or more labels), or `*` (any host).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use certgate_pki::{ClientCert, NoClientCert, PeerIdentity, TrustBundle};
 use http::HeaderMap;
 use rustls_pki_types::UnixTime;
 
-use crate::policy::{self, Decision, Rule};
+use crate::policy::{self, Rule};
 
 /// An IP network, `addr/prefix`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,10 +106,9 @@ impl FrontProxy {
         let by_address = self.networks.is_empty() || self.networks.iter().any(|n| n.contains(peer));
         // The front proxy's own certificate must verify before any rule about it counts.
         let by_identity = self.allow.is_empty()
-            || (tls_client
-                .presented()
-                .is_some_and(|p| p.verified().is_some())
-                && policy::identity(false, true, &self.allow, tls_client) == Decision::Allow);
+            || tls_client.presented().is_some_and(|p| {
+                p.verified().is_some() && policy::any_rule_matches(&self.allow, p)
+            });
         by_address && by_identity && !(self.networks.is_empty() && self.allow.is_empty())
     }
 

@@ -11,7 +11,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 
-use crate::ingress::{Body, text};
+use crate::message::{Body, text};
 
 /// A service that answers requests inside the process.
 pub trait LocalService: Send + Sync + fmt::Debug {

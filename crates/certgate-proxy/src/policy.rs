@@ -1,10 +1,10 @@
-//! Routes and identity policy: a pure function of (route, client identity, request facts).
+//! Identity policy: conditions, rules and the decision for one request, a pure function of
+//! (access rules, client identity, host, SNI). Routes, which hold live upstreams, are in
+//! `route`.
 
 use std::net::IpAddr;
 
-use certgate_pki::forward::Format;
 use certgate_pki::{CertHash, ClientCert, SpkiHash};
-use certgate_tls::SniPattern;
 
 /// A glob: `*` matches any run of characters (including none); everything else literally.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,86 +104,22 @@ impl Rule {
     }
 }
 
-/// Where a route sends requests.
-#[derive(Clone, Debug)]
-pub enum Upstream {
-    /// An HTTP/1.1 server reached over TCP, TLS or a Unix socket.
-    Remote {
-        /// The authority requests carry (`localhost` for Unix sockets).
-        authority: http::uri::Authority,
-        /// The pooled client (its connector decides TCP, TLS or Unix).
-        client: Box<crate::upstream::UpstreamClient>,
-    },
-    /// The built-in echo service: answers with the identity headers it received, as JSON.
-    Echo,
-    /// A forward-auth endpoint: 200 with identity headers when policy allows, 401/403 otherwise.
-    ForwardAuth,
-    /// A service inside the process (e.g. the transparency log API).
-    Local(std::sync::Arc<dyn crate::local::LocalService>),
-}
-
-/// A route of an HTTP listener.
-#[derive(Clone, Debug)]
-pub struct Route {
-    /// Name for logs and metrics (`host+path` when not set).
-    pub name: String,
-    /// Host to match; `None` matches any.
-    pub host: Option<SniPattern>,
-    /// Path prefix to match (`/` matches everything).
-    pub path: String,
-    /// Where requests go.
-    pub upstream: Upstream,
+/// Who may use a route or tunnel: the identity part of its policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
     /// A client certificate must be presented.
     pub require_client_cert: bool,
     /// The client certificate must have verified against the listener's trust.
     pub require_verified: bool,
     /// When non-empty, a client certificate must match at least one rule.
     pub allow: Vec<Rule>,
-    /// Identity formats sent upstream.
-    pub forward: Vec<Format>,
-    /// Encoded slashes in the path: refused (400) or kept for the upstream.
-    pub encoded_slashes: crate::normal::EncodedSlashes,
-    /// Upgrade protocols relayed to the upstream (lower-case; `h2c` never).
-    pub upgrades: Vec<String>,
-    /// Take the client certificate from a trusted front proxy's header instead of TLS.
-    pub front: Option<crate::front::FrontProxy>,
 }
 
-impl Route {
-    /// Whether the route needs a client certificate at all.
+impl Access {
+    /// Whether a client certificate is needed at all.
     pub fn needs_client_cert(&self) -> bool {
         self.require_client_cert || self.require_verified || !self.allow.is_empty()
     }
-
-    fn path_matches(&self, path: &str) -> bool {
-        let prefix = self.path.trim_end_matches('/');
-        prefix.is_empty()
-            || path == prefix
-            || path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
-    }
-}
-
-/// Picks the route for a request: the most specific host (exact, then wildcard, then any), then
-/// the longest path prefix. `host` and `path` are in normal form (`crate::normal`). Path
-/// prefixes match whole segments, case-sensitively (`/admin` matches `/admin/x`, not
-/// `/administrator` or `/Admin`).
-pub fn select<'r>(routes: &'r [Route], host: Option<&str>, path: &str) -> Option<&'r Route> {
-    let host_rank = |r: &Route| -> Option<u8> {
-        match (&r.host, host) {
-            (None, _) => Some(0),
-            (Some(p @ SniPattern::Exact(_)), Some(h)) if p.matches(h) => Some(2),
-            (Some(p @ SniPattern::Wildcard(_)), Some(h)) if p.matches(h) => Some(1),
-            _ => None,
-        }
-    };
-    routes
-        .iter()
-        .filter(|r| r.path_matches(path))
-        .filter_map(|r| host_rank(r).map(|rank| (rank, r.path.trim_end_matches('/').len(), r)))
-        .max_by_key(|(rank, len, _)| (*rank, *len))
-        .map(|(_, _, r)| r)
 }
 
 /// The outcome of policy for one request.
@@ -210,7 +146,7 @@ fn deny(status: u16, reason: impl Into<String>) -> Decision {
 /// Applies a route's policy. `host` is the request's host and `sni` the TLS server name of the
 /// connection, both in normal form (lower-case, no trailing dot, no port).
 pub fn decide(
-    route: &Route,
+    access: &Access,
     client: &ClientCert,
     host: Option<&str>,
     sni: Option<&str>,
@@ -226,28 +162,23 @@ pub fn decide(
             "misdirected request: the Host differs from the TLS server name",
         );
     }
-    identity(
-        route.require_client_cert,
-        route.require_verified,
-        &route.allow,
-        client,
-    )
+    identity(access, client)
 }
 
-/// The identity part of a policy, shared by HTTP routes and TCP tunnels.
-pub fn identity(
-    require_client_cert: bool,
-    require_verified: bool,
-    allow: &[Rule],
-    client: &ClientCert,
-) -> Decision {
-    if !(require_client_cert || require_verified || !allow.is_empty()) {
+/// The identity part of a policy, shared by HTTP routes, TCP tunnels and front proxies.
+pub fn identity(access: &Access, client: &ClientCert) -> Decision {
+    if !access.needs_client_cert() {
         return Decision::Allow;
     }
+    let Access {
+        require_verified,
+        allow,
+        ..
+    } = access;
     let Some(peer) = client.presented() else {
         return deny(401, "a client certificate is required");
     };
-    if require_verified && peer.verified().is_none() {
+    if *require_verified && peer.verified().is_none() {
         let why = match &peer.verification {
             certgate_pki::Verification::Failed { rejection, .. } => rejection.reason.code(),
             _ => "no trust configured",
@@ -257,10 +188,16 @@ pub fn identity(
             format!("the client certificate is not verified ({why})"),
         );
     }
-    if !allow.is_empty() && !allow.iter().any(|rule| rule_matches(rule, peer)) {
+    if !allow.is_empty() && !any_rule_matches(allow, peer) {
         return deny(403, "the client certificate is not allowed on this route");
     }
     Decision::Allow
+}
+
+/// Whether any of `rules` matches the presented certificate (name conditions only when its
+/// chain verified, or the rule says `verified = false`).
+pub fn any_rule_matches(rules: &[Rule], peer: &certgate_pki::PeerIdentity) -> bool {
+    rules.iter().any(|rule| rule_matches(rule, peer))
 }
 
 fn rule_matches(rule: &Rule, peer: &certgate_pki::PeerIdentity) -> bool {
@@ -311,46 +248,6 @@ mod tests {
         assert!(!Glob::new("*a*a*a*a*a*a*b").matches(&long));
     }
 
-    fn route(path: &str, host: Option<&str>) -> Route {
-        Route {
-            name: path.to_owned(),
-            host: host.and_then(SniPattern::parse),
-            path: path.to_owned(),
-            upstream: Upstream::Echo,
-            require_client_cert: false,
-            require_verified: false,
-            allow: vec![],
-            forward: vec![],
-            front: None,
-            encoded_slashes: crate::normal::EncodedSlashes::Reject,
-            upgrades: vec!["websocket".to_owned()],
-        }
-    }
-
-    #[test]
-    fn selection_prefers_specific_host_then_longest_path() {
-        let routes = vec![
-            route("/", None),
-            route("/admin", None),
-            route("/", Some("*.example.com")),
-            route("/api", Some("api.example.com")),
-        ];
-        let pick = |h: Option<&str>, p: &str| {
-            select(&routes, h, p).map(|r| (r.host.clone(), r.path.clone()))
-        };
-        assert_eq!(pick(None, "/admin/x").unwrap().1, "/admin");
-        assert_eq!(pick(None, "/administrator").unwrap().1, "/");
-        assert_eq!(
-            pick(Some("www.example.com"), "/admin").unwrap().0,
-            SniPattern::parse("*.example.com")
-        );
-        assert_eq!(pick(Some("api.example.com"), "/api/v1").unwrap().1, "/api");
-        assert_eq!(
-            pick(Some("api.example.com"), "/other").unwrap().0,
-            SniPattern::parse("*.example.com")
-        );
-    }
-
     /// `alice` (with a SPIFFE ID) from a CA; judged against that CA's trust, or (a look-alike)
     /// against another PKI of the same names that did not issue it.
     fn presented(verified: bool) -> ClientCert {
@@ -389,6 +286,13 @@ mod tests {
         certgate_testkit::San::URI(uri.try_into().unwrap())
     }
 
+    fn any(allow: &[Rule]) -> Access {
+        Access {
+            allow: allow.to_vec(),
+            ..Access::default()
+        }
+    }
+
     #[test]
     fn name_rules_match_verified_chains_only_and_pins_match_any() {
         let good = presented(true);
@@ -402,9 +306,9 @@ mod tests {
         let issuer = Rule::new(vec![Condition::Issuer(Glob::new("*"))]);
         for rule in [&cn, &spiffe, &issuer] {
             let allow = std::slice::from_ref(rule);
-            assert_eq!(identity(false, false, allow, &good), Decision::Allow);
+            assert_eq!(identity(&any(allow), &good), Decision::Allow);
             assert!(matches!(
-                identity(false, false, allow, &lookalike),
+                identity(&any(allow), &lookalike),
                 Decision::Deny { status: 403, .. }
             ));
         }
@@ -412,19 +316,16 @@ mod tests {
             names_unverified: true,
             ..cn.clone()
         };
-        assert_eq!(
-            identity(false, false, &[opted_out], &lookalike),
-            Decision::Allow
-        );
+        assert_eq!(identity(&any(&[opted_out]), &lookalike), Decision::Allow);
         let pin = Rule::new(vec![Condition::CertSha256(
             lookalike.presented().unwrap().identity.cert_sha256,
         )]);
-        assert_eq!(identity(false, false, &[pin], &lookalike), Decision::Allow);
+        assert_eq!(identity(&any(&[pin]), &lookalike), Decision::Allow);
     }
 
     #[test]
     fn host_other_than_sni_is_misdirected_on_every_route() {
-        let public = route("/", None);
+        let public = Access::default();
         let none = ClientCert::Absent {
             reason: certgate_pki::NoClientCert::NotRequested,
         };

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::policy::{self, Decision, Rule};
+use crate::policy::{self, Access, Decision};
 use crate::proxy_protocol::{self, Mode, TlsFacts};
 
 /// A resolved `[[tunnel]]`.
@@ -32,12 +32,8 @@ pub struct TunnelConfig {
     pub target: String,
     /// The PROXY header to send.
     pub proxy_protocol: Mode,
-    /// A client certificate is required.
-    pub require_client_cert: bool,
-    /// It must have verified.
-    pub require_verified: bool,
-    /// When non-empty, it must match a rule.
-    pub allow: Vec<Rule>,
+    /// Who may connect.
+    pub access: Access,
     /// Open connections at most.
     pub max_connections: usize,
     /// Time allowed for the TLS handshake.
@@ -97,12 +93,7 @@ async fn connection(cfg: &TunnelConfig, tcp: TcpStream, peer: SocketAddr) {
     let (_, conn) = tls.get_ref();
     let client =
         certgate_tls::client_cert(conn, cfg.client_auth, cfg.trust.as_deref(), UnixTime::now());
-    if let Decision::Deny { reason, .. } = policy::identity(
-        cfg.require_client_cert,
-        cfg.require_verified,
-        &cfg.allow,
-        &client,
-    ) {
+    if let Decision::Deny { reason, .. } = policy::identity(&cfg.access, &client) {
         // TCP has no status line: close after the handshake, and say why in the log.
         tracing::info!(target: "certgate::access", tunnel = %cfg.name, %peer, denied = %reason, "connection refused by policy");
         let _ = tls.shutdown().await;

@@ -210,16 +210,19 @@ impl RunningLog {
 
     /// The log's HTTP listener: reads for everyone, `POST /add` for verified writers.
     fn ingress(&self, section: &config::log::LogSection) -> Arc<certgate_proxy::IngressConfig> {
-        let svc: Arc<dyn certgate_proxy::local::LocalService> = self.service.clone();
+        let svc: Arc<dyn certgate_proxy::local::LocalService> =
+            Arc::new(LogApi(Arc::clone(&self.service)));
         let route = |name: &str, path: &str, writers: Option<&[certgate_proxy::Rule]>| {
             certgate_proxy::Route {
                 name: name.to_owned(),
                 host: None,
                 path: path.to_owned(),
                 upstream: certgate_proxy::Upstream::Local(Arc::clone(&svc)),
-                require_client_cert: writers.is_some(),
-                require_verified: writers.is_some(),
-                allow: writers.map(<[_]>::to_vec).unwrap_or_default(),
+                access: certgate_proxy::Access {
+                    require_client_cert: writers.is_some(),
+                    require_verified: writers.is_some(),
+                    allow: writers.map(<[_]>::to_vec).unwrap_or_default(),
+                },
                 forward: vec![],
                 front: None,
                 encoded_slashes: certgate_proxy::normal::EncodedSlashes::Reject,
@@ -241,6 +244,23 @@ impl RunningLog {
             underscores: certgate_proxy::normal::Underscores::Drop,
             require_sni: false,
         })
+    }
+}
+
+/// The log's API as an in-process service of an ingress route.
+#[derive(Debug)]
+struct LogApi(Arc<certgate_log::LogService>);
+
+impl certgate_proxy::local::LocalService for LogApi {
+    fn max_body(&self) -> usize {
+        certgate_log::LogService::MAX_BODY
+    }
+
+    fn call(
+        &self,
+        req: http::Request<bytes::Bytes>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<bytes::Bytes>> + Send + '_>> {
+        Box::pin(self.0.call(req))
     }
 }
 
