@@ -32,7 +32,7 @@ use http::{Request, Response, Version, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::idle::{Activity, IdleWatch, Tracked};
 use crate::message::{Body, Limits};
@@ -47,19 +47,19 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// A client connection after `101 Switching Protocols`, with any bytes it sent after its request.
-pub(crate) type Upgraded = Box<dyn Io>;
-
-/// Put in the extensions of an HTTP/1.1 request that asks for an upgrade: the handler that
-/// answers `101` takes it and gets the client's connection once the response has been written.
+/// Put in the extensions of an HTTP/1.1 request that asks for an upgrade. The handler that
+/// answers `101` hands over the upstream's side of the upgrade with [`ClientUpgrade::relay`];
+/// once the `101` has been written, the connection relays bytes both ways itself, so an upgraded
+/// connection keeps its slot under `max_connections`, its idle timeout and the drain.
 #[derive(Clone)]
-pub(crate) struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+pub(crate) struct ClientUpgrade(UpgradeSlot);
 
 impl ClientUpgrade {
-    /// The client's connection, or `None` if the connection ended before the upgrade.
-    pub(crate) async fn upgraded(self) -> Option<Upgraded> {
-        let rx = self.0.lock().ok()?.take()?;
-        rx.await.ok()
+    /// Relay the client's connection to `upstream` after this request's `101`.
+    pub(crate) fn relay(self, upstream: hyper::upgrade::OnUpgrade) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(upstream);
+        }
     }
 }
 
@@ -184,13 +184,11 @@ where
         let parts = conn.into_parts();
         io = parts.io.into_inner();
         result?;
-        // An upgrade the handler is waiting for (a 101 was written; hyper ended with it).
-        let waiting = upgrade.lock().ok().and_then(|mut s| s.take());
-        if let Some(tx) = waiting
-            && !tx.is_closed()
-        {
+        // An upgrade the handler agreed to (a 101 was written; hyper ended with it).
+        let upstream = upgrade.lock().ok().and_then(|mut s| s.take());
+        if let Some(upstream) = upstream {
             io.get_mut().unread(&parts.read_buf);
-            let _ = tx.send(Box::new(io));
+            relay(io, upstream, &activity, limits, shutdown).await;
             return Ok(());
         }
         if parking && !draining {
@@ -243,7 +241,47 @@ where
     }
 }
 
-type UpgradeSlot = Arc<Mutex<Option<oneshot::Sender<Upgraded>>>>;
+type UpgradeSlot = Arc<Mutex<Option<hyper::upgrade::OnUpgrade>>>;
+
+/// Relays an upgraded connection (WebSocket) to the upstream's side until either ends, nothing
+/// moves for the idle timeout, or the drain timeout has passed since shutdown began.
+async fn relay<I: Io>(
+    mut client: I,
+    upstream: hyper::upgrade::OnUpgrade,
+    activity: &Activity,
+    limits: &Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let upstream = match tokio::time::timeout(limits.handshake_timeout, upstream).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            close(client).await;
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("upgrade failed: the upstream's side never came");
+            close(client).await;
+            return;
+        }
+    };
+    let mut upstream = TokioIo::new(upstream);
+    let drained = async {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        tokio::time::sleep(limits.drain_timeout).await;
+    };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        () = activity.idle(limits.idle_timeout, TICK) => tracing::debug!("idle timeout (upgraded)"),
+        () = drained => tracing::debug!("drain timeout: upgraded connection closed"),
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, upstream.shutdown()).await;
+    close(client).await;
+}
 
 type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<ServedBody>, Infallible>> + Send>>;
 
@@ -269,12 +307,8 @@ where
     hyper::service::service_fn(move |mut req: Request<Incoming>| -> ServiceFuture {
         let guard = InFlight::enter(&load);
         if req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE) {
-            let (tx, rx) = oneshot::channel();
-            if let Ok(mut slot) = upgrade.lock() {
-                *slot = Some(tx);
-            }
             req.extensions_mut()
-                .insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
+                .insert(ClientUpgrade(Arc::clone(&upgrade)));
         }
         let fut = handler(req);
         Box::pin(async move {

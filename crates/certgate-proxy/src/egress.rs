@@ -11,7 +11,9 @@
 //! only ever sent to a server whose own certificate verified against the rule's trust.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,12 +25,13 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::idle::{Activity, Tracked};
 use crate::message::{Body, strip_hop_by_hop, text};
 
 /// A host pattern: exact, `*.suffix` (one or more labels), or `*` (any host).
@@ -306,8 +309,12 @@ pub struct EgressConfig {
     pub max_connections: usize,
     /// Time allowed to connect upstream.
     pub connect_timeout: Duration,
-    /// On shutdown, how long open connections may take to end.
+    /// On shutdown, how long open connections may take to end (tunnels included).
     pub drain_timeout: Duration,
+    /// Time allowed for a request head, and for the TLS handshake of an intercepted `CONNECT`.
+    pub header_timeout: Duration,
+    /// A connection (or tunnel) with no bytes moving either way for this long is closed.
+    pub idle_timeout: Duration,
     plain: Client<HttpConnector, Body>,
 }
 
@@ -328,6 +335,8 @@ impl EgressConfig {
             max_connections: 1024,
             connect_timeout,
             drain_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             plain: client_builder().build(http_connector(connect_timeout)),
         }
     }
@@ -355,32 +364,80 @@ pub async fn serve(live: LiveEgress, listener: TcpListener, shutdown: watch::Rec
         cfg.max_connections,
         shutdown,
         drain,
-        |tcp, peer, mut shutdown| {
-            let live = Arc::clone(&live);
-            async move {
-                let _ = tcp.set_nodelay(true);
-                let service = hyper::service::service_fn(move |req| {
-                    let cfg = live.load_full();
-                    async move { Ok::<_, std::convert::Infallible>(handle(cfg, peer, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "egress connection ended with an error");
-                    },
-                    _ = shutdown.changed() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
-            }
-        },
+        |tcp, peer, shutdown| connection(Arc::clone(&live), tcp, peer, shutdown),
     )
     .await;
 }
+
+/// What a `CONNECT` turns its connection into once the `200` is written: run by the
+/// connection's own task, so that a tunnel keeps its slot under `max_connections`, meets the
+/// idle timeout and ends with the drain.
+type Tunnel = Pin<Box<dyn Future<Output = ()> + Send>>;
+type TunnelSlot = Arc<Mutex<Option<Tunnel>>>;
+
+/// One client connection of the forward proxy: HTTP/1.1 requests until one is a `CONNECT`,
+/// then its tunnel.
+async fn connection(
+    live: LiveEgress,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let cfg = live.load_full();
+    let activity = Activity::new();
+    let tcp = Tracked::new(tcp, Arc::clone(&activity));
+    let slot: TunnelSlot = Arc::default();
+    let service = {
+        let slot = Arc::clone(&slot);
+        hyper::service::service_fn(move |req| {
+            let cfg = live.load_full();
+            let slot = Arc::clone(&slot);
+            async move { Ok::<_, std::convert::Infallible>(handle(cfg, peer, req, &slot).await) }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        () = activity.idle(cfg.idle_timeout, IDLE_TICK) => {
+            tracing::debug!(%peer, "egress connection idle timeout");
+            return;
+        }
+        () = stopping(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "egress connection ended with an error");
+    }
+    let tunnel = slot.lock().ok().and_then(|mut s| s.take());
+    let Some(tunnel) = tunnel else {
+        return;
+    };
+    let drained = async {
+        stopping(&mut shutdown).await;
+        tokio::time::sleep(cfg.drain_timeout).await;
+    };
+    tokio::select! {
+        () = tunnel => {}
+        () = activity.idle(cfg.idle_timeout, IDLE_TICK) => tracing::debug!(%peer, "egress tunnel idle timeout"),
+        () = drained => tracing::debug!(%peer, "drain timeout: egress tunnel closed"),
+    }
+}
+
+/// Resolves once `shutdown` is (or turns) true.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// How often an egress connection checks its idle timeout.
+const IDLE_TICK: Duration = Duration::from_millis(250);
 
 /// Host (lower case, without brackets) and port of an authority, the scheme's default port when
 /// it names none.
@@ -397,6 +454,7 @@ async fn handle(
     cfg: Arc<EgressConfig>,
     peer: SocketAddr,
     req: Request<Incoming>,
+    tunnel: &TunnelSlot,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -407,7 +465,7 @@ async fn handle(
         _ => req.uri().path().to_owned(),
     });
     let (resp, how) = if method == Method::CONNECT {
-        connect(&cfg, peer, req).await
+        connect(&cfg, peer, req, tunnel).await
     } else {
         absolute(&cfg, req).await
     };
@@ -553,6 +611,7 @@ async fn connect(
     cfg: &Arc<EgressConfig>,
     peer: SocketAddr,
     req: Request<Incoming>,
+    tunnel: &TunnelSlot,
 ) -> (Response<Body>, &'static str) {
     let Some(authority) = req.uri().authority().cloned() else {
         return (
@@ -578,7 +637,12 @@ async fn connect(
                 "refused",
             );
         };
-        let server = match interceptor.server_config(&host) {
+        // Minting a certificate is CPU work: off the async threads.
+        let minted = {
+            let host = host.clone();
+            tokio::task::spawn_blocking(move || interceptor.server_config(&host)).await
+        };
+        let server = match minted.unwrap_or_else(|e| Err(format!("minting failed: {e}"))) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(%host, error = %e, "interception failed");
@@ -593,7 +657,7 @@ async fn connect(
             peer,
         };
         let upgrade = hyper::upgrade::on(req);
-        tokio::spawn(async move {
+        set_tunnel(tunnel, async move {
             match upgrade.await {
                 Ok(upgraded) => intercept(upgraded, job).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
@@ -625,7 +689,7 @@ async fn connect(
     };
     let _ = upstream.set_nodelay(true);
     let upgrade = hyper::upgrade::on(req);
-    tokio::spawn(async move {
+    set_tunnel(tunnel, async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let mut upstream = upstream;
@@ -636,6 +700,12 @@ async fn connect(
         }
     });
     (Response::new(empty()), "tunnel")
+}
+
+fn set_tunnel(slot: &TunnelSlot, tunnel: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(Box::pin(tunnel));
+    }
 }
 
 fn empty() -> Body {
@@ -690,16 +760,19 @@ async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept) {
         port,
         peer,
     } = job;
-    let tls = match tokio_rustls::TlsAcceptor::from(server)
-        .accept(TokioIo::new(upgraded))
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
+    let handshake = tokio_rustls::TlsAcceptor::from(server).accept(TokioIo::new(upgraded));
+    let tls = match tokio::time::timeout(cfg.header_timeout, handshake).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
             tracing::info!(%host, error = %e, "the client refused the interception certificate (does it trust the egress CA?)");
             return;
         }
+        Err(_) => {
+            tracing::info!(%host, "intercepted TLS handshake timed out");
+            return;
+        }
     };
+    let header_timeout = cfg.header_timeout;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let cfg = Arc::clone(&cfg);
         let host = host.clone();
@@ -729,6 +802,8 @@ async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept) {
         }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(tls), service)
         .await
     {

@@ -14,7 +14,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
@@ -634,16 +633,7 @@ async fn proxy(
             );
         }
         if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::join!(client_upgrade.upgraded(), upstream_upgrade) {
-                    (Some(mut c), Ok(u)) => {
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut TokioIo::new(u)).await;
-                    }
-                    (None, _) => tracing::debug!("upgrade failed: the client connection ended"),
-                    (_, Err(e)) => tracing::debug!(error = %e, "upgrade failed"),
-                }
-            });
+            client_upgrade.relay(hyper::upgrade::on(&mut resp));
         }
     } else {
         strip_hop_by_hop(resp.headers_mut(), false);

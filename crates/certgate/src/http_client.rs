@@ -2,6 +2,7 @@
 //! with the caller's trust and optional client certificate, bounded response bodies.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
@@ -18,6 +19,20 @@ fn unreachable(message: String) -> anyhow::Error {
 
 /// The largest response body read.
 const MAX_BODY: usize = 16 << 20;
+
+/// Time limits of one request: connecting, the TLS handshake, until the response head
+/// arrives, and reading the whole body. Past any of them the command fails with exit 75.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn timed_out(authority: &impl std::fmt::Display, what: &str, limit: Duration) -> anyhow::Error {
+    unreachable(format!(
+        "{authority}: {what} timed out after {} s",
+        limit.as_secs()
+    ))
+}
 
 /// Sends one request; returns the status and body.
 pub async fn request(
@@ -42,18 +57,16 @@ pub async fn request(
         .trim_end_matches(']')
         .to_owned();
     let port = authority.port_u16().unwrap_or(443);
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .map_err(|_| unreachable(format!("{authority}: connect timed out")))?
-    .map_err(|e| unreachable(format!("{authority}: cannot connect: {e}")))?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| timed_out(&authority, "connecting", CONNECT_TIMEOUT))?
+        .map_err(|e| unreachable(format!("{authority}: cannot connect: {e}")))?;
     let name = ServerName::try_from(host.clone())
         .with_context(|| format!("`{host}` is not a valid server name"))?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
+    let handshake = tokio_rustls::TlsConnector::from(tls).connect(name, tcp);
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
+        .map_err(|_| timed_out(&authority, "the TLS handshake", HANDSHAKE_TIMEOUT))?
         .map_err(|e| unreachable(format!("{authority}: TLS handshake failed: {e}")))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -65,15 +78,18 @@ pub async fn request(
         .uri(path)
         .header(header::HOST, authority.as_str())
         .body(Full::new(Bytes::from(body)))?;
-    let resp = sender
-        .send_request(req)
+    let resp = tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req))
         .await
+        .map_err(|_| timed_out(&authority, "waiting for the response", RESPONSE_TIMEOUT))?
         .map_err(|e| unreachable(format!("{url}: request failed: {e}")))?;
     let status = resp.status().as_u16();
-    let body = Limited::new(resp.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("{url}: reading the response: {e}"))?
-        .to_bytes();
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(resp.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    .map_err(|_| timed_out(&authority, "reading the response", BODY_TIMEOUT))?
+    .map_err(|e| anyhow::anyhow!("{url}: reading the response: {e}"))?
+    .to_bytes();
     Ok((status, body))
 }

@@ -29,6 +29,10 @@ pub(super) struct RawEgress {
     rule: Vec<Spanned<RawRule>>,
     #[serde(default)]
     tunnel: Vec<Spanned<RawEgressTunnel>>,
+    max_connections: Option<Spanned<u64>>,
+    header_timeout_secs: Option<Spanned<u64>>,
+    idle_timeout_secs: Option<Spanned<u64>>,
+    drain_timeout_secs: Option<Spanned<u64>>,
 }
 
 /// The TLS keys a rule and a tunnel share. (serde's `flatten` does not combine with
@@ -274,17 +278,33 @@ impl Resolver<'_> {
                 }),
             });
         }
+        let mut config = EgressConfig::new("egress".to_owned(), rules, allow, interceptor);
+        if let Some(v) = &raw.max_connections
+            && let Some(n) = self.positive(v, "egress.max_connections")
+        {
+            config.max_connections = n as usize;
+        }
+        self.secs(
+            &raw.header_timeout_secs,
+            "egress.header_timeout_secs",
+            &mut config.header_timeout,
+        );
+        self.secs(
+            &raw.idle_timeout_secs,
+            "egress.idle_timeout_secs",
+            &mut config.idle_timeout,
+        );
+        self.secs(
+            &raw.drain_timeout_secs,
+            "egress.drain_timeout_secs",
+            &mut config.drain_timeout,
+        );
         if self.errors.len() > before {
             return None;
         }
         Some(Egress {
             listen,
-            config: Arc::new(EgressConfig::new(
-                "egress".to_owned(),
-                rules,
-                allow,
-                interceptor,
-            )),
+            config: Arc::new(config),
             tunnels,
         })
     }

@@ -148,34 +148,30 @@ impl Resolver<'_> {
         };
         let mut limits = Limits::default();
         if let Some(v) = &raw.max_connections {
-            limits.max_connections =
-                self.positive(v, &format!("{prefix}.max_connections"))
-                    .unwrap_or(limits.max_connections as u64) as usize;
+            limits.max_connections = self
+                .positive(v, &format!("{prefix}.max_connections"))
+                .map_or(limits.max_connections, |n| n as usize);
         }
-        if let Some(v) = &raw.handshake_timeout_secs {
-            limits.handshake_timeout = Duration::from_secs(
-                self.positive(v, &format!("{prefix}.handshake_timeout_secs"))
-                    .unwrap_or(10),
-            );
-        }
-        if let Some(v) = &raw.header_timeout_secs {
-            limits.header_timeout = Duration::from_secs(
-                self.positive(v, &format!("{prefix}.header_timeout_secs"))
-                    .unwrap_or(10),
-            );
-        }
-        if let Some(v) = &raw.idle_timeout_secs {
-            limits.idle_timeout = Duration::from_secs(
-                self.positive(v, &format!("{prefix}.idle_timeout_secs"))
-                    .unwrap_or(120),
-            );
-        }
-        if let Some(v) = &raw.drain_timeout_secs {
-            limits.drain_timeout = Duration::from_secs(
-                self.positive(v, &format!("{prefix}.drain_timeout_secs"))
-                    .unwrap_or(10),
-            );
-        }
+        self.secs(
+            &raw.handshake_timeout_secs,
+            &format!("{prefix}.handshake_timeout_secs"),
+            &mut limits.handshake_timeout,
+        );
+        self.secs(
+            &raw.header_timeout_secs,
+            &format!("{prefix}.header_timeout_secs"),
+            &mut limits.header_timeout,
+        );
+        self.secs(
+            &raw.idle_timeout_secs,
+            &format!("{prefix}.idle_timeout_secs"),
+            &mut limits.idle_timeout,
+        );
+        self.secs(
+            &raw.drain_timeout_secs,
+            &format!("{prefix}.drain_timeout_secs"),
+            &mut limits.drain_timeout,
+        );
         if let Some(v) = &raw.max_body_bytes {
             limits.max_body_bytes = self.positive(v, &format!("{prefix}.max_body_bytes"));
         }
@@ -295,6 +291,13 @@ impl Resolver<'_> {
             });
         }
         allow
+    }
+
+    /// A `*_secs` key: when set (and positive), replaces the default in `into`.
+    pub(super) fn secs(&mut self, v: &Option<Spanned<u64>>, key: &str, into: &mut Duration) {
+        if let Some(secs) = v.as_ref().and_then(|v| self.positive(v, key)) {
+            *into = Duration::from_secs(secs);
+        }
     }
 
     pub(super) fn positive(&mut self, v: &Spanned<u64>, key: &str) -> Option<u64> {

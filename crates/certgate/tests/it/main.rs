@@ -11,6 +11,7 @@ mod egress;
 mod front;
 mod handshake;
 mod ingress;
+mod lifetimes;
 mod limits;
 mod log;
 mod reload;

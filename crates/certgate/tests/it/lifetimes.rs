@@ -1,0 +1,493 @@
+//! Connection lifetimes: an upgraded (WebSocket) connection and an egress `CONNECT` tunnel hold
+//! their connection slot until they end, and meet the idle timeout, the drain on SIGTERM and
+//! the removal of their listener by a reload; stalled heads and handshakes are cut; the CLI's
+//! client gives up on a server that never answers.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use certgate_testkit::{require_peer, tempdir};
+
+use crate::server::Serve;
+
+/// Answers an upgrade request with 101 and then echoes every byte back (a WebSocket stand-in).
+const UPGRADE_ECHO: &str = r#"
+import socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = c.recv(1024)
+        if not chunk:
+            return
+        head += chunk
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+    while True:
+        data = c.recv(1024)
+        if not data:
+            break
+        c.sendall(data)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A TCP echo server.
+const TCP_ECHO: &str = r#"
+import socket, threading
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    while True:
+        data = c.recv(1024)
+        if not data:
+            break
+        c.sendall(data)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A Python peer printing its port on its first line; killed when dropped.
+struct Script(std::process::Child, u16);
+
+impl Script {
+    fn start(python: &Path, script: &str) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(python)
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap();
+        Self(child, port)
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ingress_config(upstream: u16, extra_listener: &str) -> String {
+    format!(
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+max_connections = 1
+idle_timeout_secs = 2
+drain_timeout_secs = 1
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{upstream}"
+  upgrades = ["echo"]
+{extra_listener}"#
+    )
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS connection to the gateway, upgraded through it to the echo upstream.
+fn upgraded(port: u16, root: &[u8]) -> Tls {
+    let config = crate::tls::config(root, &[], crate::tls::Auth::None);
+    let mut tls = crate::tls::connect(port, config, Duration::from_secs(10)).unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    echo(&mut tls, b"ping");
+    tls
+}
+
+fn echo(s: &mut (impl std::io::Read + std::io::Write), bytes: &[u8]) {
+    s.write_all(bytes).unwrap();
+    let mut back = vec![0u8; bytes.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, bytes);
+}
+
+/// How long until `s` is closed by the other side (EOF or reset), reading at most `limit`.
+fn closed_within(s: &mut impl std::io::Read, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    while start.elapsed() < limit {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+/// Whether a TLS handshake with the gateway completes within `wait`.
+fn handshake_completes(port: u16, root: &[u8], wait: Duration) -> bool {
+    let config = crate::tls::config(root, &[], crate::tls::Auth::None);
+    let Ok(mut tls) = crate::tls::connect(port, config, wait) else {
+        return false;
+    };
+    // Writing drives the handshake; the response proves the server is serving this connection.
+    if tls
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    matches!(tls.read(&mut b), Ok(1))
+}
+
+#[test]
+fn an_upgraded_connection_holds_its_slot_and_meets_the_idle_timeout() {
+    let python = require_peer!("python3");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = crate::ingress::write_pki(d);
+    let upstream = Script::start(&python, UPGRADE_ECHO);
+    std::fs::write(d.join("c.toml"), ingress_config(upstream.1, "")).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+
+    // max_connections = 1: while the upgraded connection is open, no other is served.
+    let mut ws = upgraded(port, &pki.root.der);
+    assert!(
+        !handshake_completes(port, &pki.root.der, Duration::from_millis(1500)),
+        "a second connection was served while an upgraded one held the only slot"
+    );
+    // Traffic keeps it open past the idle timeout (2 s)...
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        echo(&mut ws, b"still here");
+    }
+    // ...silence closes it, and the slot is free again.
+    let closed = closed_within(&mut ws, Duration::from_secs(6));
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(1500)),
+        "an idle upgraded connection was not closed by the idle timeout: {closed:?}"
+    );
+    assert!(
+        handshake_completes(port, &pki.root.der, Duration::from_secs(5)),
+        "the slot of the closed upgraded connection was not freed"
+    );
+}
+
+#[test]
+fn an_upgraded_connection_ends_with_the_drain_and_with_its_listener() {
+    let python = require_peer!("python3");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = crate::ingress::write_pki(d);
+    let upstream = Script::start(&python, UPGRADE_ECHO);
+    let second = format!(
+        "[[ingress]]\nname = \"other\"\nlisten = \"127.0.0.1:0\"\nidentity = \"server\"\ndrain_timeout_secs = 1\nidle_timeout_secs = 60\n  [[ingress.route]]\n  upstream = \"http://127.0.0.1:{}\"\n  upgrades = [\"echo\"]\n",
+        upstream.1
+    );
+    std::fs::write(d.join("c.toml"), ingress_config(upstream.1, &second)).unwrap();
+    let mut server = Serve::start(d, "c.toml", 2);
+
+    // A reload that removes `other` closes its upgraded connection after its drain timeout.
+    let mut ws = upgraded(server.port("other"), &pki.root.der);
+    std::fs::write(d.join("c.toml"), ingress_config(upstream.1, "")).unwrap();
+    server.signal("HUP");
+    let closed = closed_within(&mut ws, Duration::from_secs(8));
+    assert!(
+        closed.is_some(),
+        "a reload removed the listener but its upgraded connection stayed open"
+    );
+
+    // SIGTERM: the upgraded connection is cut after the drain timeout (1 s), and serve exits.
+    let mut ws = upgraded(server.port("web"), &pki.root.der);
+    server.signal("TERM");
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    echo(&mut ws, b"during the drain");
+    let closed = closed_within(&mut ws, Duration::from_secs(8));
+    assert!(
+        closed.is_some(),
+        "the upgraded connection outlived the drain"
+    );
+    let exit = server.wait_exit(Duration::from_secs(8));
+    assert!(exit.is_some(), "serve did not exit after the drain");
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "the drain took {:?}",
+        start.elapsed()
+    );
+}
+
+fn egress_config(extra: &str) -> String {
+    format!(
+        r#"version = 1
+[egress]
+listen = "127.0.0.1:0"
+max_connections = 1
+header_timeout_secs = 1
+idle_timeout_secs = 2
+drain_timeout_secs = 1
+{extra}"#
+    )
+}
+
+fn egress_port(server: &Serve) -> u16 {
+    server.port("egress")
+}
+
+/// `CONNECT` through the forward proxy to `target`; returns the tunnel after its 200.
+fn tunnel(proxy: u16, target: u16) -> TcpStream {
+    let mut tcp = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "CONNECT 127.0.0.1:{target} HTTP/1.1\r\nHost: 127.0.0.1:{target}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tcp
+}
+
+/// Whether the proxy answers a request on a new connection within `wait`.
+fn proxy_answers(proxy: u16, wait: Duration) -> bool {
+    let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", proxy)) else {
+        return false;
+    };
+    tcp.set_read_timeout(Some(wait)).unwrap();
+    let closed = crate::free_port();
+    if write!(
+        tcp,
+        "GET http://127.0.0.1:{closed}/ HTTP/1.1\r\nHost: 127.0.0.1:{closed}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    matches!(tcp.read(&mut b), Ok(1))
+}
+
+#[test]
+fn an_egress_tunnel_holds_its_slot_and_meets_the_idle_timeout_and_the_drain() {
+    let python = require_peer!("python3");
+    let dir = tempdir();
+    let d = dir.path();
+    let target = Script::start(&python, TCP_ECHO);
+    std::fs::write(d.join("e.toml"), egress_config("")).unwrap();
+    let mut server = Serve::start(d, "e.toml", 1);
+    let proxy = egress_port(&server);
+
+    let mut t = tunnel(proxy, target.1);
+    echo(&mut t, b"ping");
+    assert!(
+        !proxy_answers(proxy, Duration::from_millis(1500)),
+        "a second connection was served while a tunnel held the only slot"
+    );
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        echo(&mut t, b"still here");
+    }
+    let closed = closed_within(&mut t, Duration::from_secs(6));
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(1500)),
+        "an idle tunnel was not closed by the idle timeout: {closed:?}"
+    );
+    assert!(
+        proxy_answers(proxy, Duration::from_secs(5)),
+        "the closed tunnel's slot was not freed"
+    );
+
+    // A stalled request head is cut at the header timeout (1 s).
+    let mut slow = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    slow.write_all(b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\n")
+        .unwrap();
+    let cut = closed_within(&mut slow, Duration::from_secs(6));
+    assert!(cut.is_some(), "a stalled request head was not cut");
+    drop(slow);
+
+    // SIGTERM: an open tunnel is cut after the drain timeout, and serve exits.
+    let mut t = tunnel(proxy, target.1);
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    echo(&mut t, b"during the drain");
+    let closed = closed_within(&mut t, Duration::from_secs(8));
+    assert!(closed.is_some(), "the tunnel outlived the drain");
+    assert!(
+        server.wait_exit(Duration::from_secs(8)).is_some(),
+        "serve did not exit after the drain"
+    );
+}
+
+#[test]
+fn a_stalled_intercepted_handshake_is_cut() {
+    let dir = tempdir();
+    let d = dir.path();
+    crate::make_ca(d);
+    crate::certgate_ok(d, "egress ca --dir eca");
+    let rule = r#"intercept_ca = "eca"
+[[identity]]
+name = "alice"
+cert = "alice.pem"
+key = "alice.key"
+[[trust]]
+name = "servers"
+ca = ["ca/ca.pem"]
+  [[egress.rule]]
+  name = "local"
+  url = "https://localhost"
+  identity = "alice"
+  trust = "servers"
+"#;
+    // `[[identity]]` and `[[trust]]` after `[egress]` keys: TOML puts them at the top level.
+    std::fs::write(d.join("e.toml"), egress_config(rule)).unwrap();
+    let server = Serve::start(d, "e.toml", 1);
+    let proxy = egress_port(&server);
+    let mut tcp = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    write!(
+        tcp,
+        "CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // No ClientHello: the interception handshake is cut at the header timeout (1 s), well
+    // before the idle timeout (2 s) would.
+    let start = Instant::now();
+    let closed = closed_within(&mut tcp, Duration::from_secs(6));
+    assert!(
+        closed.is_some(),
+        "a stalled intercepted handshake was never cut"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1900),
+        "the stalled handshake was cut only after {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn trust_verify_gives_up_on_a_log_that_never_answers() {
+    let dir = tempdir();
+    let d = dir.path();
+    crate::make_ca(d);
+    crate::certgate_ok(
+        d,
+        [
+            "log",
+            "init",
+            "--origin",
+            "stall.example/log",
+            "--dir",
+            "logdata",
+        ]
+        .as_slice(),
+    );
+    crate::certgate_ok(
+        d,
+        [
+            "trust",
+            "keygen",
+            "--name",
+            "alice.example",
+            "--out",
+            "alice-sign.key",
+        ]
+        .as_slice(),
+    );
+    let log_key = crate::log::vkey(d, "logdata");
+    let signer = std::fs::read_to_string(d.join("alice-sign.key.pub")).unwrap();
+    // Accepts connections (the kernel does, into the backlog) and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::fs::write(
+        d.join("policy.toml"),
+        format!(
+            "version = 1\nlog_keys = [\"{log_key}\"]\nlog_url = \"https://localhost:{port}\"\n[[signer]]\nkey = \"{}\"\n",
+            signer.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("addon.tar"), "bytes\n").unwrap();
+    let start = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .current_dir(d)
+        .args([
+            "trust",
+            "verify",
+            "addon.tar",
+            "--policy",
+            "policy.toml",
+            "--ca",
+            "ca/ca.pem",
+            "--state",
+            "st",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(40) {
+            let _ = child.kill();
+            panic!("trust verify still waits for a silent log after 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    let text = crate::text(&out);
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    assert!(text.contains("timed out"), "{text}");
+    assert!(
+        took < Duration::from_secs(20),
+        "gave up only after {took:?}"
+    );
+    drop(silent);
+}
