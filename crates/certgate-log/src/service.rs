@@ -166,7 +166,13 @@ impl LogService {
         match (req.method(), rest.as_str()) {
             (&Method::POST, "add") => self.add(req.into_body()).await,
             (_, "add") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /add"),
-            (&Method::GET | &Method::HEAD, p) => self.read(p),
+            (&Method::GET | &Method::HEAD, _) => {
+                // Storage reads block (disk I/O): off the async threads.
+                let svc = self.clone();
+                tokio::task::spawn_blocking(move || svc.read(&rest))
+                    .await
+                    .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "read failed"))
+            }
             _ => text(StatusCode::METHOD_NOT_ALLOWED, "the read API is GET only"),
         }
     }

@@ -1,9 +1,10 @@
 //! Identity forwarding formats: what a TLS-terminating proxy tells its upstream about the client
-//! certificate. Pure encoders; the exact encodings follow `shared/reference/identity-headers.md`.
+//! certificate. Pure encoders; each format's encoding is documented on its encoder and in
+//! `docs/config.md` (Forwarding formats).
 //!
 //! [`IDENTITY_HEADERS`] and [`is_identity_header`] name every header of every format certgate
-//! knows, so that the proxy can remove all of them from every incoming request (design.md
-//! invariant 3), whatever the route forwards.
+//! knows, so that the proxy can remove all of them from every incoming request, whatever the
+//! route forwards: an app must never see an identity header a client wrote.
 
 use std::fmt::Write as _;
 

@@ -1,5 +1,6 @@
 //! The client identity of one connection: absent (and why), or presented with its verification
-//! state. "Presented" and "verified" never share a type (design.md invariant 2).
+//! state. "Presented" and "verified" never share a type, so an unverified
+//! certificate cannot reach code that expects a verified one.
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;

@@ -3,7 +3,7 @@
 //! CRLs issued by intermediates).
 //!
 //! The result is a [`Verdict`]. A [`VerifiedChain`] can only be made here, so code that demands one
-//! cannot be handed an unverified certificate by mistake (design.md invariant 2).
+//! cannot be handed an unverified certificate by mistake ("presented" and "verified" never share a type).
 
 use std::fmt;
 

@@ -68,7 +68,11 @@ impl HostPattern {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             Self::Exact(h) => h == host,
-            Self::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+            Self::Suffix(s) => certgate_pattern::wildcard_host(
+                host,
+                s.strip_prefix('.').unwrap_or(s),
+                certgate_pattern::Labels::OneOrMore,
+            ),
             Self::Any => true,
         }
     }

@@ -1,5 +1,5 @@
 //! Identities forwarded by a front proxy (WAF, load balancer): taken only from a configured,
-//! trusted peer, and always re-verified (design.md invariant 4). Pure decisions plus the
+//! trusted peer, and always re-verified (a header is only bytes: anyone could have written it). Pure decisions plus the
 //! per-request extraction.
 
 use std::net::IpAddr;

@@ -170,7 +170,8 @@ async fn connection(
     }
 }
 
-/// Removes every identity header of every known format (design.md invariant 3). Returns how
+/// Removes every identity header of every known format (an app must never see one a client
+/// wrote). Returns how
 /// many field lines were removed.
 pub fn strip_identity_headers(headers: &mut HeaderMap) -> usize {
     let names: Vec<HeaderName> = headers
@@ -450,7 +451,7 @@ fn rewrite(req: &mut Request<Incoming>, target: &Target) -> Result<(), Malformed
     Ok(())
 }
 
-/// Removes every identity header of every known format (design.md invariant 3) and applies the
+/// Removes every identity header of every known format and applies the
 /// listener's rule for header names with `_` (or another character besides letters, digits and
 /// `-`). Returns how many field lines were removed, or the name of a field that `Reject`
 /// refuses.

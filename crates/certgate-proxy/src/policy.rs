@@ -6,48 +6,7 @@ use std::net::IpAddr;
 
 use certgate_pki::{CertHash, ClientCert, SpkiHash};
 
-/// A glob: `*` matches any run of characters (including none); everything else literally.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Glob(String);
-
-impl Glob {
-    /// A glob from its text.
-    pub fn new(pattern: &str) -> Self {
-        Self(pattern.to_owned())
-    }
-
-    /// Whether `text` matches.
-    pub fn matches(&self, text: &str) -> bool {
-        glob_match(self.0.as_bytes(), text.as_bytes())
-    }
-
-    /// The pattern text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-fn glob_match(p: &[u8], t: &[u8]) -> bool {
-    // Iterative matcher with single-star backtracking: linear in practice, never exponential.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == b'*')
-}
+pub use certgate_pattern::Glob;
 
 /// One condition on the client certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,22 +190,6 @@ fn rule_matches(rule: &Rule, peer: &certgate_pki::PeerIdentity) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        let g = Glob::new("spiffe://home.example/admin/*");
-        assert!(g.matches("spiffe://home.example/admin/alice"));
-        assert!(g.matches("spiffe://home.example/admin/"));
-        assert!(!g.matches("spiffe://home.example/user/alice"));
-        assert!(Glob::new("*").matches(""));
-        assert!(Glob::new("a*b*c").matches("axxbyyc"));
-        assert!(!Glob::new("a*b*c").matches("axxbyy"));
-        assert!(Glob::new("exact").matches("exact"));
-        assert!(!Glob::new("exact").matches("exactly"));
-        // Pathological patterns stay fast.
-        let long = "a".repeat(10_000);
-        assert!(!Glob::new("*a*a*a*a*a*a*b").matches(&long));
-    }
 
     /// `alice` (with a SPIFFE ID) from a CA; judged against that CA's trust, or (a look-alike)
     /// against another PKI of the same names that did not issue it.

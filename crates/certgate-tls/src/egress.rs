@@ -1,5 +1,6 @@
 //! The client side of egress: which certificate certgate presents to a server, and the rule that
-//! it presents one only to a server whose own certificate verified (design.md invariant 6).
+//! it presents one only to a server whose own certificate verified: a client certificate
+//! names its holder, and is not for whoever answers.
 //!
 //! rustls asks the resolver for a client certificate when the server's CertificateRequest
 //! arrives, but only *sends* it after the server's Certificate and CertificateVerify have been

@@ -3,7 +3,8 @@
 //!
 //! This is the only crate that builds rustls `ServerConfig`s. It never accepts a client
 //! certificate without the handshake signature proving the client holds its key, in every mode,
-//! including "accept any certificate" (design.md invariant 1).
+//! including "accept any certificate": a certificate is public, so presenting one proves nothing
+//! by itself.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,7 +25,7 @@ use rustls_pki_types::UnixTime;
 pub use resolver::{SniIdentities, SniPattern};
 pub use verifier::ClientVerifier;
 
-/// The client-auth modes (names as Caddy; semantics in design.md §4).
+/// The client-auth modes (names as Caddy's; what each accepts is tabled in `docs/config.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ClientAuth {
     /// No CertificateRequest; every client is anonymous.
@@ -144,7 +145,7 @@ pub fn certified_key(credential: &Credential) -> Arc<CertifiedKey> {
 ///
 /// Resumption: listeners that request client certificates neither keep a session cache nor
 /// issue tickets, so every connection runs the full handshake and the verifier sees the current
-/// trust and CRLs (design.md invariant 5). rustls restores a resumed session's peer certificates
+/// trust and CRLs. rustls restores a resumed session's peer certificates
 /// without re-running the verifier, so resumption would let a revoked certificate back in.
 pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, Error> {
     if tls.client_auth.verifies() && tls.trust.is_none() {

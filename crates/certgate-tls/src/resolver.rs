@@ -32,9 +32,9 @@ impl SniPattern {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             Self::Exact(name) => host == name,
-            Self::Wildcard(suffix) => host
-                .split_once('.')
-                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            Self::Wildcard(suffix) => {
+                certgate_pattern::wildcard_host(host, suffix, certgate_pattern::Labels::One)
+            }
         }
     }
 }

@@ -66,15 +66,7 @@ impl TrustedSigner {
 }
 
 fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(tail) = text.strip_prefix(head) else {
-                return false;
-            };
-            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
-        }
-    }
+    certgate_pattern::Glob::new(pattern).matches(text)
 }
 
 /// The resolved policy.

@@ -1,5 +1,5 @@
-//! Command-line arguments. Names here are a stable contract (design.md §4): tests and users
-//! depend on them.
+//! Command-line arguments. Names here are a stable contract: scripts, service units and the
+//! tests depend on them.
 
 use std::path::PathBuf;
 

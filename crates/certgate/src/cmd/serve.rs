@@ -2,7 +2,7 @@
 //! SIGHUP or when any file it read changes.
 //!
 //! A reload resolves the whole config again, off the async threads. If anything is wrong, every
-//! error is logged and the running state stays (design.md invariant 7). If it is good, each
+//! error is logged and the running state stays (a reload never leaves a half-applied config). If it is good, each
 //! listener's configuration is swapped at once: new connections get the new identities, trust,
 //! CRLs and routes; connections already open keep theirs and are not dropped. Listeners added by
 //! the new config are bound before anything changes (if one cannot be bound, the reload is
