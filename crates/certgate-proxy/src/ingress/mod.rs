@@ -1,0 +1,199 @@
+//! The HTTP ingress: accept TLS, derive the client identity once per connection, then answer
+//! each request in named phases, each in its own module:
+//!
+//! 1. accept and handshake (`serve`, `connection`, here; HTTP/1.1 and HTTP/2 in `crate::conn`);
+//! 2. normalise, route, scrub, policy (`request`: one normal form of path, host and headers,
+//!    `route::select`, identity headers removed, `policy::decide`);
+//! 3. answer: built-in upstreams (`builtin`) or the remote one (`proxy`), with the route's
+//!    identity headers added (`decorate`);
+//! 4. log once per request (`access_log`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use certgate_pki::forward::{self, ProxyInfo};
+use certgate_pki::{ClientCert, TrustBundle};
+use certgate_tls::ClientAuth;
+use http::header::{self, HeaderMap, HeaderName};
+use rustls::ServerConfig;
+use rustls_pki_types::UnixTime;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use arc_swap::ArcSwap;
+
+mod access_log;
+mod builtin;
+mod decorate;
+mod proxy;
+mod request;
+
+use request::handle;
+
+use crate::message::Limits;
+use crate::normal::{self, Underscores};
+use crate::route::Route;
+
+/// A resolved `[[ingress]]` listener.
+#[derive(Debug)]
+pub struct IngressConfig {
+    /// Name for logs.
+    pub name: String,
+    /// TLS configuration (identities, client-auth mode, verifier).
+    pub tls: Arc<ServerConfig>,
+    /// Client-auth mode, to tell "not requested" from "not sent".
+    pub client_auth: ClientAuth,
+    /// Trust bundle client certificates are evaluated against.
+    pub trust: Option<Arc<TrustBundle>>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// What XFCC `By` says.
+    pub proxy_info: ProxyInfo,
+    /// Set `X-Forwarded-For/-Proto/-Host` and `Forwarded` (replacing incoming values).
+    pub x_forwarded: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// Header names with `_` or other characters besides letters, digits and `-`.
+    pub underscores: Underscores,
+    /// Requests on connections without TLS SNI get 421.
+    pub require_sni: bool,
+}
+
+/// Facts about one connection, shared by its requests (or, on routes that take forwarded
+/// certificates, about one request).
+#[derive(Debug)]
+struct Conn {
+    client: ClientCert,
+    sni: Option<String>,
+    peer: SocketAddr,
+    /// The trusted front proxy a forwarded identity came through.
+    via: Option<String>,
+}
+
+/// What one connection works with: the listener's configuration as it was when the connection
+/// was accepted (a reload affects new connections only), and the shared upstream pool.
+struct Shared {
+    cfg: Arc<IngressConfig>,
+}
+
+/// The live configuration of a listener: swapped whole by a reload, read once per connection.
+pub type LiveConfig = Arc<ArcSwap<IngressConfig>>;
+
+/// Serves `live` on `listener` until `shutdown` turns true, then stops accepting. Each new
+/// connection takes the configuration current at accept time; `max_connections` is read once.
+pub async fn serve(live: LiveConfig, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let cfg = live.load_full();
+    // On shutdown, HTTP/1 keep-alive and HTTP/2 connections are told to close after the
+    // requests in flight (see `connection`).
+    let drain = || live.load().limits.drain_timeout;
+    crate::accept::run(
+        &cfg.name,
+        listener,
+        cfg.limits.max_connections,
+        shutdown,
+        drain,
+        |tcp, peer, shutdown| {
+            let shared = Arc::new(Shared {
+                cfg: live.load_full(),
+            });
+            connection(shared, tcp, peer, shutdown)
+        },
+    )
+    .await;
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let cfg = Arc::clone(&shared.cfg);
+    let _ = tcp.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
+    let started = Instant::now();
+    let _open = crate::metrics::Gauge::open(&cfg.name);
+    // The handshake's state is boxed and gone once it is done; the TLS stream is boxed so that
+    // moving it between the stages of a connection moves a pointer (an idle connection holds
+    // the stream and little else).
+    let handshake = Box::pin(tokio::time::timeout(
+        cfg.limits.handshake_timeout,
+        acceptor.accept(tcp),
+    ));
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => {
+            crate::metrics::handshake(&cfg.name, "ok", "");
+            Box::new(tls)
+        }
+        Ok(Err(e)) => {
+            crate::metrics::handshake(&cfg.name, "failed", crate::metrics::handshake_reason(&e));
+            tracing::info!(target: "certgate::handshake", listener = %cfg.name, %peer, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            crate::metrics::handshake(&cfg.name, "timeout", "");
+            tracing::info!(target: "certgate::handshake", listener = %cfg.name, %peer, "handshake timed out");
+            return;
+        }
+    };
+    let (_, server_conn) = tls.get_ref();
+    let client = certgate_tls::client_cert(
+        server_conn,
+        cfg.client_auth,
+        cfg.trust.as_deref(),
+        UnixTime::now(),
+    );
+    let sni = server_conn.server_name().map(normal::server_name);
+    // HTTP/2 only by ALPN (RFC 9113 section 3.2); anything else is HTTP/1.1.
+    let h2 = server_conn.alpn_protocol() == Some(b"h2".as_slice());
+    tracing::debug!(listener = %cfg.name, %peer, handshake_ms = started.elapsed().as_millis() as u64, "handshake done");
+    let conn = Arc::new(Conn {
+        client,
+        sni,
+        peer,
+        via: None,
+    });
+    let handler = move |req| {
+        let shared = Arc::clone(&shared);
+        let conn = Arc::clone(&conn);
+        async move { handle(&shared, &conn, req).await }
+    };
+    let result = if h2 {
+        // hyper's HTTP/2 connection state is large and lives in the future: keep it out of the
+        // (far more common) HTTP/1 connections' tasks.
+        Box::pin(crate::conn::serve_http2(
+            tls,
+            handler,
+            &cfg.limits,
+            shutdown,
+        ))
+        .await
+    } else {
+        crate::conn::serve_http1(&cfg.name, tls, handler, &cfg.limits, shutdown).await
+    };
+    if let Err(e) = result {
+        tracing::debug!(listener = %cfg.name, %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Removes every identity header of every known format (an app must never see one a client
+/// wrote). Returns how
+/// many field lines were removed.
+pub fn strip_identity_headers(headers: &mut HeaderMap) -> usize {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        // HeaderName is always lower case (HTTP/2 requires it; hyper normalises HTTP/1).
+        .filter(|n| forward::is_identity_header_lowercase(n.as_str()))
+        .cloned()
+        .collect();
+    let mut removed = 0;
+    for n in names {
+        if let header::Entry::Occupied(e) = headers.entry(n) {
+            removed += e.iter().count();
+            e.remove_entry_mult().1.for_each(drop);
+        }
+    }
+    removed
+}
