@@ -96,7 +96,7 @@ listen = "127.0.0.1:0"
 identity = "server"
 max_connections = 1
 idle_timeout_secs = 2
-drain_timeout_secs = 1
+drain_timeout_secs = 2
   [[ingress.route]]
   upstream = "http://127.0.0.1:{upstream}"
   upgrades = ["echo"]
@@ -148,6 +148,23 @@ fn closed_within(s: &mut impl std::io::Read, limit: Duration) -> Option<Duration
                 ) => {}
             Err(_) => return Some(start.elapsed()),
         }
+    }
+    None
+}
+
+/// Keeps traffic moving on `s` (so no idle timeout applies) until the other side closes it;
+/// returns how long that took, `None` if it was still open after `limit`.
+fn busy_until_closed(
+    s: &mut (impl std::io::Read + std::io::Write),
+    limit: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let mut back = [0u8; 4];
+        if s.write_all(b"busy").is_err() || s.flush().is_err() || s.read_exact(&mut back).is_err() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
     None
 }
@@ -211,7 +228,7 @@ fn an_upgraded_connection_ends_with_the_drain_and_with_its_listener() {
     let pki = crate::ingress::write_pki(d);
     let upstream = Script::start(&python, UPGRADE_ECHO);
     let second = format!(
-        "[[ingress]]\nname = \"other\"\nlisten = \"127.0.0.1:0\"\nidentity = \"server\"\ndrain_timeout_secs = 1\nidle_timeout_secs = 60\n  [[ingress.route]]\n  upstream = \"http://127.0.0.1:{}\"\n  upgrades = [\"echo\"]\n",
+        "[[ingress]]\nname = \"other\"\nlisten = \"127.0.0.1:0\"\nidentity = \"server\"\ndrain_timeout_secs = 2\nidle_timeout_secs = 60\n  [[ingress.route]]\n  upstream = \"http://127.0.0.1:{}\"\n  upgrades = [\"echo\"]\n",
         upstream.1
     );
     std::fs::write(d.join("c.toml"), ingress_config(upstream.1, &second)).unwrap();
@@ -227,16 +244,15 @@ fn an_upgraded_connection_ends_with_the_drain_and_with_its_listener() {
         "a reload removed the listener but its upgraded connection stayed open"
     );
 
-    // SIGTERM: the upgraded connection is cut after the drain timeout (1 s), and serve exits.
+    // SIGTERM: a busy upgraded connection is cut after the drain timeout (2 s), and serve
+    // exits.
     let mut ws = upgraded(server.port("web"), &pki.root.der);
     server.signal("TERM");
     let start = Instant::now();
-    std::thread::sleep(Duration::from_millis(300));
-    echo(&mut ws, b"during the drain");
-    let closed = closed_within(&mut ws, Duration::from_secs(8));
+    let closed = busy_until_closed(&mut ws, Duration::from_secs(8));
     assert!(
-        closed.is_some(),
-        "the upgraded connection outlived the drain"
+        closed.is_some_and(|t| t >= Duration::from_millis(1500)),
+        "the upgraded connection was not cut by the drain timeout: {closed:?}"
     );
     let exit = server.wait_exit(Duration::from_secs(8));
     assert!(exit.is_some(), "serve did not exit after the drain");
@@ -255,7 +271,7 @@ listen = "127.0.0.1:0"
 max_connections = 1
 header_timeout_secs = 1
 idle_timeout_secs = 2
-drain_timeout_secs = 1
+drain_timeout_secs = 2
 {extra}"#
     )
 }
@@ -342,13 +358,14 @@ fn an_egress_tunnel_holds_its_slot_and_meets_the_idle_timeout_and_the_drain() {
     assert!(cut.is_some(), "a stalled request head was not cut");
     drop(slow);
 
-    // SIGTERM: an open tunnel is cut after the drain timeout, and serve exits.
+    // SIGTERM: a busy tunnel is cut after the drain timeout (2 s), and serve exits.
     let mut t = tunnel(proxy, target.1);
     server.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
-    echo(&mut t, b"during the drain");
-    let closed = closed_within(&mut t, Duration::from_secs(8));
-    assert!(closed.is_some(), "the tunnel outlived the drain");
+    let closed = busy_until_closed(&mut t, Duration::from_secs(8));
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(1500)),
+        "the tunnel was not cut by the drain timeout: {closed:?}"
+    );
     assert!(
         server.wait_exit(Duration::from_secs(8)).is_some(),
         "serve did not exit after the drain"
