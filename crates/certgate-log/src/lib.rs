@@ -1,10 +1,11 @@
 //! The transparency log service: durable embedded storage ([`store`]), the batching
 //! [`sequencer`], and the tlog-tiles read API plus the write endpoint ([`service`]), on top of the
-//! pure core in `certgate-tlog`.
+//! pure core in `certgate-tlog`; and the verifying [`client`] that follows a log's checkpoints.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod sequencer;
 pub mod service;
 pub mod store;

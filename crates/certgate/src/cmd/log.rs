@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
+pub(crate) use certgate_log::client::Synced;
+use certgate_log::client::{self, ClientIo, SyncError};
 use certgate_pki::{Credential, Origin, credential};
 use certgate_tlog::checkpoint::{Checkpoint, Policy};
 use certgate_tlog::merkle::{self, HashReader as _};
 use certgate_tlog::note::{Note, Signer, Verifier, Verifiers};
 use certgate_tlog::proof::TlogProof;
-use certgate_tlog::tile::{Tile, TileReader};
 use http::Method;
 
 use crate::cli::{LogAddArgs, LogCheckpointArgs, LogCommand, LogProveArgs, LogRemote};
@@ -234,52 +235,102 @@ fn add(args: &LogAddArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fetches and verifies a log's checkpoint.
-pub(crate) fn fetch_checkpoint(
+/// The log client's I/O for the CLI: HTTPS to the log, state files in a directory.
+pub(crate) struct HttpLog<'a> {
+    pub rt: &'a tokio::runtime::Runtime,
+    pub remote: &'a LogRemote,
+    pub tls: &'a Arc<rustls::ClientConfig>,
+    /// Where the verifier's state for `origin` lives (`None`: nothing is stored).
+    pub state: Option<(&'a Path, &'a str)>,
+}
+
+impl ClientIo for HttpLog<'_> {
+    fn fetch(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        let target = url(self.remote, path);
+        match self.rt.block_on(crate::http_client::request(
+            &target,
+            Method::GET,
+            Vec::new(),
+            Arc::clone(self.tls),
+        )) {
+            Ok((200, body)) => Ok(body.to_vec()),
+            Ok((status, _)) => Err(format!("{target}: {status}")),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    fn load(&mut self, what: &str) -> Result<Option<Vec<u8>>, String> {
+        let Some((dir, origin)) = self.state else {
+            return Ok(None);
+        };
+        let file = state_file(dir, origin, what);
+        if !file.exists() {
+            return Ok(None);
+        }
+        files::read(&file).map(Some).map_err(|e| format!("{e:#}"))
+    }
+
+    fn store(&mut self, what: &str, bytes: &[u8]) -> Result<(), String> {
+        let Some((dir, origin)) = self.state else {
+            return Err("no state directory".to_owned());
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let file = state_file(dir, origin, what);
+        files::write_public(&file, bytes)
+            .map_err(|e| format!("cannot write {}: {e:#}", file.display()))
+    }
+}
+
+/// A client failure as a command failure with its exit code.
+fn sync_failed(e: SyncError) -> anyhow::Error {
+    let code = match &e {
+        SyncError::Unreachable(_) => exit::TEMPFAIL,
+        SyncError::Invalid(_) | SyncError::Inconsistent { .. } => exit::DATAERR,
+        SyncError::State(_) => exit::CANTCREAT,
+    };
+    fail(code, e.to_string())
+}
+
+/// Fetches the log's checkpoint, verifies it under `policy` and its consistency with the one
+/// stored for `origin` in `state_dir`, and stores it (see `certgate_log::client`).
+pub(crate) fn sync_checkpoint(
     rt: &tokio::runtime::Runtime,
     remote: &LogRemote,
     tls: &Arc<rustls::ClientConfig>,
     origin: &str,
     policy: &Policy,
-) -> Result<(Checkpoint, Note)> {
-    let target = url(remote, "checkpoint");
-    let (status, body) = rt.block_on(crate::http_client::request(
-        &target,
-        Method::GET,
-        Vec::new(),
-        Arc::clone(tls),
-    ))?;
-    if status != 200 {
-        return Err(fail(exit::TEMPFAIL, format!("{target}: {status}")));
-    }
-    let (cp, note, witnesses) = policy
-        .open(&body, origin)
-        .map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))?;
-    if !witnesses.is_empty() {
-        tracing::info!(?witnesses, "checkpoint cosigned");
-    }
-    Ok((cp, note))
-}
-
-/// Reads the tree of `size` entries from the log's tiles.
-pub(crate) fn tiles<'a>(
-    rt: &'a tokio::runtime::Runtime,
-    remote: &'a LogRemote,
-    tls: &'a Arc<rustls::ClientConfig>,
-    size: u64,
-) -> TileReader<impl FnMut(&Tile) -> Result<Vec<u8>, certgate_tlog::Error> + 'a> {
-    TileReader::new(size, move |tile: &Tile| {
-        let target = url(remote, &tile.path());
-        match rt.block_on(crate::http_client::request(
-            &target,
-            Method::GET,
-            Vec::new(),
-            Arc::clone(tls),
-        )) {
-            Ok((200, body)) => Ok(body.to_vec()),
-            Ok((status, _)) => Err(certgate_tlog::Error::Tile(format!("{target}: {status}"))),
-            Err(e) => Err(certgate_tlog::Error::Tile(format!("{target}: {e:#}"))),
-        }
+    state_dir: &Path,
+) -> Result<Synced> {
+    let mut io = HttpLog {
+        rt,
+        remote,
+        tls,
+        state: Some((state_dir, origin)),
+    };
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    client::sync_checkpoint(&mut io, origin, policy, stamp).map_err(|e| match e {
+        // Name the evidence by its file.
+        SyncError::Inconsistent {
+            origin,
+            stored,
+            fetched,
+            why,
+            evidence_stored,
+            evidence_fetched,
+        } => sync_failed(SyncError::Inconsistent {
+            evidence_stored: state_file(state_dir, &origin, &evidence_stored)
+                .display()
+                .to_string(),
+            evidence_fetched: state_file(state_dir, &origin, &evidence_fetched)
+                .display()
+                .to_string(),
+            origin,
+            stored,
+            fetched,
+            why,
+        }),
+        e => sync_failed(e),
     })
 }
 
@@ -307,85 +358,9 @@ fn state_name(origin: &str) -> String {
         .collect()
 }
 
-/// A checkpoint fetched, verified and stored as the new state for its origin.
-pub(crate) struct Synced {
-    pub checkpoint: Checkpoint,
-    pub previous_size: Option<u64>,
-    pub verdict: String,
-}
-
 /// The state file of `origin` under `state_dir`.
 pub(crate) fn state_file(state_dir: &Path, origin: &str, what: &str) -> PathBuf {
     state_dir.join(format!("{}.{what}", state_name(origin)))
-}
-
-/// Fetches the log's checkpoint, verifies it under `policy` and its consistency with the one
-/// stored for `origin` in `state_dir` (from the log's tiles), and stores it. An inconsistent or
-/// shrunk log fails closed (exit 65) and both signed checkpoints are kept as evidence.
-pub(crate) fn sync_checkpoint(
-    rt: &tokio::runtime::Runtime,
-    remote: &LogRemote,
-    tls: &Arc<rustls::ClientConfig>,
-    origin: &str,
-    policy: &Policy,
-    state_dir: &Path,
-) -> Result<Synced> {
-    let (new, new_note) = fetch_checkpoint(rt, remote, tls, origin, policy)?;
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create {}", state_dir.display()))?;
-    let state = state_file(state_dir, origin, "checkpoint");
-    let old = if state.exists() {
-        let bytes = files::read(&state)?;
-        let note = Note::parse(&bytes)
-            .map_err(|e| fail(exit::DATAERR, format!("{}: {e}", state.display())))?;
-        let cp = Checkpoint::parse(note.text())
-            .map_err(|e| fail(exit::DATAERR, format!("{}: {e}", state.display())))?;
-        Some((cp, note))
-    } else {
-        None
-    };
-    let mut verdict = "first checkpoint stored (nothing to compare with)".to_owned();
-    if let Some((old, old_note)) = &old {
-        let check = if new.size < old.size {
-            Err(format!(
-                "the log went back from size {} to {}",
-                old.size, new.size
-            ))
-        } else {
-            let reader = tiles(rt, remote, tls, new.size);
-            merkle::consistency_proof(old.size, new.size, &reader)
-                .and_then(|p| {
-                    merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p)
-                })
-                .map_err(|e| e.to_string())
-        };
-        if let Err(why) = check {
-            // Fail closed, and keep both signed checkpoints as evidence.
-            let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-            let a = state_file(state_dir, origin, &format!("conflict-{stamp}.stored"));
-            let b = state_file(state_dir, origin, &format!("conflict-{stamp}.fetched"));
-            files::write_public(&a, old_note.to_string().as_bytes())?;
-            files::write_public(&b, new_note.to_string().as_bytes())?;
-            return Err(fail(
-                exit::DATAERR,
-                format!(
-                    "{origin}: the fetched checkpoint (size {}) is NOT consistent with the stored one (size {}): {why}; both kept as evidence: {} and {}",
-                    new.size,
-                    old.size,
-                    a.display(),
-                    b.display()
-                ),
-            ));
-        }
-        verdict = format!("consistent with the stored checkpoint of size {}", old.size);
-    }
-    files::write_public(&state, new_note.to_string().as_bytes())
-        .with_context(|| format!("cannot write {}", state.display()))?;
-    Ok(Synced {
-        checkpoint: new,
-        previous_size: old.map(|(o, _)| o.size),
-        verdict,
-    })
 }
 
 fn checkpoint(args: &LogCheckpointArgs) -> Result<ExitCode> {
@@ -430,8 +405,14 @@ fn prove(args: &LogProveArgs) -> Result<ExitCode> {
     };
     let tls = client_tls(&args.remote, None)?;
     let rt = runtime()?;
-    let (cp, note) = fetch_checkpoint(&rt, &args.remote, &tls, &origin, &policy)?;
-    let reader = tiles(&rt, &args.remote, &tls, cp.size);
+    let mut io = HttpLog {
+        rt: &rt,
+        remote: &args.remote,
+        tls: &tls,
+        state: None,
+    };
+    let (cp, note) = client::fetch_checkpoint(&mut io, &origin, &policy).map_err(sync_failed)?;
+    let reader = client::tiles(&mut io, cp.size);
     let bad = |e: certgate_tlog::Error| fail(exit::DATAERR, e.to_string());
     match (args.index, &args.consistency) {
         (Some(index), _) => {
