@@ -210,6 +210,7 @@ defaults
   timeout server 10s
 frontend fe
   bind 127.0.0.1:{port} ssl crt {dir_s}/hp-server.pem ca-file {dir_s}/root.pem verify optional ca-ignore-err all crt-ignore-err all
+  http-request del-header X-Client-Cert-DER
   http-request set-header X-Client-Cert-DER %[ssl_c_der,base64] if {{ ssl_c_used }}
   default_backend be
 backend be
@@ -257,6 +258,20 @@ backend be
     assert_eq!(
         (code.as_str(), body.as_str()),
         ("401", "a client certificate is required\n")
+    );
+    // A client without a certificate sends a valid one's public certificate in the header:
+    // HAProxy deletes client-sent copies, so certgate never sees it (a certificate is public;
+    // only the front proxy's handshake proved that its holder has the key).
+    use base64::Engine as _;
+    let forged = format!(
+        "X-Client-Cert-DER: {}",
+        base64::engine::general_purpose::STANDARD.encode(&pki.client.der)
+    );
+    let (code, body) = crate::https_get(&curl_bin, d, port, "/", "none", &["-H", &forged]);
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("401", "a client certificate is required\n"),
+        "a client-sent X-Client-Cert-DER was believed"
     );
 }
 
