@@ -11,17 +11,27 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;
 use certgate_proxy::LiveConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+mod log;
+mod ready;
+mod signals;
+mod status;
+
+use log::RunningLog;
+pub use ready::wait_ready;
+use signals::{Hangup, Stop, fingerprint};
+use status::{publish_expiry, status};
 
 use crate::cli::ServeArgs;
 use crate::config;
@@ -51,50 +61,6 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         let _ = std::fs::remove_file(path);
     }
     result
-}
-
-/// `certgate wait-ready`: polls the admin listener's `/readyz` until it answers 200.
-pub fn wait_ready(args: &crate::cli::WaitReadyArgs) -> Result<ExitCode> {
-    use std::io::{Read as _, Write as _};
-    let cfg = config::load(&args.config)?;
-    let Some(addr) = cfg.admin else {
-        return Err(fail(
-            exit::CONFIG,
-            format!(
-                "{}: no [admin] listen to poll; add one, or use `serve --ready-file`",
-                args.config.display()
-            ),
-        ));
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout);
-    loop {
-        let answer = (|| -> std::io::Result<String> {
-            let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-            tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
-            tcp.write_all(b"GET /readyz HTTP/1.0\r\nHost: certgate\r\n\r\n")?;
-            let mut out = String::new();
-            tcp.read_to_string(&mut out)?;
-            Ok(out)
-        })();
-        let last = match answer {
-            Ok(text) if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") => {
-                println!("ready: http://{addr}/readyz");
-                return Ok(ExitCode::SUCCESS);
-            }
-            Ok(text) => text.lines().next().unwrap_or_default().to_owned(),
-            Err(e) => e.to_string(),
-        };
-        if std::time::Instant::now() >= deadline {
-            return Err(fail(
-                exit::TEMPFAIL,
-                format!(
-                    "http://{addr}/readyz not ready after {} s (last: {last})",
-                    args.timeout
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A running listener's address and its swappable configuration.
@@ -168,100 +134,6 @@ fn bound_addrs(listeners: &BTreeMap<String, Listener>) -> Vec<(String, SocketAdd
         .iter()
         .map(|(n, l)| (n.clone(), l.local))
         .collect()
-}
-
-/// The transparency log, opened once per process (its store is locked by the process).
-struct RunningLog {
-    service: Arc<certgate_log::LogService>,
-    origin: String,
-    data_dir: PathBuf,
-    key: String,
-}
-
-impl RunningLog {
-    fn start(section: &config::log::LogSection) -> Result<Self> {
-        use certgate_log::LogStorage as _;
-        let store = certgate_log::Store::open(&section.data_dir.join("log.redb"))
-            .map_err(|e| fail(exit::CANTCREAT, format!("log: {e}")))?;
-        if store.origin() != section.origin {
-            return Err(fail(
-                exit::CONFIG,
-                format!(
-                    "log: {} holds the log `{}`, not `{}`",
-                    section.data_dir.display(),
-                    store.origin(),
-                    section.origin
-                ),
-            ));
-        }
-        let store: Arc<dyn certgate_log::LogStorage> = Arc::new(store);
-        let sequencer = certgate_log::Sequencer::start(
-            Arc::clone(&store),
-            Arc::clone(&section.signer),
-            section.batch,
-        );
-        Ok(Self {
-            service: Arc::new(certgate_log::LogService::new(store, sequencer, "/")),
-            origin: section.origin.clone(),
-            data_dir: section.data_dir.clone(),
-            key: section.signer.verifier().to_string(),
-        })
-    }
-
-    /// The log's HTTP listener: reads for everyone, `POST /add` for verified writers.
-    fn ingress(&self, section: &config::log::LogSection) -> Arc<certgate_proxy::IngressConfig> {
-        let svc: Arc<dyn certgate_proxy::local::LocalService> =
-            Arc::new(LogApi(Arc::clone(&self.service)));
-        let route = |name: &str, path: &str, writers: Option<&[certgate_proxy::Rule]>| {
-            certgate_proxy::Route {
-                name: name.to_owned(),
-                host: None,
-                path: path.to_owned(),
-                upstream: certgate_proxy::Upstream::Local(Arc::clone(&svc)),
-                access: certgate_proxy::Access {
-                    require_client_cert: writers.is_some(),
-                    require_verified: writers.is_some(),
-                    allow: writers.map(<[_]>::to_vec).unwrap_or_default(),
-                },
-                forward: vec![],
-                front: None,
-                encoded_slashes: certgate_proxy::normal::EncodedSlashes::Reject,
-                upgrades: vec![],
-            }
-        };
-        Arc::new(certgate_proxy::IngressConfig {
-            name: "log".to_owned(),
-            tls: Arc::clone(&section.tls),
-            client_auth: certgate_tls::ClientAuth::Request,
-            trust: section.trust.clone(),
-            routes: vec![
-                route("log-add", "/add", Some(&section.writers)),
-                route("log-read", "/", None),
-            ],
-            proxy_info: certgate_pki::forward::ProxyInfo::default(),
-            x_forwarded: false,
-            limits: certgate_proxy::Limits::default(),
-            underscores: certgate_proxy::normal::Underscores::Drop,
-            require_sni: false,
-        })
-    }
-}
-
-/// The log's API as an in-process service of an ingress route.
-#[derive(Debug)]
-struct LogApi(Arc<certgate_log::LogService>);
-
-impl certgate_proxy::local::LocalService for LogApi {
-    fn max_body(&self) -> usize {
-        certgate_log::LogService::MAX_BODY
-    }
-
-    fn call(
-        &self,
-        req: http::Request<bytes::Bytes>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<bytes::Bytes>> + Send + '_>> {
-        Box::pin(self.0.call(req))
-    }
 }
 
 enum Live {
@@ -565,148 +437,4 @@ async fn reload(
     }
     tracing::info!(trigger = why, listeners = listeners.len(), "reloaded");
     Some(cfg)
-}
-
-/// The `/status` document: listeners and loaded certificates with their expiry.
-fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> serde_json::Value {
-    let now = time::OffsetDateTime::now_utc();
-    let mut listeners: Vec<serde_json::Value> = cfg
-        .ingresses
-        .iter()
-        .map(|i| ("ingress", &i.config.name, i.config.client_auth, i.config.trust.as_ref().map(|t| t.name().to_owned())))
-        .chain(cfg.tunnels.iter().map(|t| ("tunnel", &t.config.name, t.config.client_auth, t.config.trust.as_ref().map(|b| b.name().to_owned()))))
-        .map(|(kind, name, mode, trust)| {
-            let addr = addrs.iter().find(|(n, _)| n == name).map(|(_, a)| a.to_string());
-            serde_json::json!({ "kind": kind, "name": name, "addr": addr, "client_auth": mode.name(), "trust": trust })
-        })
-        .collect();
-    if let Some(e) = &cfg.egress {
-        let addr_of = |name: &str| {
-            addrs
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, a)| a.to_string())
-        };
-        if e.listen.is_some() {
-            let rules: Vec<_> = e
-                .config
-                .rules
-                .iter()
-                .map(|r| serde_json::json!({ "name": r.name, "identities": r.identities }))
-                .collect();
-            listeners.push(serde_json::json!({ "kind": "egress", "name": e.config.name, "addr": addr_of(&e.config.name), "rules": rules, "intercepts": e.config.interceptor.is_some() }));
-        }
-        for t in &e.tunnels {
-            listeners.push(serde_json::json!({ "kind": "egress-tunnel", "name": t.config.name, "addr": addr_of(&t.config.name), "target": format!("{}:{}", t.config.host, t.config.port) }));
-        }
-    }
-    let certificates: Vec<serde_json::Value> = cfg
-        .identities
-        .iter()
-        .map(|i| {
-            let id = &i.credential.identity;
-            serde_json::json!({
-                "identity": i.name,
-                "subject": id.subject,
-                "issuer": id.issuer,
-                "not_after": id.not_after.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                "seconds_left": (id.not_after - now).whole_seconds(),
-                "spki_sha256": id.spki_sha256.to_hex(),
-            })
-        })
-        .collect();
-    serde_json::json!({ "config": cfg.path.display().to_string(), "listeners": listeners, "certificates": certificates })
-}
-
-/// Sets `certgate_certificate_expiry_seconds{identity}` and warns about certificates that expire
-/// within 14 days.
-fn publish_expiry(cfg: &config::Config) {
-    let now = time::OffsetDateTime::now_utc();
-    for i in &cfg.identities {
-        let left = (i.credential.identity.not_after - now).whole_seconds();
-        metrics::gauge!("certgate_certificate_expiry_seconds", "identity" => i.name.clone())
-            .set(left as f64);
-        if left < 14 * 24 * 3600 {
-            tracing::warn!(identity = %i.name, seconds_left = left, "certificate expires within 14 days");
-        }
-    }
-}
-
-/// What identifies a file's content cheaply: modification time, length and inode (Kubernetes
-/// swaps a symlink to a new directory; editors replace by rename).
-fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
-    files
-        .iter()
-        .map(|f| {
-            let m = std::fs::metadata(f).ok()?;
-            #[cfg(unix)]
-            let ino = std::os::unix::fs::MetadataExt::ino(&m);
-            #[cfg(not(unix))]
-            let ino = 0;
-            Some((m.modified().ok()?, m.len(), ino))
-        })
-        .collect()
-}
-
-/// SIGTERM or SIGINT: stop.
-struct Stop {
-    #[cfg(unix)]
-    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Stop {
-    fn new() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Self {
-                signals: signal(SignalKind::terminate())
-                    .ok()
-                    .zip(signal(SignalKind::interrupt()).ok()),
-            }
-        }
-        #[cfg(not(unix))]
-        Self {}
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some((term, int)) = &mut self.signals {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            return;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// SIGHUP: reload.
-struct Hangup {
-    #[cfg(unix)]
-    signal: Option<tokio::signal::unix::Signal>,
-}
-
-impl Hangup {
-    fn new() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Self {
-                signal: signal(SignalKind::hangup()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        Self {}
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some(h) = &mut self.signal {
-            h.recv().await;
-            return;
-        }
-        std::future::pending::<()>().await;
-    }
 }

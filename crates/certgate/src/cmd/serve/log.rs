@@ -1,0 +1,107 @@
+//! The transparency log inside serve: its store and sequencer, opened once per process, and
+//! its API behind an ingress route.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::config;
+use crate::exit::{self, fail};
+
+/// The transparency log, opened once per process (its store is locked by the process).
+pub(super) struct RunningLog {
+    service: Arc<certgate_log::LogService>,
+    pub(super) origin: String,
+    pub(super) data_dir: PathBuf,
+    pub(super) key: String,
+}
+
+impl RunningLog {
+    pub(super) fn start(section: &config::log::LogSection) -> Result<Self> {
+        use certgate_log::LogStorage as _;
+        let store = certgate_log::Store::open(&section.data_dir.join("log.redb"))
+            .map_err(|e| fail(exit::CANTCREAT, format!("log: {e}")))?;
+        if store.origin() != section.origin {
+            return Err(fail(
+                exit::CONFIG,
+                format!(
+                    "log: {} holds the log `{}`, not `{}`",
+                    section.data_dir.display(),
+                    store.origin(),
+                    section.origin
+                ),
+            ));
+        }
+        let store: Arc<dyn certgate_log::LogStorage> = Arc::new(store);
+        let sequencer = certgate_log::Sequencer::start(
+            Arc::clone(&store),
+            Arc::clone(&section.signer),
+            section.batch,
+        );
+        Ok(Self {
+            service: Arc::new(certgate_log::LogService::new(store, sequencer, "/")),
+            origin: section.origin.clone(),
+            data_dir: section.data_dir.clone(),
+            key: section.signer.verifier().to_string(),
+        })
+    }
+
+    /// The log's HTTP listener: reads for everyone, `POST /add` for verified writers.
+    pub(super) fn ingress(
+        &self,
+        section: &config::log::LogSection,
+    ) -> Arc<certgate_proxy::IngressConfig> {
+        let svc: Arc<dyn certgate_proxy::local::LocalService> =
+            Arc::new(LogApi(Arc::clone(&self.service)));
+        let route = |name: &str, path: &str, writers: Option<&[certgate_proxy::Rule]>| {
+            certgate_proxy::Route {
+                name: name.to_owned(),
+                host: None,
+                path: path.to_owned(),
+                upstream: certgate_proxy::Upstream::Local(Arc::clone(&svc)),
+                access: certgate_proxy::Access {
+                    require_client_cert: writers.is_some(),
+                    require_verified: writers.is_some(),
+                    allow: writers.map(<[_]>::to_vec).unwrap_or_default(),
+                },
+                forward: vec![],
+                front: None,
+                encoded_slashes: certgate_proxy::normal::EncodedSlashes::Reject,
+                upgrades: vec![],
+            }
+        };
+        Arc::new(certgate_proxy::IngressConfig {
+            name: "log".to_owned(),
+            tls: Arc::clone(&section.tls),
+            client_auth: certgate_tls::ClientAuth::Request,
+            trust: section.trust.clone(),
+            routes: vec![
+                route("log-add", "/add", Some(&section.writers)),
+                route("log-read", "/", None),
+            ],
+            proxy_info: certgate_pki::forward::ProxyInfo::default(),
+            x_forwarded: false,
+            limits: certgate_proxy::Limits::default(),
+            underscores: certgate_proxy::normal::Underscores::Drop,
+            require_sni: false,
+        })
+    }
+}
+
+/// The log's API as an in-process service of an ingress route.
+#[derive(Debug)]
+pub(super) struct LogApi(Arc<certgate_log::LogService>);
+
+impl certgate_proxy::local::LocalService for LogApi {
+    fn max_body(&self) -> usize {
+        certgate_log::LogService::MAX_BODY
+    }
+
+    fn call(
+        &self,
+        req: http::Request<bytes::Bytes>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<bytes::Bytes>> + Send + '_>> {
+        Box::pin(self.0.call(req))
+    }
+}
