@@ -124,21 +124,24 @@ impl Resolver<'_> {
             }),
         };
         let allow = self.rules(&raw.allow, &prefix);
-        let max_connections = raw
-            .max_connections
-            .as_ref()
-            .and_then(|v| self.positive(v, &format!("{prefix}.max_connections")))
-            .unwrap_or(10_000) as usize;
-        let handshake_timeout = raw
-            .handshake_timeout_secs
-            .as_ref()
-            .and_then(|v| self.positive(v, &format!("{prefix}.handshake_timeout_secs")))
-            .unwrap_or(10);
-        let connect_timeout = raw
-            .connect_timeout_secs
-            .as_ref()
-            .and_then(|v| self.positive(v, &format!("{prefix}.connect_timeout_secs")))
-            .unwrap_or(10);
+        // A tunnel's limits default as a listener's do; it connects within 10 s unless told.
+        let mut limits = certgate_proxy::Limits::default();
+        if let Some(v) = &raw.max_connections
+            && let Some(n) = self.positive(v, &format!("{prefix}.max_connections"))
+        {
+            limits.max_connections = n as usize;
+        }
+        self.secs(
+            &raw.handshake_timeout_secs,
+            &format!("{prefix}.handshake_timeout_secs"),
+            &mut limits.handshake_timeout,
+        );
+        let mut connect_timeout = Duration::from_secs(10);
+        self.secs(
+            &raw.connect_timeout_secs,
+            &format!("{prefix}.connect_timeout_secs"),
+            &mut connect_timeout,
+        );
         if self.errors.len() > errors_before {
             return None;
         }
@@ -155,10 +158,10 @@ impl Resolver<'_> {
                 require_verified: raw.require_verified,
                 allow,
             },
-            max_connections,
-            handshake_timeout: Duration::from_secs(handshake_timeout),
-            connect_timeout: Duration::from_secs(connect_timeout),
-            drain_timeout: Duration::from_secs(10),
+            max_connections: limits.max_connections,
+            handshake_timeout: limits.handshake_timeout,
+            connect_timeout,
+            drain_timeout: limits.drain_timeout,
         };
         Some(Tunnel {
             listen,
