@@ -38,7 +38,7 @@ pub struct Cli {
 pub enum Command {
     /// Create a dev PKI and config, then run a gateway on localhost and print curl commands.
     Quickstart(QuickstartArgs),
-    /// Run every listener the config declares (HTTP ingress).
+    /// Run every listener the config declares: ingress, tunnels, egress, the log, admin.
     Serve(ServeArgs),
     /// Validate a config file and every file it references; report every error at once.
     Check(CheckArgs),
