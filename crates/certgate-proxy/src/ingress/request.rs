@@ -79,7 +79,13 @@ pub(super) async fn respond<'a>(
         );
     }
     // A reverse proxy has no tunnels to open, and TRACE reflects the request's headers.
-    if req.method() == http::Method::CONNECT || req.method() == http::Method::TRACE {
+    // Methods are case-sensitive, but an upstream that upper-cases them would read `trace` as
+    // TRACE; `TRACK` is IIS's TRACE.
+    let method = req.method().as_str();
+    if ["CONNECT", "TRACE", "TRACK"]
+        .iter()
+        .any(|m| method.eq_ignore_ascii_case(m))
+    {
         let mut resp = trace.refuse(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not served here", req.method()),
