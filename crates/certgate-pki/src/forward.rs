@@ -89,9 +89,22 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-client-forwarded-by",
 ];
 
-/// Header-name prefixes owned by a vendor's mTLS feature (AWS ALB, Cloudflare): every header
-/// under them is an identity header.
-pub const IDENTITY_HEADER_PREFIXES: &[&str] = &["x-amzn-mtls-", "cf-client-cert-"];
+/// Header-name families that carry client-certificate identity in some proxy's or app's
+/// convention: every header under them is an identity header, not only the names certgate
+/// writes, since apps read names certgate never sends (`X-Client-Cert`, `X-SSL-Client-CN`,
+/// `X-ARR-ClientCert`, ...). Vendors' mTLS features (AWS ALB, Cloudflare) own theirs whole.
+pub const IDENTITY_HEADER_PREFIXES: &[&str] = &[
+    "client-cert",
+    "x-forwarded-client-cert",
+    "x-forwarded-tls-client-cert",
+    "x-ssl-client",
+    "x-ssl-cert",
+    "ssl-client-",
+    "x-client-",
+    "x-arr-clientcert",
+    "x-amzn-mtls-",
+    "cf-client-cert",
+];
 
 /// Whether `name` (any case) is an identity header of some format.
 pub fn is_identity_header(name: &str) -> bool {

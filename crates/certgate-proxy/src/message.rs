@@ -96,6 +96,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
     for n in listed {
+        // `Connection: host` must not take away the `Host` that routing and policy judged (the
+        // upstream client would fill in its own address, and a name-based upstream would pick
+        // its default site).
+        if n == header::HOST {
+            continue;
+        }
         if !(keep_upgrade && n == header::UPGRADE) {
             headers.remove(n);
         }
@@ -144,6 +150,9 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
         assert!(h.get("connection").is_none());
+        let mut h = map(&[("connection", "close, HOST"), ("host", "pub.example")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get("host").unwrap(), "pub.example");
         let mut plain = map(&[("accept", "*/*"), ("host", "a")]);
         strip_hop_by_hop(&mut plain, false);
         assert_eq!(plain.len(), 2);

@@ -78,6 +78,15 @@ pub(super) async fn proxy(
             {
                 return too_large(max);
             }
+            if client_body_failed(&e) {
+                // The client's own body broke (bad chunked framing, cut short): its fault, not
+                // the upstream's.
+                tracing::info!(listener = %cfg.name, route = %route.name, error = %e, "request body malformed or cut short");
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "the request body is malformed or was cut short",
+                );
+            }
             tracing::warn!(listener = %cfg.name, route = %route.name, upstream = %authority, error = %e, "upstream request failed");
             return text(StatusCode::BAD_GATEWAY, "the upstream is unavailable");
         }
@@ -162,6 +171,26 @@ pub(super) fn too_large(max: u64) -> Response<Body> {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the request body is larger than {max} bytes"),
     )
+}
+
+/// Whether an upstream failure was the client's request body failing while it was forwarded
+/// (hyper's "error from user's Body stream", caused by the client connection's own error).
+pub(super) fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let hyper_error = match c.downcast_ref::<crate::upstream::UpstreamError>() {
+            Some(crate::upstream::UpstreamError::Http(h)) => Some(h),
+            _ => c.downcast_ref::<hyper::Error>(),
+        };
+        if let Some(h) = hyper_error
+            && h.is_user()
+            && std::error::Error::source(h).is_some()
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Whether an upstream failure was the request body going over its limit mid-stream.
