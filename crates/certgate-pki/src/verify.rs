@@ -187,6 +187,34 @@ impl TrustBundle {
         self
     }
 
+    /// SHA-256 over everything that decides a verdict (anchors, intermediates, CRLs, the
+    /// missing-CRL rule), not the name: two bundles with equal contents verify alike, so a client
+    /// built from one can stand in for a client built from the other.
+    pub fn contents_sha256(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        let mut part = |tag: u8, der: &[u8]| {
+            h.update([tag]);
+            h.update((der.len() as u64).to_be_bytes());
+            h.update(der);
+        };
+        for c in &self.anchor_certs {
+            part(b'a', c);
+        }
+        for c in &self.extra_intermediates {
+            part(b'i', c);
+        }
+        for c in &self.crl_ders {
+            part(b'c', c);
+        }
+        let rule = match self.unknown_revocation {
+            UnknownRevocation::Allow => b"allow".as_slice(),
+            UnknownRevocation::Deny => b"deny".as_slice(),
+        };
+        part(b'u', rule);
+        h.finalize().into()
+    }
+
     /// The bundle's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -30,4 +30,4 @@ pub use message::Limits;
 pub use policy::{Access, Condition, Decision, Glob, Rule};
 pub use route::{Route, Upstream};
 pub use tunnel::{LiveTunnel, TunnelConfig};
-pub use upstream::UpstreamClient;
+pub use upstream::{Pools, UpstreamClient, UpstreamKey};

@@ -71,8 +71,100 @@ pub struct UpstreamClient {
 }
 
 struct Inner {
+    key: UpstreamKey,
     connector: Connector,
     idle: Mutex<Vec<Idle>>,
+}
+
+/// What an upstream client is made from, as plain data. Two routes, or one route before and
+/// after a reload, whose keys are equal connect alike, so they can share one client and its
+/// pooled connections and TLS sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamKey {
+    /// Plain HTTP over TCP.
+    Http,
+    /// HTTP over the Unix socket at this path.
+    Unix(PathBuf),
+    /// HTTPS verified by a trust bundle with these contents
+    /// (`TrustBundle::contents_sha256`), presenting the client certificate chain with these
+    /// hashes, if any.
+    Https {
+        /// The trust bundle's contents.
+        trust: [u8; 32],
+        /// The client identity's chain, leaf first.
+        identity: Option<Vec<certgate_pki::CertHash>>,
+    },
+}
+
+/// The one place upstream clients are built: from a key, or taken over from the running
+/// configuration when its key is unchanged. A reload resolves the new configuration with the
+/// running listeners' pools (`Pools::of`), so routes whose upstream did not change keep their
+/// warm connections; a changed trust bundle, CRL or client identity gets a new client.
+#[derive(Clone, Debug, Default)]
+pub struct Pools {
+    clients: std::collections::HashMap<UpstreamKey, UpstreamClient>,
+}
+
+impl Pools {
+    /// The clients of `routes`, to be reused by the next configuration.
+    pub fn of<'r>(routes: impl IntoIterator<Item = &'r crate::Route>) -> Self {
+        let mut pools = Self::default();
+        for route in routes {
+            if let crate::Upstream::Remote { client, .. } = &route.upstream {
+                pools
+                    .clients
+                    .entry(client.inner.key.clone())
+                    .or_insert_with(|| (**client).clone());
+            }
+        }
+        pools
+    }
+
+    /// A plain HTTP client.
+    pub fn http(&mut self) -> UpstreamClient {
+        self.get_or(UpstreamKey::Http, || Connector::Http)
+    }
+
+    /// A client for the Unix socket at `path` (whatever the request URI's host).
+    pub fn unix(&mut self, path: PathBuf) -> UpstreamClient {
+        self.get_or(UpstreamKey::Unix(path.clone()), || Connector::Unix(path))
+    }
+
+    /// An HTTPS client that verifies the server against `trust` and presents `identity`, if
+    /// given; it speaks HTTP/1.1 (ALPN `http/1.1`).
+    pub fn https(
+        &mut self,
+        trust: &certgate_pki::TrustBundle,
+        identity: Option<&certgate_pki::Credential>,
+    ) -> Result<UpstreamClient, certgate_tls::Error> {
+        let key = UpstreamKey::Https {
+            trust: trust.contents_sha256(),
+            identity: identity.map(|c| {
+                c.chain
+                    .iter()
+                    .map(|der| certgate_pki::CertHash::of(der))
+                    .collect()
+            }),
+        };
+        if let Some(client) = self.clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let mut tls = certgate_tls::upstream_client_config(trust, identity)?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = Connector::Https(tokio_rustls::TlsConnector::from(Arc::new(tls)));
+        Ok(self.get_or(key, || connector))
+    }
+
+    fn get_or(
+        &mut self,
+        key: UpstreamKey,
+        connector: impl FnOnce() -> Connector,
+    ) -> UpstreamClient {
+        self.clients
+            .entry(key.clone())
+            .or_insert_with(|| UpstreamClient::new(key, connector()))
+            .clone()
+    }
 }
 
 enum Connector {
@@ -132,32 +224,14 @@ struct Idle {
 }
 
 impl UpstreamClient {
-    fn new(connector: Connector) -> Self {
+    fn new(key: UpstreamKey, connector: Connector) -> Self {
         Self {
             inner: Arc::new(Inner {
+                key,
                 connector,
                 idle: Mutex::new(Vec::new()),
             }),
         }
-    }
-
-    /// A plain HTTP client.
-    pub fn http() -> Self {
-        Self::new(Connector::Http)
-    }
-
-    /// An HTTPS client using `tls` (from `certgate_tls::upstream_client_config`); it speaks
-    /// HTTP/1.1 (ALPN `http/1.1`).
-    pub fn https(mut tls: rustls::ClientConfig) -> Self {
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Self::new(Connector::Https(tokio_rustls::TlsConnector::from(
-            Arc::new(tls),
-        )))
-    }
-
-    /// A client for the Unix socket at `path` (whatever the request URI's host).
-    pub fn unix(path: PathBuf) -> Self {
-        Self::new(Connector::Unix(path))
     }
 
     /// Sends `req` (origin-form URI) to `to` on a pooled or new connection and returns the

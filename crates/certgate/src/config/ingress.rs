@@ -10,9 +10,7 @@ use certgate_pki::forwarded::InputFormat;
 use certgate_pki::{CertHash, SpkiHash, TrustBundle};
 use certgate_proxy::front::{Cidr, FrontProxy, OnUntrusted};
 use certgate_proxy::normal::{EncodedSlashes, Underscores};
-use certgate_proxy::{
-    Condition, Glob, IngressConfig, Limits, Route, Rule, Upstream, UpstreamClient,
-};
+use certgate_proxy::{Condition, Glob, IngressConfig, Limits, Route, Rule, Upstream};
 use certgate_tls::SniPattern;
 use serde::Deserialize;
 use toml::Spanned;
@@ -359,7 +357,7 @@ impl Resolver<'_> {
             }
             return Some(Upstream::Remote {
                 authority: http::uri::Authority::from_static("localhost"),
-                client: Box::new(UpstreamClient::unix(path.into())),
+                client: Box::new(self.pools.unix(path.into())),
             });
         }
         let (scheme, rest) = match s.split_once("://") {
@@ -397,7 +395,7 @@ impl Resolver<'_> {
             }
             return Some(Upstream::Remote {
                 authority,
-                client: Box::new(UpstreamClient::http()),
+                client: Box::new(self.pools.http()),
             });
         }
         let Some(trust_name) = &r.upstream_trust else {
@@ -431,10 +429,10 @@ impl Resolver<'_> {
                 }
             },
         };
-        match certgate_tls::upstream_client_config(trust, identity) {
-            Ok(tls) => Some(Upstream::Remote {
+        match self.pools.https(trust, identity) {
+            Ok(client) => Some(Upstream::Remote {
                 authority,
-                client: Box::new(UpstreamClient::https(tls)),
+                client: Box::new(client),
             }),
             Err(e) => {
                 self.error(Some(at), &key, e.to_string());

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use certgate_pki::credential::{self, Credential};
 use certgate_pki::verify::{self, UnknownRevocation};
 use certgate_pki::{Origin, TrustBundle};
+use certgate_proxy::Pools;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -162,6 +163,12 @@ pub struct Config {
 
 /// Reads and resolves the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_reusing(path, Pools::default())
+}
+
+/// Reads and resolves the config at `path`, taking upstream clients from `pools` where their
+/// upstream is unchanged (a reload keeps warm connections that way).
+pub fn load_reusing(path: &Path, pools: Pools) -> Result<Config, ConfigErrors> {
     let bytes = files::read(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
@@ -181,13 +188,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             ),
         }])
     })?;
-    parse(&text, path, time::OffsetDateTime::now_utc())
+    resolve(&text, path, time::OffsetDateTime::now_utc(), pools)
 }
 
 /// Resolves config `text` that was read from `path` (relative paths in it are relative to the
-/// file's directory).
-pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Config, ConfigErrors> {
+/// file's directory), taking upstream clients from `pools` where they fit.
+fn resolve(
+    text: &str,
+    path: &Path,
+    now: time::OffsetDateTime,
+    pools: Pools,
+) -> Result<Config, ConfigErrors> {
     let mut r = Resolver {
+        pools,
         file: path.to_owned(),
         base: path.parent().map(Path::to_owned).unwrap_or_default(),
         text,
@@ -263,6 +276,8 @@ pub fn parse(text: &str, path: &Path, now: time::OffsetDateTime) -> Result<Confi
 }
 
 struct Resolver<'a> {
+    /// Where upstream clients come from (new, or the running ones on reload).
+    pools: Pools,
     file: PathBuf,
     base: PathBuf,
     text: &'a str,
@@ -712,6 +727,7 @@ mod tests {
     #[test]
     fn lines_are_counted_from_one() {
         let r = Resolver {
+            pools: Pools::default(),
             file: PathBuf::from("x.toml"),
             base: PathBuf::new(),
             text: "a\nb\nc",

@@ -1690,15 +1690,24 @@ max_body_bytes = 1000
 }
 
 /// An upstream that numbers its connections and answers every request with the number; with
-/// `close` it closes each connection after one answer (without saying so).
+/// `close` it closes each connection after one answer (without saying so); with `tls` it speaks
+/// HTTPS with `server.pem`.
 const COUNTING_UPSTREAM: &str = r#"
-import socket, sys, threading
+import socket, ssl, sys, threading
 mode = sys.argv[1]
+if mode == "tls":
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain("server.pem", "server.key")
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 s.listen(64)
 print(s.getsockname()[1], flush=True)
 def serve(c, k):
+    if mode == "tls":
+        try:
+            c = ctx.wrap_socket(c, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
     buf = b""
     while True:
         while b"\r\n\r\n" not in buf:
@@ -1777,4 +1786,90 @@ identity = "server"
         // Let the upstream's FIN arrive before the next request takes the connection.
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// A reload keeps the upstream connections of routes whose upstream did not change (the same
+/// client, its pool and TLS sessions are taken over), and builds a new client when what the
+/// upstream connection depends on changed (here the `upstream_trust` bundle's contents).
+#[test]
+fn reload_keeps_the_connections_of_unchanged_upstreams() {
+    let python = require_peer!("python3");
+    let curl = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    write_pki(d);
+    let other = certgate_testkit::self_signed(&Spec::ca("some other CA", None));
+    std::fs::write(d.join("other-ca.pem"), &other.pem).unwrap();
+    let plain = Script::start(&python, d, COUNTING_UPSTREAM, &["keep"]);
+    let tls = Script::start(&python, d, COUNTING_UPSTREAM, &["tls"]);
+    let config = |cas: &str, marker: &str| {
+        format!(
+            r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "internal"
+ca = [{cas}]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+  [[ingress.route]]
+  path = "/plain"
+  upstream = "http://127.0.0.1:{}"
+  [[ingress.route]]
+  path = "/tls"
+  upstream = "https://localhost:{}"
+  upstream_trust = "internal"
+  [[ingress.route]]
+  path = "/{marker}"
+  upstream = "echo"
+"#,
+            plain.port(),
+            tls.port()
+        )
+    };
+    std::fs::write(d.join("c.toml"), config(r#""root.pem""#, "one")).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    // Each request on a new client connection, so only the upstream side can be reused.
+    let get =
+        |path: &str| -> (String, String) { crate::https_get(&curl, d, port, path, "none", &[]) };
+    let reload_to = |text: String, marker: &str| {
+        std::fs::write(d.join("c.toml"), text).unwrap();
+        server.signal("HUP");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while get(&format!("/{marker}")).0 != "200" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reload to /{marker} not applied"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert_eq!(get("/plain"), ("200".into(), "conn 1".into()));
+    assert_eq!(get("/tls"), ("200".into(), "conn 1".into()));
+    // A change elsewhere in the config: both upstream connections are kept.
+    reload_to(config(r#""root.pem""#, "two"), "two");
+    assert_eq!(
+        get("/plain"),
+        ("200".into(), "conn 1".into()),
+        "plain pool lost on reload"
+    );
+    assert_eq!(
+        get("/tls"),
+        ("200".into(), "conn 1".into()),
+        "https pool lost on reload"
+    );
+    // The https upstream's trust bundle changes: a new client, so a new connection; the plain
+    // upstream still keeps its own.
+    reload_to(config(r#""root.pem", "other-ca.pem""#, "three"), "three");
+    assert_eq!(
+        get("/tls"),
+        ("200".into(), "conn 2".into()),
+        "https client kept across a trust change"
+    );
+    assert_eq!(get("/plain"), ("200".into(), "conn 1".into()));
 }

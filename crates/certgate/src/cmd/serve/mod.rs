@@ -317,6 +317,19 @@ pub async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The upstream clients of the running ingress listeners: a reload takes over those whose
+/// upstream is unchanged, with their open connections.
+fn running_pools(listeners: &BTreeMap<String, Listener>) -> certgate_proxy::Pools {
+    let configs: Vec<Arc<certgate_proxy::IngressConfig>> = listeners
+        .values()
+        .filter_map(|l| match &l.live {
+            Live::Ingress(live) => Some(live.load_full()),
+            _ => None,
+        })
+        .collect();
+    certgate_proxy::Pools::of(configs.iter().flat_map(|c| &c.routes))
+}
+
 /// Re-resolves the config and swaps it in. Returns the new config, or `None` when the reload
 /// was refused (the running state is kept).
 async fn reload(
@@ -327,7 +340,8 @@ async fn reload(
     why: &str,
 ) -> Option<config::Config> {
     let p = path.to_owned();
-    let loaded = match tokio::task::spawn_blocking(move || config::load(&p)).await {
+    let pools = running_pools(listeners);
+    let loaded = match tokio::task::spawn_blocking(move || config::load_reusing(&p, pools)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "reload task failed; keeping the running configuration");
