@@ -39,11 +39,19 @@ pub fn peer(program: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
+        let package = match program {
+            "nginx" => "nginx-light",
+            "nghttp" | "h2load" => "nghttp2-client",
+            "chromium" => "chromium",
+            other => other,
+        };
         if peers_required() {
-            panic!("peer `{program}` is required (CERTGATE_REQUIRE_PEERS=1) but not on PATH");
+            panic!(
+                "peer `{program}` is required (CERTGATE_REQUIRE_PEERS=1) but not on PATH; install the Debian package `{package}` (scripts/test does)"
+            );
         }
         eprintln!(
-            "\n!!!!!!!! SKIPPING: peer `{program}` is not installed; this test did not run !!!!!!!!\n"
+            "\n!!!!!!!! SKIPPING: peer `{program}` is not installed (Debian package `{package}`); this test did not run !!!!!!!!\n"
         );
     }
     found
