@@ -315,6 +315,18 @@ impl TrustBundle {
             None,
         ) {
             Ok(path) => path,
+            // A self-issued CA certificate that is not one of the bundle's CAs (what `openssl
+            // req -x509` makes by default) fails webpki's end-entity check before its issuer is
+            // looked at; the truth a user needs is that nobody trusted issued it.
+            Err(webpki::Error::CaUsedAsEndEntity)
+                if is_self_issued(leaf) && !self.anchor_certs.iter().any(|a| a == leaf) =>
+            {
+                return reject(
+                    Reason::UnknownIssuer,
+                    "the certificate is self-signed (a CA certificate), not issued by a trusted CA"
+                        .to_owned(),
+                );
+            }
             Err(e) => return reject_webpki(&e),
         };
         // webpki checks EKU but not the keyUsage bits; RFC 5280 §4.2.1.3 says they bind too.
@@ -334,6 +346,12 @@ impl TrustBundle {
             leaf: CertHash::of(leaf.as_ref()),
         })
     }
+}
+
+/// Whether the certificate names itself as its issuer.
+fn is_self_issued(der: &CertificateDer<'_>) -> bool {
+    X509Certificate::from_der(der.as_ref())
+        .is_ok_and(|(_, c)| c.issuer().as_raw() == c.subject().as_raw())
 }
 
 fn anchor_name(anchor: &TrustAnchor<'_>) -> String {

@@ -82,6 +82,14 @@ fn self_signed_and_foreign_certificates_are_unknown_issuer() {
         );
         assert_eq!(r.reason.code(), "unknown_issuer");
     }
+    // A self-signed CA certificate (what `openssl req -x509` makes by default) presented as a
+    // client certificate: unknown issuer too, not "wrong certificate type".
+    let ca_like = self_signed(&Spec::ca("alice", None));
+    let v = b.verify(&chain(&[&ca_like]), Purpose::Client, UnixTime::now());
+    assert_eq!(reason(&v), Some(Reason::UnknownIssuer), "{v:?}");
+    // A CA certificate of the bundle itself used as a client certificate is the wrong type.
+    let v = b.verify(&chain(&[&pki.root]), Purpose::Client, UnixTime::now());
+    assert_eq!(reason(&v), Some(Reason::WrongCertificateType), "{v:?}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod ca_interop;
 mod check;
 mod egress;
 mod front;
+mod guides;
 mod handshake;
 mod ingress;
 mod lifetimes;
