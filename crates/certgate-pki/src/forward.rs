@@ -469,7 +469,10 @@ mod tests {
         assert!(is_identity_header("X-FORWARDED-CLIENT-CERT"));
         assert!(is_identity_header("X-Amzn-Mtls-Clientcert-Leaf"));
         assert!(is_identity_header("cf-client-cert-der-base64"));
-        assert!(!is_identity_header("x-client-id"));
+        // The whole X-Client-* family is certgate's own: a client's X-Client-Id is removed too,
+        // so no app can mistake it for something certgate vouched for.
+        assert!(is_identity_header("x-client-id"));
+        assert!(!is_identity_header("x-clients"));
         assert!(!is_identity_header("authorization"));
     }
 
