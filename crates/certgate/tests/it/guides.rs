@@ -259,3 +259,12 @@ fn behind_a_waf() {
         &["nginx", "haproxy", "curl", "python3"],
     );
 }
+
+#[test]
+fn transient_certs() {
+    follow(
+        "transient-certs.md",
+        &[8443, 9090],
+        &["openssl", "curl", "sha256sum"],
+    );
+}
