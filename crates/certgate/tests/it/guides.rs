@@ -268,3 +268,8 @@ fn transient_certs() {
         &["openssl", "curl", "sha256sum"],
     );
 }
+
+#[test]
+fn content_trust() {
+    follow("content-trust.md", &[8444, 9090], &["base64", "head"]);
+}
