@@ -17,6 +17,7 @@ mod limits;
 mod log;
 mod reload;
 mod server;
+mod service;
 mod tls;
 mod trust;
 mod tunnel;

@@ -23,10 +23,21 @@ impl Drop for Serve {
 impl Serve {
     /// Starts `certgate serve --config CONFIG` in `dir` and waits for `listeners` lines.
     pub fn start(dir: &Path, config: &str, listeners: usize) -> Self {
+        Self::start_with_env(dir, config, listeners, &[])
+    }
+
+    /// Like [`Serve::start`], with extra environment variables.
+    pub fn start_with_env(
+        dir: &Path,
+        config: &str,
+        listeners: usize,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_certgate"))
             .current_dir(dir)
             .args(["serve", "--config", config])
             .env("CERTGATE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

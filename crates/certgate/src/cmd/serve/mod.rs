@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod log;
+mod notify;
 mod ready;
 mod signals;
 mod status;
@@ -267,6 +268,11 @@ pub async fn serve(
     for (listener, kind, name, local, addr, live) in bound {
         listeners.insert(name, spawn(listener, kind, addr, local, live));
     }
+    let notifier = notify::Notifier::from_env();
+    let serving = |n: usize| format!("serving {n} listener(s)");
+    if let Some(n) = &notifier {
+        n.ready(&serving(listeners.len()));
+    }
     let mut draining = Vec::new();
     let path = cfg.path.clone();
     let mut seen = fingerprint(&cfg.files);
@@ -288,7 +294,19 @@ pub async fn serve(
                 "file change"
             }
         };
-        match reload(&path, &mut listeners, &mut draining, log.as_ref(), why).await {
+        if let Some(n) = &notifier {
+            n.reloading();
+        }
+        let reloaded = reload(&path, &mut listeners, &mut draining, log.as_ref(), why).await;
+        if let Some(n) = &notifier {
+            let outcome = if reloaded.is_some() {
+                "reloaded"
+            } else {
+                "reload refused, see the log"
+            };
+            n.ready(&format!("{}; {outcome}", serving(listeners.len())));
+        }
+        match reloaded {
             Some(new_cfg) => {
                 metrics::counter!("certgate_reloads_total", "result" => "ok").increment(1);
                 if let Some(admin) = &admin {
@@ -304,6 +322,9 @@ pub async fn serve(
         }
     }
     tracing::info!("shutting down: no new connections");
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
     let _ = admin_stop.send(true);
     for l in listeners.values() {
         let _ = l.stop.send(true);
