@@ -60,6 +60,26 @@ pub enum Command {
     /// Wait until a running `certgate serve` is ready (its admin `/readyz` answers 200): start
     /// certgate first, then the apps that depend on it.
     WaitReady(WaitReadyArgs),
+    /// Write shell completions or man pages, made from these very definitions (for packagers).
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+}
+
+/// `certgate generate ...`.
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Print the completion script for SHELL on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write one man page per command (`certgate.1`, `certgate-serve.1`, ...) into DIR.
+    Man {
+        /// The directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// `certgate egress ...`.

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::WaitReady(args) => cmd::serve::wait_ready(&args),
         Command::Log(args) => cmd::log::run(args),
         Command::Trust(args) => cmd::trust::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
     };
     match result {
         Ok(code) => code,

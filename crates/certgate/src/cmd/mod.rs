@@ -3,6 +3,7 @@
 pub mod ca;
 pub mod check;
 pub mod egress;
+pub mod generate;
 pub mod inspect;
 pub mod log;
 pub mod quickstart;

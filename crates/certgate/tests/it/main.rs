@@ -15,6 +15,7 @@ mod ingress;
 mod lifetimes;
 mod limits;
 mod log;
+mod package;
 mod reload;
 mod server;
 mod service;
