@@ -49,6 +49,17 @@ pub enum UnknownRevocation {
     Deny,
 }
 
+/// A CRL of a bundle, described (`TrustBundle::crl_summaries`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CrlSummary {
+    /// The CRL's issuer (RFC 4514).
+    pub issuer: String,
+    /// nextUpdate, unix seconds; `None` when the CRL has none.
+    pub next_update: Option<i64>,
+    /// Number of revoked certificates.
+    pub revoked: usize,
+}
+
 /// Trust anchors plus CRLs under one name (`[[trust]]` in the config).
 pub struct TrustBundle {
     name: String,
@@ -223,6 +234,22 @@ impl TrustBundle {
     /// The CA certificates.
     pub fn ca_certificates(&self) -> &[CertificateDer<'static>] {
         &self.anchor_certs
+    }
+
+    /// What each CRL says about itself, for status pages: issuer, nextUpdate, revoked count.
+    pub fn crl_summaries(&self) -> Vec<CrlSummary> {
+        self.crl_ders
+            .iter()
+            .filter_map(|der| {
+                let (_, crl) =
+                    x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
+                Some(CrlSummary {
+                    issuer: crate::dn::rfc4514(crl.issuer()),
+                    next_update: crl.next_update().map(|t| t.timestamp()),
+                    revoked: crl.iter_revoked_certificates().count(),
+                })
+            })
+            .collect()
     }
 
     /// Number of CRLs.

@@ -1,5 +1,10 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/status` (JSON).
-//! Plain HTTP, meant for loopback or a management network.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/status` (JSON) and
+//! `/` (the same status as an HTML page). Plain HTTP, meant for loopback or a management network.
+//!
+//! The status document is the binary's (`set_status`, with `set_live` for sections computed at
+//! each request, and `set_page` for its HTML form); this module adds `denials`, the most recent
+//! refused requests, newest first. The page is served with a content security policy that allows
+//! no script and no external resource: certificate subjects and paths on it are client-chosen.
 //!
 //! Metric names (all prefixed `certgate_`):
 //! - `connections_open{listener}` gauge
@@ -23,11 +28,72 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Shared state the admin endpoints read.
-#[derive(Debug)]
 pub struct Admin {
     metrics: PrometheusHandle,
     ready: AtomicBool,
     status: ArcSwap<serde_json::Value>,
+    live: std::sync::RwLock<Option<Live>>,
+    page: std::sync::OnceLock<Page>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sections of the status document computed at each request (an object whose keys are merged
+/// into the document).
+pub type Live = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Renders the status document as an HTML page.
+pub type Page = fn(&serde_json::Value) -> String;
+
+/// A refused request, as the status page lists it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Denial {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// The listener.
+    pub listener: String,
+    /// The route, if one was selected.
+    pub route: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// Why.
+    pub reason: String,
+    /// The client certificate's subject, if one was presented.
+    pub client: String,
+    /// The peer address.
+    pub peer: String,
+}
+
+/// How many refused requests the status page keeps.
+pub const DENIALS_KEPT: usize = 50;
+
+static DENIALS: std::sync::Mutex<std::collections::VecDeque<Denial>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// Records a refused request for the status page (only once the admin listener is installed).
+pub fn record_denial(denial: Denial) {
+    if !crate::metrics::enabled() {
+        return;
+    }
+    if let Ok(mut d) = DENIALS.lock() {
+        if d.len() == DENIALS_KEPT {
+            d.pop_back();
+        }
+        d.push_front(denial);
+    }
+}
+
+fn recent_denials() -> Vec<Denial> {
+    DENIALS
+        .lock()
+        .map(|d| d.iter().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// Buckets for upstream latency, in seconds.
@@ -48,6 +114,8 @@ impl Admin {
             metrics,
             ready: AtomicBool::new(false),
             status: ArcSwap::from_pointee(serde_json::Value::Null),
+            live: std::sync::RwLock::new(None),
+            page: std::sync::OnceLock::new(),
         }))
     }
 
@@ -61,7 +129,58 @@ impl Admin {
         self.status.store(Arc::new(status));
     }
 
+    /// Sets the sections computed at each request.
+    pub fn set_live(&self, live: Live) {
+        if let Ok(mut l) = self.live.write() {
+            *l = Some(live);
+        }
+    }
+
+    /// Sets how `/` renders the status document (once).
+    pub fn set_page(&self, page: Page) {
+        let _ = self.page.set(page);
+    }
+
+    /// The status document as of now.
+    pub fn document(&self) -> serde_json::Value {
+        let mut doc = (**self.status.load()).clone();
+        if !doc.is_object() {
+            doc = serde_json::json!({});
+        }
+        if let Ok(live) = self.live.read()
+            && let Some(live) = live.as_ref()
+            && let (serde_json::Value::Object(extra), Some(obj)) = (live(), doc.as_object_mut())
+        {
+            obj.extend(extra);
+        }
+        doc["denials"] = serde_json::to_value(recent_denials()).unwrap_or_default();
+        doc
+    }
+
     fn respond(&self, path: &str) -> Response<Full<Bytes>> {
+        if let ("/" | "/status.html", Some(page)) = (path, self.page.get()) {
+            let mut resp = Response::new(Full::new(Bytes::from(page(&self.document()))));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static(
+                    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; frame-ancestors 'none'",
+                ),
+            );
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                header::HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            return resp;
+        }
         let (status, content_type, body) = match path {
             "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
             "/readyz" if self.ready.load(Ordering::SeqCst) => {
@@ -80,12 +199,12 @@ impl Admin {
             "/status" => (
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_string_pretty(&**self.status.load()).unwrap_or_default(),
+                serde_json::to_string_pretty(&self.document()).unwrap_or_default(),
             ),
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "not found: try /healthz /readyz /metrics /status\n".to_owned(),
+                "not found: try / /healthz /readyz /metrics /status\n".to_owned(),
             ),
         };
         let mut resp = Response::new(Full::new(Bytes::from(body)));

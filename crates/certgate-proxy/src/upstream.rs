@@ -234,6 +234,11 @@ impl UpstreamClient {
         }
     }
 
+    /// What the client was built from.
+    pub fn key(&self) -> &UpstreamKey {
+        &self.inner.key
+    }
+
     /// Sends `req` (origin-form URI) to `to` on a pooled or new connection and returns the
     /// response head; its body streams from the connection, which returns to the pool when the
     /// body ends. `Host` is set to `to` when the request has none.

@@ -39,6 +39,16 @@ impl SniPattern {
     }
 }
 
+impl fmt::Display for SniPattern {
+    /// As written in a config: `host.example` or `*.example`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(name) => f.write_str(name),
+            Self::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
 /// The identities of a listener.
 #[derive(Clone)]
 pub struct SniIdentities {

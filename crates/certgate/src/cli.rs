@@ -60,6 +60,9 @@ pub enum Command {
     /// Wait until a running `certgate serve` is ready (its admin `/readyz` answers 200): start
     /// certgate first, then the apps that depend on it.
     WaitReady(WaitReadyArgs),
+    /// Show what a running `certgate serve` says about itself: listeners, routes, certificates
+    /// and CRLs with their expiry, recent refusals, egress rules, the log (the admin page, `/`).
+    Status(StatusArgs),
     /// Write shell completions or man pages, made from these very definitions (for packagers).
     #[command(subcommand)]
     Generate(GenerateCommand),
@@ -155,6 +158,17 @@ pub struct WaitReadyArgs {
     /// Give up after this many seconds (exit 75).
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+}
+
+/// `certgate status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The config file of the running `certgate serve` (its `[admin] listen` is asked).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Print the status document as JSON (the admin listener's `/status`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `certgate check`.

@@ -9,6 +9,7 @@ mod config;
 mod exit;
 mod files;
 mod http_client;
+mod status_view;
 
 use std::process::ExitCode;
 
@@ -39,7 +40,8 @@ fn main() -> ExitCode {
         Command::Ca(args) => cmd::ca::run(args),
         Command::Inspect(args) => cmd::inspect::run(&args),
         Command::Egress(args) => cmd::egress::run(args),
-        Command::WaitReady(args) => cmd::serve::wait_ready(&args),
+        Command::WaitReady(args) => cmd::admin::wait_ready(&args),
+        Command::Status(args) => cmd::admin::status(&args),
         Command::Log(args) => cmd::log::run(args),
         Command::Trust(args) => cmd::trust::run(args),
         Command::Generate(args) => cmd::generate::run(args),

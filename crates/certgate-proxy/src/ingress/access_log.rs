@@ -56,6 +56,26 @@ pub(super) fn log_request(
             "status" => status.as_u16().to_string()
         )
         .increment(1);
+        if let Some(reason) = reason
+            && status.is_client_error()
+        {
+            crate::admin::record_denial(crate::admin::Denial {
+                at: time::OffsetDateTime::now_utc()
+                    .replace_nanosecond(0)
+                    .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                listener: cfg.name.clone(),
+                route: route.map_or_else(String::new, |r| r.name.clone()),
+                status: status.as_u16(),
+                reason: reason.to_owned(),
+                client: conn
+                    .client
+                    .presented()
+                    .map_or_else(String::new, |p| p.identity.subject.clone()),
+                peer: conn.peer.to_string(),
+            });
+        }
     }
     // Nothing below is computed unless the access log is on.
     if !tracing::enabled!(target: "certgate::access", tracing::Level::INFO) {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod ca;
 pub mod check;
 pub mod egress;

@@ -19,6 +19,7 @@ mod package;
 mod reload;
 mod server;
 mod service;
+mod status_page;
 mod tls;
 mod trust;
 mod tunnel;

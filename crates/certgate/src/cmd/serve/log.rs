@@ -12,6 +12,8 @@ use crate::exit::{self, fail};
 /// The transparency log, opened once per process (its store is locked by the process).
 pub(super) struct RunningLog {
     service: Arc<certgate_log::LogService>,
+    /// The store, for the status page's size and checkpoint.
+    pub(super) store: Arc<dyn certgate_log::LogStorage>,
     pub(super) origin: String,
     pub(super) data_dir: PathBuf,
     pub(super) key: String,
@@ -40,7 +42,12 @@ impl RunningLog {
             section.batch,
         );
         Ok(Self {
-            service: Arc::new(certgate_log::LogService::new(store, sequencer, "/")),
+            service: Arc::new(certgate_log::LogService::new(
+                Arc::clone(&store),
+                sequencer,
+                "/",
+            )),
+            store,
             origin: section.origin.clone(),
             data_dir: section.data_dir.clone(),
             key: section.signer.verifier().to_string(),

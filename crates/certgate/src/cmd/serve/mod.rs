@@ -25,12 +25,10 @@ use tokio::sync::watch;
 
 mod log;
 mod notify;
-mod ready;
 mod signals;
 mod status;
 
 use log::RunningLog;
-pub use ready::wait_ready;
 use signals::{Hangup, Stop, fingerprint};
 use status::{publish_expiry, status};
 
@@ -258,6 +256,10 @@ pub async fn serve(
             listener,
             admin_stopped,
         ));
+        admin.set_page(crate::status_view::html);
+        if let Some(log) = &log {
+            admin.set_live(status::log_section(Arc::clone(&log.store)));
+        }
         admin.set_status(status(&cfg, &addrs));
         publish_expiry(&cfg);
         // Every identity loaded and every listener bound: ready.

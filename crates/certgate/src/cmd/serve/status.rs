@@ -10,13 +10,27 @@ pub(super) fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> se
     let mut listeners: Vec<serde_json::Value> = cfg
         .ingresses
         .iter()
-        .map(|i| ("ingress", &i.config.name, i.config.client_auth, i.config.trust.as_ref().map(|t| t.name().to_owned())))
-        .chain(cfg.tunnels.iter().map(|t| ("tunnel", &t.config.name, t.config.client_auth, t.config.trust.as_ref().map(|b| b.name().to_owned()))))
-        .map(|(kind, name, mode, trust)| {
+        .map(|i| ("ingress", &i.config.name, i.config.client_auth, i.config.trust.as_ref().map(|t| t.name().to_owned()), routes(&i.config)))
+        .chain(cfg.tunnels.iter().map(|t| ("tunnel", &t.config.name, t.config.client_auth, t.config.trust.as_ref().map(|b| b.name().to_owned()), vec![serde_json::json!({ "name": t.config.name, "path": "", "upstream": t.config.target.to_string(), "access": access_label(&t.config.access) })])))
+        .map(|(kind, name, mode, trust, routes)| {
             let addr = addrs.iter().find(|(n, _)| n == name).map(|(_, a)| a.to_string());
-            serde_json::json!({ "kind": kind, "name": name, "addr": addr, "client_auth": mode.name(), "trust": trust })
+            serde_json::json!({ "kind": kind, "name": name, "addr": addr, "client_auth": mode.name(), "trust": trust, "routes": routes })
         })
         .collect();
+    if let Some(l) = &cfg.log {
+        let addr = addrs
+            .iter()
+            .find(|(n, _)| n == "log")
+            .map(|(_, a)| a.to_string());
+        listeners.push(serde_json::json!({
+            "kind": "log", "name": "log", "addr": addr, "client_auth": "request",
+            "trust": l.trust.as_ref().map(|t| t.name()),
+            "routes": [
+                { "name": "log-add", "path": "/add", "upstream": "the log API", "access": format!("verified certificate, {} writer rule(s)", l.writers.len()) },
+                { "name": "log-read", "path": "/", "upstream": "the log API", "access": "anyone" },
+            ],
+        }));
+    }
     if let Some(e) = &cfg.egress {
         let addr_of = |name: &str| {
             addrs
@@ -37,6 +51,10 @@ pub(super) fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> se
             listeners.push(serde_json::json!({ "kind": "egress-tunnel", "name": t.config.name, "addr": addr_of(&t.config.name), "target": format!("{}:{}", t.config.host, t.config.port) }));
         }
     }
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
     let certificates: Vec<serde_json::Value> = cfg
         .identities
         .iter()
@@ -46,13 +64,112 @@ pub(super) fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> se
                 "identity": i.name,
                 "subject": id.subject,
                 "issuer": id.issuer,
-                "not_after": id.not_after.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "not_after": rfc3339(id.not_after),
                 "seconds_left": (id.not_after - now).whole_seconds(),
                 "spki_sha256": id.spki_sha256.to_hex(),
             })
         })
         .collect();
-    serde_json::json!({ "config": cfg.path.display().to_string(), "listeners": listeners, "certificates": certificates })
+    let trusts: Vec<serde_json::Value> = cfg
+        .trusts
+        .iter()
+        .map(|t| {
+            let cas: Vec<serde_json::Value> = t
+                .ca_certificates()
+                .iter()
+                .filter_map(|der| certgate_pki::Identity::from_der(der).ok())
+                .map(|id| {
+                    serde_json::json!({
+                        "subject": id.subject,
+                        "not_after": rfc3339(id.not_after),
+                        "seconds_left": (id.not_after - now).whole_seconds(),
+                    })
+                })
+                .collect();
+            let crls: Vec<serde_json::Value> = t
+                .crl_summaries()
+                .into_iter()
+                .map(|c| {
+                    let next = c
+                        .next_update
+                        .and_then(|n| time::OffsetDateTime::from_unix_timestamp(n).ok());
+                    serde_json::json!({
+                        "issuer": c.issuer,
+                        "next_update": next.map(rfc3339),
+                        "seconds_left": next.map(|n| (n - now).whole_seconds()),
+                        "revoked": c.revoked,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "name": t.name(), "cas": cas, "crls": crls })
+        })
+        .collect();
+    serde_json::json!({
+        "config": std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone()).display().to_string(),
+        "listeners": listeners,
+        "certificates": certificates,
+        "trusts": trusts,
+    })
+}
+
+/// What a route sends requests to, for people.
+fn upstream_label(u: &certgate_proxy::Upstream) -> String {
+    use certgate_proxy::{Upstream, UpstreamKey};
+    match u {
+        Upstream::Remote { authority, client } => match client.key() {
+            UpstreamKey::Http => format!("http://{authority}"),
+            UpstreamKey::Https { .. } => format!("https://{authority}"),
+            UpstreamKey::Unix(path) => format!("unix:{}", path.display()),
+        },
+        Upstream::Echo => "echo".to_owned(),
+        Upstream::ForwardAuth => "forward-auth".to_owned(),
+        Upstream::Local(_) => "the log API".to_owned(),
+    }
+}
+
+/// Who may use a route, for people.
+fn access_label(a: &certgate_proxy::Access) -> String {
+    let base = if a.require_verified {
+        "verified certificate"
+    } else if a.require_client_cert {
+        "any certificate"
+    } else {
+        "anyone"
+    };
+    match a.allow.len() {
+        0 => base.to_owned(),
+        n => format!("{base}, {n} allow rule(s)"),
+    }
+}
+
+/// The routes of an ingress, for the status document.
+fn routes(cfg: &certgate_proxy::IngressConfig) -> Vec<serde_json::Value> {
+    cfg.routes
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "host": r.host.as_ref().map(|h| h.to_string()),
+                "path": r.path,
+                "upstream": upstream_label(&r.upstream),
+                "access": access_label(&r.access),
+            })
+        })
+        .collect()
+}
+
+/// The log's live section of the status document: its size and latest checkpoint.
+pub(super) fn log_section(
+    store: std::sync::Arc<dyn certgate_log::LogStorage>,
+) -> certgate_proxy::admin::Live {
+    Box::new(move || match store.head() {
+        Ok((size, checkpoint)) => serde_json::json!({
+            "log": { "origin": store.origin(), "size": size, "checkpoint": checkpoint }
+        }),
+        Err(e) => serde_json::json!({
+            "log": { "origin": store.origin(), "error": e.to_string() }
+        }),
+    })
 }
 
 /// Sets `certgate_certificate_expiry_seconds{identity}` and warns about certificates that expire
