@@ -111,10 +111,9 @@ pub enum Error {
         /// The algorithm found.
         algorithm: String,
     },
-    /// The key is encrypted and no password was configured.
-    #[error(
-        "{origin}: the {what} is encrypted but no password is configured (set `password_file` or `password_env`)"
-    )]
+    /// The key is encrypted and no password was given. Callers add how to give one (config
+    /// keys or command-line flags), which this crate cannot know.
+    #[error("{origin}: the {what} is encrypted but no password was given")]
     PasswordRequired {
         /// The input.
         origin: Origin,

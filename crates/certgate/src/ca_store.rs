@@ -235,9 +235,26 @@ impl CaDir {
         req: &LeafRequest,
         out_prefix: &Path,
         p12_password: Option<Option<String>>,
+        replace: bool,
     ) -> Result<IssuedFiles> {
         let ca = self.open()?;
         let _lock = self.lock()?;
+        // Refused before anything is issued, so a refusal leaves no certificate in the index.
+        if !replace {
+            let mut outputs = vec![with_ext(out_prefix, "pem"), with_ext(out_prefix, "key")];
+            if p12_password.is_some() {
+                outputs.push(with_ext(out_prefix, "p12"));
+            }
+            if let Some(existing) = outputs.iter().find(|p| p.exists()) {
+                return Err(fail(
+                    exit::CANTCREAT,
+                    format!(
+                        "`{}` exists; pick another --out, or give --force to replace it (the certificate it holds stays valid until `certgate ca revoke`)",
+                        existing.display()
+                    ),
+                ));
+            }
+        }
         let issued: Issued = ca.issue(req, OffsetDateTime::now_utc())?;
         let identity = Identity::from_der(&issued.cert_der).map_err(|e| anyhow!(e.0))?;
         let mut entries = self.index()?;

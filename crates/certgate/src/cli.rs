@@ -13,7 +13,8 @@ Examples:
   certgate check --config certgate.toml
 
 Exit codes: 0 success; 1 a verification ran and said no; 64 usage; 65 malformed input;
-66 missing input; 73 cannot write output; 78 configuration errors.";
+66 missing input; 73 cannot write output; 75 temporary failure, try again; 77 refused for good
+(401/403); 78 configuration errors.";
 
 /// Certificate identity for self-hosted services.
 ///
@@ -292,6 +293,9 @@ pub struct IssueArgs {
     /// PREFIX.p12.password (0600).
     #[arg(long, value_name = "FILE", requires = "p12")]
     pub password_file: Option<PathBuf>,
+    /// Replace PREFIX.pem/.key/.p12 if they exist (otherwise issuing over them is refused).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Purposes a certificate can be verified for.

@@ -19,8 +19,22 @@ pub const SOFTWARE: u8 = 70;
 pub const TEMPFAIL: u8 = 75;
 /// EX_CANTCREAT: an output file cannot be written.
 pub const CANTCREAT: u8 = 73;
+/// EX_NOPERM: a server refused us for good (401, 403): retrying will not help.
+pub const NOPERM: u8 = 77;
 /// EX_CONFIG: the configuration is wrong.
 pub const CONFIG: u8 = 78;
+
+/// The exit code for a server that answered `status` instead of what was asked: 401/403 are
+/// permanent refusals (77), other 4xx say the request was wrong (65), anything else (5xx, 429,
+/// an odd 2xx/3xx) may pass (75).
+pub fn for_http_status(status: u16) -> u8 {
+    match status {
+        401 | 403 => NOPERM,
+        429 => TEMPFAIL,
+        400..=499 => DATAERR,
+        _ => TEMPFAIL,
+    }
+}
 
 /// Picks the exit code for an error by its type, never by its text.
 pub fn code_for(err: &anyhow::Error) -> u8 {
@@ -28,7 +42,11 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.code;
         }
-        if cause.is::<ConfigErrors>() {
+        if let Some(errors) = cause.downcast_ref::<ConfigErrors>() {
+            // The config file itself is missing: a missing input, like any other.
+            if errors.0.iter().any(|e| e.unreadable) {
+                return NOINPUT;
+            }
             return CONFIG;
         }
         if let Some(e) = cause.downcast_ref::<InputError>() {

@@ -104,7 +104,7 @@ fn issue(args: &IssueArgs) -> Result<()> {
         None
     };
     let ca = CaDir::new(&args.dir);
-    let out = ca.issue(&req, &prefix, p12)?;
+    let out = ca.issue(&req, &prefix, p12, args.force)?;
     println!(
         "issued {} certificate `{}` (serial {})",
         if args.server { "server" } else { "client" },

@@ -33,7 +33,24 @@ struct TrustSummary<'a> {
 }
 
 pub fn run(args: &CheckArgs) -> Result<ExitCode> {
-    let cfg = config::load(&args.config)?;
+    let cfg = match config::load(&args.config) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            if args.json {
+                // Scripts get JSON either way; the exit code still says what kind of failure.
+                let doc = serde_json::json!({
+                    "config": args.config.display().to_string(),
+                    "ok": false,
+                    "errors": errors.0,
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&doc).context("cannot encode JSON")?
+                );
+            }
+            return Err(errors.into());
+        }
+    };
     if args.json {
         let s = summary(&cfg);
         println!(

@@ -56,7 +56,14 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
     for path in &args.files {
         let bytes = files::read(path)?;
         let origin = Origin::file(path);
-        let items = inspect::inspect(&bytes, &origin, password.as_deref())?;
+        let items =
+            inspect::inspect(&bytes, &origin, password.as_deref()).map_err(|e| match e {
+                certgate_pki::Error::PasswordRequired { .. } => exit::fail(
+                    exit::USAGE,
+                    format!("{e}: give it with --password-file FILE or --password-env VAR"),
+                ),
+                other => other.into(),
+            })?;
         inputs.push((path.display().to_string(), origin, items));
     }
     for (name, origin, items) in inputs {

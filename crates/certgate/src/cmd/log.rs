@@ -130,6 +130,15 @@ pub(crate) fn client_tls(
     remote: &LogRemote,
     identity: Option<&Credential>,
 ) -> Result<Arc<rustls::ClientConfig>> {
+    if remote.ca.is_empty() {
+        return Err(fail(
+            exit::USAGE,
+            format!(
+                "{}: --ca FILE is needed: the CA that issued the log's server certificate",
+                remote.url
+            ),
+        ));
+    }
     let bundle = crate::cmd::inspect::load_bundle(&remote.ca, &[])?;
     Ok(Arc::new(certgate_tls::upstream_client_config(
         &bundle, identity,
@@ -157,7 +166,7 @@ pub(crate) fn append(
     ))?;
     if status != 200 {
         return Err(fail(
-            exit::TEMPFAIL,
+            exit::for_http_status(status),
             format!(
                 "{target}: {status}: {}",
                 String::from_utf8_lossy(&body).trim()

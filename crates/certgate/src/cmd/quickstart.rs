@@ -118,7 +118,7 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
             days: 365,
             key_type: KeyType::EcdsaP256,
         };
-        ca.issue(&req, &server_prefix, None)?;
+        ca.issue(&req, &server_prefix, None, true)?;
         created.push("server certificate".to_owned());
     }
     let client_prefix = dir.join("client");
@@ -138,7 +138,7 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
         };
         // Remove a stale password file so a fresh one is generated with the new bundle.
         let _ = std::fs::remove_file(client_prefix.with_extension("p12.password"));
-        ca.issue(&req, &client_prefix, Some(None))?;
+        ca.issue(&req, &client_prefix, Some(None), true)?;
         created.push("client certificate".to_owned());
     }
     // A fresh CRL every run: it is cheap and keeps nextUpdate in the future.
@@ -204,6 +204,13 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
         print_human(&summary, dir, &cfg);
     }
     if args.no_serve {
+        if !args.json {
+            println!(
+                "\nnot started (--no-serve). Start the gateway with:\n  certgate serve --config {}\nor run `certgate quickstart --dir {}` again (it reuses what is there).",
+                config_path.display(),
+                dir.display()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if cfg.ingresses.is_empty() {

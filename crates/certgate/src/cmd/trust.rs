@@ -370,7 +370,10 @@ fn synced_entries(access: &TrustLogAccess, policy: &Policy) -> Result<(Vec<Vec<u
                 std::sync::Arc::clone(&tls),
             ))?;
             if code != 200 {
-                return Err(fail(exit::TEMPFAIL, format!("{target}: {code}")));
+                return Err(fail(
+                    exit::for_http_status(code),
+                    format!("{target}: {code}"),
+                ));
             }
             let bundle = tile::parse_bundle(&body)
                 .map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))?;

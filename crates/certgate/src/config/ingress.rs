@@ -408,11 +408,7 @@ impl Resolver<'_> {
         };
         let trust = trusts.iter().find(|t| t.name() == trust_name.get_ref());
         let Some(trust) = trust else {
-            self.error(
-                Some(trust_name.span().start),
-                &format!("{prefix}.upstream_trust"),
-                format!("no [[trust]] named `{}`", trust_name.get_ref()),
-            );
+            self.unknown("trust", &format!("{prefix}.upstream_trust"), trust_name);
             return None;
         };
         let identity = match &r.upstream_identity {
@@ -420,11 +416,7 @@ impl Resolver<'_> {
             Some(name) => match identities.iter().find(|i| i.name == *name.get_ref()) {
                 Some(i) => Some(&i.credential),
                 None => {
-                    self.error(
-                        Some(name.span().start),
-                        &format!("{prefix}.upstream_identity"),
-                        format!("no [[identity]] named `{}`", name.get_ref()),
-                    );
+                    self.unknown("identity", &format!("{prefix}.upstream_identity"), name);
                     return None;
                 }
             },

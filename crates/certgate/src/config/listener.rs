@@ -69,11 +69,7 @@ impl Resolver<'_> {
     ) -> Option<&'i ConfiguredIdentity> {
         let found = identities.iter().find(|i| i.name == *value.get_ref());
         if found.is_none() {
-            self.error(
-                Some(value.span().start),
-                key,
-                format!("no [[identity]] named `{}`", value.get_ref()),
-            );
+            self.unknown("identity", key, value);
         }
         found
     }
@@ -87,13 +83,25 @@ impl Resolver<'_> {
     ) -> Option<Arc<TrustBundle>> {
         let found = trusts.iter().find(|b| b.name() == value.get_ref()).cloned();
         if found.is_none() {
-            self.error(
-                Some(value.span().start),
-                key,
-                format!("no [[trust]] named `{}`", value.get_ref()),
-            );
+            self.unknown("trust", key, value);
         }
         found
+    }
+
+    /// Reports that `key` names a `[[section]]` that is not there, unless the section is there
+    /// but failed to load: its own errors say why, and a second error would only mislead.
+    pub(super) fn unknown(&mut self, section: &str, key: &str, value: &Spanned<String>) {
+        if self
+            .broken
+            .contains(&(section.to_owned(), value.get_ref().clone()))
+        {
+            return;
+        }
+        self.error(
+            Some(value.span().start),
+            key,
+            format!("no [[{section}]] named `{}`", value.get_ref()),
+        );
     }
 
     /// Resolves the TLS keys of a listener; `None` (with errors recorded) when they are unusable.

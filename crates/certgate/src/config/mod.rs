@@ -80,7 +80,7 @@ struct RawTrust {
 }
 
 /// One problem in a config file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ConfigError {
     /// The config file.
     pub file: PathBuf,
@@ -90,6 +90,10 @@ pub struct ConfigError {
     pub key: String,
     /// What is wrong.
     pub message: String,
+    /// The config file itself could not be read (missing, unreadable): a missing input, not a
+    /// wrong configuration.
+    #[serde(skip)]
+    pub unreadable: bool,
 }
 
 impl fmt::Display for ConfigError {
@@ -175,6 +179,7 @@ pub fn load_reusing(path: &Path, pools: Pools) -> Result<Config, ConfigErrors> {
             line: None,
             key: String::new(),
             message: e.to_string(),
+            unreadable: true,
         }])
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -186,6 +191,7 @@ pub fn load_reusing(path: &Path, pools: Pools) -> Result<Config, ConfigErrors> {
                 "not UTF-8 text (invalid byte at offset {})",
                 e.utf8_error().valid_up_to()
             ),
+            unreadable: false,
         }])
     })?;
     resolve(&text, path, time::OffsetDateTime::now_utc(), pools)
@@ -201,6 +207,7 @@ fn resolve(
 ) -> Result<Config, ConfigErrors> {
     let mut r = Resolver {
         pools,
+        broken: HashSet::new(),
         file: path.to_owned(),
         base: path.parent().map(Path::to_owned).unwrap_or_default(),
         text,
@@ -218,6 +225,7 @@ fn resolve(
                 line,
                 key: String::new(),
                 message,
+                unreadable: false,
             }]));
         }
     };
@@ -239,6 +247,36 @@ fn resolve(
     }
     let identities = r.identities(&raw.identity, now);
     let trusts = r.trusts(&raw.trust);
+    // Sections declared but not loaded (their errors are recorded): references to them are not
+    // reported again.
+    for (section, names, loaded) in [
+        (
+            "identity",
+            raw.identity
+                .iter()
+                .filter_map(|s| s.get_ref().name.as_ref())
+                .collect::<Vec<_>>(),
+            identities
+                .iter()
+                .map(|i| i.name.clone())
+                .collect::<HashSet<_>>(),
+        ),
+        (
+            "trust",
+            raw.trust
+                .iter()
+                .filter_map(|s| s.get_ref().name.as_ref())
+                .collect(),
+            trusts.iter().map(|t| t.name().to_owned()).collect(),
+        ),
+    ] {
+        for name in names {
+            if !loaded.contains(name.get_ref()) {
+                r.broken
+                    .insert((section.to_owned(), name.get_ref().clone()));
+            }
+        }
+    }
     let mut listener_names = HashSet::new();
     let ingresses = r.ingresses(&raw.ingress, &identities, &trusts, &mut listener_names);
     let tunnels = r.tunnels(&raw.tunnel, &identities, &trusts, &mut listener_names);
@@ -275,9 +313,21 @@ fn resolve(
     }
 }
 
+/// A credential error as the config reports it: a missing password says which keys give one.
+fn credential_error(e: &certgate_pki::Error) -> String {
+    match e {
+        certgate_pki::Error::PasswordRequired { .. } => {
+            format!("{e} (set `password_file` or `password_env`)")
+        }
+        other => other.to_string(),
+    }
+}
+
 struct Resolver<'a> {
     /// Where upstream clients come from (new, or the running ones on reload).
     pools: Pools,
+    /// (section, name) of `[[identity]]`/`[[trust]]` sections that failed to load.
+    broken: HashSet<(String, String)>,
     file: PathBuf,
     base: PathBuf,
     text: &'a str,
@@ -303,6 +353,7 @@ impl Resolver<'_> {
             line,
             key: key.to_owned(),
             message: message.into(),
+            unreadable: false,
         });
     }
 
@@ -496,14 +547,14 @@ impl Resolver<'_> {
             let contents = match credential::parse_pkcs12(&bytes, &origin, password.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    self.error(Some(p12.span().start), &key, e.to_string());
+                    self.error(Some(p12.span().start), &key, credential_error(&e));
                     return None;
                 }
             };
             return match Credential::assemble(contents.certs, &origin, contents.key, &origin) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    self.error(Some(p12.span().start), &key, e.to_string());
+                    self.error(Some(p12.span().start), &key, credential_error(&e));
                     None
                 }
             };
@@ -562,7 +613,7 @@ impl Resolver<'_> {
             match loaded {
                 Ok(k) => Some((k, key_name, span.span().start)),
                 Err(e) => {
-                    self.error(Some(span.span().start), &key_name, e.to_string());
+                    self.error(Some(span.span().start), &key_name, credential_error(&e));
                     None
                 }
             }
@@ -570,7 +621,11 @@ impl Resolver<'_> {
         let (certs, cert_origin) = match certs {
             Ok(c) => c,
             Err(e) => {
-                self.error(Some(cert_span.span().start), &cert_key, e.to_string());
+                self.error(
+                    Some(cert_span.span().start),
+                    &cert_key,
+                    credential_error(&e),
+                );
                 return None;
             }
         };
@@ -578,11 +633,15 @@ impl Resolver<'_> {
         match Credential::assemble(certs, &cert_origin, key, &key_origin) {
             Ok(c) => Some(c),
             Err(e @ certgate_pki::Error::KeyMismatch { .. }) => {
-                self.error(Some(key_at), &key_name, e.to_string());
+                self.error(Some(key_at), &key_name, credential_error(&e));
                 None
             }
             Err(e) => {
-                self.error(Some(cert_span.span().start), &cert_key, e.to_string());
+                self.error(
+                    Some(cert_span.span().start),
+                    &cert_key,
+                    credential_error(&e),
+                );
                 None
             }
         }
@@ -728,6 +787,7 @@ mod tests {
     fn lines_are_counted_from_one() {
         let r = Resolver {
             pools: Pools::default(),
+            broken: HashSet::new(),
             file: PathBuf::from("x.toml"),
             base: PathBuf::new(),
             text: "a\nb\nc",

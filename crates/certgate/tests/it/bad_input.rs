@@ -217,7 +217,7 @@ const CASES: &[Case] = &[
             identity_config(d, "cert.pem", Some("enc.key"))
         },
         code: 78,
-        message: "`enc.key`: the private key is encrypted but no password is configured (set `password_file` or `password_env`)",
+        message: "`enc.key`: the private key is encrypted but no password was given (set `password_file` or `password_env`)",
     },
     Case {
         name: "encrypted key, wrong password",

@@ -143,7 +143,11 @@ fn syntax_errors_and_versions_name_the_line() {
         text(&out)
     );
     let out = certgate(d, "check --config missing.toml");
-    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(
+        out.status.code(),
+        Some(66),
+        "a missing config is a missing input"
+    );
     assert!(
         text(&out).contains("missing.toml: `missing.toml`: no such file"),
         "{}",

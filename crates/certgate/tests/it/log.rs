@@ -243,6 +243,26 @@ fn writers_append_clients_check_checkpoints_and_proofs() {
         .as_slice(),
     );
     assert!(out.contains("appended at index 0"), "{out}");
+    // A writer the log refuses (403) is refused for good: exit 77, not "try again" (75).
+    let refused = certgate(
+        d,
+        [
+            "log",
+            "add",
+            "e1",
+            "--url",
+            &url,
+            "--ca",
+            "root.pem",
+            "--cert",
+            "stranger.pem",
+            "--key",
+            "stranger.key",
+        ]
+        .as_slice(),
+    );
+    assert_eq!(refused.status.code(), Some(77), "{}", text(&refused));
+    assert!(text(&refused).contains("403"), "{}", text(&refused));
     let proof = TlogProof::parse(&std::fs::read(d.join("e0.tlog-proof")).unwrap()).unwrap();
     let keys = Verifiers(vec![Verifier::parse(&vk).unwrap()]);
     proof

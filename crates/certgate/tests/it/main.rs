@@ -8,6 +8,7 @@ mod bad_input;
 mod ca_interop;
 mod check;
 mod egress;
+mod first_hour;
 mod front;
 mod guides;
 mod handshake;

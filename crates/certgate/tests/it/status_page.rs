@@ -131,7 +131,11 @@ trust = "clients"
   upstream = "echo"
   require_verified = true
 "#;
-    std::fs::write(d.join("c.toml"), config.replace("ADMIN", &admin.to_string())).unwrap();
+    std::fs::write(
+        d.join("c.toml"),
+        config.replace("ADMIN", &admin.to_string()),
+    )
+    .unwrap();
     let server = Serve::start(d, "c.toml", 3);
     let port = server.port("web");
     for client in ["none", "evil"] {
