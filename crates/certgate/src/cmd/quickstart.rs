@@ -63,6 +63,19 @@ forward = ["rfc9440", "certgate"]
   require_verified = true
   allow = [{ spiffe = "spiffe://quickstart.certgate.local/*" }]
 
+# Egress: an HTTPS_PROXY for apps that have no certificate of their own. Their requests to
+# localhost (the gateway above) are intercepted with a certificate from egress-ca (which those
+# apps trust) and sent on as the client identity; every other destination is tunnelled blind.
+[egress]
+listen = "EGRESS_LISTEN"
+intercept_ca = "egress-ca"
+
+  [[egress.rule]]
+  name = "quickstart-gateway"
+  url = "https://localhost/"
+  identity = "client"
+  trust = "clients"
+
 # A transparency log: anyone reads checkpoints and tiles; quickstart clients append.
 [log]
 origin = "quickstart.certgate.local/log"
@@ -173,12 +186,25 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
         files::write_public(&dir.join("release.txt"), b"an example release\n")?;
         created.push("content trust".to_owned());
     }
+    // The interception CA of the egress proxy (what apps behind HTTPS_PROXY trust).
+    let egress_ca = CaDir::new(&dir.join("egress-ca"));
+    if egress_ca.ca_cert_path().exists() {
+        reused.push("egress CA".to_owned());
+    } else {
+        egress_ca.init(
+            "certgate quickstart egress interception CA",
+            365,
+            KeyType::EcdsaP256,
+        )?;
+        created.push("egress CA".to_owned());
+    }
     let config_path = dir.join("certgate.toml");
     if config_path.exists() {
         reused.push("config".to_owned());
     } else {
         let text = CONFIG
-            .replace("LOG_LISTEN", &log_listen(&args.listen))
+            .replace("LOG_LISTEN", &next_to(&args.listen, 1))
+            .replace("EGRESS_LISTEN", &next_to(&args.listen, 2))
             .replace("LISTEN", &args.listen);
         files::write_public(&config_path, text.as_bytes())
             .with_context(|| format!("cannot write `{}`", config_path.display()))?;
@@ -230,6 +256,7 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
     let json = args.json;
     let me = me();
     runtime.block_on(crate::cmd::serve::serve(cfg, |bound| {
+        let gateway = bound.iter().find(|(n, _)| n == "quickstart").map(|(_, a)| a.port());
         for (name, addr) in bound.iter().filter(|_| !json) {
             let port = addr.port();
             let url = format!("https://localhost:{port}");
@@ -248,6 +275,15 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
                 println!("  {me} trust verify {d}/release.txt {verify}      # UNTRUSTED, exit 1");
                 continue;
             }
+            if name == "egress" {
+                let Some(gw) = gateway else { continue };
+                let proxy = format!("HTTPS_PROXY=http://{addr}");
+                let target = format!("https://localhost:{gw}/private");
+                println!("Egress proxy on http://{addr}: an app with no certificate of its own reaches {target} as quickstart-client. Try:");
+                println!("  {proxy} curl --cacert {d}/egress-ca/ca.pem {target}");
+                println!("  {proxy} REQUESTS_CA_BUNDLE={d}/egress-ca/ca.pem python3 -c 'import requests; print(requests.get(\"{target}\").text)'");
+                continue;
+            }
             println!("Gateway running on {url} (Ctrl-C to stop). Try:");
             println!("  curl --cacert {d}/ca/ca.pem{resolve} {url}/");
             println!("  curl --cacert {d}/ca/ca.pem{resolve} --cert {d}/client.pem --key {d}/client.key {url}/private");
@@ -256,20 +292,21 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
     }))
 }
 
-/// The log listens next to the gateway: the next port, or an ephemeral one when the gateway's
-/// is.
-fn log_listen(listen: &str) -> String {
-    match listen.parse::<std::net::SocketAddr>() {
-        Ok(mut a) if a.port() != 0 && a.port() < u16::MAX => {
-            a.set_port(a.port() + 1);
-            a.to_string()
-        }
-        Ok(mut a) => {
-            a.set_port(0);
-            a.to_string()
-        }
-        Err(_) => "127.0.0.1:8444".to_owned(),
+/// The log and the egress proxy listen next to the gateway: `offset` ports up, or on an
+/// ephemeral port when the gateway's is. The egress proxy is for local apps: always loopback.
+fn next_to(listen: &str, offset: u16) -> String {
+    let mut a = listen
+        .parse::<std::net::SocketAddr>()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 8443)));
+    let port = match a.port() {
+        0 => 0,
+        p => p.checked_add(offset).unwrap_or(0),
+    };
+    a.set_port(port);
+    if offset == 2 {
+        a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    a.to_string()
 }
 
 /// The binary as it was invoked (e.g. `target/release/certgate` under `cargo run`).

@@ -162,7 +162,7 @@ fn quickstart_creates_then_reuses_and_its_config_checks() {
     let first = certgate_ok(d, "quickstart --dir qs --no-serve");
     assert!(
         first.contains(
-            "created CA, server certificate, client certificate, log, content trust, config"
+            "created CA, server certificate, client certificate, log, content trust, egress CA, config"
         ),
         "{first}"
     );
@@ -170,7 +170,7 @@ fn quickstart_creates_then_reuses_and_its_config_checks() {
     let second = certgate_ok(d, "quickstart --dir qs --no-serve");
     assert!(
         second.contains(
-            "reused CA, server certificate, client certificate, log, content trust, config"
+            "reused CA, server certificate, client certificate, log, content trust, egress CA, config"
         ),
         "{second}"
     );
@@ -205,6 +205,7 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
     let mut commands = Vec::new();
     let mut log_commands = Vec::new();
     let mut trust_commands = Vec::new();
+    let mut egress_commands = Vec::new();
     let me = env!("CARGO_BIN_EXE_certgate");
     for line in lines.by_ref() {
         let line = line.unwrap();
@@ -219,8 +220,14 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
             log_commands.push(line.trim().to_owned());
         } else if line.trim_start().starts_with(&format!("{me} trust ")) {
             trust_commands.push(line.trim().to_owned());
+        } else if line.trim_start().starts_with("HTTPS_PROXY=") {
+            egress_commands.push(line.trim().to_owned());
         }
-        if commands.len() == 3 && log_commands.len() == 2 && trust_commands.len() == 4 {
+        if commands.len() == 3
+            && log_commands.len() == 2
+            && trust_commands.len() == 4
+            && egress_commands.len() == 2
+        {
             break;
         }
     }
@@ -261,8 +268,36 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
                 .unwrap()
         })
         .collect();
+    // The printed egress commands, pasted into a shell: curl and Python requests, with no
+    // certificate of their own, reach /private as the quickstart client through HTTPS_PROXY.
+    let egress_results: Vec<std::process::Output> = egress_commands
+        .iter()
+        .map(|c| {
+            std::process::Command::new("bash")
+                .current_dir(d)
+                .args(["-c", c])
+                .output()
+                .unwrap()
+        })
+        .collect();
     let _ = child.kill();
     let _ = child.wait();
+    assert_eq!(egress_commands.len(), 2, "{egress_commands:?}");
+    assert!(egress_commands[0].contains(" curl "), "{egress_commands:?}");
+    assert!(
+        egress_commands[1].contains("python3 -c"),
+        "{egress_commands:?}"
+    );
+    for (c, out) in egress_commands.iter().zip(&egress_results) {
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && body.contains("\"x-client-verify\": \"SUCCESS\"")
+                && body.contains("spiffe://quickstart.certgate.local/client"),
+            "{c}: {}",
+            crate::text(out)
+        );
+    }
     assert_eq!(log_commands.len(), 2, "{log_commands:?}");
     assert_eq!(trust_commands.len(), 4, "{trust_commands:?}");
     // sign, verify (TRUSTED, 0), untrust, verify (UNTRUSTED, 1).
