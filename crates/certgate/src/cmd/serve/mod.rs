@@ -205,6 +205,10 @@ pub async fn serve(
     for note in &cfg.notes {
         tracing::warn!("{note}");
     }
+    // Signal handlers go in before anyone can hear that we are ready: a SIGHUP sent the moment
+    // readiness is announced (by a service manager or a script) must reload, not kill us with
+    // the default action.
+    let (mut stop_signal, mut hangup) = (Stop::new(), Hangup::new());
     let log = cfg.log.as_ref().map(RunningLog::start).transpose()?;
     let specs = listener_specs(&cfg, log.as_ref());
     if specs.is_empty() {
@@ -280,7 +284,6 @@ pub async fn serve(
     let mut seen = fingerprint(&cfg.files);
     let mut files = cfg.files;
     drop((cfg.ingresses, cfg.tunnels, cfg.egress));
-    let (mut stop_signal, mut hangup) = (Stop::new(), Hangup::new());
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
