@@ -769,7 +769,9 @@ mod tests {
         ]
         .concat();
         let mut blocks = 0;
-        for block in doc.split("```toml\n").skip(1) {
+        for block in doc.split("```toml").skip(1) {
+            // Skip the rest of the fence line (`file=NAME`, `check`).
+            let block = block.split_once('\n').map_or("", |(_, b)| b);
             let mut body = block.split("```").next().unwrap_or_default().to_owned();
             // Guides show a route on its own; give it the listener it belongs to.
             if body.trim_start().starts_with("[[ingress.route]]") {
