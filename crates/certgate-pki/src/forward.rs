@@ -42,6 +42,14 @@ impl Format {
         ("certgate", Format::Certgate),
     ];
 
+    /// Whether the format tells the app if the certificate verified (`X-SSL-Client-Verify`,
+    /// `X-Client-Verify`). RFC 9440, XFCC and Traefik's fields carry a certificate and nothing
+    /// else: an app reading them cannot tell a verified certificate from one anybody made, so
+    /// these formats carry only verified certificates unless a listener opts in.
+    pub fn states_verification(self) -> bool {
+        matches!(self, Format::Nginx | Format::Certgate)
+    }
+
     /// Parses the config spelling.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, f)| *f)

@@ -13,7 +13,16 @@ pub(super) fn identity_headers(
     formats: &[Format],
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
+    // A format without a verification field would hand the app a certificate anybody could
+    // have made, looking the same as a verified one.
+    let unvouched = conn
+        .client
+        .presented()
+        .is_some_and(|p| p.verified().is_none());
     for f in formats {
+        if unvouched && !f.states_verification() && !cfg.forward_unverified {
+            continue;
+        }
         for (name, value) in forward::encode(*f, &conn.client, &cfg.proxy_info) {
             // Every encoder produces visible ASCII or escaped text; skip rather than panic if not.
             match HeaderValue::from_str(&value) {
@@ -45,12 +54,7 @@ pub(super) fn set_forwarded(
     }
     // Incoming values come from the client and cannot be trusted at the edge: replace them.
     let ip = conn.peer.ip().to_string();
-    for n in [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "forwarded",
-    ] {
+    for n in super::request::FORWARDING_HEADERS {
         headers.remove(n);
     }
     if let Ok(v) = HeaderValue::from_str(&ip) {

@@ -53,6 +53,9 @@ pub struct IngressConfig {
     pub proxy_info: ProxyInfo,
     /// Set `X-Forwarded-For/-Proto/-Host` and `Forwarded` (replacing incoming values).
     pub x_forwarded: bool,
+    /// Formats that do not say whether a certificate verified (RFC 9440, XFCC, Traefik) also
+    /// carry unverified certificates. Off by default: such a format forwards only verified ones.
+    pub forward_unverified: bool,
     /// Limits.
     pub limits: Limits,
     /// Header names with `_` or other characters besides letters, digits and `-`.

@@ -159,7 +159,7 @@ pub(super) async fn respond<'a>(
         front.remove_headers(req.headers_mut());
     }
     let conn = trace.forwarded.as_ref().unwrap_or(conn);
-    match scrub_headers(req.headers_mut(), cfg.underscores) {
+    match scrub_headers(req.headers_mut(), cfg.underscores, cfg.x_forwarded) {
         Ok(n) => trace.stripped = n,
         Err(name) => {
             return trace.refuse(
@@ -264,13 +264,24 @@ pub(super) fn rewrite(req: &mut Request<Incoming>, target: &Target) -> Result<()
     Ok(())
 }
 
+/// The forwarding fields certgate writes when `x_forwarded` is on (lower case).
+pub(super) const FORWARDING_HEADERS: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];
+
 /// Removes every identity header of every known format and applies the
 /// listener's rule for header names with `_` (or another character besides letters, digits and
-/// `-`). Returns how many field lines were removed, or the name of a field that `Reject`
-/// refuses.
+/// `-`). With `x_forwarded`, certgate writes the `X-Forwarded-*` fields itself, so their other
+/// spellings (`X_Forwarded_For`) are removed even where `Allow` passes unusual names: a CGI/WSGI
+/// app would read them as the same variable, and its first value would be the client's.
+/// Returns how many field lines were removed, or the name of a field that `Reject` refuses.
 pub(super) fn scrub_headers(
     headers: &mut HeaderMap,
     underscores: Underscores,
+    x_forwarded: bool,
 ) -> Result<usize, String> {
     let mut removed = strip_identity_headers(headers);
     if !headers
@@ -290,7 +301,9 @@ pub(super) fn scrub_headers(
             Underscores::Drop => true,
             // An app behind CGI/WSGI reads `X_Client_Verify` as `X-Client-Verify`.
             Underscores::Allow => {
-                forward::is_identity_header_lowercase(&normal::cgi_spelling(n.as_str()))
+                let cgi = normal::cgi_spelling(n.as_str());
+                forward::is_identity_header_lowercase(&cgi)
+                    || (x_forwarded && FORWARDING_HEADERS.contains(&cgi.as_str()))
             }
         };
         if remove && let header::Entry::Occupied(e) = headers.entry(n) {

@@ -31,6 +31,7 @@ pub(super) struct RawIngress {
     min_tls: Option<Spanned<String>>,
     forward: Option<Spanned<Vec<String>>>,
     x_forwarded: Option<bool>,
+    forward_unverified: Option<bool>,
     max_connections: Option<Spanned<u64>>,
     handshake_timeout_secs: Option<Spanned<u64>>,
     header_timeout_secs: Option<Spanned<u64>>,
@@ -224,6 +225,19 @@ impl Resolver<'_> {
             }
         };
         let (listen, tls) = (listen?, tls?);
+        let forward_unverified = raw.forward_unverified.unwrap_or(false);
+        if forward_unverified {
+            self.notes.push(format!(
+                "{prefix}.forward_unverified: RFC 9440, XFCC and Traefik fields will carry certificates nobody verified, and the app cannot tell them from verified ones; use the `certgate` or `nginx` format, which say so"
+            ));
+        } else if tls.trust.is_none()
+            && !default_forward.is_empty()
+            && default_forward.iter().all(|f| !f.states_verification())
+        {
+            self.notes.push(format!(
+                "{prefix}: this listener verifies no certificate (no `trust`), and `forward` has only formats that carry verified certificates: the app will receive none; add \"certgate\" or \"nginx\" to `forward` (they say whether a certificate verified), or set `forward_unverified = true`"
+            ));
+        }
         let config = IngressConfig {
             name: name.to_owned(),
             tls: tls.server_config,
@@ -232,6 +246,7 @@ impl Resolver<'_> {
             routes,
             proxy_info: ProxyInfo { uris: tls.own_uris },
             x_forwarded: raw.x_forwarded.unwrap_or(true),
+            forward_unverified,
             limits,
             underscores,
             require_sni: raw.require_sni.unwrap_or(false),

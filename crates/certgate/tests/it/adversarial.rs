@@ -2401,9 +2401,9 @@ forward = ["certgate", "nginx", "xfcc", "rfc9440"]
         }
     }
 
-    // `X_Forwarded_*` read as the `X-Forwarded-*` certgate replaces: `drop` removes them. (`allow`
-    // passes them by design, since they are no identity headers; shown with
-    // CERTGATE_ADV_VERBOSE=1.)
+    // `X_Forwarded_*` read as the `X-Forwarded-*` certgate replaces: removed in both modes (with
+    // `allow` too, or a WSGI app would read `HTTP_X_FORWARDED_FOR = "6.6.6.6,127.0.0.1"` and
+    // take the client's value first).
     for mode in ["drop", "allow"] {
         let (r, _) = one(
             server.port(mode),
@@ -2416,24 +2416,18 @@ forward = ["certgate", "nginx", "xfcc", "rfc9440"]
                     "X_Forwarded_For: 6.6.6.6",
                     "X_Forwarded_Host: admin.example",
                     "X_Forwarded_Proto: http",
+                    "X.Forwarded.For: 7.7.7.7",
                 ],
             ),
         );
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-        verbose(|| {
-            format!(
-                "{mode} X_Forwarded_*: HTTP_X_FORWARDED_FOR={} HTTP_X_FORWARDED_HOST={} HTTP_X_FORWARDED_PROTO={}",
-                v["HTTP_X_FORWARDED_FOR"], v["HTTP_X_FORWARDED_HOST"], v["HTTP_X_FORWARDED_PROTO"]
-            )
-        });
-        if mode == "drop" {
-            f.check(
-                v["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
-                    && v["HTTP_X_FORWARDED_HOST"] == "localhost"
-                    && v["HTTP_X_FORWARDED_PROTO"] == "https",
-                || format!("drop X_Forwarded_*: the app read {}", r.summary()),
-            );
-        }
+        f.check(
+            v["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
+                && v["HTTP_X_FORWARDED_HOST"] == "localhost"
+                && v["HTTP_X_FORWARDED_PROTO"] == "https"
+                && !r.body_text().contains("7.7.7.7"),
+            || format!("{mode} X_Forwarded_*: the app read {}", r.summary()),
+        );
     }
 
     // `reject` answers 400 to a harmless underscored name too; without one, 200.
@@ -2630,6 +2624,112 @@ forward = ["certgate"]
     });
     drop(server);
     f.assert_none("allow rules");
+}
+
+/// Formats with no verification field (RFC 9440, XFCC, Traefik) carry only verified
+/// certificates: an app reading `Client-Cert` cannot tell a look-alike CA's `CN=alice` from the
+/// real one. `forward_unverified = true` opts in (and `certgate check` says what it means).
+#[test]
+fn unverified_certificates_reach_the_app_only_with_a_verdict() {
+    let Some(python) = python_with_h2() else {
+        return;
+    };
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_server_pki(d);
+    let wsgi = Script::start(&python, d, WSGI_UPSTREAM, &[]);
+    let real = signed_by(&alice_spec(), &pki.intermediate);
+    let fake = TestPki::new();
+    let fake_alice = signed_by(&alice_spec(), &fake.intermediate);
+    let self_alice = self_signed(&alice_spec());
+    let mut config = CONFIG_HEAD.to_owned();
+    for (name, opt_in) in [("strict", false), ("opt-in", true)] {
+        config.push_str(&format!(
+            r#"
+[[ingress]]
+name = "{name}"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+forward = ["rfc9440", "xfcc", "traefik", "certgate"]
+forward_unverified = {opt_in}
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+"#,
+            wsgi.port
+        ));
+    }
+    std::fs::write(d.join("c.toml"), &config).unwrap();
+    let mut f = Failures::default();
+    let out = crate::certgate(d, &["check", "--config", "c.toml"]);
+    let text = crate::text(&out);
+    f.check(
+        out.status.success() && text.contains("ingress.opt-in.forward_unverified"),
+        || format!("certgate check should note `forward_unverified`:\n{text}"),
+    );
+    let server = Serve::start(d, "c.toml", 2);
+    let clients = [
+        (
+            "real alice",
+            ClientId::of(&real, &[&pki.intermediate]),
+            true,
+        ),
+        (
+            "look-alike CA alice",
+            ClientId::of(&fake_alice, &[&fake.intermediate]),
+            false,
+        ),
+        ("self-signed alice", ClientId::of(&self_alice, &[]), false),
+    ];
+    const CERT_FIELDS: [&str; 3] = [
+        "HTTP_CLIENT_CERT",
+        "HTTP_X_FORWARDED_CLIENT_CERT",
+        "HTTP_X_FORWARDED_TLS_CLIENT_CERT",
+    ];
+    for listener in ["strict", "opt-in"] {
+        for (who, id, verified) in &clients {
+            let how = Dial::sni("localhost").with(id);
+            let (r, _) = one(
+                server.port(listener),
+                &pki.root.der,
+                &how,
+                &get("/", &["Host: localhost"]),
+            );
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let want_cert = *verified || listener == "opt-in";
+            for field in CERT_FIELDS {
+                f.check(v.get(field).is_some() == want_cert, || {
+                    format!(
+                        "{listener}, {who}: {field} {} (want {})",
+                        if v.get(field).is_some() {
+                            "present"
+                        } else {
+                            "absent"
+                        },
+                        if want_cert { "present" } else { "absent" }
+                    )
+                });
+            }
+            // The format that states a verdict always tells the truth.
+            let verdict = v["HTTP_X_CLIENT_VERIFY"].as_str().unwrap_or("");
+            f.check(
+                if *verified {
+                    verdict == "SUCCESS"
+                } else {
+                    verdict.starts_with("FAILED:")
+                },
+                || {
+                    format!(
+                        "{listener}, {who}: X-Client-Verify {verdict:?}; {}",
+                        r.summary()
+                    )
+                },
+            );
+        }
+    }
+    drop(server);
+    f.assert_none("unverified certificates in verdict-less formats");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ impl RunningLog {
             ],
             proxy_info: certgate_pki::forward::ProxyInfo::default(),
             x_forwarded: false,
+            forward_unverified: false,
             limits: certgate_proxy::Limits::default(),
             underscores: certgate_proxy::normal::Underscores::Drop,
             require_sni: false,
