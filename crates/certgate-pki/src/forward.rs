@@ -324,9 +324,26 @@ fn traefik_info(der: &[u8]) -> Option<String> {
     sans.extend(id.sans.ip.iter().map(ToString::to_string));
     sans.extend(id.sans.uri.iter().cloned());
     if !sans.is_empty() {
+        let sans: Vec<String> = sans.iter().map(|s| traefik_escape(s)).collect();
         fields.push(format!("SAN=\"{}\"", sans.join(",")));
     }
     Some(fields.join(";"))
+}
+
+/// One value inside Traefik's info field: the characters that structure the field (`"` ends a
+/// value, `;` a field, `,` a list item or DN part, `=` a key) and `%` and `\` are written as
+/// `%XX`, so a certificate's own text can never read as another field (`CN=bob";SAN="...`).
+fn traefik_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '"' | ';' | ',' | '=' | '%' | '\\' => {
+                let _ = write!(out, "%{:02X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Traefik's DN form: DC, C, ST, L, O, (OU for subjects), SN, CN, in that order, comma-separated.
@@ -350,7 +367,7 @@ fn traefik_dn(name: &X509Name<'_>, subject: bool) -> String {
                 && let Ok(v) = atv.as_str()
                 && !v.is_empty()
             {
-                parts.push(format!("{short}={v}"));
+                parts.push(format!("{short}={}", traefik_escape(v)));
                 // Go's pkix.Name keeps a single SerialNumber and CommonName.
                 if short == "SN" || short == "CN" {
                     break;
@@ -412,7 +429,14 @@ fn certgate(client: &ClientCert) -> Vec<(&'static str, String)> {
     };
     out.push(("x-client-not-before", rfc3339(id.not_before)));
     out.push(("x-client-not-after", rfc3339(id.not_after)));
-    let join = |v: &[String]| safe(&v.join(","));
+    // A `,` inside one name is written `%2C`, so splitting the list on `,` gives exactly the
+    // certificate's names (`%` itself is always escaped by `safe`).
+    let join = |v: &[String]| {
+        v.iter()
+            .map(|s| safe(s).replace(',', "%2C"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     if !id.sans.dns.is_empty() {
         out.push(("x-client-san-dns", join(&id.sans.dns)));
     }

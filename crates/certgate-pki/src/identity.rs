@@ -87,15 +87,30 @@ impl SpkiHash {
 pub struct SpiffeId(String);
 
 impl SpiffeId {
-    /// Parses a SPIFFE ID: scheme `spiffe`, a non-empty lower-case trust domain, no query or fragment.
+    /// Parses a SPIFFE ID as the SPIFFE ID specification defines it: scheme `spiffe`, a
+    /// non-empty trust domain of lower-case letters, digits, `-`, `.` and `_`, and a path whose
+    /// segments are non-empty, not `.` or `..`, and made of letters, digits, `-`, `.` and `_`
+    /// only (no percent-encoding, query, fragment or trailing `/`). Anything else (a `,` that
+    /// would read as two IDs in a list, say) is not a SPIFFE ID.
     pub fn parse(uri: &str) -> Option<Self> {
         let rest = uri.strip_prefix("spiffe://")?;
-        let (domain, path) = rest.split_once('/').map_or((rest, ""), |(d, p)| (d, p));
+        let (domain, path) = match rest.split_once('/') {
+            Some((d, p)) => (d, Some(p)),
+            None => (rest, None),
+        };
         let domain_ok = !domain.is_empty()
             && domain
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
-        let path_ok = !path.contains(['?', '#']) && !path.split('/').any(|s| s == "." || s == "..");
+        let path_ok = path.is_none_or(|p| {
+            p.split('/').all(|s| {
+                !s.is_empty()
+                    && s != "."
+                    && s != ".."
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            })
+        });
         (domain_ok && path_ok).then(|| Self(uri.to_owned()))
     }
 

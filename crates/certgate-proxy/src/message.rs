@@ -81,11 +81,31 @@ const HOP_BY_HOP: [HeaderName; 10] = [
     HTTP2_SETTINGS,
 ];
 
-/// Removes hop-by-hop fields and those `Connection` names; `keep_upgrade` keeps `Upgrade`.
+/// `Proxy` and every `Proxy-*` field: meant for a proxy, never for the app. `Proxy` in
+/// particular reaches CGI/WSGI apps as the `HTTP_PROXY` variable, which HTTP libraries read as
+/// the proxy to use for outgoing requests ("httpoxy").
+fn is_proxy_field(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n == "proxy" || n.starts_with("proxy-")
+}
+
+/// Removes hop-by-hop fields and those `Connection` names, and `Proxy`/`Proxy-*`;
+/// `keep_upgrade` keeps `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none: one pass over the names, no hashing.
-    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+    if !headers
+        .keys()
+        .any(|n| HOP_BY_HOP.contains(n) || is_proxy_field(n))
+    {
         return;
+    }
+    let proxy_fields: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_proxy_field(n))
+        .cloned()
+        .collect();
+    for n in proxy_fields {
+        headers.remove(n);
     }
     // Headers named in Connection are hop-by-hop too.
     let listed: Vec<HeaderName> = headers
@@ -145,6 +165,17 @@ mod tests {
         assert_eq!(
             h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
             ["accept"]
+        );
+        // httpoxy: `Proxy` would become HTTP_PROXY in a CGI/WSGI app; `Proxy-*` are for proxies.
+        let mut h = map(&[
+            ("proxy", "http://evil.example:8080"),
+            ("proxy-foo", "x"),
+            ("proxyish", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["proxyish"]
         );
         let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
         strip_hop_by_hop(&mut h, true);

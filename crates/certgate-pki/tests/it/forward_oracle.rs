@@ -124,11 +124,17 @@ fn rfc9440_nginx_and_traefik_decode_independently_and_round_trip() {
         .decode_utf8()
         .unwrap()
         .into_owned();
-    // Traefik writes attribute values raw, without escaping.
+    // Traefik itself writes attribute values raw, so a name holding `"` or `;` could read as
+    // more fields (`CN=bob";SAN="spiffe://.../admin`). certgate writes the characters that
+    // structure the field as `%XX`: every `;`-separated piece is one of Traefik's fields.
     assert!(
-        info.starts_with("Subject=\"CN=alice, \"the\" admin\";"),
+        info.starts_with("Subject=\"CN=alice%2C %22the%22 admin\";"),
         "{info}"
     );
+    // The quotes in the name opened no field: two certificates, one SAN list.
+    assert_eq!(info.matches("Subject=").count(), 2, "{info}");
+    assert_eq!(info.matches("SAN=").count(), 1, "{info}");
+    assert_eq!(info.matches('"').count() % 2, 0, "{info}");
     assert!(
         info.contains("SAN=\"alice.home.example,spiffe://home.example/admin/alice\""),
         "{info}"
@@ -150,4 +156,64 @@ fn rfc9440_nginx_and_traefik_decode_independently_and_round_trip() {
         let back = forwarded::decode(input, header(&h, name)).unwrap();
         assert_eq!(back[0].as_ref(), leaf.identity.der.as_ref(), "{name}");
     }
+}
+
+/// A verified certificate whose names hold the separators of the list and field formats (found
+/// by an attacker pass): `CN=bob";SAN="spiffe://.../admin/alice` must not add a SAN to Traefik's
+/// info field, and one URI SAN holding a `,` must not read as two SANs or as a SPIFFE ID.
+#[test]
+fn names_with_separators_never_read_as_more_names() {
+    let pki = TestPki::new();
+    let mut spec = Spec::client("bob\";SAN=\"spiffe://home.example/admin/alice");
+    spec.sans = vec![
+        rcgen::SanType::URI(
+            "spiffe://home.example/u/bob,spiffe://home.example/admin/alice"
+                .try_into()
+                .unwrap(),
+        ),
+        rcgen::SanType::DnsName("bob.example,admin.example".try_into().unwrap()),
+    ];
+    let leaf = signed_by(&spec, &pki.intermediate);
+    let bundle = TrustBundle::new(
+        "t",
+        vec![CertificateDer::from(pki.root.der.clone())],
+        vec![],
+        UnknownRevocation::Allow,
+    )
+    .unwrap();
+    let chain = vec![
+        CertificateDer::from(leaf.der.clone()),
+        CertificateDer::from(pki.intermediate.der.clone()),
+    ];
+    let peer = PeerIdentity::evaluate(chain, Some(&bundle), UnixTime::now()).unwrap();
+    assert!(peer.verified().is_some());
+    // Not a SPIFFE ID: `,` is not allowed in a path segment.
+    assert_eq!(peer.identity.spiffe_id, None);
+    let client = ClientCert::Present(Box::new(peer));
+
+    let t = forward::encode(Format::Traefik, &client, &ProxyInfo::default());
+    let info = header(&t, "x-forwarded-tls-client-cert-info");
+    let info = percent_encoding::percent_decode_str(&info.replace('+', " "))
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+    let leaf_info = info.split("\",Subject=").next().unwrap();
+    assert_eq!(leaf_info.matches("SAN=").count(), 1, "{info}");
+    assert!(
+        !leaf_info.contains("\"spiffe://home.example/admin"),
+        "{info}"
+    );
+    let san = leaf_info.split("SAN=\"").nth(1).unwrap();
+    assert_eq!(san.split(',').count(), 2, "two names, one list: {san}");
+
+    let c = forward::encode(Format::Certgate, &client, &ProxyInfo::default());
+    assert_eq!(
+        header(&c, "x-client-san-uri"),
+        "spiffe://home.example/u/bob%2Cspiffe://home.example/admin/alice"
+    );
+    assert_eq!(
+        header(&c, "x-client-san-dns"),
+        "bob.example%2Cadmin.example"
+    );
+    assert!(c.iter().all(|(n, _)| *n != "x-client-spiffe-id"), "{c:?}");
 }

@@ -60,6 +60,11 @@ pub struct IngressConfig {
     pub limits: Limits,
     /// Header names with `_` or other characters besides letters, digits and `-`.
     pub underscores: Underscores,
+    /// Every header a front proxy of this listener (any route) may carry a certificate in.
+    /// Removed from every request on every route (after the route's own front proxy, if any,
+    /// has read it), in every spelling: an app behind another route must not read a client's
+    /// copy as if a front proxy had sent it.
+    pub front_headers: Vec<http::HeaderName>,
     /// Requests on connections without TLS SNI get 421.
     pub require_sni: bool,
 }

@@ -159,7 +159,7 @@ pub(super) async fn respond<'a>(
         front.remove_headers(req.headers_mut());
     }
     let conn = trace.forwarded.as_ref().unwrap_or(conn);
-    match scrub_headers(req.headers_mut(), cfg.underscores, cfg.x_forwarded) {
+    match scrub_headers(req.headers_mut(), cfg) {
         Ok(n) => trace.stripped = n,
         Err(name) => {
             return trace.refuse(
@@ -280,10 +280,16 @@ pub(super) const FORWARDING_HEADERS: [&str; 4] = [
 /// Returns how many field lines were removed, or the name of a field that `Reject` refuses.
 pub(super) fn scrub_headers(
     headers: &mut HeaderMap,
-    underscores: Underscores,
-    x_forwarded: bool,
+    cfg: &super::IngressConfig,
 ) -> Result<usize, String> {
+    let (underscores, x_forwarded) = (cfg.underscores, cfg.x_forwarded);
     let mut removed = strip_identity_headers(headers);
+    for name in &cfg.front_headers {
+        if let header::Entry::Occupied(e) = headers.entry(name) {
+            removed += e.iter().count();
+            e.remove_entry_mult().1.for_each(drop);
+        }
+    }
     if !headers
         .keys()
         .any(|n| normal::is_unusual_header_name(n.as_str()))
@@ -304,6 +310,7 @@ pub(super) fn scrub_headers(
                 let cgi = normal::cgi_spelling(n.as_str());
                 forward::is_identity_header_lowercase(&cgi)
                     || (x_forwarded && FORWARDING_HEADERS.contains(&cgi.as_str()))
+                    || cfg.front_headers.iter().any(|f| f.as_str() == cgi)
             }
         };
         if remove && let header::Entry::Occupied(e) = headers.entry(n) {

@@ -231,6 +231,7 @@ impl Resolver<'_> {
                 "{prefix}.forward_unverified: RFC 9440, XFCC and Traefik fields will carry certificates nobody verified, and the app cannot tell them from verified ones; use the `certgate` or `nginx` format, which say so"
             ));
         } else if tls.trust.is_none()
+            && tls.client_auth.requests()
             && !default_forward.is_empty()
             && default_forward.iter().all(|f| !f.states_verification())
         {
@@ -238,6 +239,13 @@ impl Resolver<'_> {
                 "{prefix}: this listener verifies no certificate (no `trust`), and `forward` has only formats that carry verified certificates: the app will receive none; add \"certgate\" or \"nginx\" to `forward` (they say whether a certificate verified), or set `forward_unverified = true`"
             ));
         }
+        let mut front_headers: Vec<http::HeaderName> = routes
+            .iter()
+            .filter_map(|r| r.front.as_ref())
+            .flat_map(|f| f.headers.iter().cloned())
+            .collect();
+        front_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        front_headers.dedup();
         let config = IngressConfig {
             name: name.to_owned(),
             tls: tls.server_config,
@@ -249,6 +257,7 @@ impl Resolver<'_> {
             forward_unverified,
             limits,
             underscores,
+            front_headers,
             require_sni: raw.require_sni.unwrap_or(false),
         };
         Some(Ingress {

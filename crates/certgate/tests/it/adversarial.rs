@@ -2732,6 +2732,100 @@ forward_unverified = {opt_in}
     f.assert_none("unverified certificates in verdict-less formats");
 }
 
+/// Headers meant for proxies never reach the app, on any route: `Proxy` (httpoxy) and
+/// `Proxy-*`, and a custom `forwarded_cert` header on routes that do not read it, in its `_`
+/// spelling too. A verified certificate whose names hold list and field separators reaches the
+/// app as exactly its names (Traefik info, the `certgate` SAN lists, no bogus SPIFFE ID).
+#[test]
+fn headers_meant_for_proxies_and_separators_in_names_never_mislead_the_app() {
+    let Some(python) = python_with_h2() else {
+        return;
+    };
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_server_pki(d);
+    let wsgi = Script::start(&python, d, WSGI_UPSTREAM, &[]);
+    let config = format!(
+        r#"{CONFIG_HEAD}
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+underscores = "allow"
+forward = ["certgate", "traefik"]
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{port}"
+  [[ingress.route]]
+  path = "/waf"
+  upstream = "http://127.0.0.1:{port}"
+  forwarded_cert = {{ format = "base64-der", header = "X-Proxy-Cert", trusted_proxies = ["10.9.9.9"] }}
+"#,
+        port = wsgi.port
+    );
+    std::fs::write(d.join("c.toml"), &config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    let mut f = Failures::default();
+    for path in ["/", "/waf"] {
+        let (r, _) = one(
+            port,
+            &pki.root.der,
+            &Dial::sni("localhost"),
+            &get(
+                path,
+                &[
+                    "Host: localhost",
+                    "Proxy: http://evil.example:3128",
+                    "Proxy-Foo: FORGED",
+                    "X-Proxy-Cert: FORGED",
+                    "X_Proxy_Cert: FORGED",
+                ],
+            ),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        for k in ["HTTP_PROXY", "HTTP_PROXY_FOO", "HTTP_X_PROXY_CERT"] {
+            f.check(r.status == 200 && v.get(k).is_none(), || {
+                format!("{path}: the app read {k}: {}", r.summary())
+            });
+        }
+    }
+    // bob's certificate, issued by the trusted intermediate, with names that hold separators.
+    let mut spec = Spec::client("bob\";SAN=\"spiffe://test.example/admin/alice");
+    spec.sans = vec![SanType::URI(
+        "spiffe://test.example/u/bob,spiffe://test.example/admin/alice"
+            .try_into()
+            .unwrap(),
+    )];
+    let bob = signed_by(&spec, &pki.intermediate);
+    let how = Dial::sni("localhost").with(&ClientId::of(&bob, &[&pki.intermediate]));
+    let (r, _) = one(port, &pki.root.der, &how, &get("/", &["Host: localhost"]));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    f.check(v["HTTP_X_CLIENT_VERIFY"] == "SUCCESS", || {
+        format!("bob should verify: {}", r.summary())
+    });
+    f.check(v.get("HTTP_X_CLIENT_SPIFFE_ID").is_none(), || {
+        format!("a URI with `,` is no SPIFFE ID: {}", r.summary())
+    });
+    let uris = v["HTTP_X_CLIENT_SAN_URI"].as_str().unwrap_or("");
+    f.check(uris.split(',').count() == 1, || {
+        format!("one URI SAN became {uris:?}")
+    });
+    let info = v["HTTP_X_FORWARDED_TLS_CLIENT_CERT_INFO"]
+        .as_str()
+        .unwrap_or("");
+    let info = percent_encoding::percent_decode_str(&info.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned();
+    f.check(
+        !info.is_empty() && !info.contains("\"spiffe://test.example/admin"),
+        || format!("Traefik info gained a field: {info}"),
+    );
+    drop(server);
+    f.assert_none("headers for proxies and separators in names");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Request smuggling
 // ---------------------------------------------------------------------------------------------

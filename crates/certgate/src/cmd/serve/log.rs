@@ -92,6 +92,7 @@ impl RunningLog {
             forward_unverified: false,
             limits: certgate_proxy::Limits::default(),
             underscores: certgate_proxy::normal::Underscores::Drop,
+            front_headers: Vec::new(),
             require_sni: false,
         })
     }
