@@ -11,6 +11,7 @@
 
 pub mod ca;
 pub mod credential;
+pub mod crl;
 pub mod dn;
 mod error;
 pub mod forward;

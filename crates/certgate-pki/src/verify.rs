@@ -73,6 +73,13 @@ pub struct TrustBundle {
     crls_valid_until: u64,
     verdicts: VerdictCache,
     unknown_revocation: UnknownRevocation,
+    /// How long past the earliest nextUpdate the CRLs are still used (0: not at all).
+    stale_grace_secs: u64,
+    /// Verifications that relied on the grace period.
+    grace_uses: std::sync::atomic::AtomicU64,
+    /// Distribution-point URLs of certificates whose chain reached an anchor, when the trust
+    /// follows them (`None` otherwise).
+    learned_crl_urls: Option<std::sync::Mutex<Vec<String>>>,
     /// The provider's algorithms behind one signature cache (see `sigcache`).
     algorithms: Vec<crate::sigcache::Cached>,
 }
@@ -98,25 +105,16 @@ pub struct LoadedCrl {
     pub revoked: usize,
 }
 
+impl LoadedCrl {
+    /// nextUpdate, unix seconds (`u64::MAX` when the CRL has none).
+    pub fn next_update(&self) -> u64 {
+        self.next_update
+    }
+}
+
 /// Parses a CRL (PEM `X509 CRL` or DER).
 pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
-    let der = if crate::pem::looks_like_pem(bytes) {
-        let blocks = crate::pem::parse(bytes).map_err(|error| Error::Pem {
-            origin: origin.clone(),
-            error,
-        })?;
-        match blocks.into_iter().find(|b| b.label == "X509 CRL") {
-            Some(b) => b.der,
-            None => {
-                return Err(Error::BadCrl {
-                    origin: origin.clone(),
-                    reason: "no `X509 CRL` PEM block".to_owned(),
-                });
-            }
-        }
-    } else {
-        bytes.to_vec()
-    };
+    let der = crate::crl::crl_der(bytes, origin)?;
     let crl = OwnedCertRevocationList::from_der(&der).map_err(|e| Error::BadCrl {
         origin: origin.clone(),
         reason: format!("{e:?}"),
@@ -174,6 +172,9 @@ impl TrustBundle {
                 .map(|c| CertRevocationList::Owned(c.crl))
                 .collect(),
             unknown_revocation,
+            stale_grace_secs: 0,
+            grace_uses: std::sync::atomic::AtomicU64::new(0),
+            learned_crl_urls: None,
             algorithms: crate::sigcache::wrap(
                 rustls::crypto::aws_lc_rs::default_provider()
                     .signature_verification_algorithms
@@ -252,6 +253,44 @@ impl TrustBundle {
             .collect()
     }
 
+    /// Keeps using the CRLs for `secs` after the earliest nextUpdate passed (a CRL that could
+    /// not be refreshed), instead of failing every verification at once. Bounded by the caller.
+    pub fn with_stale_grace(mut self, secs: u64) -> Self {
+        self.stale_grace_secs = secs;
+        self
+    }
+
+    /// How many verifications used a CRL past its nextUpdate, within the grace period.
+    pub fn grace_uses(&self) -> u64 {
+        self.grace_uses.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Remembers the `http://` CRL distribution points of certificates whose chain reached one
+    /// of this bundle's anchors (verified, or refused only for revocation reasons), so a
+    /// fetcher can follow them. Only CA-signed certificates count: a URL from a certificate
+    /// anybody made could point the fetcher anywhere.
+    pub fn with_learned_crl_urls(mut self) -> Self {
+        self.learned_crl_urls = Some(std::sync::Mutex::new(Vec::new()));
+        self
+    }
+
+    /// The distribution points learned so far (see [`Self::with_learned_crl_urls`]).
+    pub fn learned_crl_urls(&self) -> Vec<String> {
+        self.learned_crl_urls
+            .as_ref()
+            .and_then(|m| m.lock().ok().map(|v| v.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The certificates that may sign this bundle's CRLs: the CAs and known intermediates.
+    pub fn issuer_certificates(&self) -> Vec<CertificateDer<'static>> {
+        self.anchor_certs
+            .iter()
+            .chain(&self.extra_intermediates)
+            .cloned()
+            .collect()
+    }
+
     /// Number of CRLs.
     pub fn crl_count(&self) -> usize {
         self.crls.len()
@@ -269,12 +308,45 @@ impl TrustBundle {
             return Verdict::Verified(v);
         }
         let verdict = self.verify_uncached(chain, purpose, now);
+        if let Some(learned) = &self.learned_crl_urls {
+            self.learn(learned, chain, &verdict);
+        }
         if let Verdict::Verified(v) = &verdict
             && let Some(window) = validity_window(chain, self.crls_valid_until)
         {
             self.verdicts.put(key, v.clone(), window);
         }
         verdict
+    }
+
+    /// Notes the distribution points of a chain that reached an anchor.
+    fn learn(
+        &self,
+        learned: &std::sync::Mutex<Vec<String>>,
+        chain: &[CertificateDer<'_>],
+        verdict: &Verdict,
+    ) {
+        /// Distinct URLs kept: CAs have a handful; more is a sign of abuse.
+        const MAX_LEARNED: usize = 64;
+        let reached_anchor = match verdict {
+            Verdict::Verified(_) => true,
+            Verdict::Rejected(r) => {
+                matches!(r.reason, Reason::RevocationUnknown | Reason::CrlExpired)
+            }
+        };
+        if !reached_anchor {
+            return;
+        }
+        let Ok(mut known) = learned.lock() else {
+            return;
+        };
+        for cert in chain {
+            for url in crate::crl::distribution_points(cert) {
+                if known.len() < MAX_LEARNED && !known.contains(&url) {
+                    known.push(url);
+                }
+            }
+        }
     }
 
     fn verify_uncached(
@@ -318,13 +390,27 @@ impl TrustBundle {
             Purpose::Server => KeyUsage::server_auth(),
         };
         let crl_refs: Vec<&CertRevocationList<'_>> = self.crls.iter().collect();
+        // Within the grace period after the earliest nextUpdate, CRLs are used as they are;
+        // before it they are fresh, and after it webpki refuses them (`crl_expired`).
+        // webpki counts a CRL as expired from the second of its nextUpdate on.
+        let stale = now.as_secs() >= self.crls_valid_until;
+        let in_grace = stale
+            && self.stale_grace_secs > 0
+            && now.as_secs() <= self.crls_valid_until.saturating_add(self.stale_grace_secs);
+        let expiration = if in_grace {
+            self.grace_uses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ExpirationPolicy::Ignore
+        } else {
+            ExpirationPolicy::Enforce
+        };
         let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
             b.with_depth(RevocationCheckDepth::Chain)
                 .with_status_policy(match self.unknown_revocation {
                     UnknownRevocation::Allow => UnknownStatusPolicy::Allow,
                     UnknownRevocation::Deny => UnknownStatusPolicy::Deny,
                 })
-                .with_expiration_policy(ExpirationPolicy::Enforce)
+                .with_expiration_policy(expiration)
                 .build()
         });
         let algorithms: Vec<&dyn SignatureVerificationAlgorithm> = self
@@ -356,6 +442,14 @@ impl TrustBundle {
             }
             Err(e) => return reject_webpki(&e),
         };
+        // webpki checks revocation only when it has CRLs. A bundle that must know the status of
+        // every certificate but has no CRL at all (none fetched yet) knows nothing.
+        if self.crls.is_empty() && self.unknown_revocation == UnknownRevocation::Deny {
+            return reject(
+                Reason::RevocationUnknown,
+                "the trust has no CRL yet, and a certificate no CRL covers is refused".to_owned(),
+            );
+        }
         // webpki checks EKU but not the keyUsage bits; RFC 5280 §4.2.1.3 says they bind too.
         if let Err(r) = check_key_usage(leaf, purpose) {
             return Verdict::Rejected(r);

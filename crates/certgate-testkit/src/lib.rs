@@ -321,6 +321,34 @@ pub fn crl(issuer: &Cert, serials: &[Vec<u8>], valid_days: i64) -> Vec<u8> {
     params.signed_by(&issuer.issuer()).unwrap().der().to_vec()
 }
 
+/// A CRL by `issuer` with CRL number `number`, issued a minute ago and valid for
+/// `valid_for` (negative: already past its nextUpdate), revoking `serials`.
+pub fn crl_numbered(
+    issuer: &Cert,
+    serials: &[Vec<u8>],
+    number: u64,
+    valid_for: Duration,
+) -> Vec<u8> {
+    let now = OffsetDateTime::now_utc();
+    let params = CertificateRevocationListParams {
+        this_update: now - Duration::minutes(1),
+        next_update: now + valid_for,
+        crl_number: SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(s),
+                revocation_time: now - Duration::minutes(1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    params.signed_by(&issuer.issuer()).unwrap().der().to_vec()
+}
+
 /// The serial bytes of a [`Cert`].
 pub fn serial_of(cert: &Cert) -> Vec<u8> {
     cert.params.serial_number.as_ref().unwrap().to_bytes()

@@ -6,6 +6,7 @@ mod ca_store;
 mod cli;
 mod cmd;
 mod config;
+mod crl_cache;
 mod exit;
 mod files;
 mod http_client;

@@ -257,3 +257,64 @@ fn cached_verdicts_expire_with_the_certificate_and_the_crl() {
         Some(Reason::WrongUsage)
     );
 }
+
+/// Past the earliest nextUpdate, CRLs are refused (`crl_expired`) unless the bundle has a grace
+/// period, within which they are used (and counted); after it, refused again. A bundle that
+/// must know every certificate's status but has no CRL at all refuses.
+#[test]
+fn stale_crls_are_refused_or_used_within_the_grace() {
+    let pki = TestPki::new();
+    let crls = [
+        certgate_testkit::crl_numbered(&pki.root, &[], 1, Duration::days(7)),
+        certgate_testkit::crl_numbered(&pki.intermediate, &[], 1, Duration::seconds(60)),
+    ];
+    let c = chain(&[&pki.client, &pki.intermediate]);
+    let now = UnixTime::now().as_secs();
+    let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now + 600));
+    let strict = bundle(&pki.root, &crls);
+    assert_eq!(
+        reason(&strict.verify(&c, Purpose::Client, later)),
+        Some(Reason::CrlExpired)
+    );
+    let lenient = bundle(&pki.root, &crls).with_stale_grace(3600);
+    assert_eq!(reason(&lenient.verify(&c, Purpose::Client, later)), None);
+    assert_eq!(lenient.grace_uses(), 1);
+    let much_later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now + 7200));
+    assert_eq!(
+        reason(&lenient.verify(&c, Purpose::Client, much_later)),
+        Some(Reason::CrlExpired)
+    );
+    let none = TrustBundle::new(
+        "test",
+        vec![CertificateDer::from(pki.root.der.clone())],
+        vec![],
+        UnknownRevocation::Deny,
+    )
+    .unwrap();
+    assert_eq!(
+        reason(&none.verify(&c, Purpose::Client, UnixTime::now())),
+        Some(Reason::RevocationUnknown)
+    );
+}
+
+/// The grace starts at the very second webpki starts refusing the CRL (its nextUpdate).
+#[test]
+fn the_grace_starts_at_next_update_itself() {
+    let pki = TestPki::new();
+    let crls = [
+        certgate_testkit::crl_numbered(&pki.root, &[], 1, Duration::days(7)),
+        certgate_testkit::crl_numbered(&pki.intermediate, &[], 1, Duration::seconds(60)),
+    ];
+    let next = verify::parse_crl(&crls[1], &Origin::other("crl"))
+        .unwrap()
+        .next_update();
+    let c = chain(&[&pki.client, &pki.intermediate]);
+    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(next));
+    let lenient = bundle(&pki.root, &crls).with_stale_grace(3600);
+    assert_eq!(reason(&lenient.verify(&c, Purpose::Client, at)), None);
+    let strict = bundle(&pki.root, &crls);
+    assert_eq!(
+        reason(&strict.verify(&c, Purpose::Client, at)),
+        Some(Reason::CrlExpired)
+    );
+}

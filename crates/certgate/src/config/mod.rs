@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use certgate_pki::credential::{self, Credential};
 use certgate_pki::verify::{self, UnknownRevocation};
@@ -22,6 +23,7 @@ pub mod egress;
 pub mod ingress;
 mod listener;
 pub mod log;
+mod revocation;
 pub mod tunnel;
 
 /// The only config format version so far.
@@ -42,6 +44,15 @@ struct RawConfig {
     egress: Option<Spanned<egress::RawEgress>>,
     log: Option<Spanned<log::RawLog>>,
     admin: Option<Spanned<RawAdmin>>,
+    state_dir: Option<Spanned<String>>,
+    warnings: Option<Spanned<RawWarnings>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWarnings {
+    crl_days: Option<Spanned<u64>>,
+    certificate_days: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +88,60 @@ struct RawTrust {
     #[serde(default)]
     crl: Vec<Spanned<String>>,
     crl_unknown_status: Option<Spanned<String>>,
+    #[serde(default)]
+    crl_url: Vec<Spanned<String>>,
+    crl_from_certificates: Option<bool>,
+    crl_refresh_secs: Option<Spanned<u64>>,
+    on_stale: Option<Spanned<String>>,
+    stale_grace_secs: Option<Spanned<u64>>,
+}
+
+/// The longest grace period `on_stale = "grace"` may give a CRL past its nextUpdate.
+pub const MAX_STALE_GRACE_SECS: u64 = 7 * 24 * 3600;
+
+/// How often a CRL from a URL is fetched again at most, unless `crl_refresh_secs` says otherwise
+/// (it is also fetched before its nextUpdate).
+pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
+
+/// A CRL that a trust takes from a URL: fetched in the background by `serve` into the state
+/// directory, and loaded from there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlSource {
+    /// The `[[trust]]` it belongs to.
+    pub trust: String,
+    /// The `http://` URL.
+    pub url: String,
+    /// Fetched again at least this often.
+    pub refresh: Duration,
+    /// Learned from a certificate's distribution point (not named in the config).
+    pub learned: bool,
+    /// A good copy was in the cache when the config loaded.
+    pub cached: bool,
+}
+
+/// A trust that follows the CRL distribution points of the certificates it verifies.
+#[derive(Clone, Debug)]
+pub struct CrlFollow {
+    /// The trust.
+    pub trust: Arc<TrustBundle>,
+}
+
+/// When expiry warnings start (`[warnings]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Warnings {
+    /// Days before a CRL's nextUpdate.
+    pub crl_days: u64,
+    /// Days before a certificate (identity or CA) expires.
+    pub certificate_days: u64,
+}
+
+impl Default for Warnings {
+    fn default() -> Self {
+        Self {
+            crl_days: 7,
+            certificate_days: 14,
+        }
+    }
 }
 
 /// One problem in a config file.
@@ -163,6 +228,14 @@ pub struct Config {
     pub notes: Vec<String>,
     /// Every file the config read (itself included), for change detection.
     pub files: Vec<PathBuf>,
+    /// Where certgate keeps what it fetched (`state_dir`).
+    pub state_dir: PathBuf,
+    /// CRLs fetched from URLs.
+    pub crl_sources: Vec<CrlSource>,
+    /// Trusts that follow distribution points.
+    pub crl_follow: Vec<CrlFollow>,
+    /// Expiry warning thresholds.
+    pub warnings: Warnings,
 }
 
 /// Reads and resolves the config at `path`.
@@ -214,6 +287,9 @@ fn resolve(
         errors: Vec::new(),
         notes: Vec::new(),
         files: vec![path.to_owned()],
+        state_dir: PathBuf::new(),
+        crl_sources: Vec::new(),
+        crl_follow: Vec::new(),
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -245,6 +321,11 @@ fn resolve(
         ),
         Some(_) => {}
     }
+    r.state_dir = match &raw.state_dir {
+        Some(d) => r.path(d.get_ref()),
+        None => r.path("state"),
+    };
+    let warnings = r.warnings(raw.warnings.as_ref());
     let identities = r.identities(&raw.identity, now);
     let trusts = r.trusts(&raw.trust);
     // Sections declared but not loaded (their errors are recorded): references to them are not
@@ -307,6 +388,10 @@ fn resolve(
             admin,
             notes: r.notes,
             files: r.files,
+            state_dir: r.state_dir,
+            crl_sources: r.crl_sources,
+            crl_follow: r.crl_follow,
+            warnings,
         })
     } else {
         Err(ConfigErrors(r.errors))
@@ -334,6 +419,10 @@ struct Resolver<'a> {
     errors: Vec<ConfigError>,
     notes: Vec<String>,
     files: Vec<PathBuf>,
+    /// `state_dir`, resolved.
+    state_dir: PathBuf,
+    crl_sources: Vec<CrlSource>,
+    crl_follow: Vec<CrlFollow>,
 }
 
 impl Resolver<'_> {
@@ -724,11 +813,15 @@ impl Resolver<'_> {
                     }
                 }
             }
+            let fetched = self.crl_urls(raw, &name, &prefix, &mut crls);
             let unknown = match raw
                 .crl_unknown_status
                 .as_ref()
                 .map(|s| (s.get_ref().as_str(), s.span().start))
             {
+                // CRLs a trust fetches are its revocation policy: a certificate none of them
+                // covers is not waved through by default.
+                None if fetched.uses_urls => UnknownRevocation::Deny,
                 None | Some(("allow", _)) => UnknownRevocation::Allow,
                 Some(("deny", _)) => UnknownRevocation::Deny,
                 Some((other, at)) => {
@@ -741,11 +834,36 @@ impl Resolver<'_> {
                     UnknownRevocation::Allow
                 }
             };
-            if !ok {
+            if !ok || !fetched.ok {
                 continue;
             }
+            // Until a CRL from a URL has been fetched once, nothing says whether its issuer's
+            // certificates are revoked: refuse what no CRL covers, whatever the key says.
+            let unknown = if fetched.missing.is_empty() {
+                unknown
+            } else {
+                self.notes.push(format!(
+                    "{prefix}: no copy yet of the CRL at {}; until `serve` has fetched it, certificates that no CRL covers are refused (revocation_unknown)",
+                    fetched.missing.join(", ")
+                ));
+                UnknownRevocation::Deny
+            };
             match TrustBundle::new(&name, cas, crls, unknown) {
-                Ok(b) => out.push(Arc::new(b.with_intermediates(intermediates))),
+                Ok(b) => {
+                    let mut b = b
+                        .with_intermediates(intermediates)
+                        .with_stale_grace(fetched.grace_secs);
+                    if fetched.follow {
+                        b = b.with_learned_crl_urls();
+                    }
+                    let b = Arc::new(b);
+                    if fetched.follow {
+                        self.crl_follow.push(CrlFollow {
+                            trust: Arc::clone(&b),
+                        });
+                    }
+                    out.push(b);
+                }
                 Err(e) => self.error(Some(at), &prefix, e.to_string()),
             }
         }
@@ -796,6 +914,9 @@ mod tests {
             errors: vec![],
             notes: vec![],
             files: vec![],
+            state_dir: PathBuf::new(),
+            crl_sources: vec![],
+            crl_follow: vec![],
         };
         assert_eq!(r.line_of(0), 1);
         assert_eq!(r.line_of(2), 2);

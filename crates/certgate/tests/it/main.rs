@@ -18,6 +18,7 @@ mod limits;
 mod log;
 mod package;
 mod reload;
+mod revocation;
 mod server;
 mod service;
 mod status_page;

@@ -23,6 +23,7 @@ use certgate_proxy::LiveConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod crls;
 mod log;
 mod notify;
 mod signals;
@@ -30,7 +31,7 @@ mod status;
 
 use log::RunningLog;
 use signals::{Hangup, Stop, fingerprint};
-use status::{publish_expiry, status};
+use status::{Expiry, status};
 
 use crate::cli::ServeArgs;
 use crate::config;
@@ -38,6 +39,10 @@ use crate::exit::{self, fail};
 
 /// How often referenced files are checked for changes.
 const POLL: Duration = Duration::from_secs(2);
+/// How often expiry metrics (and the stale-grace counters) are refreshed.
+const EXPIRY_METRICS_EVERY: Duration = Duration::from_secs(10);
+/// How often expiry warnings are repeated between reloads.
+const EXPIRY_WARN_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let cfg = config::load(&args.config)?;
@@ -265,7 +270,6 @@ pub async fn serve(
             admin.set_live(status::log_section(Arc::clone(&log.store)));
         }
         admin.set_status(status(&cfg, &addrs));
-        publish_expiry(&cfg);
         // Every identity loaded and every listener bound: ready.
         admin.set_ready(true);
         admin
@@ -274,6 +278,12 @@ pub async fn serve(
     for (listener, kind, name, local, addr, live) in bound {
         listeners.insert(name, spawn(listener, kind, addr, local, live));
     }
+    // CRLs from URLs: fetched in the background; a new one stored wakes the loop below.
+    let crl_changed = Arc::new(tokio::sync::Notify::new());
+    let mut fetcher = crls::Fetcher::new(Arc::clone(&crl_changed));
+    fetcher.update(&cfg);
+    let mut expiry = Expiry::of(&cfg);
+    expiry.publish(true);
     let notifier = notify::Notifier::from_env();
     let serving = |n: usize| format!("serving {n} listener(s)");
     if let Some(n) = &notifier {
@@ -286,10 +296,22 @@ pub async fn serve(
     drop((cfg.ingresses, cfg.tunnels, cfg.egress));
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics_tick = tokio::time::interval(EXPIRY_METRICS_EVERY);
+    metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_warned = tokio::time::Instant::now();
     loop {
         let why = tokio::select! {
             _ = stop_signal.recv() => break,
             _ = hangup.recv() => "SIGHUP",
+            _ = crl_changed.notified() => "CRL update",
+            _ = metrics_tick.tick() => {
+                let warn = last_warned.elapsed() >= EXPIRY_WARN_EVERY;
+                if warn {
+                    last_warned = tokio::time::Instant::now();
+                }
+                expiry.publish(warn);
+                continue;
+            }
             _ = tick.tick() => {
                 let now = fingerprint(&files);
                 if now == seen {
@@ -316,8 +338,10 @@ pub async fn serve(
                 metrics::counter!("certgate_reloads_total", "result" => "ok").increment(1);
                 if let Some(admin) = &admin {
                     admin.set_status(status(&new_cfg, &bound_addrs(&listeners)));
-                    publish_expiry(&new_cfg);
                 }
+                fetcher.update(&new_cfg);
+                expiry = Expiry::of(&new_cfg);
+                expiry.publish(true);
                 files = new_cfg.files;
                 seen = fingerprint(&files);
             }

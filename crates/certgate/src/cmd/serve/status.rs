@@ -172,16 +172,71 @@ pub(super) fn log_section(
     })
 }
 
-/// Sets `certgate_certificate_expiry_seconds{identity}` and warns about certificates that expire
-/// within 14 days.
-pub(super) fn publish_expiry(cfg: &config::Config) {
-    let now = time::OffsetDateTime::now_utc();
-    for i in &cfg.identities {
-        let left = (i.credential.identity.not_after - now).whole_seconds();
-        metrics::gauge!("certgate_certificate_expiry_seconds", "identity" => i.name.clone())
-            .set(left as f64);
-        if left < 14 * 24 * 3600 {
-            tracing::warn!(identity = %i.name, seconds_left = left, "certificate expires within 14 days");
+/// What serve watches for expiry between reloads: identities, the trusts' CAs and CRLs, and
+/// the warning thresholds.
+pub(super) struct Expiry {
+    identities: Vec<(String, time::OffsetDateTime)>,
+    trusts: Vec<std::sync::Arc<certgate_pki::TrustBundle>>,
+    warnings: config::Warnings,
+}
+
+impl Expiry {
+    pub(super) fn of(cfg: &config::Config) -> Self {
+        Self {
+            identities: cfg
+                .identities
+                .iter()
+                .map(|i| (i.name.clone(), i.credential.identity.not_after))
+                .collect(),
+            trusts: cfg.trusts.clone(),
+            warnings: cfg.warnings,
+        }
+    }
+
+    /// Sets the expiry metrics: `certgate_certificate_expiry_seconds{identity}`,
+    /// `certgate_ca_expiry_seconds{trust,subject}`,
+    /// `certgate_crl_next_update_timestamp_seconds{trust,issuer}` and
+    /// `certgate_crl_stale_grace_verifications_total{trust}`. With `warn`, logs a warning for
+    /// each certificate and CRL within its threshold (`[warnings]`).
+    pub(super) fn publish(&self, warn: bool) {
+        let now = time::OffsetDateTime::now_utc();
+        let cert_limit = i64::try_from(self.warnings.certificate_days)
+            .unwrap_or(i64::MAX / 86400)
+            .saturating_mul(86400);
+        let crl_limit = i64::try_from(self.warnings.crl_days)
+            .unwrap_or(i64::MAX / 86400)
+            .saturating_mul(86400);
+        for (name, not_after) in &self.identities {
+            let left = (*not_after - now).whole_seconds();
+            metrics::gauge!("certgate_certificate_expiry_seconds", "identity" => name.clone())
+                .set(left as f64);
+            if warn && left < cert_limit {
+                tracing::warn!(identity = %name, seconds_left = left, days = self.warnings.certificate_days, "certificate expires within the warning threshold");
+            }
+        }
+        for t in &self.trusts {
+            for der in t.ca_certificates() {
+                let Ok(id) = certgate_pki::Identity::from_der(der) else {
+                    continue;
+                };
+                let left = (id.not_after - now).whole_seconds();
+                metrics::gauge!("certgate_ca_expiry_seconds", "trust" => t.name().to_owned(), "subject" => id.subject.clone())
+                    .set(left as f64);
+                if warn && left < cert_limit {
+                    tracing::warn!(trust = %t.name(), ca = %id.subject, seconds_left = left, days = self.warnings.certificate_days, "CA certificate expires within the warning threshold");
+                }
+            }
+            for c in t.crl_summaries() {
+                let Some(next) = c.next_update else { continue };
+                metrics::gauge!("certgate_crl_next_update_timestamp_seconds", "trust" => t.name().to_owned(), "issuer" => c.issuer.clone())
+                    .set(next as f64);
+                let left = next - now.unix_timestamp();
+                if warn && left < crl_limit {
+                    tracing::warn!(trust = %t.name(), issuer = %c.issuer, seconds_left = left, days = self.warnings.crl_days, "CRL reaches its nextUpdate within the warning threshold; publish or fetch a new one");
+                }
+            }
+            metrics::counter!("certgate_crl_stale_grace_verifications_total", "trust" => t.name().to_owned())
+                .absolute(t.grace_uses());
         }
     }
 }

@@ -1,0 +1,359 @@
+//! Checking a CRL that came from elsewhere (a URL) before it replaces the one in use.
+//!
+//! A CRL fetched over plain HTTP is only as good as its signature: anyone on the path can
+//! change it. So before a fetched CRL is used or cached it must be signed by one of the trust's
+//! CA certificates (the one whose subject is the CRL's issuer), be valid now (`thisUpdate` not in
+//! the future, `nextUpdate` not past), and not be older than the CRL it replaces: a CRL number
+//! that goes backwards is a replayed old list, which could un-revoke a certificate. The
+//! verifier checks signatures again when it uses a CRL; checking here means a bad download
+//! never replaces a good list.
+
+use std::fmt;
+
+use rustls_pki_types::CertificateDer;
+use x509_parser::prelude::{FromDer as _, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+
+use crate::error::Origin;
+
+/// Clock skew tolerated on `thisUpdate`, in seconds.
+const SKEW_SECS: i64 = 300;
+
+/// What a checked CRL says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CrlFacts {
+    /// The issuer (RFC 4514).
+    pub issuer: String,
+    /// The CRL number as lower-case hex without leading zeros, when the CRL has one.
+    pub number: Option<String>,
+    /// thisUpdate, unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, unix seconds, when present.
+    pub next_update: Option<i64>,
+    /// How many certificates it revokes.
+    pub revoked: usize,
+}
+
+/// Why a fetched CRL was not used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrlRefused {
+    /// It does not parse as a CRL (PEM or DER).
+    Malformed(String),
+    /// No CA certificate of the trust has the CRL's issuer as its subject.
+    UnknownIssuer(String),
+    /// The signature does not verify with the issuer's key (or uses SHA-1).
+    BadSignature {
+        /// The issuer.
+        issuer: String,
+        /// What the verifier said.
+        detail: String,
+    },
+    /// `thisUpdate` is in the future.
+    NotYetValid {
+        /// thisUpdate, unix seconds.
+        this_update: i64,
+    },
+    /// `nextUpdate` has passed.
+    Expired {
+        /// nextUpdate, unix seconds.
+        next_update: i64,
+    },
+    /// Its CRL number is lower than that of the CRL in use.
+    NumberWentBack {
+        /// The number in use.
+        old: String,
+        /// The number fetched.
+        new: String,
+    },
+    /// Older than the CRL in use (by `thisUpdate`) although the numbers do not say so.
+    Older {
+        /// thisUpdate of the CRL in use.
+        old: i64,
+        /// thisUpdate of the one fetched.
+        new: i64,
+    },
+}
+
+fn time(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+impl fmt::Display for CrlRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(why) => write!(f, "not a CRL: {why}"),
+            Self::UnknownIssuer(issuer) => write!(
+                f,
+                "issued by `{issuer}`, which is not a CA certificate of this trust (a CRL of an intermediate CA needs that CA in the trust's `intermediates`)"
+            ),
+            Self::BadSignature { issuer, detail } => write!(
+                f,
+                "its signature does not verify with the key of `{issuer}` ({detail})"
+            ),
+            Self::NotYetValid { this_update } => {
+                write!(f, "not valid yet: thisUpdate is {}", time(*this_update))
+            }
+            Self::Expired { next_update } => {
+                write!(f, "expired: nextUpdate was {}", time(*next_update))
+            }
+            Self::NumberWentBack { old, new } => write!(
+                f,
+                "its CRL number 0x{new} is lower than that of the CRL in use, 0x{old} (an old list replayed?)"
+            ),
+            Self::Older { old, new } => write!(
+                f,
+                "it is older (thisUpdate {}) than the CRL in use (thisUpdate {})",
+                time(*new),
+                time(*old)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CrlRefused {}
+
+/// The DER of a CRL given as PEM (`X509 CRL`) or DER.
+pub fn crl_der(bytes: &[u8], origin: &Origin) -> crate::Result<Vec<u8>> {
+    if !crate::pem::looks_like_pem(bytes) {
+        return Ok(bytes.to_vec());
+    }
+    let blocks = crate::pem::parse(bytes).map_err(|error| crate::Error::Pem {
+        origin: origin.clone(),
+        error,
+    })?;
+    blocks
+        .into_iter()
+        .find(|b| b.label == "X509 CRL")
+        .map(|b| b.der)
+        .ok_or_else(|| crate::Error::BadCrl {
+            origin: origin.clone(),
+            reason: "no `X509 CRL` PEM block".to_owned(),
+        })
+}
+
+/// Compares two CRL numbers given as hex without leading zeros.
+fn number_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// Checks `der` (a CRL) against the trust's CA certificates (`issuers`: anchors and known
+/// intermediates) at `now` (unix seconds), and against the facts of the CRL it would replace.
+pub fn check(
+    der: &[u8],
+    issuers: &[CertificateDer<'_>],
+    now: i64,
+    previous: Option<&CrlFacts>,
+) -> Result<CrlFacts, CrlRefused> {
+    let crl = match CertificateRevocationList::from_der(der) {
+        Ok(([], crl)) => crl,
+        Ok(_) => return Err(CrlRefused::Malformed("bytes after the CRL".to_owned())),
+        Err(e) => return Err(CrlRefused::Malformed(e.to_string())),
+    };
+    // webpki, which uses the CRL, parses it too; refuse here what it would refuse there.
+    if let Err(e) = webpki::OwnedCertRevocationList::from_der(der) {
+        return Err(CrlRefused::Malformed(format!("{e:?}")));
+    }
+    let issuer = crate::dn::rfc4514(crl.issuer());
+    let signer = issuers.iter().find_map(|der| {
+        X509Certificate::from_der(der.as_ref())
+            .ok()
+            .filter(|(_, c)| c.subject().as_raw() == crl.issuer().as_raw())
+            .map(|(_, c)| c)
+    });
+    let Some(signer) = signer else {
+        return Err(CrlRefused::UnknownIssuer(issuer));
+    };
+    let alg = &crl.signature_algorithm.algorithm;
+    if *alg == x509_parser::oid_registry::OID_PKCS1_SHA1WITHRSA
+        || *alg == x509_parser::oid_registry::OID_SHA1_WITH_RSA
+    {
+        return Err(CrlRefused::BadSignature {
+            issuer,
+            detail: "signed with SHA-1, which is not accepted".to_owned(),
+        });
+    }
+    if let Err(e) = crl.verify_signature(signer.public_key()) {
+        return Err(CrlRefused::BadSignature {
+            issuer,
+            detail: e.to_string(),
+        });
+    }
+    let this_update = crl.last_update().timestamp();
+    let next_update = crl.next_update().map(|t| t.timestamp());
+    if this_update > now + SKEW_SECS {
+        return Err(CrlRefused::NotYetValid { this_update });
+    }
+    if let Some(next) = next_update
+        && next <= now
+    {
+        return Err(CrlRefused::Expired { next_update: next });
+    }
+    let number = crl.crl_number().map(|n| {
+        let s = hex::encode(n.to_bytes_be());
+        let s = s.trim_start_matches('0');
+        if s.is_empty() { "0" } else { s }.to_owned()
+    });
+    if let Some(prev) = previous
+        && prev.issuer == issuer
+    {
+        match (&prev.number, &number) {
+            (Some(old), Some(new)) if number_cmp(new, old).is_lt() => {
+                return Err(CrlRefused::NumberWentBack {
+                    old: old.clone(),
+                    new: new.clone(),
+                });
+            }
+            (Some(_), Some(_)) => {}
+            _ if this_update < prev.this_update => {
+                return Err(CrlRefused::Older {
+                    old: prev.this_update,
+                    new: this_update,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(CrlFacts {
+        issuer,
+        number,
+        this_update,
+        next_update,
+        revoked: crl.iter_revoked_certificates().count(),
+    })
+}
+
+/// The `http://` URLs in a certificate's CRL distribution points (full names only; RFC 5280
+/// §4.2.1.13). Other schemes (LDAP, HTTPS) are skipped: a CRL is signed, so plain HTTP is what
+/// RFC 5280 intends, and fetching over TLS would need the very revocation being checked.
+pub fn distribution_points(cert: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    let Ok((_, c)) = X509Certificate::from_der(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ext in c.extensions() {
+        let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() else {
+            continue;
+        };
+        for p in points.iter() {
+            let Some(DistributionPointName::FullName(names)) = &p.distribution_point else {
+                continue;
+            };
+            for n in names {
+                if let GeneralName::URI(uri) = n
+                    && uri.starts_with("http://")
+                    && !out.iter().any(|u| u == uri)
+                {
+                    out.push((*uri).to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{Ca, KeyType, create_root};
+
+    fn ca(name: &str) -> (Ca, CertificateDer<'static>) {
+        let now = time::OffsetDateTime::now_utc();
+        let root = create_root(name, 30, KeyType::EcdsaP256, now).unwrap();
+        let ca = Ca::new(root.cert_der.clone(), &root.key_pem).unwrap();
+        (ca, root.cert_der)
+    }
+
+    fn crl(ca: &Ca, number: u64, days: u32) -> Vec<u8> {
+        let pem = ca
+            .crl(&[], number, time::OffsetDateTime::now_utc(), days)
+            .unwrap();
+        crl_der(pem.as_bytes(), &Origin::inline("test")).unwrap()
+    }
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    #[test]
+    fn a_crl_of_a_trusted_ca_passes_and_says_what_it_is() {
+        let (a, a_cert) = ca("CA A");
+        let facts = check(&crl(&a, 7, 3), &[a_cert], now(), None).unwrap();
+        assert_eq!(facts.issuer, "CN=CA A");
+        assert_eq!(facts.number.as_deref(), Some("7"));
+        assert_eq!(facts.revoked, 0);
+        assert!(facts.next_update.unwrap() > now() + 2 * 86400);
+    }
+
+    #[test]
+    fn a_look_alike_issuer_is_a_bad_signature_and_a_stranger_unknown() {
+        let (a, _) = ca("CA A");
+        let (_, look_alike) = ca("CA A");
+        let (_, b_cert) = ca("CA B");
+        let der = crl(&a, 1, 3);
+        assert!(matches!(
+            check(&der, &[look_alike], now(), None),
+            Err(CrlRefused::BadSignature { .. })
+        ));
+        assert_eq!(
+            check(&der, &[b_cert], now(), None),
+            Err(CrlRefused::UnknownIssuer("CN=CA A".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_tampered_crl_is_refused() {
+        let (a, a_cert) = ca("CA A");
+        let mut der = crl(&a, 1, 3);
+        // Flip a bit in the signature (the last byte).
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        assert!(check(&der, &[a_cert], now(), None).is_err());
+    }
+
+    #[test]
+    fn numbers_never_go_back_and_expired_lists_are_refused() {
+        let (a, a_cert) = ca("CA A");
+        let issuers = [a_cert];
+        let newer = check(&crl(&a, 0x100, 3), &issuers, now(), None).unwrap();
+        assert_eq!(
+            check(&crl(&a, 0xff, 3), &issuers, now(), Some(&newer)),
+            Err(CrlRefused::NumberWentBack {
+                old: "100".to_owned(),
+                new: "ff".to_owned()
+            })
+        );
+        assert!(check(&crl(&a, 0x100, 3), &issuers, now(), Some(&newer)).is_ok());
+        assert!(check(&crl(&a, 0x101, 3), &issuers, now(), Some(&newer)).is_ok());
+        // Valid for one day, checked three days later.
+        let der = crl(&a, 0x102, 1);
+        assert!(matches!(
+            check(&der, &issuers, now() + 3 * 86400, Some(&newer)),
+            Err(CrlRefused::Expired { .. })
+        ));
+        // Checked two days before it was issued.
+        assert!(matches!(
+            check(&der, &issuers, now() - 2 * 86400, None),
+            Err(CrlRefused::NotYetValid { .. })
+        ));
+        assert!(matches!(
+            check(b"not a crl", &issuers, now(), None),
+            Err(CrlRefused::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn numbers_compare_as_integers() {
+        use std::cmp::Ordering::*;
+        assert_eq!(number_cmp("ff", "100"), Less);
+        assert_eq!(number_cmp("100", "ff"), Greater);
+        assert_eq!(number_cmp("1a", "1a"), Equal);
+        assert_eq!(number_cmp("1b", "1a"), Greater);
+    }
+}

@@ -1,0 +1,470 @@
+//! The CRL fetcher: keeps every CRL a trust takes from a URL fresh in the state directory.
+//!
+//! One task per (trust, URL). Each fetches at start, then again before the CRL's nextUpdate
+//! (half the time left, at least every `crl_refresh_secs`), with `If-None-Match` /
+//! `If-Modified-Since`. A download is used only if it passes `certgate_pki::crl::check`
+//! (signed by a CA of the trust, valid now, CRL number not going backwards); then it is stored
+//! in the cache, and serve reloads, so the next handshake uses it. Anything else (no answer,
+//! an error status, a refused CRL) keeps the last good copy and is retried with backoff. What
+//! happens when the copy passes its nextUpdate is the trust's `on_stale`, applied by the
+//! verifier, never here.
+//!
+//! Trusts with `crl_from_certificates` learn distribution-point URLs from the certificates they
+//! verify; a watcher stores new ones and asks for a reload, which turns them into sources.
+//!
+//! The fetch never runs on a handshake's path: handshakes read the CRLs the last reload built.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use certgate_pki::Origin;
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, CrlSource};
+use crate::crl_cache::{self, Meta};
+
+/// The largest CRL accepted (a 100,000-entry CRL is about 4 MiB).
+const MAX_CRL_BYTES: usize = 32 << 20;
+/// Connecting, sending and reading one CRL, all together.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The shortest wait between two fetches of one URL.
+const MIN_DELAY: Duration = Duration::from_secs(10);
+/// The longest wait after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often learned distribution points are looked at.
+const LEARN_EVERY: Duration = Duration::from_secs(1);
+
+type Issuers = Arc<Mutex<Vec<CertificateDer<'static>>>>;
+
+struct Task {
+    handle: JoinHandle<()>,
+    issuers: Issuers,
+    refresh: Duration,
+}
+
+/// The running fetch tasks, matched to the config on every (re)load.
+pub(super) struct Fetcher {
+    state: PathBuf,
+    changed: Arc<Notify>,
+    tasks: HashMap<(String, String), Task>,
+    learner: Option<JoinHandle<()>>,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        for t in self.tasks.values() {
+            t.handle.abort();
+        }
+        if let Some(l) = &self.learner {
+            l.abort();
+        }
+    }
+}
+
+impl Fetcher {
+    /// A fetcher that wakes `changed` whenever a new CRL (or a new distribution point) is stored.
+    pub(super) fn new(changed: Arc<Notify>) -> Self {
+        Self {
+            state: PathBuf::new(),
+            changed,
+            tasks: HashMap::new(),
+            learner: None,
+        }
+    }
+
+    /// Starts, keeps or stops tasks so that exactly the config's sources are fetched.
+    pub(super) fn update(&mut self, cfg: &config::Config) {
+        if self.state != cfg.state_dir {
+            // A new state directory: every task starts over there.
+            for (_, t) in self.tasks.drain() {
+                t.handle.abort();
+            }
+            self.state = cfg.state_dir.clone();
+        }
+        let issuers_of = |trust: &str| {
+            cfg.trusts
+                .iter()
+                .find(|t| t.name() == trust)
+                .map(|t| t.issuer_certificates())
+                .unwrap_or_default()
+        };
+        let wanted: HashMap<(String, String), &CrlSource> = cfg
+            .crl_sources
+            .iter()
+            .map(|s| ((s.trust.clone(), s.url.clone()), s))
+            .collect();
+        self.tasks.retain(|key, task| {
+            let keep = wanted.get(key).is_some_and(|s| s.refresh == task.refresh);
+            if !keep {
+                task.handle.abort();
+            }
+            keep
+        });
+        for (key, source) in wanted {
+            if let Some(task) = self.tasks.get(&key) {
+                if let Ok(mut i) = task.issuers.lock() {
+                    *i = issuers_of(&source.trust);
+                }
+                continue;
+            }
+            let issuers: Issuers = Arc::new(Mutex::new(issuers_of(&source.trust)));
+            let handle = tokio::spawn(run(
+                self.state.clone(),
+                source.clone(),
+                Arc::clone(&issuers),
+                Arc::clone(&self.changed),
+            ));
+            self.tasks.insert(
+                key,
+                Task {
+                    handle,
+                    issuers,
+                    refresh: source.refresh,
+                },
+            );
+        }
+        if let Some(l) = self.learner.take() {
+            l.abort();
+        }
+        if !cfg.crl_follow.is_empty() {
+            self.learner = Some(tokio::spawn(learn(
+                self.state.clone(),
+                cfg.crl_follow.clone(),
+                cfg.crl_sources.iter().map(|s| s.url.clone()).collect(),
+                Arc::clone(&self.changed),
+            )));
+        }
+    }
+}
+
+/// Watches the trusts that follow distribution points; stores new URLs and asks for a reload.
+async fn learn(
+    state: PathBuf,
+    follow: Vec<config::CrlFollow>,
+    known: Vec<String>,
+    changed: Arc<Notify>,
+) {
+    let mut tick = tokio::time::interval(LEARN_EVERY);
+    loop {
+        tick.tick().await;
+        for f in &follow {
+            let urls: Vec<String> = f
+                .trust
+                .learned_crl_urls()
+                .into_iter()
+                .filter(|u| !known.contains(u))
+                .collect();
+            if urls.is_empty() {
+                continue;
+            }
+            let (state, trust) = (state.clone(), f.trust.name().to_owned());
+            let stored =
+                tokio::task::spawn_blocking(move || crl_cache::add_learned(&state, &trust, &urls))
+                    .await;
+            match stored {
+                Ok(Ok(new)) if !new.is_empty() => {
+                    tracing::info!(trust = %f.trust.name(), urls = ?new, "following new CRL distribution points");
+                    changed.notify_one();
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(trust = %f.trust.name(), error = %e, "cannot store learned CRL distribution points")
+                }
+                Err(e) => tracing::warn!(error = %e, "CRL learner task failed"),
+            }
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// One URL, forever.
+async fn run(state: PathBuf, source: CrlSource, issuers: Issuers, changed: Arc<Notify>) {
+    let CrlSource { trust, url, .. } = &source;
+    let mut backoff = MIN_DELAY;
+    loop {
+        let outcome = fetch_and_store(&state, &source, &issuers).await;
+        let result = match &outcome {
+            Ok(Stored {
+                kind: Kind::New, ..
+            }) => "new",
+            Ok(Stored {
+                kind: Kind::Same, ..
+            }) => "unchanged",
+            Ok(Stored {
+                kind: Kind::NotModified,
+                ..
+            }) => "not_modified",
+            Err(Failure::Refused(_)) => "refused",
+            Err(Failure::Fetch(_)) => "error",
+        };
+        metrics::counter!("certgate_crl_fetches_total", "trust" => trust.clone(), "url" => url.clone(), "result" => result)
+            .increment(1);
+        let delay = match outcome {
+            Ok(stored) => {
+                backoff = MIN_DELAY;
+                let meta = &stored.meta;
+                if let Some(t) = meta.last_success {
+                    metrics::gauge!("certgate_crl_last_success_timestamp_seconds", "trust" => trust.clone(), "url" => url.clone())
+                        .set(t as f64);
+                }
+                let next = meta.facts.as_ref().and_then(|f| f.next_update);
+                if let Some(n) = next {
+                    metrics::gauge!("certgate_crl_source_next_update_timestamp_seconds", "trust" => trust.clone(), "url" => url.clone())
+                        .set(n as f64);
+                }
+                if let Kind::New = stored.kind {
+                    let f = meta.facts.as_ref();
+                    tracing::info!(
+                        trust = %trust, url = %url,
+                        number = f.and_then(|f| f.number.as_deref()).unwrap_or("-"),
+                        revoked = f.map_or(0, |f| f.revoked),
+                        "new CRL stored; reloading"
+                    );
+                    changed.notify_one();
+                }
+                next_delay(source.refresh, next, unix_now())
+            }
+            Err(failure) => {
+                let why = match &failure {
+                    Failure::Refused(r) => format!("the CRL was refused: {r}"),
+                    Failure::Fetch(e) => e.clone(),
+                };
+                tracing::warn!(trust = %trust, url = %url, error = %why, retry_in_secs = backoff.as_secs(), "CRL not refreshed; keeping the last good copy");
+                let d = backoff;
+                backoff = (backoff * 2)
+                    .min(MAX_BACKOFF)
+                    .min(source.refresh.max(MIN_DELAY));
+                d
+            }
+        };
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// When to fetch again after a success: half the time left before nextUpdate, at most
+/// `refresh`, at least [`MIN_DELAY`].
+fn next_delay(refresh: Duration, next_update: Option<i64>, now: i64) -> Duration {
+    let before_next = next_update.map_or(refresh, |n| {
+        Duration::from_secs(u64::try_from((n - now) / 2).unwrap_or(0))
+    });
+    refresh.min(before_next).max(MIN_DELAY)
+}
+
+/// What a successful fetch stored.
+struct Stored {
+    kind: Kind,
+    meta: Meta,
+}
+
+enum Kind {
+    /// A new CRL passed the checks and is stored.
+    New,
+    /// The server sent the CRL already in use.
+    Same,
+    /// 304.
+    NotModified,
+}
+
+enum Failure {
+    Refused(certgate_pki::crl::CrlRefused),
+    Fetch(String),
+}
+
+async fn fetch_and_store(
+    state: &std::path::Path,
+    source: &CrlSource,
+    issuers: &Issuers,
+) -> Result<Stored, Failure> {
+    let url = &source.url;
+    let (st, u) = (state.to_owned(), url.clone());
+    let (cached, meta) = tokio::task::spawn_blocking(move || {
+        (
+            std::fs::read(crl_cache::crl_path(&st, &u)).ok(),
+            crl_cache::read_meta(&st, &u),
+        )
+    })
+    .await
+    .map_err(|e| Failure::Fetch(e.to_string()))?;
+    let mut meta = meta.unwrap_or_else(|| Meta {
+        url: url.clone(),
+        ..Meta::default()
+    });
+    // Validators only with a copy to fall back on (a deleted cache gets a full download).
+    let validators = if cached.is_some() {
+        (meta.etag.clone(), meta.last_modified.clone())
+    } else {
+        (None, None)
+    };
+    let answer = tokio::time::timeout(FETCH_TIMEOUT, get(url, validators))
+        .await
+        .map_err(|_| {
+            Failure::Fetch(format!(
+                "no complete answer within {} s",
+                FETCH_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(Failure::Fetch)?;
+    let now = unix_now();
+    let (der, kind) = match answer {
+        Answer::NotModified => {
+            meta.last_success = Some(now);
+            (None, Kind::NotModified)
+        }
+        Answer::Body {
+            bytes,
+            etag,
+            last_modified,
+        } => {
+            let der = certgate_pki::crl::crl_der(&bytes, &Origin::inline(url))
+                .map_err(|e| Failure::Fetch(e.to_string()))?;
+            let issuers = issuers.lock().map(|i| i.clone()).unwrap_or_default();
+            let facts = certgate_pki::crl::check(&der, &issuers, now, meta.facts.as_ref())
+                .map_err(Failure::Refused)?;
+            let same = cached.as_deref() == Some(der.as_slice());
+            meta.facts = Some(facts);
+            meta.etag = etag;
+            meta.last_modified = last_modified;
+            meta.last_success = Some(now);
+            if same {
+                (None, Kind::Same)
+            } else {
+                (Some(der), Kind::New)
+            }
+        }
+    };
+    let (st, u, m) = (state.to_owned(), url.clone(), meta.clone());
+    tokio::task::spawn_blocking(move || crl_cache::write(&st, &u, der.as_deref(), &m))
+        .await
+        .map_err(|e| Failure::Fetch(e.to_string()))?
+        .map_err(|e| {
+            Failure::Fetch(format!(
+                "cannot store it in {}: {e}",
+                crl_cache::crl_path(state, url).display()
+            ))
+        })?;
+    Ok(Stored { kind, meta })
+}
+
+enum Answer {
+    NotModified,
+    Body {
+        bytes: Bytes,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+}
+
+/// One plain-HTTP GET with optional validators. Redirects are not followed.
+async fn get(
+    url: &str,
+    (etag, last_modified): (Option<String>, Option<String>),
+) -> Result<Answer, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    let authority = uri.authority().ok_or("the URL has no host")?.clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = authority.port_u16().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("{authority}: {e}"))?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = Request::get(path)
+        .header(header::HOST, authority.as_str())
+        .header(
+            header::USER_AGENT,
+            concat!("certgate/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(
+            header::ACCEPT,
+            "application/pkix-crl, application/x-pkcs7-crl, */*",
+        );
+    if let Some(e) = &etag {
+        req = req.header(header::IF_NONE_MATCH, e);
+    }
+    if let Some(lm) = &last_modified {
+        req = req.header(header::IF_MODIFIED_SINCE, lm);
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    let result = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{authority}: {e}"))?;
+        match resp.status() {
+            StatusCode::NOT_MODIFIED => Ok(Answer::NotModified),
+            StatusCode::OK => {
+                let text = |name: header::HeaderName| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let etag = text(header::ETAG);
+                let last_modified = text(header::LAST_MODIFIED);
+                let body = Limited::new(resp.into_body(), MAX_CRL_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            format!("the CRL is larger than {} MiB", MAX_CRL_BYTES >> 20)
+                        } else {
+                            format!("reading the CRL: {e}")
+                        }
+                    })?
+                    .to_bytes();
+                Ok(Answer::Body {
+                    bytes: body,
+                    etag,
+                    last_modified,
+                })
+            }
+            s if s.is_redirection() => Err(format!(
+                "HTTP {s}: redirects are not followed; name the final URL in `crl_url`"
+            )),
+            s => Err(format!("HTTP {s}")),
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetches_come_before_next_update_and_never_too_often() {
+        let hour = Duration::from_secs(3600);
+        // A week left: the refresh interval decides.
+        assert_eq!(next_delay(hour, Some(7 * 86400), 0), hour);
+        // Half an hour left: fetch again in a quarter of an hour.
+        assert_eq!(next_delay(hour, Some(1800), 0), Duration::from_secs(900));
+        // Past nextUpdate, or no nextUpdate at all.
+        assert_eq!(next_delay(hour, Some(-5), 0), MIN_DELAY);
+        assert_eq!(next_delay(hour, None, 0), hour);
+    }
+}
