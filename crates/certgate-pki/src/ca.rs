@@ -139,6 +139,9 @@ pub struct LeafRequest {
     pub days: u32,
     /// Key algorithm of the new key.
     pub key_type: KeyType,
+    /// CRL distribution points (`http://` URLs) written into the certificate, so verifiers
+    /// know where its issuer publishes revocations.
+    pub crl_urls: Vec<String>,
 }
 
 /// A loaded CA: its certificate and signing key.
@@ -257,6 +260,18 @@ impl Ca {
         }];
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + Duration::days(i64::from(req.days));
+        for u in &req.crl_urls {
+            if !u.starts_with("http://") {
+                return Err(fail(format!(
+                    "`{u}`: a CRL distribution point is a plain http:// URL"
+                )));
+            }
+        }
+        if !req.crl_urls.is_empty() {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: req.crl_urls.clone(),
+            }];
+        }
         let serial = random_serial()?;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         params.use_authority_key_identifier_extension = true;
@@ -280,6 +295,17 @@ impl Ca {
         now: OffsetDateTime,
         days: u32,
     ) -> Result<String> {
+        self.crl_valid_for(revoked, number, now, Duration::days(i64::from(days)))
+    }
+
+    /// Signs a CRL listing `revoked`, valid from `now` for `validity`.
+    pub fn crl_valid_for(
+        &self,
+        revoked: &[Revoked],
+        number: u64,
+        now: OffsetDateTime,
+        validity: Duration,
+    ) -> Result<String> {
         let fail = |reason: String| Error::Issue {
             what: "the CRL",
             reason,
@@ -297,7 +323,7 @@ impl Ca {
         }
         let params = CertificateRevocationListParams {
             this_update: now - Duration::minutes(5),
-            next_update: now + Duration::days(i64::from(days)),
+            next_update: now + validity,
             crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
             revoked_certs,

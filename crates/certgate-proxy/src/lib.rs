@@ -21,6 +21,7 @@ mod metrics;
 pub mod normal;
 pub mod policy;
 pub mod proxy_protocol;
+mod recheck;
 pub mod route;
 pub mod tunnel;
 pub mod upstream;

@@ -96,3 +96,12 @@ pub(crate) fn handshake_reason(e: &std::io::Error) -> &'static str {
         _ => "other",
     }
 }
+
+/// `certgate_connections_closed_total{listener,reason}`: connections certgate ended itself for
+/// a reason other than timeouts and drain (`no_longer_admitted`: a reload revoked its client).
+pub(crate) fn closed(listener: &str, reason: &'static str) {
+    if enabled() {
+        metrics::counter!("certgate_connections_closed_total", "listener" => listener.to_owned(), "reason" => reason)
+            .increment(1);
+    }
+}

@@ -47,8 +47,15 @@ pub struct TunnelConfig {
 /// The live configuration of a tunnel (see [`crate::LiveConfig`]).
 pub type LiveTunnel = Arc<arc_swap::ArcSwap<TunnelConfig>>;
 
-/// Serves a tunnel until `shutdown` turns true.
-pub async fn serve(live: LiveTunnel, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+/// Serves a tunnel until `shutdown` turns true. After each reload (`changes`), an open stream
+/// whose client is no longer admitted (revoked, no longer verifying, or refused by the new
+/// `allow`) is closed.
+pub async fn serve(
+    live: LiveTunnel,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+    changes: watch::Receiver<()>,
+) {
     let cfg = live.load_full();
     // Streams in progress get up to `drain_timeout` to end by themselves.
     let drain = || live.load().drain_timeout;
@@ -60,13 +67,22 @@ pub async fn serve(live: LiveTunnel, listener: TcpListener, shutdown: watch::Rec
         drain,
         |tcp, peer, _| {
             let cfg = live.load_full();
-            async move { connection(&cfg, tcp, peer).await }
+            let live = Arc::clone(&live);
+            let mut changes = changes.clone();
+            changes.mark_unchanged();
+            async move { connection(&cfg, &live, changes, tcp, peer).await }
         },
     )
     .await;
 }
 
-async fn connection(cfg: &TunnelConfig, tcp: TcpStream, peer: SocketAddr) {
+async fn connection(
+    cfg: &TunnelConfig,
+    live: &LiveTunnel,
+    mut changes: watch::Receiver<()>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
     let _ = tcp.set_nodelay(true);
     let local = match tcp.local_addr() {
         Ok(a) => a,
@@ -132,8 +148,33 @@ async fn connection(cfg: &TunnelConfig, tcp: TcpStream, peer: SocketAddr) {
         None => (String::new(), false),
     };
     let started = std::time::Instant::now();
-    let result = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
-    let (up, down) = result.unwrap_or((0, 0));
+    let revoked = async {
+        loop {
+            if changes.changed().await.is_err() {
+                return std::future::pending::<String>().await;
+            }
+            let new = live.load_full();
+            let admitted =
+                crate::recheck::still_admitted(&client, new.client_auth, new.trust.as_deref())
+                    .and_then(|()| match policy::identity(&new.access, &client) {
+                        Decision::Deny { reason, .. } => {
+                            Err(format!("the new policy refuses it ({reason})"))
+                        }
+                        Decision::Allow => Ok(()),
+                    });
+            if let Err(why) = admitted {
+                return why;
+            }
+        }
+    };
+    let (up, down) = tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut tls, &mut upstream) => result.unwrap_or((0, 0)),
+        why = revoked => {
+            crate::metrics::closed(&cfg.name, "no_longer_admitted");
+            tracing::info!(tunnel = %cfg.name, %peer, reason = %why, "stream closed after a reload: its client is no longer admitted");
+            (0, 0)
+        }
+    };
     tracing::info!(
         target: "certgate::access",
         tunnel = %cfg.name,

@@ -376,6 +376,11 @@ impl CaDir {
 
     /// Signs a CRL of every revoked certificate, writes it to `out`, and bumps `crlnumber`.
     pub fn crl(&self, out: &Path, days: u32) -> Result<usize> {
+        self.crl_valid_for(out, time::Duration::days(i64::from(days)))
+    }
+
+    /// [`Self::crl`], valid for `validity` (`serve` signs CRLs of any lifetime for `[ca]`).
+    pub fn crl_valid_for(&self, out: &Path, validity: time::Duration) -> Result<usize> {
         let ca = self.open()?;
         let _lock = self.lock()?;
         let number_path = self.dir.join("crlnumber");
@@ -394,7 +399,7 @@ impl CaDir {
                 })
             })
             .collect();
-        let pem = ca.crl(&revoked, number, OffsetDateTime::now_utc(), days)?;
+        let pem = ca.crl_valid_for(&revoked, number, OffsetDateTime::now_utc(), validity)?;
         files::write_public(out, pem.as_bytes())
             .with_context(|| format!("cannot write `{}`", out.display()))?;
         files::write_public(&number_path, format!("{}\n", number + 1).as_bytes())?;

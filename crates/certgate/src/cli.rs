@@ -277,6 +277,11 @@ pub struct IssueArgs {
     /// Email subject alternative name (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub email: Vec<String>,
+
+    /// CRL distribution point written into the certificate (`http://` URL, repeatable): where
+    /// verifiers fetch the CA's CRL, e.g. the URL `serve` publishes with `[ca] publish`.
+    #[arg(long = "crl-url", value_name = "URL")]
+    pub crl_url: Vec<String>,
     /// Validity in days.
     #[arg(long, default_value_t = 365)]
     pub days: u32,

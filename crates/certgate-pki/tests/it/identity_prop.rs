@@ -63,7 +63,7 @@ proptest! {
             uri: uri.clone(),
             email: email.clone(),
             days: 10,
-            key_type: KeyType::EcdsaP256,
+            key_type: KeyType::EcdsaP256,            crl_urls: Vec::new(),
         };
         let issued = ca.issue(&req, time::OffsetDateTime::now_utc()).unwrap();
         let id = Identity::from_der(&issued.cert_der).unwrap();

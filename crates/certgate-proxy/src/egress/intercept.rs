@@ -68,6 +68,7 @@ impl Interceptor {
                     email: vec![],
                     days: 7,
                     key_type: KeyType::EcdsaP256,
+                    crl_urls: Vec::new(),
                 },
                 time::OffsetDateTime::now_utc(),
             )

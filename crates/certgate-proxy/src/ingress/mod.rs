@@ -67,6 +67,9 @@ pub struct IngressConfig {
     pub front_headers: Vec<http::HeaderName>,
     /// Requests on connections without TLS SNI get 421.
     pub require_sni: bool,
+    /// After a reload, open connections whose client is no longer admitted (revoked, no longer
+    /// verifying, or lacking what the listener now demands) are closed. On by default.
+    pub recheck_connections: bool,
 }
 
 /// Facts about one connection, shared by its requests (or, on routes that take forwarded
@@ -80,8 +83,8 @@ struct Conn {
     via: Option<String>,
 }
 
-/// What one connection works with: the listener's configuration as it was when the connection
-/// was accepted (a reload affects new connections only), and the shared upstream pool.
+/// What one request works with: the listener's configuration current for its connection (the
+/// one it was accepted with, or a later reload's while its client stays admitted).
 struct Shared {
     cfg: Arc<IngressConfig>,
 }
@@ -91,7 +94,15 @@ pub type LiveConfig = Arc<ArcSwap<IngressConfig>>;
 
 /// Serves `live` on `listener` until `shutdown` turns true, then stops accepting. Each new
 /// connection takes the configuration current at accept time; `max_connections` is read once.
-pub async fn serve(live: LiveConfig, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+/// `changes` fires after every reload that swapped `live`: open connections then ask whether
+/// their client is still admitted (see `crate::recheck`), end if not, and otherwise judge their
+/// next requests by the new configuration.
+pub async fn serve(
+    live: LiveConfig,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+    changes: watch::Receiver<()>,
+) {
     let cfg = live.load_full();
     // On shutdown, HTTP/1 keep-alive and HTTP/2 connections are told to close after the
     // requests in flight (see `connection`).
@@ -103,22 +114,23 @@ pub async fn serve(live: LiveConfig, listener: TcpListener, shutdown: watch::Rec
         shutdown,
         drain,
         |tcp, peer, shutdown| {
-            let shared = Arc::new(Shared {
-                cfg: live.load_full(),
-            });
-            connection(shared, tcp, peer, shutdown)
+            let mut changes = changes.clone();
+            // Changes before this connection was accepted are in the configuration it takes.
+            changes.mark_unchanged();
+            connection(Arc::clone(&live), tcp, peer, shutdown, changes)
         },
     )
     .await;
 }
 
 async fn connection(
-    shared: Arc<Shared>,
+    live: LiveConfig,
     tcp: TcpStream,
     peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
+    listener_shutdown: watch::Receiver<bool>,
+    mut changes: watch::Receiver<()>,
 ) {
-    let cfg = Arc::clone(&shared.cfg);
+    let cfg = live.load_full();
     let _ = tcp.set_nodelay(true);
     let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
     let started = Instant::now();
@@ -163,26 +175,105 @@ async fn connection(
         peer,
         via: None,
     });
-    let handler = move |req| {
-        let shared = Arc::clone(&shared);
-        let conn = Arc::clone(&conn);
-        async move { handle(&shared, &conn, req).await }
+    // The configuration requests are judged by: the one accepted with, then each reload's, as
+    // long as the client is still admitted under it.
+    let current = Arc::new(ArcSwap::new(Arc::clone(&cfg)));
+    let handler = {
+        let (current, conn) = (Arc::clone(&current), Arc::clone(&conn));
+        move |req| {
+            let shared = Shared {
+                cfg: current.load_full(),
+            };
+            let conn = Arc::clone(&conn);
+            async move { handle(&shared, &conn, req).await }
+        }
     };
-    let result = if h2 {
-        // hyper's HTTP/2 connection state is large and lives in the future: keep it out of the
-        // (far more common) HTTP/1 connections' tasks.
-        Box::pin(crate::conn::serve_http2(
-            tls,
-            handler,
-            &cfg.limits,
-            shutdown,
-        ))
-        .await
-    } else {
-        crate::conn::serve_http1(&cfg.name, tls, handler, &cfg.limits, shutdown).await
+    // Serving sees one stop signal: the listener's (drain), or this connection's own when a
+    // reload no longer admits its client.
+    let (stop, shutdown) = watch::channel(false);
+    let serving = async {
+        if h2 {
+            // hyper's HTTP/2 connection state is large and lives in the future: keep it out of
+            // the (far more common) HTTP/1 connections' tasks.
+            Box::pin(crate::conn::serve_http2(
+                tls,
+                handler,
+                &cfg.limits,
+                shutdown,
+            ))
+            .await
+        } else {
+            crate::conn::serve_http1(&cfg.name, tls, handler, &cfg.limits, shutdown).await
+        }
+    };
+    tokio::pin!(serving);
+    let watching = watch_admission(
+        &live,
+        &current,
+        &conn.client,
+        &mut changes,
+        listener_shutdown,
+        &stop,
+    );
+    tokio::pin!(watching);
+    let result = tokio::select! {
+        r = serving.as_mut() => r,
+        why = watching => {
+            crate::metrics::closed(&cfg.name, "no_longer_admitted");
+            tracing::info!(listener = %cfg.name, %peer, reason = %why, "connection closed after a reload: its client is no longer admitted");
+            let _ = stop.send(true);
+            // Requests in flight (and HTTP/2 with its GOAWAY) get a moment; then it is cut,
+            // upgraded connections included.
+            match tokio::time::timeout(REVOKED_GRACE, serving.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
+        }
     };
     if let Err(e) = result {
         tracing::debug!(listener = %cfg.name, %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// How long a connection whose client is no longer admitted may finish what is in flight.
+const REVOKED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Passes the listener's drain on to `stop`, and after each reload asks whether `client` is
+/// still admitted: returns why not, or keeps `current` up to date. Never returns while the
+/// client stays admitted (or when the listener turns re-checking off).
+async fn watch_admission(
+    live: &LiveConfig,
+    current: &ArcSwap<IngressConfig>,
+    client: &ClientCert,
+    changes: &mut watch::Receiver<()>,
+    mut listener_shutdown: watch::Receiver<bool>,
+    stop: &watch::Sender<bool>,
+) -> String {
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = listener_shutdown.changed(), if !draining => {
+                // The listener drains (or is gone): the connection finishes as it always did.
+                draining = true;
+                if r.is_err() || *listener_shutdown.borrow() {
+                    let _ = stop.send(true);
+                }
+            }
+            r = changes.changed() => {
+                if r.is_err() {
+                    // No more reloads will come.
+                    std::future::pending::<()>().await;
+                }
+                let new = live.load_full();
+                if new.recheck_connections
+                    && let Err(why) =
+                        crate::recheck::still_admitted(client, new.client_auth, new.trust.as_deref())
+                {
+                    return why;
+                }
+                current.store(new);
+            }
+        }
     }
 }
 

@@ -90,6 +90,7 @@ fn issue(args: &IssueArgs) -> Result<()> {
         email: args.email.clone(),
         days: args.days,
         key_type: key_type(args.key_type),
+        crl_urls: args.crl_url.clone(),
     };
     let prefix = args
         .out

@@ -41,6 +41,7 @@ pub(super) struct RawIngress {
     max_body_bytes: Option<Spanned<u64>>,
     underscores: Option<Spanned<String>>,
     require_sni: Option<bool>,
+    recheck_connections: Option<bool>,
     forwarded_cert: Option<Spanned<RawFront>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
@@ -259,6 +260,7 @@ impl Resolver<'_> {
             underscores,
             front_headers,
             require_sni: raw.require_sni.unwrap_or(false),
+            recheck_connections: raw.recheck_connections.unwrap_or(true),
         };
         Some(Ingress {
             listen,

@@ -46,7 +46,30 @@ struct RawConfig {
     admin: Option<Spanned<RawAdmin>>,
     state_dir: Option<Spanned<String>>,
     warnings: Option<Spanned<RawWarnings>>,
+    ca: Option<Spanned<RawCa>>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    dir: Option<Spanned<String>>,
+    crl_validity_secs: Option<Spanned<u64>>,
+    publish: Option<Spanned<String>>,
+}
+
+/// `[ca]`: certgate's own CA, kept published by `serve`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaSection {
+    /// The CA directory (`certgate ca init --dir`).
+    pub dir: PathBuf,
+    /// How long each CRL it signs is valid; it is signed again at half of that.
+    pub crl_validity: Duration,
+    /// Where the CA certificate and CRL are served over plain HTTP, if anywhere.
+    pub publish: Option<std::net::SocketAddr>,
+}
+
+/// The default validity of the CRLs `serve` signs for `[ca]`.
+pub const DEFAULT_CA_CRL_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,6 +259,8 @@ pub struct Config {
     pub crl_follow: Vec<CrlFollow>,
     /// Expiry warning thresholds.
     pub warnings: Warnings,
+    /// `[ca]`.
+    pub ca: Option<CaSection>,
 }
 
 /// Reads and resolves the config at `path`.
@@ -326,6 +351,7 @@ fn resolve(
         None => r.path("state"),
     };
     let warnings = r.warnings(raw.warnings.as_ref());
+    let ca = raw.ca.as_ref().and_then(|c| r.ca_section(c));
     let identities = r.identities(&raw.identity, now);
     let trusts = r.trusts(&raw.trust);
     // Sections declared but not loaded (their errors are recorded): references to them are not
@@ -392,6 +418,7 @@ fn resolve(
             crl_sources: r.crl_sources,
             crl_follow: r.crl_follow,
             warnings,
+            ca,
         })
     } else {
         Err(ConfigErrors(r.errors))

@@ -1,6 +1,6 @@
 //! The revocation keys of `[[trust]]` that name CRLs by URL (`crl_url`,
-//! `crl_from_certificates`, `crl_refresh_secs`, `on_stale`, `stale_grace_secs`), and
-//! `[warnings]`.
+//! `crl_from_certificates`, `crl_refresh_secs`, `on_stale`, `stale_grace_secs`), `[ca]` (the
+//! CA whose CRL `serve` keeps signed and published) and `[warnings]`.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use certgate_pki::verify::{self, LoadedCrl};
 use toml::Spanned;
 
 use super::{
-    CrlSource, DEFAULT_CRL_REFRESH, MAX_STALE_GRACE_SECS, RawTrust, RawWarnings, Resolver, Warnings,
+    CaSection, CrlSource, DEFAULT_CA_CRL_VALIDITY, DEFAULT_CRL_REFRESH, MAX_STALE_GRACE_SECS,
+    RawCa, RawTrust, RawWarnings, Resolver, Warnings,
 };
 use crate::crl_cache;
 
@@ -174,6 +175,68 @@ impl Resolver<'_> {
                 0
             }
         }
+    }
+
+    /// `[ca]`: the directory must hold a CA made by `certgate ca init`.
+    pub(super) fn ca_section(&mut self, raw: &Spanned<RawCa>) -> Option<CaSection> {
+        let at = raw.span().start;
+        let raw = raw.get_ref();
+        let Some(dir) = &raw.dir else {
+            self.error(
+                Some(at),
+                "ca.dir",
+                "missing; name the CA directory (made by `certgate ca init --dir DIR`)",
+            );
+            return None;
+        };
+        let path = self.path(dir.get_ref());
+        let store = crate::ca_store::CaDir::new(&path);
+        if !store.exists() {
+            self.error(
+                Some(dir.span().start),
+                "ca.dir",
+                format!(
+                    "`{}` holds no CA (ca.pem and ca.key); create one with `certgate ca init --dir {}`",
+                    path.display(),
+                    dir.get_ref()
+                ),
+            );
+            return None;
+        }
+        let mut crl_validity = DEFAULT_CA_CRL_VALIDITY;
+        if let Some(v) = &raw.crl_validity_secs {
+            if *v.get_ref() < 10 {
+                self.error(
+                    Some(v.span().start),
+                    "ca.crl_validity_secs",
+                    "at least 10 seconds (a CRL is signed again at half its validity)",
+                );
+                return None;
+            }
+            crl_validity = Duration::from_secs(*v.get_ref());
+        }
+        let publish = match &raw.publish {
+            Some(p) => match p.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.error(
+                        Some(p.span().start),
+                        "ca.publish",
+                        format!(
+                            "`{}` is not an address:port (e.g. `127.0.0.1:8480`)",
+                            p.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            },
+            None => None,
+        };
+        Some(CaSection {
+            dir: path,
+            crl_validity,
+            publish,
+        })
     }
 
     /// `[warnings]`.

@@ -236,6 +236,24 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
         port.is_some() && commands.len() == 3,
         "quickstart printed no curl lines"
     );
+    // The running gateway keeps the quickstart CA's CRL signed (`[ca]`): the 30-day CRL that
+    // quickstart made is replaced by one serve signed, so nobody has to run `ca crl` by hand.
+    let crl_number = || {
+        std::fs::read_to_string(d.join("qs/ca/crlnumber"))
+            .unwrap_or_default()
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crl_number() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not sign the quickstart CA's CRL (crlnumber {})",
+            crl_number()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     // Run the printed commands as a user would paste them.
     let results: Vec<String> = commands
         .iter()

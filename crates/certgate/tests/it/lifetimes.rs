@@ -13,7 +13,7 @@ use certgate_testkit::{require_peer, tempdir};
 use crate::server::Serve;
 
 /// Answers an upgrade request with 101 and then echoes every byte back (a WebSocket stand-in).
-const UPGRADE_ECHO: &str = r#"
+pub(crate) const UPGRADE_ECHO: &str = r#"
 import socket, threading
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -39,7 +39,7 @@ while True:
 "#;
 
 /// A TCP echo server.
-const TCP_ECHO: &str = r#"
+pub(crate) const TCP_ECHO: &str = r#"
 import socket, threading
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
@@ -57,10 +57,10 @@ while True:
 "#;
 
 /// A Python peer printing its port on its first line; killed when dropped.
-struct Script(std::process::Child, u16);
+pub(crate) struct Script(std::process::Child, pub(crate) u16);
 
 impl Script {
-    fn start(python: &Path, script: &str) -> Self {
+    pub(crate) fn start(python: &Path, script: &str) -> Self {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(python)
             .args(["-c", script])

@@ -398,3 +398,445 @@ forward = ["certgate"]
     let learned = std::fs::read_to_string(d.join("state/crl/learned-clients.txt")).unwrap();
     assert_eq!(learned.trim(), format!("http://127.0.0.1:{port}/cdp.crl"));
 }
+
+/// A client's TLS config from `who`.pem/.key in `d`, with `alpn`.
+fn client_tls(d: &Path, who: &str, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::PrivateKeyDer;
+    let chain = certgate_pki::credential::parse_certificates(
+        &std::fs::read(d.join(format!("{who}.pem"))).unwrap(),
+        &certgate_pki::Origin::other(who),
+    )
+    .unwrap();
+    let key = certgate_pki::credential::parse_private_key(
+        &std::fs::read(d.join(format!("{who}.key"))).unwrap(),
+        &certgate_pki::Origin::other(who),
+        None,
+    )
+    .unwrap();
+    let root = std::fs::read(d.join("root.pem")).unwrap();
+    let root =
+        certgate_pki::credential::parse_certificates(&root, &certgate_pki::Origin::other("root"))
+            .unwrap()
+            .remove(0);
+    let config = crate::tls::config(
+        root.as_ref(),
+        &[],
+        crate::tls::Auth::Cert(
+            chain,
+            PrivateKeyDer::try_from(key.der.secret_der().to_vec()).unwrap(),
+        ),
+    );
+    let mut config = (*config).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    std::sync::Arc::new(config)
+}
+
+/// An HTTP/2 connection of `who` to the gateway: its request sender and its driver task.
+struct H2 {
+    send: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+async fn h2_connect(d: &Path, who: &str, port: u16) -> H2 {
+    let config = client_tls(d, who, &[b"h2"]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    H2 { send, driver }
+}
+
+async fn h2_get(h2: &mut H2) -> Result<u16, String> {
+    let req = http::Request::get("https://localhost/h2")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    match h2.send.send_request(req).await {
+        Ok(r) => Ok(r.status().as_u16()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A TLS stream of `who` to `port` (HTTP/1.1 or raw TCP), with a short read timeout.
+fn raw(
+    d: &Path,
+    who: &str,
+    port: u16,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let config = client_tls(d, who, &[]);
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Sends `ping` and reads it back; false when the stream is closed or silent for a second.
+fn echoes(s: &mut (impl std::io::Read + std::io::Write)) -> bool {
+    if s.write_all(b"ping").and_then(|()| s.flush()).is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while got.len() < 4 && Instant::now() < deadline {
+        let mut buf = [0u8; 16];
+        match s.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return false,
+        }
+    }
+    got == b"ping"
+}
+
+/// Whether the other side closes `s` within `limit` (EOF or an error).
+fn closes_within(s: &mut impl std::io::Read, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Revocation while connected: once a reload brings a CRL that revokes a client, its open
+/// HTTP/2 connection, its WebSocket-style upgraded connection and its TCP tunnel are closed
+/// within a second and a half of the reload; another client's connections keep working.
+#[test]
+fn revoked_clients_lose_their_open_connections() {
+    use std::io::{Read as _, Write as _};
+    let python = require_peer!("python3");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = crate::ingress::write_pki(d);
+    let victim = certgate_pki::credential::parse_certificates(
+        &std::fs::read(d.join("revoked.pem")).unwrap(),
+        &certgate_pki::Origin::other("revoked"),
+    )
+    .unwrap();
+    let victim_serial =
+        hex::decode(certgate_pki::Identity::from_der(&victim[0]).unwrap().serial).unwrap();
+    std::fs::write(d.join("root.crl"), crl_numbered(&pki.root, &[], 1, DAY * 7)).unwrap();
+    std::fs::write(
+        d.join("cur.crl"),
+        crl_numbered(&pki.intermediate, &[], 1, DAY * 7),
+    )
+    .unwrap();
+    let upgrade_echo = crate::lifetimes::Script::start(&python, crate::lifetimes::UPGRADE_ECHO);
+    let tcp_echo = crate::lifetimes::Script::start(&python, crate::lifetimes::TCP_ECHO);
+    std::fs::write(
+        d.join("c.toml"),
+        format!(
+            r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+crl = ["root.crl", "cur.crl"]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+  upgrades = ["echo"]
+  require_verified = true
+  [[ingress.route]]
+  path = "/h2"
+  upstream = "echo"
+  require_verified = true
+[[tunnel]]
+name = "tcp"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "require_and_verify"
+trust = "clients"
+target = "127.0.0.1:{}"
+"#,
+            upgrade_echo.1, tcp_echo.1
+        ),
+    )
+    .unwrap();
+    let server = Serve::start(d, "c.toml", 2);
+    let (web, tcp) = (server.port("web"), server.port("tcp"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut h2 = std::collections::HashMap::new();
+    let mut upgraded = std::collections::HashMap::new();
+    let mut tunnels = std::collections::HashMap::new();
+    for who in ["revoked", "good"] {
+        let mut c = rt.block_on(h2_connect(d, who, web));
+        assert_eq!(rt.block_on(h2_get(&mut c)), Ok(200), "{who} over HTTP/2");
+        h2.insert(who, c);
+        let mut u = raw(d, who, web);
+        u.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !head.ends_with(b"\r\n\r\n") && Instant::now() < deadline {
+            let mut b = [0u8; 1];
+            if let Ok(1) = u.read(&mut b) {
+                head.push(b[0]);
+            }
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{who}: {}",
+            String::from_utf8_lossy(&head)
+        );
+        assert!(echoes(&mut u), "{who}: upgraded echo");
+        upgraded.insert(who, u);
+        let mut t = raw(d, who, tcp);
+        assert!(echoes(&mut t), "{who}: tunnel echo");
+        tunnels.insert(who, t);
+    }
+
+    // The CA revokes one client; the new CRL is installed and the config reloaded.
+    std::fs::write(
+        d.join("cur.crl"),
+        crl_numbered(&pki.intermediate, &[victim_serial], 2, DAY * 7),
+    )
+    .unwrap();
+    server.signal("HUP");
+    let limit = Duration::from_millis(1500);
+    let started = Instant::now();
+    let victim_h2 = h2.remove("revoked").unwrap();
+    let ended = rt.block_on(async {
+        tokio::time::timeout(limit + Duration::from_secs(2), victim_h2.driver)
+            .await
+            .is_ok()
+    });
+    assert!(
+        ended,
+        "the revoked client's HTTP/2 connection is still open"
+    );
+    assert!(
+        closes_within(upgraded.get_mut("revoked").unwrap(), limit),
+        "the revoked client's upgraded connection is still open"
+    );
+    assert!(
+        closes_within(tunnels.get_mut("revoked").unwrap(), limit),
+        "the revoked client's tunnel is still open"
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "closing took {took:?}");
+    // The other client is untouched, on every connection.
+    let good = h2.get_mut("good").unwrap();
+    assert_eq!(rt.block_on(h2_get(good)), Ok(200), "good over HTTP/2");
+    assert!(
+        echoes(upgraded.get_mut("good").unwrap()),
+        "good: upgraded echo"
+    );
+    assert!(
+        echoes(tunnels.get_mut("good").unwrap()),
+        "good: tunnel echo"
+    );
+    // A new connection of the revoked client is refused too.
+    let mut again = rt.block_on(h2_connect(d, "revoked", web));
+    assert_eq!(rt.block_on(h2_get(&mut again)), Ok(403));
+}
+
+/// `[ca]`: a running serve keeps its own CA's CRL signed (a 12 s validity here, so several
+/// re-signs happen while the test watches, and the trust never sees it expire), applies `ca
+/// revoke` within seconds without anyone running `ca crl`, and publishes the CA and its CRL over
+/// HTTP with ETags; `ca issue --crl-url` writes the distribution point that OpenSSL reads.
+#[test]
+fn serve_keeps_its_own_cas_crl_signed_and_published() {
+    let curl = require_peer!("curl");
+    let openssl = require_peer!("openssl");
+    let dir = tempdir();
+    let d = dir.path();
+    let publish = free_port();
+    let url = format!("http://127.0.0.1:{publish}/ca.crl");
+    crate::certgate_ok(d, &["ca", "init", "--dir", "ca", "--name", "Kept CA"]);
+    crate::certgate_ok(
+        d,
+        "ca issue --dir ca --server localhost --dns localhost --out server",
+    );
+    crate::certgate_ok(
+        d,
+        &[
+            "ca",
+            "issue",
+            "--dir",
+            "ca",
+            "--client",
+            "alice",
+            "--out",
+            "alice",
+            "--crl-url",
+            &url,
+        ],
+    );
+    crate::certgate_ok(d, "ca issue --dir ca --client bob --out bob");
+    crate::certgate_ok(d, "ca crl --dir ca");
+    std::fs::copy(d.join("ca/ca.pem"), d.join("root.pem")).unwrap();
+    let text = Command::new(&openssl)
+        .current_dir(d)
+        .args(["x509", "-in", "alice.pem", "-noout", "-text"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains(&format!("URI:{url}")),
+        "{}",
+        crate::text(&text)
+    );
+    std::fs::write(
+        d.join("c.toml"),
+        format!(
+            r#"version = 1
+[ca]
+dir = "ca"
+crl_validity_secs = 12
+publish = "127.0.0.1:{publish}"
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["ca/ca.pem"]
+crl = ["ca/crl.pem"]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+forward = ["certgate"]
+  [[ingress.route]]
+  upstream = "echo"
+  require_verified = true
+"#
+        ),
+    )
+    .unwrap();
+    let number = || {
+        std::fs::read_to_string(d.join("ca/crlnumber"))
+            .unwrap_or_default()
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let first = number();
+    let server = Serve::start(d, "c.toml", 2);
+    let web = server.port("web");
+    // Longer than one CRL's validity: re-signed along the way, never expired for the trust.
+    let until = Instant::now() + Duration::from_secs(16);
+    while Instant::now() < until {
+        let (code, body) = get(&curl, d, web, "alice");
+        assert_eq!(code, "200", "{body}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        number() >= first + 2,
+        "the CRL was signed {} times in 16 s",
+        number() - first
+    );
+    // Revocation without `ca crl`: serve signs and the trust reloads.
+    crate::certgate_ok(d, "ca revoke --dir ca bob.pem");
+    eventually("bob's revocation applies", Duration::from_secs(10), || {
+        let (code, body) = get(&curl, d, web, "bob");
+        code == "403" && body.contains("revoked")
+    });
+    assert_eq!(get(&curl, d, web, "alice").0, "200");
+    // Published over HTTP, with an ETag for conditional requests.
+    let fetch = |extra: &[&str]| {
+        Command::new(&curl)
+            .current_dir(d)
+            .args(["-sS", "-o", "fetched.crl", "-D", "-"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let out = fetch(&[]);
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-type: application/pkix-crl"),
+        "{head}"
+    );
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let crl = Command::new(&openssl)
+        .current_dir(d)
+        .args([
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "fetched.crl",
+            "-noout",
+            "-text",
+        ])
+        .output()
+        .unwrap();
+    let bob = certgate_pki::Identity::from_der(
+        &certgate_pki::credential::parse_certificates(
+            &std::fs::read(d.join("bob.pem")).unwrap(),
+            &certgate_pki::Origin::other("bob"),
+        )
+        .unwrap()[0],
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&crl.stdout)
+            .to_ascii_lowercase()
+            .contains(&bob.serial.trim_start_matches('0').to_ascii_lowercase()),
+        "bob's serial {} is not in the published CRL:\n{}",
+        bob.serial,
+        crate::text(&crl)
+    );
+    let again = fetch(&["-H", &format!("If-None-Match: {etag}")]);
+    let head = String::from_utf8_lossy(&again.stdout).to_ascii_lowercase();
+    // The same CRL is not sent again; a 200 only for one signed in between (another ETag).
+    let new_etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .map(str::trim);
+    assert!(
+        head.starts_with("http/1.1 304")
+            || (head.starts_with("http/1.1 200") && new_etag != Some(etag.as_str())),
+        "{head}"
+    );
+}

@@ -64,6 +64,7 @@ impl Serve {
                     "egress=",
                     "egress-tunnel=",
                     "log=",
+                    "ca=",
                 ]
                 .iter()
                 .find_map(|p| part.strip_prefix(p))

@@ -93,6 +93,7 @@ impl RunningLog {
             limits: certgate_proxy::Limits::default(),
             underscores: certgate_proxy::normal::Underscores::Drop,
             front_headers: Vec::new(),
+            recheck_connections: true,
             require_sni: false,
         })
     }

@@ -4,7 +4,8 @@
 //! A reload resolves the whole config again, off the async threads. If anything is wrong, every
 //! error is logged and the running state stays (a reload never leaves a half-applied config). If it is good, each
 //! listener's configuration is swapped at once: new connections get the new identities, trust,
-//! CRLs and routes; connections already open keep theirs and are not dropped. Listeners added by
+//! CRLs and routes; connections already open are told, and close if their client is no longer
+//! admitted (a revoked certificate), else judge their next requests by it. Listeners added by
 //! the new config are bound before anything changes (if one cannot be bound, the reload is
 //! refused as a whole); removed ones stop accepting and drain their open connections. Adding or
 //! removing `[log]`, or changing its origin, data directory or key, needs a restart.
@@ -23,6 +24,7 @@ use certgate_proxy::LiveConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod ca;
 mod crls;
 mod log;
 mod notify;
@@ -77,6 +79,8 @@ struct Listener {
     live: Live,
     /// Tells this listener alone to stop accepting and drain.
     stop: watch::Sender<bool>,
+    /// Tells its open connections that a reload swapped its configuration.
+    changed: watch::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -104,12 +108,19 @@ fn spawn(
     live: Live,
 ) -> Listener {
     let (stop, stopped) = watch::channel(false);
+    let (changed, changes) = watch::channel(());
     let task = match &live {
-        Live::Ingress(l) => tokio::spawn(certgate_proxy::serve(Arc::clone(l), listener, stopped)),
+        Live::Ingress(l) => tokio::spawn(certgate_proxy::serve(
+            Arc::clone(l),
+            listener,
+            stopped,
+            changes,
+        )),
         Live::Tunnel(t) => tokio::spawn(certgate_proxy::tunnel::serve(
             Arc::clone(t),
             listener,
             stopped,
+            changes,
         )),
         Live::Egress(e) => tokio::spawn(certgate_proxy::egress::serve(
             Arc::clone(e),
@@ -128,6 +139,7 @@ fn spawn(
         local,
         live,
         stop,
+        changed,
         task,
     }
 }
@@ -253,6 +265,10 @@ pub async fn serve(
         let (listener, local) = bind(kind, &name, addr).await?;
         bound.push((listener, kind, name, local, addr, live));
     }
+    let ca_listener = match &cfg.ca {
+        Some(section) => ca::bind(section).await?,
+        None => None,
+    };
     let addrs: Vec<(String, SocketAddr)> = bound
         .iter()
         .map(|(_, _, n, local, _, _)| (n.clone(), *local))
@@ -284,6 +300,7 @@ pub async fn serve(
     fetcher.update(&cfg);
     let mut expiry = Expiry::of(&cfg);
     expiry.publish(true);
+    let mut keeper = cfg.ca.clone().map(|s| ca::Keeper::start(s, ca_listener));
     let notifier = notify::Notifier::from_env();
     let serving = |n: usize| format!("serving {n} listener(s)");
     if let Some(n) = &notifier {
@@ -340,6 +357,15 @@ pub async fn serve(
                     admin.set_status(status(&new_cfg, &bound_addrs(&listeners)));
                 }
                 fetcher.update(&new_cfg);
+                keeper = match keeper.take() {
+                    Some(k) => k.update(new_cfg.ca.as_ref()),
+                    None => new_cfg.ca.clone().map(|s| {
+                        if s.publish.is_some() {
+                            tracing::warn!("`ca.publish` takes effect at the next restart");
+                        }
+                        ca::Keeper::start(config::CaSection { publish: None, ..s }, None)
+                    }),
+                };
                 expiry = Expiry::of(&new_cfg);
                 expiry.publish(true);
                 files = new_cfg.files;
@@ -483,6 +509,7 @@ async fn reload(
                     );
                 }
                 l.live.store(live);
+                l.changed.send_replace(());
             }
         } else if let Some(old) = listeners.remove(&name) {
             // Stops accepting now; open connections drain in the background.

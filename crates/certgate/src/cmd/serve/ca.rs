@@ -1,0 +1,247 @@
+//! `[ca]`: certgate's own CA, kept published while `serve` runs.
+//!
+//! Every two seconds the keeper looks at the CA directory and signs a new CRL (`DIR/crl.pem`)
+//! when there is none, when it cannot be read, when the index lists more revoked certificates
+//! than it does (`certgate ca revoke` ran), when half its validity has passed, or when it is
+//! valid for longer than `crl_validity_secs` (signed by hand). A trust that
+//! lists `DIR/crl.pem` sees the new file and reloads, so a revocation applies within seconds and
+//! a CRL never runs out while `serve` runs. With `publish`, the CA certificate and the CRL are
+//! also served over plain HTTP (`/ca.pem`, `/ca.crl` in DER), the URL to give `ca issue
+//! --crl-url` and other verifiers' `crl_url`.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest as _, Sha256};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::ca_store::CaDir;
+use crate::config::CaSection;
+
+/// How often the CA directory is looked at.
+const EVERY: Duration = Duration::from_secs(2);
+
+/// The keeper of one `[ca]` section (and its HTTP listener, when it publishes).
+pub(super) struct Keeper {
+    section: CaSection,
+    task: JoinHandle<()>,
+    publisher: Option<JoinHandle<()>>,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(p) = &self.publisher {
+            p.abort();
+        }
+    }
+}
+
+impl Keeper {
+    /// Starts keeping `section`'s CRL signed, and serving it on `listener` when given.
+    pub(super) fn start(section: CaSection, listener: Option<TcpListener>) -> Self {
+        let task = tokio::spawn(keep(section.clone()));
+        let publisher = listener.map(|l| tokio::spawn(publish(section.dir.clone(), l)));
+        Self {
+            section,
+            task,
+            publisher,
+        }
+    }
+
+    /// Applies a reloaded `[ca]`: a new directory or validity restarts the keeper; the publish
+    /// address is bound once, so a change of it waits for a restart.
+    pub(super) fn update(self, new: Option<&CaSection>) -> Option<Self> {
+        let new = new?;
+        if *new == self.section {
+            return Some(self);
+        }
+        if new.publish != self.section.publish {
+            tracing::warn!("`ca.publish` changes take effect at the next restart");
+        }
+        let mut this = self;
+        this.task.abort();
+        this.task = tokio::spawn(keep(CaSection {
+            publish: this.section.publish,
+            ..new.clone()
+        }));
+        this.section = CaSection {
+            publish: this.section.publish,
+            ..new.clone()
+        };
+        Some(this)
+    }
+}
+
+/// Binds `[ca] publish`, printing `listening ca=ca addr=...` like every listener.
+pub(super) async fn bind(section: &CaSection) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = section.publish else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        crate::exit::fail(
+            crate::exit::CANTCREAT,
+            format!("ca: cannot listen on {addr}: {e}"),
+        )
+    })?;
+    let local = listener.local_addr()?;
+    println!("listening ca=ca addr={local}");
+    tracing::info!(%local, "CA publishing listening");
+    Ok(Some(listener))
+}
+
+async fn keep(section: CaSection) {
+    loop {
+        let s = section.clone();
+        match tokio::task::spawn_blocking(move || sign_if_due(&s)).await {
+            Ok(Ok(Some((why, revoked)))) => {
+                metrics::counter!("certgate_ca_crls_signed_total").increment(1);
+                tracing::info!(dir = %section.dir.display(), revoked, reason = why, "CA CRL signed");
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %section.dir.display(), error = %format!("{e:#}"), "cannot sign the CA's CRL; trying again")
+            }
+            Err(e) => tracing::warn!(error = %e, "CA keeper task failed"),
+        }
+        tokio::time::sleep(EVERY).await;
+    }
+}
+
+/// Signs a new CRL when one is due; returns why and how many certificates it revokes.
+fn sign_if_due(section: &CaSection) -> anyhow::Result<Option<(&'static str, usize)>> {
+    let store = CaDir::new(&section.dir);
+    let path = section.dir.join("crl.pem");
+    let revoked = store
+        .index()?
+        .iter()
+        .filter(|e| e.revoked.is_some())
+        .count();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let half = i64::try_from(section.crl_validity.as_secs() / 2).unwrap_or(i64::MAX);
+    let why = match std::fs::read(&path) {
+        Err(_) => Some("there was none"),
+        Ok(bytes) => {
+            match certgate_pki::verify::parse_crl(&bytes, &certgate_pki::Origin::file(&path)) {
+                Err(_) => Some("the old one could not be read"),
+                Ok(crl) if crl.revoked < revoked => Some("a certificate was revoked"),
+                Ok(crl) => {
+                    let next = i64::try_from(crl.next_update()).unwrap_or(i64::MAX);
+                    let validity =
+                        i64::try_from(section.crl_validity.as_secs()).unwrap_or(i64::MAX);
+                    if next - now < half {
+                        Some("half its validity has passed")
+                    } else if next - now > validity.saturating_add(60) {
+                        // Signed by hand for longer (`ca crl --days 30`): from now on serve keeps it.
+                        Some("it was valid for longer than crl_validity_secs")
+                    } else {
+                        None
+                    }
+                }
+            }
+        }
+    };
+    let Some(why) = why else {
+        return Ok(None);
+    };
+    let validity = time::Duration::try_from(section.crl_validity)?;
+    let n = store.crl_valid_for(&path, validity)?;
+    Ok(Some((why, n)))
+}
+
+/// Serves `/ca.pem` and `/ca.crl` (DER) from `dir` over plain HTTP/1.1.
+async fn publish(dir: std::path::PathBuf, listener: TcpListener) {
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of file descriptors, say: try again a little later.
+                tracing::warn!(error = %e, "CA publishing: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let dir = dir.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let dir = dir.clone();
+                async move { Ok::<_, Infallible>(answer(&dir, &req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc);
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn answer<B>(dir: &Path, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    let (file, content_type) = match req.uri().path() {
+        "/ca.crl" => ("crl.pem", "application/pkix-crl"),
+        "/ca.pem" => ("ca.pem", "application/x-pem-file"),
+        _ => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "not found: /ca.crl and /ca.pem are served\n",
+            );
+        }
+    };
+    let path = dir.join(file);
+    let Ok(bytes) = tokio::fs::read(&path).await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "not available yet\n");
+    };
+    let body = if file == "crl.pem" {
+        match certgate_pki::crl::crl_der(&bytes, &certgate_pki::Origin::file(&path)) {
+            Ok(der) => der,
+            Err(_) => return plain(StatusCode::SERVICE_UNAVAILABLE, "not available yet\n"),
+        }
+    } else {
+        bytes
+    };
+    let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]));
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut resp = if fresh {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        Response::new(Full::new(Bytes::from(body)))
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
