@@ -144,6 +144,50 @@ pub struct LeafRequest {
     pub crl_urls: Vec<String>,
 }
 
+/// The request that renews `cert`: the same kind (from its extended key usage), common name,
+/// subject alternative names and CRL distribution points, valid for `days`, with a key of the
+/// same algorithm when a new one is made.
+pub fn renewal_request(cert: &CertificateDer<'_>, days: u32) -> Result<LeafRequest> {
+    let fail = |reason: String| Error::Issue {
+        what: "the renewal",
+        reason,
+    };
+    let id = Identity::from_der(cert).map_err(|e| fail(e.0))?;
+    let eku = &id.extended_key_usage;
+    let kind = if eku.iter().any(|e| e == "serverAuth") {
+        LeafKind::Server
+    } else if eku.iter().any(|e| e == "clientAuth") {
+        LeafKind::Client
+    } else {
+        return Err(fail(
+            "the certificate is for neither TLS servers nor clients (no serverAuth or clientAuth)"
+                .to_owned(),
+        ));
+    };
+    let name = id
+        .common_name
+        .clone()
+        .ok_or_else(|| fail("the certificate has no common name".to_owned()))?;
+    let key_type = if id.key_algorithm.contains("Ed25519") {
+        KeyType::Ed25519
+    } else if id.key_algorithm.starts_with("RSA") {
+        KeyType::Rsa3072
+    } else {
+        KeyType::EcdsaP256
+    };
+    Ok(LeafRequest {
+        kind,
+        name,
+        dns: id.sans.dns.clone(),
+        ip: id.sans.ip.clone(),
+        uri: id.sans.uri.clone(),
+        email: id.sans.email.clone(),
+        days,
+        key_type,
+        crl_urls: crate::crl::distribution_points(cert),
+    })
+}
+
 /// A loaded CA: its certificate and signing key.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -196,11 +240,26 @@ impl Ca {
 
     /// Issues a leaf certificate with a fresh key and a random serial.
     pub fn issue(&self, req: &LeafRequest, now: OffsetDateTime) -> Result<Issued> {
+        self.issue_with_key(req, now, None)
+    }
+
+    /// [`Self::issue`] for an existing key (PKCS#8 PEM) instead of a fresh one: a renewal that
+    /// keeps the key, so pins on its SPKI stay valid.
+    pub fn issue_with_key(
+        &self,
+        req: &LeafRequest,
+        now: OffsetDateTime,
+        key_pem: Option<&str>,
+    ) -> Result<Issued> {
         let fail = |reason: String| Error::Issue {
             what: "the certificate",
             reason,
         };
-        let key = req.key_type.generate()?;
+        let key = match key_pem {
+            Some(pem) => KeyPair::from_pem(pem)
+                .map_err(|e| fail(format!("the existing key cannot sign: {e}")))?,
+            None => req.key_type.generate()?,
+        };
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params

@@ -47,6 +47,19 @@ pub struct CaDir {
     dir: PathBuf,
 }
 
+/// What [`CaDir::renew`] did.
+#[derive(Debug)]
+pub struct Renewed {
+    /// The certificate's subject.
+    pub subject: String,
+    /// The new serial.
+    pub serial: String,
+    /// The old serial.
+    pub old_serial: String,
+    /// The new expiry (RFC 3339).
+    pub not_after: String,
+}
+
 /// Files written by [`CaDir::issue`].
 #[derive(Debug)]
 pub struct IssuedFiles {
@@ -315,6 +328,107 @@ impl CaDir {
             key,
             p12,
             serial: issued.serial,
+        })
+    }
+
+    /// Renews the certificate in `cert_path` (issued by this CA) for `days` (default: its old
+    /// validity), with the key in `key_path` or, with `new_key`, a fresh one written there. The
+    /// certificate file is replaced atomically, so a running `serve` that watches it reloads
+    /// the identity without dropping connections.
+    pub fn renew(
+        &self,
+        cert_path: &Path,
+        key_path: &Path,
+        days: Option<u32>,
+        new_key: bool,
+    ) -> Result<Renewed> {
+        let ca = self.open()?;
+        let bytes = files::read(cert_path)?;
+        let certs = credential::parse_certificates(&bytes, &Origin::file(cert_path))?;
+        let old = certs.first().ok_or_else(|| {
+            fail(
+                exit::DATAERR,
+                format!("`{}` holds no certificate", cert_path.display()),
+            )
+        })?;
+        let old_id = Identity::from_der(old).map_err(|e| anyhow!(e.0))?;
+        if old_id.issuer != ca.identity().subject
+            || !self.index()?.iter().any(|e| e.serial == old_id.serial)
+        {
+            return Err(fail(
+                exit::DATAERR,
+                format!(
+                    "`{}` (serial {}, issued by `{}`) was not issued by the CA in `{}`",
+                    cert_path.display(),
+                    old_id.serial,
+                    old_id.issuer,
+                    self.dir.display()
+                ),
+            ));
+        }
+        let old_days = (old_id.not_after - old_id.not_before).whole_days().max(1);
+        let days = days.unwrap_or(u32::try_from(old_days).unwrap_or(365));
+        let req = ca::renewal_request(old, days)?;
+        let key_pem = if new_key {
+            None
+        } else {
+            let key = credential::parse_private_key(
+                &files::read(key_path)?,
+                &Origin::file(key_path),
+                None,
+            )?;
+            if key.spki_sha256 != old_id.spki_sha256 {
+                return Err(fail(
+                    exit::DATAERR,
+                    format!(
+                        "the key in `{}` does not match `{}`; give the right --key, or --new-key",
+                        key_path.display(),
+                        cert_path.display()
+                    ),
+                ));
+            }
+            Some(String::from_utf8_lossy(&files::read(key_path)?).into_owned())
+        };
+        let _lock = self.lock()?;
+        let issued = ca.issue_with_key(&req, OffsetDateTime::now_utc(), key_pem.as_deref())?;
+        let identity = Identity::from_der(&issued.cert_der).map_err(|e| anyhow!(e.0))?;
+        let mut entries = self.index()?;
+        entries.push(Entry {
+            serial: issued.serial.clone(),
+            not_after: identity.not_after,
+            revoked: None,
+            kind: match req.kind {
+                LeafKind::Server => "server",
+                LeafKind::Client => "client",
+            }
+            .to_owned(),
+            subject: identity.subject.clone(),
+        });
+        fs::create_dir_all(self.dir.join("certs"))?;
+        files::write_public(
+            &self
+                .dir
+                .join("certs")
+                .join(format!("{}.pem", issued.serial)),
+            issued.cert_pem.as_bytes(),
+        )?;
+        self.write_index(&entries)?;
+        if new_key {
+            files::write_secret(key_path, issued.key_pem.as_bytes())
+                .with_context(|| format!("cannot write `{}`", key_path.display()))?;
+        }
+        // The rest of the chain the file held (none for this one-level CA) is kept as it was.
+        let mut pem = issued.cert_pem.clone();
+        for c in certs.iter().skip(1) {
+            pem.push_str(&certgate_pki::pem::encode("CERTIFICATE", c));
+        }
+        files::write_public(cert_path, pem.as_bytes())
+            .with_context(|| format!("cannot write `{}`", cert_path.display()))?;
+        Ok(Renewed {
+            subject: identity.subject,
+            serial: issued.serial,
+            old_serial: old_id.serial,
+            not_after: fmt_time(identity.not_after),
         })
     }
 

@@ -235,6 +235,26 @@ pub enum CaCommand {
         ]))]
         reason: String,
     },
+    /// Renew a certificate this CA issued: the same names, kind and CRL distribution points,
+    /// a new validity, and the same key unless `--new-key` (written in place of the old files;
+    /// the old certificate stays valid until it expires or is revoked).
+    Renew {
+        /// The CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The certificate to renew (PEM).
+        #[arg(value_name = "CERT")]
+        cert: PathBuf,
+        /// Its private key (PKCS#8 PEM). Default: CERT with `.key` for `.pem`.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Validity of the renewed certificate in days. Default: that of the old one.
+        #[arg(long)]
+        days: Option<u32>,
+        /// Make a new key (written next to the certificate, mode 0600) instead of keeping it.
+        #[arg(long)]
+        new_key: bool,
+    },
     /// Sign a CRL of every revoked certificate.
     Crl {
         /// The CA directory.

@@ -62,6 +62,32 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode> {
             );
             println!("publish it with: certgate ca crl --dir {}", dir.display());
         }
+        CaCommand::Renew {
+            dir,
+            cert,
+            key,
+            days,
+            new_key,
+        } => {
+            let key = key.unwrap_or_else(|| cert.with_extension("key"));
+            let r = CaDir::new(&dir).renew(&cert, &key, days, new_key)?;
+            println!(
+                "renewed `{}`: serial {} (was {}), valid until {}{}",
+                r.subject,
+                r.serial,
+                r.old_serial,
+                r.not_after,
+                if new_key {
+                    ", with a new key"
+                } else {
+                    ", same key"
+                }
+            );
+            println!("  certificate: {}", cert.display());
+            if new_key {
+                println!("  key:         {} (mode 0600)", key.display());
+            }
+        }
         CaCommand::Crl { dir, out, days } => {
             let out = out.unwrap_or_else(|| dir.join("crl.pem"));
             let n = CaDir::new(&dir).crl(&out, days)?;

@@ -40,7 +40,7 @@ name = "clients"
 ca = ["ca/ca.pem"]
 crl = ["ca/crl.pem"]
 
-# The quickstart CA's CRL is kept signed while certgate runs (a new one every 3.5 days, and at
+# The quickstart CA's CRL is kept signed while certgate runs (a new one every 15 days, and at
 # once after `certgate ca revoke --dir ca ...`), so it never runs out.
 [ca]
 dir = "ca"

@@ -55,6 +55,8 @@ struct RawCa {
     dir: Option<Spanned<String>>,
     crl_validity_secs: Option<Spanned<u64>>,
     publish: Option<Spanned<String>>,
+    renew_before_days: Option<Spanned<u64>>,
+    renew_days: Option<Spanned<u64>>,
 }
 
 /// `[ca]`: certgate's own CA, kept published by `serve`.
@@ -66,10 +68,17 @@ pub struct CaSection {
     pub crl_validity: Duration,
     /// Where the CA certificate and CRL are served over plain HTTP, if anywhere.
     pub publish: Option<std::net::SocketAddr>,
+    /// Identities this CA issued are renewed when they have less than this left.
+    pub renew_before: Duration,
+    /// Validity of a renewed identity in days (`None`: that of the old certificate).
+    pub renew_days: Option<u32>,
+    /// The identities loaded from certificate and key files: (name, cert, key).
+    pub identities: Vec<(String, PathBuf, PathBuf)>,
 }
 
-/// The default validity of the CRLs `serve` signs for `[ca]`.
-pub const DEFAULT_CA_CRL_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The default validity of the CRLs `serve` signs for `[ca]`: 30 days, signed again at 15, so
+/// a kept CRL never comes near the 7-day warning, and one left behind by a stopped serve lasts.
+pub const DEFAULT_CA_CRL_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,6 +235,9 @@ pub struct ConfiguredIdentity {
     pub name: String,
     /// The loaded, matched credential.
     pub credential: Credential,
+    /// The certificate and (unencrypted) key files, when it was loaded from such a pair: what
+    /// `[ca]` renews in place.
+    pub files: Option<(PathBuf, PathBuf)>,
 }
 
 /// A resolved configuration.
@@ -351,8 +363,8 @@ fn resolve(
         None => r.path("state"),
     };
     let warnings = r.warnings(raw.warnings.as_ref());
-    let ca = raw.ca.as_ref().and_then(|c| r.ca_section(c));
     let identities = r.identities(&raw.identity, now);
+    let ca = raw.ca.as_ref().and_then(|c| r.ca_section(c, &identities));
     let trusts = r.trusts(&raw.trust);
     // Sections declared but not loaded (their errors are recorded): references to them are not
     // reported again.
@@ -625,9 +637,16 @@ impl Resolver<'_> {
                     ));
                 }
                 self.notes.extend(c.notes.iter().cloned());
+                let files = match (&raw.cert, &raw.key, &raw.password_file, &raw.password_env) {
+                    (Some(cert), Some(key), None, None) => {
+                        Some((self.path(cert.get_ref()), self.path(key.get_ref())))
+                    }
+                    _ => None,
+                };
                 out.push(ConfiguredIdentity {
                     name,
                     credential: c,
+                    files,
                 });
             }
         }

@@ -13,6 +13,9 @@ use super::{
 };
 use crate::crl_cache;
 
+/// Identities issued by `[ca]` are renewed this long before they expire, by default.
+const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86400);
+
 /// What a trust's URL keys resolved to.
 pub(super) struct Fetched {
     /// No error in these keys.
@@ -178,7 +181,11 @@ impl Resolver<'_> {
     }
 
     /// `[ca]`: the directory must hold a CA made by `certgate ca init`.
-    pub(super) fn ca_section(&mut self, raw: &Spanned<RawCa>) -> Option<CaSection> {
+    pub(super) fn ca_section(
+        &mut self,
+        raw: &Spanned<RawCa>,
+        identities: &[super::ConfiguredIdentity],
+    ) -> Option<CaSection> {
         let at = raw.span().start;
         let raw = raw.get_ref();
         let Some(dir) = &raw.dir else {
@@ -232,10 +239,38 @@ impl Resolver<'_> {
             },
             None => None,
         };
+        let renew_before = match &raw.renew_before_days {
+            Some(d) => Duration::from_secs(self.positive(d, "ca.renew_before_days")? * 86400),
+            None => DEFAULT_RENEW_BEFORE,
+        };
+        let renew_days = match &raw.renew_days {
+            Some(d) => {
+                let days = self.positive(d, "ca.renew_days")?;
+                if Duration::from_secs(days.saturating_mul(86400)) <= renew_before {
+                    self.error(
+                        Some(d.span().start),
+                        "ca.renew_days",
+                        "must be longer than `renew_before_days`, or every renewal would be due at once",
+                    );
+                    return None;
+                }
+                Some(u32::try_from(days).unwrap_or(u32::MAX))
+            }
+            None => None,
+        };
         Some(CaSection {
             dir: path,
             crl_validity,
             publish,
+            renew_before,
+            renew_days,
+            identities: identities
+                .iter()
+                .filter_map(|i| {
+                    let (cert, key) = i.files.clone()?;
+                    Some((i.name.clone(), cert, key))
+                })
+                .collect(),
         })
     }
 

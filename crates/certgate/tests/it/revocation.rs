@@ -3,6 +3,7 @@
 //! network, denied or used within a grace period once past nextUpdate, and followed from
 //! certificates' distribution points (certificates made by OpenSSL).
 
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -839,4 +840,139 @@ forward = ["certgate"]
             || (head.starts_with("http/1.1 200") && new_etag != Some(etag.as_str())),
         "{head}"
     );
+}
+
+/// The first certificate in a PEM file, as an identity.
+fn identity_of(path: &Path) -> certgate_pki::Identity {
+    certgate_pki::Identity::from_der(
+        &certgate_pki::credential::parse_certificates(
+            &std::fs::read(path).unwrap(),
+            &certgate_pki::Origin::other("pem"),
+        )
+        .unwrap()[0],
+    )
+    .unwrap()
+}
+
+fn openssl_verifies(openssl: &Path, d: &Path, purpose: &str, cert: &str) {
+    let out = Command::new(openssl)
+        .current_dir(d)
+        .args(["verify", "-purpose", purpose, "-CAfile", "ca/ca.pem", cert])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(": OK"),
+        "openssl verify -purpose {purpose} {cert}: {}",
+        crate::text(&out)
+    );
+}
+
+/// `ca renew` keeps names and (by default) the key, OpenSSL accepts what it makes; a running
+/// serve with `[ca]` renews its own server identity before it expires and presents the new
+/// certificate on new connections while an open HTTP/2 connection keeps working.
+#[test]
+fn identities_are_renewed_by_hand_and_by_serve() {
+    let openssl = require_peer!("openssl");
+    let dir = tempdir();
+    let d = dir.path();
+    crate::certgate_ok(d, &["ca", "init", "--dir", "ca", "--name", "Renewing CA"]);
+    crate::certgate_ok(
+        d,
+        "ca issue --dir ca --server localhost --dns localhost --days 1 --out server",
+    );
+    crate::certgate_ok(
+        d,
+        "ca issue --dir ca --client alice --uri spiffe://test.example/alice --days 30 --out alice",
+    );
+    crate::certgate_ok(d, "ca crl --dir ca");
+    std::fs::copy(d.join("ca/ca.pem"), d.join("root.pem")).unwrap();
+
+    // By hand: same names and key, a new serial and validity; then a new key.
+    let before = identity_of(&d.join("alice.pem"));
+    crate::certgate_ok(d, "ca renew --dir ca alice.pem --days 90");
+    let after = identity_of(&d.join("alice.pem"));
+    assert_ne!(after.serial, before.serial);
+    assert_eq!(after.subject, before.subject);
+    assert_eq!(after.sans, before.sans);
+    assert_eq!(after.spki_sha256, before.spki_sha256, "the key is kept");
+    assert!(after.not_after > before.not_after + time::Duration::days(50));
+    openssl_verifies(&openssl, d, "sslclient", "alice.pem");
+    crate::certgate_ok(d, "ca renew --dir ca alice.pem --new-key");
+    let rekeyed = identity_of(&d.join("alice.pem"));
+    assert_ne!(rekeyed.spki_sha256, after.spki_sha256, "a new key");
+    openssl_verifies(&openssl, d, "sslclient", "alice.pem");
+    // A certificate from elsewhere is refused.
+    let out = crate::certgate(d, &["ca", "init", "--dir", "other", "--name", "Other CA"]);
+    assert!(out.status.success());
+    crate::certgate_ok(d, "ca issue --dir other --client mallory --out mallory");
+    let out = crate::certgate(d, &["ca", "renew", "--dir", "ca", "mallory.pem"]);
+    assert!(!out.status.success());
+    assert!(
+        crate::text(&out).contains("was not issued by the CA"),
+        "{}",
+        crate::text(&out)
+    );
+
+    // By serve: the one-day server certificate is due (renew_before_days = 2).
+    std::fs::write(
+        d.join("c.toml"),
+        r#"version = 1
+[ca]
+dir = "ca"
+renew_before_days = 2
+renew_days = 30
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["ca/ca.pem"]
+crl = ["ca/crl.pem"]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+  [[ingress.route]]
+  path = "/h2"
+  upstream = "echo"
+"#,
+    )
+    .unwrap();
+    let old_server = identity_of(&d.join("server.pem"));
+    let server = Serve::start(d, "c.toml", 1);
+    let web = server.port("web");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut open = rt.block_on(h2_connect(d, "alice", web));
+    assert_eq!(rt.block_on(h2_get(&mut open)), Ok(200));
+    eventually(
+        "serve renewed its identity",
+        Duration::from_secs(15),
+        || identity_of(&d.join("server.pem")).serial != old_server.serial,
+    );
+    let renewed = identity_of(&d.join("server.pem"));
+    assert_eq!(renewed.spki_sha256, old_server.spki_sha256);
+    assert!(renewed.not_after > old_server.not_after + time::Duration::days(25));
+    openssl_verifies(&openssl, d, "sslserver", "server.pem");
+    // New connections get the new certificate once the reload has run.
+    eventually(
+        "new connections present it",
+        Duration::from_secs(10),
+        || {
+            let mut s = raw(d, "alice", web);
+            let _ =
+                s.write_all(b"GET /h2 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b);
+            s.conn
+                .peer_certificates()
+                .and_then(|c| c.first().cloned())
+                .map(|c| c.to_vec())
+                == Some(renewed.der.to_vec())
+        },
+    );
+    // The connection opened before is still served.
+    assert_eq!(rt.block_on(h2_get(&mut open)), Ok(200));
 }

@@ -97,7 +97,31 @@ pub(super) async fn bind(section: &CaSection) -> anyhow::Result<Option<TcpListen
 }
 
 async fn keep(section: CaSection) {
+    // Identities whose renewal cannot help (too short a validity), warned about once.
+    let mut hopeless = std::collections::HashSet::new();
     loop {
+        let s = section.clone();
+        let skip = hopeless.clone();
+        match tokio::task::spawn_blocking(move || renew_due(&s, &skip)).await {
+            Ok(outcomes) => {
+                for (name, outcome) in outcomes {
+                    match outcome {
+                        Renewal::Done(serial, not_after) => {
+                            metrics::counter!("certgate_ca_renewals_total", "identity" => name.clone()).increment(1);
+                            tracing::info!(identity = %name, serial = %serial, not_after = %not_after, "identity renewed by the CA; reloading it");
+                        }
+                        Renewal::Hopeless(days) => {
+                            tracing::warn!(identity = %name, days, "a renewal would be due again at once: set `ca.renew_days` longer than `renew_before_days`");
+                            hopeless.insert(name);
+                        }
+                        Renewal::Failed(e) => {
+                            tracing::warn!(identity = %name, error = %e, "cannot renew the identity; trying again")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "CA renewal task failed"),
+        }
         let s = section.clone();
         match tokio::task::spawn_blocking(move || sign_if_due(&s)).await {
             Ok(Ok(Some((why, revoked)))) => {
@@ -112,6 +136,67 @@ async fn keep(section: CaSection) {
         }
         tokio::time::sleep(EVERY).await;
     }
+}
+
+enum Renewal {
+    /// Renewed: the new serial and expiry.
+    Done(String, String),
+    /// Renewing would give a certificate that is due again at once (validity in days).
+    Hopeless(i64),
+    Failed(String),
+}
+
+/// Renews, in place and with the same key, each identity this CA issued that has less than
+/// `renew_before` left. The certificate file is replaced atomically; serve sees the change and
+/// reloads the identity (new handshakes present the new certificate; open connections stay).
+fn renew_due(
+    section: &CaSection,
+    skip: &std::collections::HashSet<String>,
+) -> Vec<(String, Renewal)> {
+    let store = CaDir::new(&section.dir);
+    let Ok(ca) = store.open() else {
+        return Vec::new();
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let mut out = Vec::new();
+    for (name, cert, key) in &section.identities {
+        if skip.contains(name) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(cert) else {
+            continue;
+        };
+        let Some(id) =
+            certgate_pki::credential::parse_certificates(&bytes, &certgate_pki::Origin::file(cert))
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .and_then(|c| certgate_pki::Identity::from_der(&c).ok())
+        else {
+            continue;
+        };
+        // Only what this CA issued, and only when due.
+        if id.issuer != ca.identity().subject
+            || (id.not_after - now).unsigned_abs() >= section.renew_before && id.not_after > now
+        {
+            continue;
+        }
+        let days = section.renew_days.map_or_else(
+            || (id.not_after - id.not_before).whole_days().max(1),
+            i64::from,
+        );
+        if days.saturating_mul(86400)
+            <= i64::try_from(section.renew_before.as_secs()).unwrap_or(i64::MAX)
+        {
+            out.push((name.clone(), Renewal::Hopeless(days)));
+            continue;
+        }
+        let outcome = match store.renew(cert, key, u32::try_from(days).ok(), false) {
+            Ok(r) => Renewal::Done(r.serial, r.not_after),
+            Err(e) => Renewal::Failed(format!("{e:#}")),
+        };
+        out.push((name.clone(), outcome));
+    }
+    out
 }
 
 /// Signs a new CRL when one is due; returns why and how many certificates it revokes.
