@@ -212,6 +212,27 @@ fn sections(doc: &Value) -> Vec<Section> {
         empty: "no trust bundle has a CRL",
         note: None,
     });
+    out.push(Section {
+        title: "CRLs fetched from URLs".to_owned(),
+        columns: &["trust", "url", "last fetched", "next update", "due"],
+        rows: list("crl_sources")
+            .iter()
+            .map(|c| {
+                vec![
+                    Cell::from(s(&c["trust"])),
+                    Cell::from(s(&c["url"])),
+                    Cell::from(match s(&c["last_success"]) {
+                        t if t.is_empty() => "never".to_owned(),
+                        t => t,
+                    }),
+                    Cell::from(s(&c["next_update"])),
+                    expiry(&c["seconds_left"]),
+                ]
+            })
+            .collect(),
+        empty: "none (trusts list CRL files only)",
+        note: None,
+    });
     let denials = list("denials");
     out.push(Section {
         title: format!("Recent refusals ({})", denials.len()),

@@ -188,6 +188,23 @@ fn crl_urls_are_fetched_refreshed_checked_and_cached() {
     assert_eq!(get(&curl, d, web, "revoked").0, "403");
     assert_eq!(get(&curl, d, web, "good").0, "200");
     assert!(metric(admin, "certgate_crl_last_success_timestamp_seconds", "") > 0.0);
+    // The status document (and page) shows each URL with its last fetch and next update.
+    let status = admin_get(admin, "/status");
+    let body = status.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+    let sources = doc["crl_sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{doc}");
+    assert!(
+        sources
+            .iter()
+            .all(|s| s["last_success"].is_string() && s["seconds_left"].as_i64() > Some(0)),
+        "{doc}"
+    );
+    let page = admin_get(admin, "/");
+    assert!(
+        page.contains("CRLs fetched from URLs") && page.contains("/int.crl"),
+        "{page}"
+    );
     assert!(metric(admin, "certgate_crl_next_update_timestamp_seconds", "") > 0.0);
 
     // No network, a restart: the cached lists are in force from the first request.

@@ -275,6 +275,10 @@ pub async fn serve(
         .collect();
     on_bound(&addrs);
     let (admin_stop, admin_stopped) = watch::channel(false);
+    let crl_sources: status::CrlSources = Arc::new(std::sync::Mutex::new((
+        cfg.state_dir.clone(),
+        cfg.crl_sources.clone(),
+    )));
     let admin = admin.map(|(admin, listener)| {
         tokio::spawn(certgate_proxy::admin::serve(
             Arc::clone(&admin),
@@ -282,9 +286,11 @@ pub async fn serve(
             admin_stopped,
         ));
         admin.set_page(crate::status_view::html);
-        if let Some(log) = &log {
-            admin.set_live(status::log_section(Arc::clone(&log.store)));
-        }
+        admin.set_live(status::live(
+            log.as_ref()
+                .map(|l| status::log_section(Arc::clone(&l.store))),
+            Arc::clone(&crl_sources),
+        ));
         admin.set_status(status(&cfg, &addrs));
         // Every identity loaded and every listener bound: ready.
         admin.set_ready(true);
@@ -357,6 +363,9 @@ pub async fn serve(
                     admin.set_status(status(&new_cfg, &bound_addrs(&listeners)));
                 }
                 fetcher.update(&new_cfg);
+                if let Ok(mut s) = crl_sources.lock() {
+                    *s = (new_cfg.state_dir.clone(), new_cfg.crl_sources.clone());
+                }
                 keeper = match keeper.take() {
                     Some(k) => k.update(new_cfg.ca.as_ref()),
                     None => new_cfg.ca.clone().map(|s| {

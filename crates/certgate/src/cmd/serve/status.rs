@@ -158,6 +158,57 @@ fn routes(cfg: &certgate_proxy::IngressConfig) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The CRLs fetched from URLs, as the fetcher last left them: shared with the live status
+/// section, replaced on every reload.
+pub(super) type CrlSources =
+    std::sync::Arc<std::sync::Mutex<(std::path::PathBuf, Vec<config::CrlSource>)>>;
+
+/// The live sections of the status document: the log's (when there is one) and
+/// `crl_sources`, each URL with its last successful fetch and its CRL's nextUpdate, read from the
+/// state directory at every request.
+pub(super) fn live(
+    log: Option<certgate_proxy::admin::Live>,
+    sources: CrlSources,
+) -> certgate_proxy::admin::Live {
+    Box::new(move || {
+        let mut doc = log.as_ref().map_or_else(|| serde_json::json!({}), |l| l());
+        let rfc3339 = |t: i64| {
+            time::OffsetDateTime::from_unix_timestamp(t)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let rows: Vec<serde_json::Value> = sources
+            .lock()
+            .map(|g| {
+                let (state, list) = &*g;
+                list.iter()
+                    .map(|s| {
+                        let meta = crate::crl_cache::read_meta(state, &s.url);
+                        let next = meta.as_ref().and_then(|m| m.facts.as_ref()?.next_update);
+                        let last = meta.as_ref().and_then(|m| m.last_success);
+                        serde_json::json!({
+                            "trust": s.trust,
+                            "url": s.url,
+                            "learned": s.learned,
+                            "last_success": last.and_then(rfc3339),
+                            "next_update": next.and_then(rfc3339),
+                            "seconds_left": next.map(|n| n - now),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("crl_sources".to_owned(), serde_json::Value::Array(rows));
+        }
+        doc
+    })
+}
+
 /// The log's live section of the status document: its size and latest checkpoint.
 pub(super) fn log_section(
     store: std::sync::Arc<dyn certgate_log::LogStorage>,
