@@ -45,14 +45,6 @@ impl Resolver<'_> {
         if let Some(v) = &raw.crl_refresh_secs {
             let key = format!("{prefix}.crl_refresh_secs");
             match self.positive(v, &key) {
-                Some(n) if n < 10 => {
-                    self.error(
-                        Some(v.span().start),
-                        &key,
-                        "at least 10 seconds (CRLs are also fetched before their nextUpdate)",
-                    );
-                    ok = false;
-                }
                 Some(n) => refresh = Duration::from_secs(n),
                 None => ok = false,
             }

@@ -35,7 +35,7 @@ use crate::crl_cache::{self, Meta};
 const MAX_CRL_BYTES: usize = 32 << 20;
 /// Connecting, sending and reading one CRL, all together.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-/// The shortest wait between two fetches of one URL.
+/// The shortest wait between two fetches of one URL, unless `crl_refresh_secs` is shorter.
 const MIN_DELAY: Duration = Duration::from_secs(10);
 /// The longest wait after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -191,7 +191,8 @@ fn unix_now() -> i64 {
 /// One URL, forever.
 async fn run(state: PathBuf, source: CrlSource, issuers: Issuers, changed: Arc<Notify>) {
     let CrlSource { trust, url, .. } = &source;
-    let mut backoff = MIN_DELAY;
+    let floor = MIN_DELAY.min(source.refresh);
+    let mut backoff = floor;
     loop {
         let outcome = fetch_and_store(&state, &source, &issuers).await;
         let result = match &outcome {
@@ -212,7 +213,7 @@ async fn run(state: PathBuf, source: CrlSource, issuers: Issuers, changed: Arc<N
             .increment(1);
         let delay = match outcome {
             Ok(stored) => {
-                backoff = MIN_DELAY;
+                backoff = floor;
                 let meta = &stored.meta;
                 if let Some(t) = meta.last_success {
                     metrics::gauge!("certgate_crl_last_success_timestamp_seconds", "trust" => trust.clone(), "url" => url.clone())
@@ -244,7 +245,7 @@ async fn run(state: PathBuf, source: CrlSource, issuers: Issuers, changed: Arc<N
                 let d = backoff;
                 backoff = (backoff * 2)
                     .min(MAX_BACKOFF)
-                    .min(source.refresh.max(MIN_DELAY));
+                    .min(source.refresh.max(floor));
                 d
             }
         };
@@ -253,12 +254,12 @@ async fn run(state: PathBuf, source: CrlSource, issuers: Issuers, changed: Arc<N
 }
 
 /// When to fetch again after a success: half the time left before nextUpdate, at most
-/// `refresh`, at least [`MIN_DELAY`].
+/// `refresh`, at least [`MIN_DELAY`] (or `refresh`, when that is shorter).
 fn next_delay(refresh: Duration, next_update: Option<i64>, now: i64) -> Duration {
     let before_next = next_update.map_or(refresh, |n| {
         Duration::from_secs(u64::try_from((n - now) / 2).unwrap_or(0))
     });
-    refresh.min(before_next).max(MIN_DELAY)
+    refresh.min(before_next).max(MIN_DELAY.min(refresh))
 }
 
 /// What a successful fetch stored.
@@ -466,5 +467,9 @@ mod tests {
         // Past nextUpdate, or no nextUpdate at all.
         assert_eq!(next_delay(hour, Some(-5), 0), MIN_DELAY);
         assert_eq!(next_delay(hour, None, 0), hour);
+        // A refresh interval shorter than the floor is honoured.
+        let second = Duration::from_secs(1);
+        assert_eq!(next_delay(second, Some(7 * 86400), 0), second);
+        assert_eq!(next_delay(second, Some(-5), 0), second);
     }
 }
