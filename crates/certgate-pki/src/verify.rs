@@ -69,6 +69,8 @@ pub struct TrustBundle {
     extra_intermediates: Vec<CertificateDer<'static>>,
     crls: Vec<CertRevocationList<'static>>,
     crl_ders: Vec<Vec<u8>>,
+    /// What each CRL says about itself, worked out once when it was parsed.
+    crl_summaries: Vec<CrlSummary>,
     /// The earliest nextUpdate of the CRLs (unix seconds; `u64::MAX` without CRLs).
     crls_valid_until: u64,
     verdicts: VerdictCache,
@@ -103,6 +105,8 @@ pub struct LoadedCrl {
     next_update: u64,
     /// Number of revoked serials.
     pub revoked: usize,
+    /// The issuer (RFC 4514).
+    issuer: String,
 }
 
 impl LoadedCrl {
@@ -119,21 +123,23 @@ pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
         origin: origin.clone(),
         reason: format!("{e:?}"),
     })?;
-    let (revoked, next_update) =
+    let (revoked, next_update, issuer) =
         match x509_parser::revocation_list::CertificateRevocationList::from_der(&der) {
             Ok((_, c)) => (
                 c.iter_revoked_certificates().count(),
                 c.next_update()
                     .and_then(|t| u64::try_from(t.timestamp()).ok())
                     .unwrap_or(u64::MAX),
+                crate::dn::rfc4514(c.issuer()),
             ),
-            Err(_) => (0, u64::MAX),
+            Err(_) => (0, u64::MAX, String::new()),
         };
     Ok(LoadedCrl {
         crl,
         der,
         next_update,
         revoked,
+        issuer,
     })
 }
 
@@ -165,6 +171,16 @@ impl TrustBundle {
             anchor_certs: cas,
             extra_intermediates: Vec::new(),
             crl_ders: crls.iter().map(|c| c.der.clone()).collect(),
+            crl_summaries: crls
+                .iter()
+                .map(|c| CrlSummary {
+                    issuer: c.issuer.clone(),
+                    next_update: (c.next_update != u64::MAX)
+                        .then(|| i64::try_from(c.next_update).ok())
+                        .flatten(),
+                    revoked: c.revoked,
+                })
+                .collect(),
             crls_valid_until: crls.iter().map(|c| c.next_update).min().unwrap_or(u64::MAX),
             verdicts: VerdictCache::default(),
             crls: crls
@@ -239,18 +255,7 @@ impl TrustBundle {
 
     /// What each CRL says about itself, for status pages: issuer, nextUpdate, revoked count.
     pub fn crl_summaries(&self) -> Vec<CrlSummary> {
-        self.crl_ders
-            .iter()
-            .filter_map(|der| {
-                let (_, crl) =
-                    x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
-                Some(CrlSummary {
-                    issuer: crate::dn::rfc4514(crl.issuer()),
-                    next_update: crl.next_update().map(|t| t.timestamp()),
-                    revoked: crl.iter_revoked_certificates().count(),
-                })
-            })
-            .collect()
+        self.crl_summaries.clone()
     }
 
     /// Keeps using the CRLs for `secs` after the earliest nextUpdate passed (a CRL that could

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Does refreshing a large CRL slow down handshakes? certgate with a 100,000-entry CRL fetched
+# from a URL and replaced every second, against certgate with the same CRL as a file that never
+# changes, same machine, same run.
+#
+#   bash bench/crl_refresh.sh [SECONDS] [ROUNDS] [ENTRIES]
+#
+# Both certgate processes are pinned to core 0; nginx (serving the CRLs), the publisher and the
+# load generator to core 1. TLS 1.3, ECDSA P-256, client certificate required and verified, no
+# resumption; the built-in echo upstream, so only the gateway's own work is measured. Rounds
+# alternate between the two; the publisher puts a new CRL (higher CRL number) in place every
+# second only during the refreshing server's rounds, so its work never lands in the other's.
+# Prints each round and the median ratio refreshing/static.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+ROUNDS=${2:-3}
+ENTRIES=${3:-100000}
+command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+
+cargo build --release -q -p certgate -p certgate-bench
+CG=$PWD/target/release/certgate
+LOAD=$PWD/target/release/certgate-loadgen
+W=$(mktemp -d /tmp/certgate-crl-bench.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
+cd "$W"
+
+$CG ca init --dir ca >/dev/null
+$CG ca issue --dir ca --server localhost --ip 127.0.0.1 --out server >/dev/null
+$CG ca issue --dir ca --client loadgen --out client >/dev/null
+# ENTRIES revoked certificates in the CA's index (random serials), then one CRL per second of
+# refreshing rounds, each with the next CRL number.
+python3 - "$ENTRIES" >> ca/index.tsv <<'PY'
+import os, sys
+for _ in range(int(sys.argv[1])):
+    print(f"R\t{os.urandom(16).hex()}\t2030-01-01T00:00:00Z\t2026-01-01T00:00:00Z\tsuperseded\tclient\tCN=gone")
+PY
+mkdir -p www crls
+N=$(( ROUNDS * (SECS + 4) + 4 ))
+for i in $(seq 1 "$N"); do $CG ca crl --dir ca --out "crls/$i.pem" --days 7 >/dev/null; done
+cp crls/1.pem static.crl
+cp crls/1.pem www/ca.crl
+echo "CRL: $ENTRIES entries, $(stat -c %s static.crl) bytes (PEM); $N generated"
+
+HTTP=18480 REF=18443 STA=18444
+cat > nginx.conf <<NGINX
+user root;
+worker_processes 1;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$HTTP; root $W/www; }
+}
+NGINX
+config() { # name port trust-lines
+  cat <<TOML
+version = 1
+state_dir = "state-$1"
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["ca/ca.pem"]
+$3
+[[ingress]]
+name = "bench"
+listen = "127.0.0.1:$2"
+identity = "server"
+client_auth = "require_and_verify"
+trust = "clients"
+min_tls = "1.3"
+forward = []
+x_forwarded = false
+max_connections = 30000
+  [[ingress.route]]
+  upstream = "echo"
+TOML
+}
+config refreshing $REF "crl_url = [\"http://127.0.0.1:$HTTP/ca.crl\"]
+crl_refresh_secs = 1" > refreshing.toml
+config static $STA 'crl = ["static.crl"]' > static.toml
+
+taskset -c 1 nginx -p "$W" -c "$W/nginx.conf" -g 'daemon off;' &
+CERTGATE_LOG=warn,certgate::cmd::serve::crls=info taskset -c 0 $CG serve --config refreshing.toml > refreshing.out 2> refreshing.err &
+CERTGATE_LOG=warn,certgate::cmd::serve::crls=info taskset -c 0 $CG serve --config static.toml > static.out 2> static.err &
+sleep 3
+load() { taskset -c 1 $LOAD --addr "127.0.0.1:$1" --ca ca/ca.pem --cert client.pem --key client.key "${@:2}"; }
+# The refreshing server answers once its first fetch is in.
+for _ in $(seq 1 30); do load $REF --mode handshake --connections 1 --duration 1 >/dev/null 2>&1 && break; sleep 1; done
+
+NEXT=2
+publisher() { # puts crls/NEXT.. in place once a second until killed
+  local i=$NEXT
+  while [ -f "crls/$i.pem" ]; do
+    cp "crls/$i.pem" www/.ca.crl.tmp && mv www/.ca.crl.tmp www/ca.crl
+    i=$((i + 1)); echo $i > next
+    sleep 1
+  done
+}
+: > rounds.txt
+for target in refreshing static; do
+  if [ $target = refreshing ]; then PORT=$REF; else PORT=$STA; fi
+  load $PORT --mode handshake --connections 16 --duration 2 >/dev/null   # warm-up
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for target in refreshing static; do
+    if [ $target = refreshing ]; then
+      PORT=$REF
+      taskset -c 1 bash -c "$(declare -f publisher); NEXT=$NEXT; publisher" &
+      PUB=$!
+    else
+      PORT=$STA
+    fi
+    hs=$(load $PORT --mode handshake --connections 16 --duration "$SECS")
+    if [ $target = refreshing ]; then kill $PUB 2>/dev/null || true; wait $PUB 2>/dev/null || true; NEXT=$(cat next); fi
+    echo "$target round=$round $hs" | tee -a rounds.txt
+  done
+done
+new=$(grep -c '"new CRL stored' refreshing.err || true)
+refused=$(grep -c 'CRL not refreshed' refreshing.err || true)
+echo "refreshing server: $new new CRLs stored and applied, $refused refreshes failed or refused"
+grep -m 3 'CRL not refreshed' refreshing.err || true
+python3 - <<'PY'
+import json, re, statistics
+rows = {}
+for line in open("rounds.txt"):
+    target = line.split()[0]
+    rows.setdefault(target, []).append(json.loads(line[line.index("{"):])["rps"])
+r, s = statistics.median(rows["refreshing"]), statistics.median(rows["static"])
+print(f"handshakes/s, median of {len(rows['static'])} alternating rounds: refreshing {r:.0f}, static {s:.0f}, ratio {r/s:.3f}")
+print("rounds: refreshing " + ", ".join(f"{x:.0f}" for x in rows["refreshing"]) + "; static " + ", ".join(f"{x:.0f}" for x in rows["static"]))
+PY
