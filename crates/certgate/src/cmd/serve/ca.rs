@@ -240,9 +240,16 @@ fn sign_if_due(section: &CaSection) -> anyhow::Result<Option<(&'static str, usiz
     Ok(Some((why, n)))
 }
 
+/// Connections served at once by the publishing listener; more wait in the accept queue.
+const PUBLISH_CONNECTIONS: usize = 256;
+
 /// Serves `/ca.pem` and `/ca.crl` (DER) from `dir` over plain HTTP/1.1.
 async fn publish(dir: std::path::PathBuf, listener: TcpListener) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PUBLISH_CONNECTIONS));
     loop {
+        let Ok(slot) = std::sync::Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
             Err(e) => {
@@ -254,6 +261,7 @@ async fn publish(dir: std::path::PathBuf, listener: TcpListener) {
         };
         let dir = dir.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let dir = dir.clone();
                 async move { Ok::<_, Infallible>(answer(&dir, &req).await) }
