@@ -242,6 +242,35 @@ impl CaDir {
             .with_context(|| format!("cannot write `{}`", self.index_path().display()))
     }
 
+    /// Records an issued certificate in the index and `certs/` before it is handed out: a
+    /// certificate that exists must be in the index, or it could not be revoked by serial.
+    /// Called with the lock held.
+    fn record(&self, issued: &Issued, kind: LeafKind) -> Result<Identity> {
+        let identity = Identity::from_der(&issued.cert_der).map_err(|e| anyhow!(e.0))?;
+        let mut entries = self.index()?;
+        entries.push(Entry {
+            serial: issued.serial.clone(),
+            not_after: identity.not_after,
+            revoked: None,
+            kind: match kind {
+                LeafKind::Server => "server",
+                LeafKind::Client => "client",
+            }
+            .to_owned(),
+            subject: identity.subject.clone(),
+        });
+        fs::create_dir_all(self.dir.join("certs"))?;
+        files::write_public(
+            &self
+                .dir
+                .join("certs")
+                .join(format!("{}.pem", issued.serial)),
+            issued.cert_pem.as_bytes(),
+        )?;
+        self.write_index(&entries)?;
+        Ok(identity)
+    }
+
     /// Issues a certificate and writes `PREFIX.pem`, `PREFIX.key` and optionally `PREFIX.p12`.
     pub fn issue(
         &self,
@@ -269,30 +298,7 @@ impl CaDir {
             }
         }
         let issued: Issued = ca.issue(req, OffsetDateTime::now_utc())?;
-        let identity = Identity::from_der(&issued.cert_der).map_err(|e| anyhow!(e.0))?;
-        let mut entries = self.index()?;
-        entries.push(Entry {
-            serial: issued.serial.clone(),
-            not_after: identity.not_after,
-            revoked: None,
-            kind: match req.kind {
-                LeafKind::Server => "server",
-                LeafKind::Client => "client",
-            }
-            .to_owned(),
-            subject: identity.subject.clone(),
-        });
-        // Record the certificate before handing it out: a certificate that exists must be in
-        // the index, or it could not be revoked by serial.
-        fs::create_dir_all(self.dir.join("certs"))?;
-        files::write_public(
-            &self
-                .dir
-                .join("certs")
-                .join(format!("{}.pem", issued.serial)),
-            issued.cert_pem.as_bytes(),
-        )?;
-        self.write_index(&entries)?;
+        self.record(&issued, req.kind)?;
         if let Some(parent) = out_prefix.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create `{}`", parent.display()))?;
@@ -391,28 +397,7 @@ impl CaDir {
         };
         let _lock = self.lock()?;
         let issued = ca.issue_with_key(&req, OffsetDateTime::now_utc(), key_pem.as_deref())?;
-        let identity = Identity::from_der(&issued.cert_der).map_err(|e| anyhow!(e.0))?;
-        let mut entries = self.index()?;
-        entries.push(Entry {
-            serial: issued.serial.clone(),
-            not_after: identity.not_after,
-            revoked: None,
-            kind: match req.kind {
-                LeafKind::Server => "server",
-                LeafKind::Client => "client",
-            }
-            .to_owned(),
-            subject: identity.subject.clone(),
-        });
-        fs::create_dir_all(self.dir.join("certs"))?;
-        files::write_public(
-            &self
-                .dir
-                .join("certs")
-                .join(format!("{}.pem", issued.serial)),
-            issued.cert_pem.as_bytes(),
-        )?;
-        self.write_index(&entries)?;
+        let identity = self.record(&issued, req.kind)?;
         if new_key {
             files::write_secret(key_path, issued.key_pem.as_bytes())
                 .with_context(|| format!("cannot write `{}`", key_path.display()))?;

@@ -1478,19 +1478,9 @@ sni = { "api.example.test" = "api", "*.apps.example.test" = "apps" }
     assert_eq!(subject(None), "subject=CN = localhost");
 }
 
-/// Plain-HTTP GET of `path` on `127.0.0.1:port` (the admin listener).
-fn admin_get(port: u16, path: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(tcp, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// The value of `certgate_connections_parked{listener="web"}` (0 when absent).
 fn parked(admin: u16) -> f64 {
-    admin_get(admin, "/metrics")
+    crate::admin_get(admin, "/metrics")
         .lines()
         .find_map(|l| l.strip_prefix(r#"certgate_connections_parked{listener="web"} "#))
         .map_or(0.0, |v| v.trim().parse().unwrap())

@@ -149,6 +149,16 @@ impl Drop for Peer {
     }
 }
 
+/// `GET path` on the admin listener at `port` (HTTP/1.0): the whole answer, head and body.
+pub fn admin_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// A loopback port that was free a moment ago (for peers that cannot report the port they got).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

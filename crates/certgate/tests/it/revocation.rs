@@ -42,18 +42,9 @@ fn publish(d: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, d.join("www").join(name)).unwrap();
 }
 
-fn admin_get(port: u16, path: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(tcp, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// The sum of the samples of metric `name` whose labels contain `label` (`""`: all).
 fn metric(admin: u16, name: &str, label: &str) -> f64 {
-    admin_get(admin, "/metrics")
+    crate::admin_get(admin, "/metrics")
         .lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -189,7 +180,7 @@ fn crl_urls_are_fetched_refreshed_checked_and_cached() {
     assert_eq!(get(&curl, d, web, "good").0, "200");
     assert!(metric(admin, "certgate_crl_last_success_timestamp_seconds", "") > 0.0);
     // The status document (and page) shows each URL with its last fetch and next update.
-    let status = admin_get(admin, "/status");
+    let status = crate::admin_get(admin, "/status");
     let body = status.split("\r\n\r\n").nth(1).unwrap_or_default();
     let doc: serde_json::Value = serde_json::from_str(body).unwrap();
     let sources = doc["crl_sources"].as_array().unwrap();
@@ -200,7 +191,7 @@ fn crl_urls_are_fetched_refreshed_checked_and_cached() {
             .all(|s| s["last_success"].is_string() && s["seconds_left"].as_i64() > Some(0)),
         "{doc}"
     );
-    let page = admin_get(admin, "/");
+    let page = crate::admin_get(admin, "/");
     assert!(
         page.contains("CRLs fetched from URLs") && page.contains("/int.crl"),
         "{page}"
