@@ -190,7 +190,7 @@ pub fn renewal_request(cert: &CertificateDer<'_>, days: u32) -> Result<LeafReque
 
 /// A loaded CA: its certificate and signing key.
 pub struct Ca {
-    issuer: Issuer<'static, KeyPair>,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
     cert_der: CertificateDer<'static>,
     identity: Identity,
 }

@@ -65,6 +65,23 @@ pub enum CrlRefused {
         /// The number fetched.
         new: String,
     },
+    /// Issued by another CA than the CRL this source gave before: a source serves one CA's
+    /// list, so a switch is a substitution (it would also leave the first CA without a CRL).
+    IssuerChanged {
+        /// The issuer of the CRL in use.
+        old: String,
+        /// The issuer of the one fetched.
+        new: String,
+    },
+    /// The CRL in use has a CRL number and this one has none: the numbers could no longer tell
+    /// an old list from a new one.
+    NumberMissing {
+        /// The number in use.
+        old: String,
+    },
+    /// A partitioned CRL (its IssuingDistributionPoint names other places than where it came
+    /// from): it covers only some of the CA's certificates, so it cannot replace the CA's list.
+    Partitioned(String),
     /// Older than the CRL in use (by `thisUpdate`) although the numbers do not say so.
     Older {
         /// thisUpdate of the CRL in use.
@@ -106,6 +123,15 @@ impl fmt::Display for CrlRefused {
                 f,
                 "its CRL number 0x{new} is lower than that of the CRL in use, 0x{old} (an old list replayed?)"
             ),
+            Self::IssuerChanged { old, new } => write!(
+                f,
+                "issued by `{new}`, but this source's CRL is `{old}`'s (a source serves one CA's list)"
+            ),
+            Self::NumberMissing { old } => write!(
+                f,
+                "it has no CRL number, and the CRL in use has 0x{old}: an old list could not be told from a new one"
+            ),
+            Self::Partitioned(why) => write!(f, "a partitioned CRL: {why}"),
             Self::Older { old, new } => write!(
                 f,
                 "it is older (thisUpdate {}) than the CRL in use (thisUpdate {})",
@@ -149,6 +175,19 @@ pub fn check(
     issuers: &[CertificateDer<'_>],
     now: i64,
     previous: Option<&CrlFacts>,
+) -> Result<CrlFacts, CrlRefused> {
+    check_from(der, issuers, now, previous, None)
+}
+
+/// [`check`] for a CRL fetched from `source` (its URL): a CRL whose IssuingDistributionPoint
+/// names distribution points must name `source` among them. `previous` is the newest CRL known
+/// for this source or for its issuer, whichever is newer.
+pub fn check_from(
+    der: &[u8],
+    issuers: &[CertificateDer<'_>],
+    now: i64,
+    previous: Option<&CrlFacts>,
+    source: Option<&str>,
 ) -> Result<CrlFacts, CrlRefused> {
     let crl = match CertificateRevocationList::from_der(der) {
         Ok(([], crl)) => crl,
@@ -194,38 +233,77 @@ pub fn check(
     {
         return Err(CrlRefused::Expired { next_update: next });
     }
+    for ext in crl.extensions() {
+        use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+        let ParsedExtension::IssuingDistributionPoint(idp) = ext.parsed_extension() else {
+            continue;
+        };
+        if idp.indirect_crl || idp.only_some_reasons.is_some() || idp.only_contains_attribute_certs
+        {
+            return Err(CrlRefused::Partitioned(
+                "it covers only some reasons or is indirect".to_owned(),
+            ));
+        }
+        if let Some(DistributionPointName::FullName(names)) = &idp.distribution_point {
+            let named: Vec<&str> = names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some(*u),
+                    _ => None,
+                })
+                .collect();
+            if source.is_none_or(|s| !named.contains(&s)) {
+                return Err(CrlRefused::Partitioned(format!(
+                    "it is the list for {} only",
+                    if named.is_empty() {
+                        "other distribution points".to_owned()
+                    } else {
+                        named.join(", ")
+                    }
+                )));
+            }
+        }
+    }
     let number = crl.crl_number().map(|n| {
         let s = hex::encode(n.to_bytes_be());
         let s = s.trim_start_matches('0');
         if s.is_empty() { "0" } else { s }.to_owned()
     });
-    if let Some(prev) = previous
-        && prev.issuer == issuer
-    {
-        match (&prev.number, &number) {
-            (Some(old), Some(new)) if number_cmp(new, old).is_lt() => {
-                return Err(CrlRefused::NumberWentBack {
-                    old: old.clone(),
-                    new: new.clone(),
-                });
-            }
-            (Some(_), Some(_)) => {}
-            _ if this_update < prev.this_update => {
-                return Err(CrlRefused::Older {
-                    old: prev.this_update,
-                    new: this_update,
-                });
-            }
-            _ => {}
-        }
-    }
-    Ok(CrlFacts {
+    let facts = CrlFacts {
         issuer,
         number,
         this_update,
         next_update,
         revoked: crl.iter_revoked_certificates().count(),
-    })
+    };
+    if let Some(prev) = previous {
+        if prev.issuer != facts.issuer {
+            return Err(CrlRefused::IssuerChanged {
+                old: prev.issuer.clone(),
+                new: facts.issuer,
+            });
+        }
+        not_older(&facts, prev)?;
+    }
+    Ok(facts)
+}
+
+/// Whether `new` (a CRL of the same issuer as `old`) may replace `old`: its CRL number is not
+/// lower, it has one when `old` has, and without numbers it is not older by `thisUpdate`.
+pub fn not_older(new: &CrlFacts, old: &CrlFacts) -> Result<(), CrlRefused> {
+    match (&old.number, &new.number) {
+        (Some(o), Some(n)) if number_cmp(n, o).is_lt() => Err(CrlRefused::NumberWentBack {
+            old: o.clone(),
+            new: n.clone(),
+        }),
+        (Some(_), Some(_)) => Ok(()),
+        (Some(o), None) => Err(CrlRefused::NumberMissing { old: o.clone() }),
+        _ if new.this_update < old.this_update => Err(CrlRefused::Older {
+            old: old.this_update,
+            new: new.this_update,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The `http://` URLs in a certificate's CRL distribution points (full names only; RFC 5280
@@ -247,7 +325,7 @@ pub fn distribution_points(cert: &CertificateDer<'_>) -> Vec<String> {
             };
             for n in names {
                 if let GeneralName::URI(uri) = n
-                    && uri.starts_with("http://")
+                    && plain_http_url(uri)
                     && !out.iter().any(|u| u == uri)
                 {
                     out.push((*uri).to_owned());
@@ -256,6 +334,16 @@ pub fn distribution_points(cert: &CertificateDer<'_>) -> Vec<String> {
         }
     }
     out
+}
+
+/// An `http://` URL a fetcher may follow: printable ASCII without spaces, and no user
+/// information (a distribution point is a public place, never a login).
+pub fn plain_http_url(uri: &str) -> bool {
+    let Some(rest) = uri.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    !authority.is_empty() && !authority.contains('@') && uri.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -346,6 +434,78 @@ mod tests {
             check(b"not a crl", &issuers, now(), None),
             Err(CrlRefused::Malformed(_))
         ));
+    }
+
+    /// Found by an attacker pass: a source that switched to another CA's list and back could
+    /// replay an old list; a partitioned list could stand in for the whole one; a URL with a
+    /// newline or user information could be learned.
+    #[test]
+    fn a_source_keeps_its_ca_and_partitioned_lists_are_refused() {
+        let (a, a_cert) = ca("CA A");
+        let (b, b_cert) = ca("CA B");
+        let issuers = [a_cert, b_cert];
+        let first = check(&crl(&a, 10, 3), &issuers, now(), None).unwrap();
+        assert!(matches!(
+            check(&crl(&b, 500, 3), &issuers, now(), Some(&first)),
+            Err(CrlRefused::IssuerChanged { .. })
+        ));
+        // Partitioned: an IssuingDistributionPoint naming another URL.
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+            next_update: time::OffsetDateTime::now_utc() + time::Duration::days(3),
+            crl_number: rcgen::SerialNumber::from(11u64),
+            issuing_distribution_point: Some(rcgen::CrlIssuingDistributionPoint {
+                distribution_point: rcgen::CrlDistributionPoint {
+                    uris: vec!["http://elsewhere.example/part2.crl".to_owned()],
+                },
+                scope: None,
+            }),
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let der = params.signed_by(&a.issuer).unwrap().der().to_vec();
+        assert!(matches!(
+            check_from(
+                &der,
+                &issuers,
+                now(),
+                Some(&first),
+                Some("http://pki.example/a.crl")
+            ),
+            Err(CrlRefused::Partitioned(_))
+        ));
+        // The same list is fine where it says it comes from.
+        assert!(
+            check_from(
+                &der,
+                &issuers,
+                now(),
+                Some(&first),
+                Some("http://elsewhere.example/part2.crl")
+            )
+            .is_ok()
+        );
+        // A list without a number may not follow one with a number.
+        let numbered = CrlFacts {
+            number: Some("a".to_owned()),
+            ..first.clone()
+        };
+        let bare = CrlFacts {
+            number: None,
+            this_update: first.this_update + 10,
+            ..first.clone()
+        };
+        assert_eq!(
+            not_older(&bare, &numbered),
+            Err(CrlRefused::NumberMissing {
+                old: "a".to_owned()
+            })
+        );
+        assert!(plain_http_url("http://pki.example/a.crl"));
+        assert!(!plain_http_url("http://pki.example/a\nhttp://evil/"));
+        assert!(!plain_http_url("http://u:p@pki.example/a.crl"));
+        assert!(!plain_http_url("https://pki.example/a.crl"));
+        assert!(!plain_http_url("http:///a.crl"));
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct CrlSummary {
     pub next_update: Option<i64>,
     /// Number of revoked certificates.
     pub revoked: usize,
+    /// Everything it says about itself (number, thisUpdate), for comparing a newer list.
+    #[serde(skip)]
+    pub facts: crate::crl::CrlFacts,
 }
 
 /// Trust anchors plus CRLs under one name (`[[trust]]` in the config).
@@ -107,6 +110,24 @@ pub struct LoadedCrl {
     pub revoked: usize,
     /// The issuer (RFC 4514).
     issuer: String,
+    /// The CRL number (hex) and thisUpdate, to tell the newest of one issuer's CRLs.
+    number: Option<String>,
+    this_update: i64,
+}
+
+impl LoadedCrl {
+    /// What it says about itself.
+    pub fn facts(&self) -> crate::crl::CrlFacts {
+        crate::crl::CrlFacts {
+            issuer: self.issuer.clone(),
+            number: self.number.clone(),
+            this_update: self.this_update,
+            next_update: (self.next_update != u64::MAX)
+                .then(|| i64::try_from(self.next_update).ok())
+                .flatten(),
+            revoked: self.revoked,
+        }
+    }
 }
 
 impl LoadedCrl {
@@ -123,7 +144,7 @@ pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
         origin: origin.clone(),
         reason: format!("{e:?}"),
     })?;
-    let (revoked, next_update, issuer) =
+    let (revoked, next_update, issuer, number, this_update) =
         match x509_parser::revocation_list::CertificateRevocationList::from_der(&der) {
             Ok((_, c)) => (
                 c.iter_revoked_certificates().count(),
@@ -131,8 +152,14 @@ pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
                     .and_then(|t| u64::try_from(t.timestamp()).ok())
                     .unwrap_or(u64::MAX),
                 crate::dn::rfc4514(c.issuer()),
+                c.crl_number().map(|n| {
+                    let s = hex::encode(n.to_bytes_be());
+                    let s = s.trim_start_matches('0');
+                    if s.is_empty() { "0" } else { s }.to_owned()
+                }),
+                c.last_update().timestamp(),
             ),
-            Err(_) => (0, u64::MAX, String::new()),
+            Err(_) => (0, u64::MAX, String::new(), None, 0),
         };
     Ok(LoadedCrl {
         crl,
@@ -140,6 +167,8 @@ pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
         next_update,
         revoked,
         issuer,
+        number,
+        this_update,
     })
 }
 
@@ -157,6 +186,24 @@ impl TrustBundle {
                 reason: "no CA certificates".to_owned(),
             });
         }
+        // One CRL per issuer, the newest: webpki uses the first CRL whose issuer matches, so an
+        // older list of the same CA (from another file or URL) must not come first and
+        // un-revoke what the newer one revokes.
+        let mut newest: Vec<LoadedCrl> = Vec::with_capacity(crls.len());
+        for c in crls {
+            match newest
+                .iter()
+                .position(|k| !c.issuer.is_empty() && k.issuer == c.issuer)
+            {
+                None => newest.push(c),
+                Some(i) => {
+                    if crate::crl::not_older(&c.facts(), &newest[i].facts()).is_ok() {
+                        newest[i] = c;
+                    }
+                }
+            }
+        }
+        let crls = newest;
         let mut anchors = Vec::with_capacity(cas.len());
         for (i, ca) in cas.iter().enumerate() {
             let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| Error::Trust {
@@ -179,6 +226,7 @@ impl TrustBundle {
                         .then(|| i64::try_from(c.next_update).ok())
                         .flatten(),
                     revoked: c.revoked,
+                    facts: c.facts(),
                 })
                 .collect(),
             crls_valid_until: crls.iter().map(|c| c.next_update).min().unwrap_or(u64::MAX),

@@ -129,6 +129,8 @@ impl CaDir {
             .with_context(|| format!("cannot write `{}`", self.ca_cert_path().display()))?;
         files::write_public(&self.index_path(), INDEX_HEADER.as_bytes())?;
         files::write_public(&self.dir.join("crlnumber"), b"1\n")?;
+        // A CA has a CRL from the start, so a trust (or `[ca]`) can name `DIR/crl.pem` at once.
+        self.crl(&self.dir.join("crl.pem"), 30)?;
         Identity::from_der(&root.cert_der).map_err(|e| anyhow!(e.0))
     }
 

@@ -81,7 +81,7 @@ pub fn read_learned(state: &Path, trust: &str) -> Vec<String> {
         .map(|s| {
             s.lines()
                 .map(str::trim)
-                .filter(|l| l.starts_with("http://"))
+                .filter(|l| certgate_pki::crl::plain_http_url(l))
                 .map(str::to_owned)
                 .collect()
         })

@@ -318,3 +318,30 @@ fn the_grace_starts_at_next_update_itself() {
         Some(Reason::CrlExpired)
     );
 }
+
+/// Two CRLs of one CA in a bundle (a file and a URL, or two URLs): the newest decides, in
+/// whatever order they come, so an older list cannot un-revoke a certificate.
+#[test]
+fn the_newest_crl_of_a_ca_decides() {
+    let pki = TestPki::new();
+    let root_crl = certgate_testkit::crl_numbered(&pki.root, &[], 1, Duration::days(7));
+    let old = certgate_testkit::crl_numbered(&pki.intermediate, &[], 5, Duration::days(7));
+    let new = certgate_testkit::crl_numbered(
+        &pki.intermediate,
+        &[serial_of(&pki.client)],
+        10,
+        Duration::days(7),
+    );
+    let c = chain(&[&pki.client, &pki.intermediate]);
+    for crls in [
+        [root_crl.clone(), old.clone(), new.clone()],
+        [root_crl.clone(), new.clone(), old.clone()],
+    ] {
+        let b = bundle(&pki.root, &crls);
+        assert_eq!(b.crl_count(), 2, "one CRL per CA");
+        assert_eq!(
+            reason(&b.verify(&c, Purpose::Client, UnixTime::now())),
+            Some(Reason::Revoked)
+        );
+    }
+}

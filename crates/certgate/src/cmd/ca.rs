@@ -37,6 +37,10 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode> {
             println!("  valid until: {}", id.not_after.date());
             println!("  sha256:      {}", id.cert_sha256);
             println!(
+                "  CRL:         {} (empty, valid 30 days; `[ca] dir` in a serve config keeps it signed)",
+                dir.join("crl.pem").display()
+            );
+            println!(
                 "next: certgate ca issue --dir {} --client alice",
                 dir.display()
             );

@@ -198,6 +198,30 @@ fn crl_urls_are_fetched_refreshed_checked_and_cached() {
     );
     assert!(metric(admin, "certgate_crl_next_update_timestamp_seconds", "") > 0.0);
 
+    // The cached copies vanish while the old list is served: the process remembers the newest
+    // list it had, so the old one is still refused (nobody is admitted without a CRL) until
+    // the CA publishes a list at least as new.
+    std::fs::remove_dir_all(d.join("state/crl")).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let (code, body) = get(&curl, d, web, "revoked");
+    assert_eq!(code, "403", "{body}");
+    publish(
+        d,
+        "int.crl",
+        &crl_numbered(
+            &pki.intermediate,
+            std::slice::from_ref(&revoked_serial),
+            4,
+            DAY * 7,
+        ),
+    );
+    eventually(
+        "the newer list is in force again",
+        Duration::from_secs(25),
+        || get(&curl, d, web, "good").0 == "200",
+    );
+    assert_eq!(get(&curl, d, web, "revoked").0, "403");
+
     // No network, a restart: the cached lists are in force from the first request.
     drop(server);
     drop(_nginx);
@@ -983,4 +1007,25 @@ trust = "clients"
     );
     // The connection opened before is still served.
     assert_eq!(rt.block_on(h2_get(&mut open)), Ok(200));
+}
+
+/// A CRL that cannot be stored is never used, so serve refuses to start when its state
+/// directory cannot hold fetched CRLs, rather than leave revocations waiting unnoticed.
+#[test]
+fn serve_refuses_a_state_directory_it_cannot_write() {
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = crate::ingress::write_pki(d);
+    std::fs::write(d.join("int.pem"), &pki.intermediate.pem).unwrap();
+    std::fs::write(d.join("not-a-dir"), "a file").unwrap();
+    let config =
+        config(free_port(), "").replace(r#"state_dir = "state""#, r#"state_dir = "not-a-dir""#);
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let out = crate::certgate(d, &["serve", "--config", "c.toml"]);
+    assert_eq!(out.status.code(), Some(73), "{}", crate::text(&out));
+    assert!(
+        crate::text(&out).contains("state_dir: cannot write fetched CRLs"),
+        "{}",
+        crate::text(&out)
+    );
 }

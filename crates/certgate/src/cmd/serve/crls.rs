@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use certgate_pki::Origin;
+use certgate_pki::TrustBundle;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::CertificateDer;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -42,7 +42,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often learned distribution points are looked at.
 const LEARN_EVERY: Duration = Duration::from_secs(1);
 
-type Issuers = Arc<Mutex<Vec<CertificateDer<'static>>>>;
+/// The trust a source belongs to, as the last reload built it: the CAs that may sign its CRLs
+/// and the CRLs in force (a fetched CRL may not be older than the one in force for its issuer).
+type Issuers = Arc<Mutex<Option<Arc<TrustBundle>>>>;
 
 struct Task {
     handle: JoinHandle<()>,
@@ -50,8 +52,13 @@ struct Task {
     refresh: Duration,
 }
 
+/// The newest CRL this process has seen in force or stored, by issuer: a fetched CRL may never
+/// be older, whatever happened to the state directory or the configuration since.
+type Newest = Arc<Mutex<HashMap<String, certgate_pki::crl::CrlFacts>>>;
+
 /// The running fetch tasks, matched to the config on every (re)load.
 pub(super) struct Fetcher {
+    newest: Newest,
     state: PathBuf,
     changed: Arc<Notify>,
     tasks: HashMap<(String, String), Task>,
@@ -69,10 +76,33 @@ impl Drop for Fetcher {
     }
 }
 
+/// Fails unless the state directory can hold fetched CRLs: a CRL that cannot be stored is never
+/// used, so a revocation would wait for an unwritable directory without anyone noticing.
+pub(super) fn check_state_dir(cfg: &config::Config) -> anyhow::Result<()> {
+    if cfg.crl_sources.is_empty() && cfg.crl_follow.is_empty() {
+        return Ok(());
+    }
+    let dir = cfg.state_dir.join("crl");
+    let probe = dir.join(".write-test");
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            crate::exit::fail(
+                crate::exit::CANTCREAT,
+                format!(
+                    "state_dir: cannot write fetched CRLs to `{}`: {e}",
+                    dir.display()
+                ),
+            )
+        })
+}
+
 impl Fetcher {
     /// A fetcher that wakes `changed` whenever a new CRL (or a new distribution point) is stored.
     pub(super) fn new(changed: Arc<Notify>) -> Self {
         Self {
+            newest: Newest::default(),
             state: PathBuf::new(),
             changed,
             tasks: HashMap::new(),
@@ -89,13 +119,14 @@ impl Fetcher {
             }
             self.state = cfg.state_dir.clone();
         }
-        let issuers_of = |trust: &str| {
-            cfg.trusts
-                .iter()
-                .find(|t| t.name() == trust)
-                .map(|t| t.issuer_certificates())
-                .unwrap_or_default()
-        };
+        let issuers_of = |trust: &str| cfg.trusts.iter().find(|t| t.name() == trust).cloned();
+        if let Ok(mut newest) = self.newest.lock() {
+            for t in &cfg.trusts {
+                for s in t.crl_summaries() {
+                    remember(&mut newest, s.facts);
+                }
+            }
+        }
         let wanted: HashMap<(String, String), &CrlSource> = cfg
             .crl_sources
             .iter()
@@ -117,6 +148,7 @@ impl Fetcher {
             }
             let issuers: Issuers = Arc::new(Mutex::new(issuers_of(&source.trust)));
             let handle = tokio::spawn(run(
+                Arc::clone(&self.newest),
                 self.state.clone(),
                 source.clone(),
                 Arc::clone(&issuers),
@@ -189,12 +221,31 @@ fn unix_now() -> i64 {
 }
 
 /// One URL, forever.
-async fn run(state: PathBuf, source: CrlSource, issuers: Issuers, changed: Arc<Notify>) {
+/// Keeps `facts` if it is the newest of its issuer.
+fn remember(
+    newest: &mut HashMap<String, certgate_pki::crl::CrlFacts>,
+    facts: certgate_pki::crl::CrlFacts,
+) {
+    let newer = newest
+        .get(&facts.issuer)
+        .is_none_or(|old| certgate_pki::crl::not_older(&facts, old).is_ok());
+    if newer && !facts.issuer.is_empty() {
+        newest.insert(facts.issuer.clone(), facts);
+    }
+}
+
+async fn run(
+    newest: Newest,
+    state: PathBuf,
+    source: CrlSource,
+    issuers: Issuers,
+    changed: Arc<Notify>,
+) {
     let CrlSource { trust, url, .. } = &source;
     let floor = MIN_DELAY.min(source.refresh);
     let mut backoff = floor;
     loop {
-        let outcome = fetch_and_store(&state, &source, &issuers).await;
+        let outcome = fetch_and_store(&newest, &state, &source, &issuers).await;
         let result = match &outcome {
             Ok(Stored {
                 kind: Kind::New, ..
@@ -283,6 +334,7 @@ enum Failure {
 }
 
 async fn fetch_and_store(
+    newest: &Newest,
     state: &std::path::Path,
     source: &CrlSource,
     issuers: &Issuers,
@@ -329,9 +381,23 @@ async fn fetch_and_store(
         } => {
             let der = certgate_pki::crl::crl_der(&bytes, &Origin::inline(url))
                 .map_err(|e| Failure::Fetch(e.to_string()))?;
-            let issuers = issuers.lock().map(|i| i.clone()).unwrap_or_default();
-            let facts = certgate_pki::crl::check(&der, &issuers, now, meta.facts.as_ref())
-                .map_err(Failure::Refused)?;
+            let trust = issuers.lock().ok().and_then(|i| i.clone());
+            let certs = trust
+                .as_ref()
+                .map(|t| t.issuer_certificates())
+                .unwrap_or_default();
+            let facts =
+                certgate_pki::crl::check_from(&der, &certs, now, meta.facts.as_ref(), Some(url))
+                    .map_err(Failure::Refused)?;
+            // Not older than the newest CRL of that CA this process has had in force or stored,
+            // from this source or another, whatever the state directory says now.
+            let known = newest
+                .lock()
+                .ok()
+                .and_then(|n| n.get(&facts.issuer).cloned());
+            if let Some(known) = known {
+                certgate_pki::crl::not_older(&facts, &known).map_err(Failure::Refused)?;
+            }
             let same = cached.as_deref() == Some(der.as_slice());
             meta.facts = Some(facts);
             meta.etag = etag;
@@ -344,6 +410,9 @@ async fn fetch_and_store(
             }
         }
     };
+    if let (Some(facts), Ok(mut n)) = (meta.facts.clone(), newest.lock()) {
+        remember(&mut n, facts);
+    }
     let (st, u, m) = (state.to_owned(), url.clone(), meta.clone());
     tokio::task::spawn_blocking(move || crl_cache::write(&st, &u, der.as_deref(), &m))
         .await

@@ -226,6 +226,7 @@ pub async fn serve(
     // readiness is announced (by a service manager or a script) must reload, not kill us with
     // the default action.
     let (mut stop_signal, mut hangup) = (Stop::new(), Hangup::new());
+    crls::check_state_dir(&cfg)?;
     let log = cfg.log.as_ref().map(RunningLog::start).transpose()?;
     let specs = listener_specs(&cfg, log.as_ref());
     if specs.is_empty() {
