@@ -32,6 +32,48 @@ pub struct CrlFacts {
     pub next_update: Option<i64>,
     /// How many certificates it revokes.
     pub revoked: usize,
+    /// For a partitioned list, the distribution points its IssuingDistributionPoint names
+    /// (space-separated): each partition is its own list, with its own numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl CrlFacts {
+    /// Whether `other` describes a version of the same list (issuer and scope).
+    pub fn same_list(&self, other: &CrlFacts) -> bool {
+        self.issuer == other.issuer && self.scope == other.scope
+    }
+
+    /// A key naming the list (issuer and scope), for maps.
+    pub fn list_key(&self) -> String {
+        match &self.scope {
+            None => self.issuer.clone(),
+            Some(s) => format!("{} (partition {s})", self.issuer),
+        }
+    }
+}
+
+/// The distribution points a CRL's IssuingDistributionPoint names, space-separated (`None` for
+/// a CRL that covers all of its issuer's certificates).
+pub(crate) fn scope(crl: &CertificateRevocationList<'_>) -> Option<String> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    crl.extensions().iter().find_map(|ext| {
+        let ParsedExtension::IssuingDistributionPoint(idp) = ext.parsed_extension() else {
+            return None;
+        };
+        let Some(DistributionPointName::FullName(names)) = &idp.distribution_point else {
+            return None;
+        };
+        let mut uris: Vec<String> = names
+            .iter()
+            .map(|n| match n {
+                GeneralName::URI(u) => (*u).to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        uris.sort();
+        Some(uris.join(" "))
+    })
 }
 
 /// Why a fetched CRL was not used.
@@ -78,6 +120,14 @@ pub enum CrlRefused {
     NumberMissing {
         /// The number in use.
         old: String,
+    },
+    /// A source's list changed scope (a full list became a partition, or the reverse, or
+    /// another partition): the lists are not versions of one another.
+    ScopeChanged {
+        /// The scope of the CRL in use (`None`: the full list).
+        old: Option<String>,
+        /// The scope of the one fetched.
+        new: Option<String>,
     },
     /// A partitioned CRL (its IssuingDistributionPoint names other places than where it came
     /// from): it covers only some of the CA's certificates, so it cannot replace the CA's list.
@@ -131,6 +181,18 @@ impl fmt::Display for CrlRefused {
                 f,
                 "it has no CRL number, and the CRL in use has 0x{old}: an old list could not be told from a new one"
             ),
+            Self::ScopeChanged { old, new } => {
+                let name = |s: &Option<String>| match s {
+                    None => "the CA's full list".to_owned(),
+                    Some(s) => format!("the partition for {s}"),
+                };
+                write!(
+                    f,
+                    "it is {}, but the CRL in use from this source is {}",
+                    name(new),
+                    name(old)
+                )
+            }
             Self::Partitioned(why) => write!(f, "a partitioned CRL: {why}"),
             Self::Older { old, new } => write!(
                 f,
@@ -275,12 +337,19 @@ pub fn check_from(
         this_update,
         next_update,
         revoked: crl.iter_revoked_certificates().count(),
+        scope: scope(&crl),
     };
     if let Some(prev) = previous {
         if prev.issuer != facts.issuer {
             return Err(CrlRefused::IssuerChanged {
                 old: prev.issuer.clone(),
                 new: facts.issuer,
+            });
+        }
+        if prev.scope != facts.scope {
+            return Err(CrlRefused::ScopeChanged {
+                old: prev.scope.clone(),
+                new: facts.scope,
             });
         }
         not_older(&facts, prev)?;

@@ -6,6 +6,9 @@
 //! cannot be handed an unverified certificate by mistake ("presented" and "verified" never share a type).
 
 use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use serde::Serialize;
@@ -70,13 +73,12 @@ pub struct TrustBundle {
     anchor_certs: Vec<CertificateDer<'static>>,
     /// Known intermediates: used to build chains, never trusted by themselves.
     extra_intermediates: Vec<CertificateDer<'static>>,
-    crls: Vec<CertRevocationList<'static>>,
-    crl_ders: Vec<Vec<u8>>,
-    /// What each CRL says about itself, worked out once when it was parsed.
-    crl_summaries: Vec<CrlSummary>,
-    /// The earliest nextUpdate of the CRLs (unix seconds; `u64::MAX` without CRLs).
-    crls_valid_until: u64,
-    verdicts: VerdictCache,
+    /// The CRLs in force and the verdicts reached with them. A newer CRL of a list the bundle
+    /// holds is swapped in whole ([`TrustBundle::install_crl`]), so a verification sees one set
+    /// from start to end, and verdicts cached with the old set die with it.
+    crls: ArcSwap<CrlSet>,
+    /// Serialises [`TrustBundle::install_crl`] (read, compare, store).
+    installing: std::sync::Mutex<()>,
     unknown_revocation: UnknownRevocation,
     /// How long past the earliest nextUpdate the CRLs are still used (0: not at all).
     stale_grace_secs: u64,
@@ -94,7 +96,7 @@ impl fmt::Debug for TrustBundle {
         f.debug_struct("TrustBundle")
             .field("name", &self.name)
             .field("anchors", &self.anchors.len())
-            .field("crls", &self.crls.len())
+            .field("crls", &self.crls.load().crls.len())
             .finish()
     }
 }
@@ -102,7 +104,7 @@ impl fmt::Debug for TrustBundle {
 /// A CRL as read from a file, before it joins a bundle.
 #[derive(Debug)]
 pub struct LoadedCrl {
-    crl: OwnedCertRevocationList,
+    crl: CertRevocationList<'static>,
     der: Vec<u8>,
     /// nextUpdate, unix seconds (`u64::MAX` when absent).
     next_update: u64,
@@ -113,6 +115,8 @@ pub struct LoadedCrl {
     /// The CRL number (hex) and thisUpdate, to tell the newest of one issuer's CRLs.
     number: Option<String>,
     this_update: i64,
+    /// The distribution points its IssuingDistributionPoint names (a partitioned list).
+    scope: Option<String>,
 }
 
 impl LoadedCrl {
@@ -126,8 +130,67 @@ impl LoadedCrl {
                 .then(|| i64::try_from(self.next_update).ok())
                 .flatten(),
             revoked: self.revoked,
+            scope: self.scope.clone(),
         }
     }
+
+    /// The CRL's DER.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// Whether `other` is a version of the same list: the same issuer and scope.
+    fn same_list(&self, other: &LoadedCrl) -> bool {
+        !self.issuer.is_empty() && self.issuer == other.issuer && self.scope == other.scope
+    }
+}
+
+/// A bundle's CRLs at one moment.
+struct CrlSet {
+    crls: Vec<Arc<LoadedCrl>>,
+    /// The earliest nextUpdate of the CRLs (unix seconds; `u64::MAX` without CRLs).
+    valid_until: u64,
+    verdicts: VerdictCache,
+}
+
+impl CrlSet {
+    /// Keeps one CRL per list (issuer and scope), the newest: webpki uses the first CRL that is
+    /// authoritative for a certificate, so an older version of a list (from another file or URL)
+    /// must not come first and un-revoke what the newer one revokes.
+    fn new(crls: Vec<Arc<LoadedCrl>>) -> Self {
+        let mut newest: Vec<Arc<LoadedCrl>> = Vec::with_capacity(crls.len());
+        for c in crls {
+            match newest.iter().position(|k| k.same_list(&c)) {
+                None => newest.push(c),
+                Some(i) => {
+                    if crate::crl::not_older(&c.facts(), &newest[i].facts()).is_ok() {
+                        newest[i] = c;
+                    }
+                }
+            }
+        }
+        Self {
+            valid_until: newest
+                .iter()
+                .map(|c| c.next_update)
+                .min()
+                .unwrap_or(u64::MAX),
+            crls: newest,
+            verdicts: VerdictCache::default(),
+        }
+    }
+}
+
+/// What [`TrustBundle::install_crl`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Installed {
+    /// The CRL replaced an older version of its list; verifications from now on use it.
+    Replaced,
+    /// The bundle already holds this version of the list, or a newer one.
+    NotNewer,
+    /// The bundle holds no version of this list: only a rebuilt bundle can take it (how a
+    /// missing list is treated is decided when a bundle is built).
+    NoSuchList,
 }
 
 impl LoadedCrl {
@@ -144,7 +207,7 @@ pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
         origin: origin.clone(),
         reason: format!("{e:?}"),
     })?;
-    let (revoked, next_update, issuer, number, this_update) =
+    let (revoked, next_update, issuer, number, this_update, scope) =
         match x509_parser::revocation_list::CertificateRevocationList::from_der(&der) {
             Ok((_, c)) => (
                 c.iter_revoked_certificates().count(),
@@ -158,17 +221,19 @@ pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
                     if s.is_empty() { "0" } else { s }.to_owned()
                 }),
                 c.last_update().timestamp(),
+                crate::crl::scope(&c),
             ),
-            Err(_) => (0, u64::MAX, String::new(), None, 0),
+            Err(_) => (0, u64::MAX, String::new(), None, 0, None),
         };
     Ok(LoadedCrl {
-        crl,
+        crl: CertRevocationList::Owned(crl),
         der,
         next_update,
         revoked,
         issuer,
         number,
         this_update,
+        scope,
     })
 }
 
@@ -186,24 +251,6 @@ impl TrustBundle {
                 reason: "no CA certificates".to_owned(),
             });
         }
-        // One CRL per issuer, the newest: webpki uses the first CRL whose issuer matches, so an
-        // older list of the same CA (from another file or URL) must not come first and
-        // un-revoke what the newer one revokes.
-        let mut newest: Vec<LoadedCrl> = Vec::with_capacity(crls.len());
-        for c in crls {
-            match newest
-                .iter()
-                .position(|k| !c.issuer.is_empty() && k.issuer == c.issuer)
-            {
-                None => newest.push(c),
-                Some(i) => {
-                    if crate::crl::not_older(&c.facts(), &newest[i].facts()).is_ok() {
-                        newest[i] = c;
-                    }
-                }
-            }
-        }
-        let crls = newest;
         let mut anchors = Vec::with_capacity(cas.len());
         for (i, ca) in cas.iter().enumerate() {
             let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| Error::Trust {
@@ -217,24 +264,8 @@ impl TrustBundle {
             anchors,
             anchor_certs: cas,
             extra_intermediates: Vec::new(),
-            crl_ders: crls.iter().map(|c| c.der.clone()).collect(),
-            crl_summaries: crls
-                .iter()
-                .map(|c| CrlSummary {
-                    issuer: c.issuer.clone(),
-                    next_update: (c.next_update != u64::MAX)
-                        .then(|| i64::try_from(c.next_update).ok())
-                        .flatten(),
-                    revoked: c.revoked,
-                    facts: c.facts(),
-                })
-                .collect(),
-            crls_valid_until: crls.iter().map(|c| c.next_update).min().unwrap_or(u64::MAX),
-            verdicts: VerdictCache::default(),
-            crls: crls
-                .into_iter()
-                .map(|c| CertRevocationList::Owned(c.crl))
-                .collect(),
+            crls: ArcSwap::from_pointee(CrlSet::new(crls.into_iter().map(Arc::new).collect())),
+            installing: std::sync::Mutex::new(()),
             unknown_revocation,
             stale_grace_secs: 0,
             grace_uses: std::sync::atomic::AtomicU64::new(0),
@@ -247,9 +278,40 @@ impl TrustBundle {
         })
     }
 
-    /// The CRLs as DER, for TLS libraries that take them raw.
-    pub fn crl_ders(&self) -> &[Vec<u8>] {
-        &self.crl_ders
+    /// The CRLs in force as DER, for TLS libraries that take them raw.
+    pub fn crl_ders(&self) -> Vec<Vec<u8>> {
+        self.crls
+            .load()
+            .crls
+            .iter()
+            .map(|c| c.der.clone())
+            .collect()
+    }
+
+    /// The CRLs in force.
+    pub fn crls(&self) -> Vec<Arc<LoadedCrl>> {
+        self.crls.load().crls.clone()
+    }
+
+    /// Puts `crl` in force in place of an older version of the same list (issuer and scope),
+    /// at once for every holder of this bundle. The caller has checked the CRL's signature
+    /// against this bundle's CAs ([`crate::crl::check`]); verification checks it again.
+    pub fn install_crl(&self, crl: Arc<LoadedCrl>) -> Installed {
+        let Ok(_one_at_a_time) = self.installing.lock() else {
+            return Installed::NotNewer;
+        };
+        let set = self.crls.load();
+        let Some(i) = set.crls.iter().position(|c| c.same_list(&crl)) else {
+            return Installed::NoSuchList;
+        };
+        let old = &set.crls[i];
+        if old.der == crl.der || crate::crl::not_older(&crl.facts(), &old.facts()).is_err() {
+            return Installed::NotNewer;
+        }
+        let mut crls = set.crls.clone();
+        crls[i] = crl;
+        self.crls.store(Arc::new(CrlSet::new(crls)));
+        Installed::Replaced
     }
 
     /// How a missing CRL is treated.
@@ -280,8 +342,8 @@ impl TrustBundle {
         for c in &self.extra_intermediates {
             part(b'i', c);
         }
-        for c in &self.crl_ders {
-            part(b'c', c);
+        for c in &self.crls.load().crls {
+            part(b'c', &c.der);
         }
         let rule = match self.unknown_revocation {
             UnknownRevocation::Allow => b"allow".as_slice(),
@@ -303,7 +365,19 @@ impl TrustBundle {
 
     /// What each CRL says about itself, for status pages: issuer, nextUpdate, revoked count.
     pub fn crl_summaries(&self) -> Vec<CrlSummary> {
-        self.crl_summaries.clone()
+        self.crls
+            .load()
+            .crls
+            .iter()
+            .map(|c| CrlSummary {
+                issuer: c.issuer.clone(),
+                next_update: (c.next_update != u64::MAX)
+                    .then(|| i64::try_from(c.next_update).ok())
+                    .flatten(),
+                revoked: c.revoked,
+                facts: c.facts(),
+            })
+            .collect()
     }
 
     /// Keeps using the CRLs for `secs` after the earliest nextUpdate passed (a CRL that could
@@ -346,28 +420,29 @@ impl TrustBundle {
 
     /// Number of CRLs.
     pub fn crl_count(&self) -> usize {
-        self.crls.len()
+        self.crls.load().crls.len()
     }
 
     /// Verifies `chain` (leaf first, then any intermediates the peer sent) for `purpose` at `now`.
     ///
     /// Successful verdicts are cached (bounded) by the hash of the presented chain and the
     /// purpose, for as long as every certificate of the chain and every CRL of the bundle stays
-    /// valid; a bundle is rebuilt on reload, so a new CRL or trust starts with an empty cache.
+    /// valid; a new CRL (installed, or in a bundle rebuilt on reload) starts with an empty cache.
     /// Failures are never cached.
     pub fn verify(&self, chain: &[CertificateDer<'_>], purpose: Purpose, now: UnixTime) -> Verdict {
         let key = chain_key(chain, purpose);
-        if let Some(v) = self.verdicts.get(&key, now) {
+        let set = self.crls.load_full();
+        if let Some(v) = set.verdicts.get(&key, now) {
             return Verdict::Verified(v);
         }
-        let verdict = self.verify_uncached(chain, purpose, now);
+        let verdict = self.verify_uncached(&set, chain, purpose, now);
         if let Some(learned) = &self.learned_crl_urls {
             self.learn(learned, chain, &verdict);
         }
         if let Verdict::Verified(v) = &verdict
-            && let Some(window) = validity_window(chain, self.crls_valid_until)
+            && let Some(window) = validity_window(chain, set.valid_until)
         {
-            self.verdicts.put(key, v.clone(), window);
+            set.verdicts.put(key, v.clone(), window);
         }
         verdict
     }
@@ -404,6 +479,7 @@ impl TrustBundle {
 
     fn verify_uncached(
         &self,
+        set: &CrlSet,
         chain: &[CertificateDer<'_>],
         purpose: Purpose,
         now: UnixTime,
@@ -442,14 +518,14 @@ impl TrustBundle {
             Purpose::Client => KeyUsage::client_auth(),
             Purpose::Server => KeyUsage::server_auth(),
         };
-        let crl_refs: Vec<&CertRevocationList<'_>> = self.crls.iter().collect();
+        let crl_refs: Vec<&CertRevocationList<'_>> = set.crls.iter().map(|c| &c.crl).collect();
         // Within the grace period after the earliest nextUpdate, CRLs are used as they are;
         // before it they are fresh, and after it webpki refuses them (`crl_expired`).
         // webpki counts a CRL as expired from the second of its nextUpdate on.
-        let stale = now.as_secs() >= self.crls_valid_until;
+        let stale = now.as_secs() >= set.valid_until;
         let in_grace = stale
             && self.stale_grace_secs > 0
-            && now.as_secs() <= self.crls_valid_until.saturating_add(self.stale_grace_secs);
+            && now.as_secs() <= set.valid_until.saturating_add(self.stale_grace_secs);
         let expiration = if in_grace {
             self.grace_uses
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -497,7 +573,7 @@ impl TrustBundle {
         };
         // webpki checks revocation only when it has CRLs. A bundle that must know the status of
         // every certificate but has no CRL at all (none fetched yet) knows nothing.
-        if self.crls.is_empty() && self.unknown_revocation == UnknownRevocation::Deny {
+        if set.crls.is_empty() && self.unknown_revocation == UnknownRevocation::Deny {
             return reject(
                 Reason::RevocationUnknown,
                 "the trust has no CRL yet, and a certificate no CRL covers is refused".to_owned(),

@@ -242,8 +242,8 @@ pub fn egress_client_config(
         crls.extend(
             trust
                 .crl_ders()
-                .iter()
-                .map(|d| rustls_pki_types::CertificateRevocationListDer::from(d.clone())),
+                .into_iter()
+                .map(rustls_pki_types::CertificateRevocationListDer::from),
         );
         allow_unknown =
             trust.unknown_revocation() == certgate_pki::verify::UnknownRevocation::Allow;

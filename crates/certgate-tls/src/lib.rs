@@ -214,8 +214,8 @@ pub fn upstream_client_config(
     }
     let crls = trust
         .crl_ders()
-        .iter()
-        .map(|d| rustls_pki_types::CertificateRevocationListDer::from(d.clone()));
+        .into_iter()
+        .map(rustls_pki_types::CertificateRevocationListDer::from);
     let mut verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
         Arc::clone(&provider),

@@ -378,6 +378,9 @@ impl Resolver<'_> {
         let trust = f
             .trust
             .and_then(|t| self.find_trust(&format!("{prefix}.trust"), t, trusts));
+        if let Some(t) = &trust {
+            self.server_trusts.insert(t.name().to_owned());
+        }
         if f.trust.is_none() && !f.system_roots {
             self.error(
                 Some(at),

@@ -437,6 +437,7 @@ impl Resolver<'_> {
             self.unknown("trust", &format!("{prefix}.upstream_trust"), trust_name);
             return None;
         };
+        self.server_trusts.insert(trust.name().to_owned());
         let identity = match &r.upstream_identity {
             None => None,
             Some(name) => match identities.iter().find(|i| i.name == *name.get_ref()) {

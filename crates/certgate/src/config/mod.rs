@@ -4,7 +4,7 @@
 //!
 //! Every key is documented in `docs/config.md`; keep the two in step.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -269,6 +269,9 @@ pub struct Config {
     pub crl_sources: Vec<CrlSource>,
     /// Trusts that follow distribution points.
     pub crl_follow: Vec<CrlFollow>,
+    /// Names of the trusts that verify servers (https upstreams, egress rules): their TLS
+    /// clients copy the CRLs when built, so a new CRL reaches them only through a reload.
+    pub server_trusts: BTreeSet<String>,
     /// Expiry warning thresholds.
     pub warnings: Warnings,
     /// `[ca]`.
@@ -327,6 +330,7 @@ fn resolve(
         state_dir: PathBuf::new(),
         crl_sources: Vec::new(),
         crl_follow: Vec::new(),
+        server_trusts: BTreeSet::new(),
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -429,6 +433,7 @@ fn resolve(
             state_dir: r.state_dir,
             crl_sources: r.crl_sources,
             crl_follow: r.crl_follow,
+            server_trusts: r.server_trusts,
             warnings,
             ca,
         })
@@ -462,6 +467,7 @@ struct Resolver<'a> {
     state_dir: PathBuf,
     crl_sources: Vec<CrlSource>,
     crl_follow: Vec<CrlFollow>,
+    server_trusts: BTreeSet<String>,
 }
 
 impl Resolver<'_> {
@@ -963,6 +969,7 @@ mod tests {
             state_dir: PathBuf::new(),
             crl_sources: vec![],
             crl_follow: vec![],
+            server_trusts: BTreeSet::new(),
         };
         assert_eq!(r.line_of(0), 1);
         assert_eq!(r.line_of(2), 2);

@@ -3,8 +3,12 @@
 //! One task per (trust, URL). Each fetches at start, then again before the CRL's nextUpdate
 //! (half the time left, at least every `crl_refresh_secs`), with `If-None-Match` /
 //! `If-Modified-Since`. A download is used only if it passes `certgate_pki::crl::check`
-//! (signed by a CA of the trust, valid now, CRL number not going backwards); then it is stored
-//! in the cache, and serve reloads, so the next handshake uses it. Anything else (no answer,
+//! (signed by a CA of the trust, valid now, CRL number not going backwards); then it is put in
+//! force at once in the running trust (`TrustBundle::install_crl`: the next handshake uses it,
+//! and serve re-checks open connections), and stored in the cache. No reload is needed, so a
+//! config that no longer loads cannot hold a revocation back; only a list the trust has no
+//! version of yet (a first fetch, a newly learned URL) asks serve for a reload, and trusts that
+//! verify servers get one later (their TLS clients copy CRLs when built). Anything else (no answer,
 //! an error status, a refused CRL) keeps the last good copy and is retried with backoff. What
 //! happens when the copy passes its nextUpdate is the trust's `on_stale`, applied by the
 //! verifier, never here.
@@ -12,7 +16,12 @@
 //! Trusts with `crl_from_certificates` learn distribution-point URLs from the certificates they
 //! verify; a watcher stores new ones and asks for a reload, which turns them into sources.
 //!
-//! The fetch never runs on a handshake's path: handshakes read the CRLs the last reload built.
+//! The process remembers the newest version of every list it has had in force, from a URL or
+//! a file: a fetched CRL may never be older, and a reload whose files (or new state directory)
+//! hold an older version gets the newer one put back in force, with a warning.
+//!
+//! The fetch never runs on a handshake's path: a handshake reads the CRLs in force when it
+//! starts.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,10 +31,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use certgate_pki::Origin;
 use certgate_pki::TrustBundle;
+use certgate_pki::verify::{Installed, LoadedCrl};
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, CrlSource};
@@ -52,15 +62,28 @@ struct Task {
     refresh: Duration,
 }
 
-/// The newest CRL this process has seen in force or stored, by issuer: a fetched CRL may never
-/// be older, whatever happened to the state directory or the configuration since.
-type Newest = Arc<Mutex<HashMap<String, certgate_pki::crl::CrlFacts>>>;
+/// The newest version of every list this process has had in force, by (trust, list): a fetched
+/// CRL may never be older, whatever happened to the state directory or the configuration since.
+type Newest = Arc<Mutex<HashMap<(String, String), Arc<LoadedCrl>>>>;
+
+/// What the fetcher asks of serve.
+#[derive(Debug)]
+pub(super) enum CrlEvent {
+    /// A newer CRL is in force in this trust: re-check open connections (and rebuild the TLS
+    /// clients of a trust that verifies servers).
+    Installed {
+        /// The trust.
+        trust: String,
+    },
+    /// Something only a reload can apply: a list the trust had no version of, a learned URL.
+    Reload,
+}
 
 /// The running fetch tasks, matched to the config on every (re)load.
 pub(super) struct Fetcher {
     newest: Newest,
     state: PathBuf,
-    changed: Arc<Notify>,
+    events: UnboundedSender<CrlEvent>,
     tasks: HashMap<(String, String), Task>,
     learner: Option<JoinHandle<()>>,
 }
@@ -99,12 +122,12 @@ pub(super) fn check_state_dir(cfg: &config::Config) -> anyhow::Result<()> {
 }
 
 impl Fetcher {
-    /// A fetcher that wakes `changed` whenever a new CRL (or a new distribution point) is stored.
-    pub(super) fn new(changed: Arc<Notify>) -> Self {
+    /// A fetcher that tells `events` about every new CRL (or new distribution point).
+    pub(super) fn new(events: UnboundedSender<CrlEvent>) -> Self {
         Self {
             newest: Newest::default(),
             state: PathBuf::new(),
-            changed,
+            events,
             tasks: HashMap::new(),
             learner: None,
         }
@@ -122,9 +145,7 @@ impl Fetcher {
         let issuers_of = |trust: &str| cfg.trusts.iter().find(|t| t.name() == trust).cloned();
         if let Ok(mut newest) = self.newest.lock() {
             for t in &cfg.trusts {
-                for s in t.crl_summaries() {
-                    remember(&mut newest, s.facts);
-                }
+                keep_newest(&mut newest, t);
             }
         }
         let wanted: HashMap<(String, String), &CrlSource> = cfg
@@ -152,7 +173,7 @@ impl Fetcher {
                 self.state.clone(),
                 source.clone(),
                 Arc::clone(&issuers),
-                Arc::clone(&self.changed),
+                self.events.clone(),
             ));
             self.tasks.insert(
                 key,
@@ -171,7 +192,7 @@ impl Fetcher {
                 self.state.clone(),
                 cfg.crl_follow.clone(),
                 cfg.crl_sources.iter().map(|s| s.url.clone()).collect(),
-                Arc::clone(&self.changed),
+                self.events.clone(),
             )));
         }
     }
@@ -182,7 +203,7 @@ async fn learn(
     state: PathBuf,
     follow: Vec<config::CrlFollow>,
     known: Vec<String>,
-    changed: Arc<Notify>,
+    events: UnboundedSender<CrlEvent>,
 ) {
     let mut tick = tokio::time::interval(LEARN_EVERY);
     loop {
@@ -204,7 +225,7 @@ async fn learn(
             match stored {
                 Ok(Ok(new)) if !new.is_empty() => {
                     tracing::info!(trust = %f.trust.name(), urls = ?new, "following new CRL distribution points");
-                    changed.notify_one();
+                    let _ = events.send(CrlEvent::Reload);
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
@@ -220,26 +241,61 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// One URL, forever.
-/// Keeps `facts` if it is the newest of its issuer.
+/// Keeps `crl` if it is the newest version of its list in `trust` this process has seen.
 fn remember(
-    newest: &mut HashMap<String, certgate_pki::crl::CrlFacts>,
-    facts: certgate_pki::crl::CrlFacts,
+    newest: &mut HashMap<(String, String), Arc<LoadedCrl>>,
+    trust: &str,
+    crl: &Arc<LoadedCrl>,
 ) {
+    let facts = crl.facts();
+    if facts.issuer.is_empty() {
+        return;
+    }
+    let key = (trust.to_owned(), facts.list_key());
     let newer = newest
-        .get(&facts.issuer)
-        .is_none_or(|old| certgate_pki::crl::not_older(&facts, old).is_ok());
-    if newer && !facts.issuer.is_empty() {
-        newest.insert(facts.issuer.clone(), facts);
+        .get(&key)
+        .is_none_or(|old| certgate_pki::crl::not_older(&facts, &old.facts()).is_ok());
+    if newer {
+        newest.insert(key, Arc::clone(crl));
     }
 }
 
+/// Remembers the CRLs `trust` (freshly loaded) holds, and puts back in force any newer version
+/// of a list this process has had in force: a CRL file replaced by an older one, or a new state
+/// directory without the last fetched copy, must not un-revoke anything. A remembered CRL is
+/// put back only if a CA of the trust still signs it and it has not expired.
+fn keep_newest(newest: &mut HashMap<(String, String), Arc<LoadedCrl>>, trust: &TrustBundle) {
+    for crl in trust.crls() {
+        let facts = crl.facts();
+        let key = (trust.name().to_owned(), facts.list_key());
+        let Some(known) = newest.get(&key).cloned() else {
+            remember(newest, trust.name(), &crl);
+            continue;
+        };
+        if certgate_pki::crl::not_older(&facts, &known.facts()).is_ok() {
+            remember(newest, trust.name(), &crl);
+            continue;
+        }
+        let still_good =
+            certgate_pki::crl::check(known.der(), &trust.issuer_certificates(), unix_now(), None);
+        if still_good.is_ok() && trust.install_crl(Arc::clone(&known)) == Installed::Replaced {
+            tracing::warn!(
+                trust = %trust.name(), issuer = %facts.issuer,
+                loaded = facts.number.as_deref().unwrap_or("-"),
+                kept = known.facts().number.as_deref().unwrap_or("-"),
+                "the reloaded configuration holds an older CRL than the one in force; keeping the newer one"
+            );
+        }
+    }
+}
+
+/// One URL, forever.
 async fn run(
     newest: Newest,
     state: PathBuf,
     source: CrlSource,
     issuers: Issuers,
-    changed: Arc<Notify>,
+    events: UnboundedSender<CrlEvent>,
 ) {
     let CrlSource { trust, url, .. } = &source;
     let floor = MIN_DELAY.min(source.refresh);
@@ -275,15 +331,21 @@ async fn run(
                     metrics::gauge!("certgate_crl_source_next_update_timestamp_seconds", "trust" => trust.clone(), "url" => url.clone())
                         .set(n as f64);
                 }
-                if let Kind::New = stored.kind {
-                    let f = meta.facts.as_ref();
-                    tracing::info!(
-                        trust = %trust, url = %url,
-                        number = f.and_then(|f| f.number.as_deref()).unwrap_or("-"),
-                        revoked = f.map_or(0, |f| f.revoked),
-                        "new CRL stored; reloading"
-                    );
-                    changed.notify_one();
+                let f = meta.facts.as_ref();
+                let number = f.and_then(|f| f.number.as_deref()).unwrap_or("-");
+                let revoked = f.map_or(0, |f| f.revoked);
+                match stored.installed {
+                    Some(Installed::Replaced) => {
+                        tracing::info!(trust = %trust, url = %url, number, revoked, "new CRL in force");
+                        let _ = events.send(CrlEvent::Installed {
+                            trust: trust.clone(),
+                        });
+                    }
+                    Some(Installed::NoSuchList) => {
+                        tracing::info!(trust = %trust, url = %url, number, revoked, "new CRL stored; reloading to put it in force");
+                        let _ = events.send(CrlEvent::Reload);
+                    }
+                    Some(Installed::NotNewer) | None => {}
                 }
                 next_delay(source.refresh, next, unix_now())
             }
@@ -317,6 +379,8 @@ fn next_delay(refresh: Duration, next_update: Option<i64>, now: i64) -> Duration
 struct Stored {
     kind: Kind,
     meta: Meta,
+    /// What putting the CRL in force did, when it differed from the one in force.
+    installed: Option<Installed>,
 }
 
 enum Kind {
@@ -369,10 +433,11 @@ async fn fetch_and_store(
         })?
         .map_err(Failure::Fetch)?;
     let now = unix_now();
-    let (der, kind) = match answer {
+    let trust = issuers.lock().ok().and_then(|i| i.clone());
+    let (der, kind, installed) = match answer {
         Answer::NotModified => {
             meta.last_success = Some(now);
-            (None, Kind::NotModified)
+            (None, Kind::NotModified, None)
         }
         Answer::Body {
             bytes,
@@ -381,7 +446,6 @@ async fn fetch_and_store(
         } => {
             let der = certgate_pki::crl::crl_der(&bytes, &Origin::inline(url))
                 .map_err(|e| Failure::Fetch(e.to_string()))?;
-            let trust = issuers.lock().ok().and_then(|i| i.clone());
             let certs = trust
                 .as_ref()
                 .map(|t| t.issuer_certificates())
@@ -389,41 +453,74 @@ async fn fetch_and_store(
             let facts =
                 certgate_pki::crl::check_from(&der, &certs, now, meta.facts.as_ref(), Some(url))
                     .map_err(Failure::Refused)?;
-            // Not older than the newest CRL of that CA this process has had in force or stored,
+            // Not older than the newest version of that list this process has had in force,
             // from this source or another, whatever the state directory says now.
-            let known = newest
-                .lock()
-                .ok()
-                .and_then(|n| n.get(&facts.issuer).cloned());
+            let key = (source.trust.clone(), facts.list_key());
+            let known = newest.lock().ok().and_then(|n| n.get(&key).cloned());
             if let Some(known) = known {
-                certgate_pki::crl::not_older(&facts, &known).map_err(Failure::Refused)?;
+                certgate_pki::crl::not_older(&facts, &known.facts()).map_err(Failure::Refused)?;
             }
+            let installed = match &trust {
+                Some(t) if !t.crls().iter().any(|c| c.der() == der.as_slice()) => {
+                    Some(put_in_force(newest, &source.trust, t, &der, url).await?)
+                }
+                _ => None,
+            };
             let same = cached.as_deref() == Some(der.as_slice());
             meta.facts = Some(facts);
             meta.etag = etag;
             meta.last_modified = last_modified;
             meta.last_success = Some(now);
             if same {
-                (None, Kind::Same)
+                (None, Kind::Same, installed)
             } else {
-                (Some(der), Kind::New)
+                (Some(der), Kind::New, installed)
             }
         }
     };
-    if let (Some(facts), Ok(mut n)) = (meta.facts.clone(), newest.lock()) {
-        remember(&mut n, facts);
-    }
     let (st, u, m) = (state.to_owned(), url.clone(), meta.clone());
-    tokio::task::spawn_blocking(move || crl_cache::write(&st, &u, der.as_deref(), &m))
+    let written =
+        tokio::task::spawn_blocking(move || crl_cache::write(&st, &u, der.as_deref(), &m))
+            .await
+            .map_err(|e| Failure::Fetch(e.to_string()))?;
+    if let Err(e) = written {
+        let why = format!(
+            "cannot store it in {}: {e}",
+            crl_cache::crl_path(state, url).display()
+        );
+        if installed != Some(Installed::Replaced) {
+            return Err(Failure::Fetch(why));
+        }
+        // In force already; only a restart would fall back to the older stored copy.
+        metrics::counter!("certgate_crl_store_failures_total", "trust" => source.trust.clone(), "url" => url.clone()).increment(1);
+        tracing::error!(trust = %source.trust, url = %url, error = %why, "a new CRL is in force but not stored; a restart would use the older stored copy until the next fetch");
+    }
+    Ok(Stored {
+        kind,
+        meta,
+        installed,
+    })
+}
+
+/// Parses a checked CRL once, off the async threads, and puts it in force in `trust`.
+async fn put_in_force(
+    newest: &Newest,
+    trust_name: &str,
+    trust: &Arc<TrustBundle>,
+    der: &[u8],
+    url: &str,
+) -> Result<Installed, Failure> {
+    let (bytes, origin) = (der.to_vec(), Origin::inline(url));
+    let crl = tokio::task::spawn_blocking(move || certgate_pki::verify::parse_crl(&bytes, &origin))
         .await
         .map_err(|e| Failure::Fetch(e.to_string()))?
-        .map_err(|e| {
-            Failure::Fetch(format!(
-                "cannot store it in {}: {e}",
-                crl_cache::crl_path(state, url).display()
-            ))
-        })?;
-    Ok(Stored { kind, meta })
+        .map_err(|e| Failure::Fetch(e.to_string()))?;
+    let crl = Arc::new(crl);
+    let installed = trust.install_crl(Arc::clone(&crl));
+    if let Ok(mut n) = newest.lock() {
+        remember(&mut n, trust_name, &crl);
+    }
+    Ok(installed)
 }
 
 enum Answer {

@@ -45,6 +45,9 @@ const POLL: Duration = Duration::from_secs(2);
 const EXPIRY_METRICS_EVERY: Duration = Duration::from_secs(10);
 /// How often expiry warnings are repeated between reloads.
 const EXPIRY_WARN_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// The shortest time between two reloads made because a trust that verifies servers got a new
+/// CRL (the CRL is in force for clients at once; this bounds the cost of a fast-changing list).
+const SERVER_TRUST_RELOAD_EVERY: Duration = Duration::from_secs(10);
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let cfg = config::load(&args.config)?;
@@ -276,6 +279,7 @@ pub async fn serve(
         .collect();
     on_bound(&addrs);
     let (admin_stop, admin_stopped) = watch::channel(false);
+    let mut status_doc = status(&cfg, &addrs);
     let crl_sources: status::CrlSources = Arc::new(std::sync::Mutex::new((
         cfg.state_dir.clone(),
         cfg.crl_sources.clone(),
@@ -292,7 +296,7 @@ pub async fn serve(
                 .map(|l| status::log_section(Arc::clone(&l.store))),
             Arc::clone(&crl_sources),
         ));
-        admin.set_status(status(&cfg, &addrs));
+        admin.set_status(status_doc.clone());
         // Every identity loaded and every listener bound: ready.
         admin.set_ready(true);
         admin
@@ -301,10 +305,17 @@ pub async fn serve(
     for (listener, kind, name, local, addr, live) in bound {
         listeners.insert(name, spawn(listener, kind, addr, local, live));
     }
-    // CRLs from URLs: fetched in the background; a new one stored wakes the loop below.
-    let crl_changed = Arc::new(tokio::sync::Notify::new());
-    let mut fetcher = crls::Fetcher::new(Arc::clone(&crl_changed));
+    // CRLs from URLs: fetched in the background and put in force at once; the fetcher tells the
+    // loop below, which re-checks open connections or reloads.
+    let (crl_events, mut crl_event) = tokio::sync::mpsc::unbounded_channel();
+    let mut fetcher = crls::Fetcher::new(crl_events);
     fetcher.update(&cfg);
+    let mut server_trusts = cfg.server_trusts.clone();
+    let mut trusts = cfg.trusts.clone();
+    // When a trust that verifies servers got a new CRL: a reload is due (at most one per
+    // SERVER_TRUST_RELOAD_EVERY).
+    let mut server_reload_due: Option<tokio::time::Instant> = None;
+    let mut last_server_reload = tokio::time::Instant::now() - SERVER_TRUST_RELOAD_EVERY;
     let mut expiry = Expiry::of(&cfg);
     expiry.publish(true);
     let mut keeper = cfg.ca.clone().map(|s| ca::Keeper::start(s, ca_listener));
@@ -327,7 +338,28 @@ pub async fn serve(
         let why = tokio::select! {
             _ = stop_signal.recv() => break,
             _ = hangup.recv() => "SIGHUP",
-            _ = crl_changed.notified() => "CRL update",
+            event = crl_event.recv() => match event {
+                Some(crls::CrlEvent::Reload) | None => "CRL update",
+                Some(crls::CrlEvent::Installed { trust }) => {
+                    // Already in force for new handshakes; open connections are judged again.
+                    for l in listeners.values() {
+                        l.changed.send_replace(());
+                    }
+                    status_doc["trusts"] = status::trusts(&trusts);
+                    if let Some(admin) = &admin {
+                        admin.set_status(status_doc.clone());
+                    }
+                    if server_trusts.contains(&trust) && server_reload_due.is_none() {
+                        server_reload_due = Some(last_server_reload + SERVER_TRUST_RELOAD_EVERY);
+                    }
+                    continue;
+                }
+            },
+            _ = async { tokio::time::sleep_until(server_reload_due.unwrap_or_else(tokio::time::Instant::now)).await }, if server_reload_due.is_some() => {
+                server_reload_due = None;
+                last_server_reload = tokio::time::Instant::now();
+                "new CRL for a trust that verifies servers"
+            }
             _ = metrics_tick.tick() => {
                 let warn = last_warned.elapsed() >= EXPIRY_WARN_EVERY;
                 if warn {
@@ -360,10 +392,13 @@ pub async fn serve(
         match reloaded {
             Some(new_cfg) => {
                 metrics::counter!("certgate_reloads_total", "result" => "ok").increment(1);
-                if let Some(admin) = &admin {
-                    admin.set_status(status(&new_cfg, &bound_addrs(&listeners)));
-                }
                 fetcher.update(&new_cfg);
+                status_doc = status(&new_cfg, &bound_addrs(&listeners));
+                if let Some(admin) = &admin {
+                    admin.set_status(status_doc.clone());
+                }
+                server_trusts = new_cfg.server_trusts.clone();
+                trusts = new_cfg.trusts.clone();
                 if let Ok(mut s) = crl_sources.lock() {
                     *s = (new_cfg.state_dir.clone(), new_cfg.crl_sources.clone());
                 }

@@ -70,8 +70,23 @@ pub(super) fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> se
             })
         })
         .collect();
-    let trusts: Vec<serde_json::Value> = cfg
-        .trusts
+    let trusts = trusts(&cfg.trusts);
+    serde_json::json!({
+        "config": std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone()).display().to_string(),
+        "listeners": listeners,
+        "certificates": certificates,
+        "trusts": trusts,
+    })
+}
+
+/// The trusts part of the `/status` document: CAs and CRLs in force, with their expiry.
+pub(super) fn trusts(trusts: &[std::sync::Arc<certgate_pki::TrustBundle>]) -> serde_json::Value {
+    let now = time::OffsetDateTime::now_utc();
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let out: Vec<serde_json::Value> = trusts
         .iter()
         .map(|t| {
             let cas: Vec<serde_json::Value> = t
@@ -104,12 +119,7 @@ pub(super) fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> se
             serde_json::json!({ "name": t.name(), "cas": cas, "crls": crls })
         })
         .collect();
-    serde_json::json!({
-        "config": std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone()).display().to_string(),
-        "listeners": listeners,
-        "certificates": certificates,
-        "trusts": trusts,
-    })
+    serde_json::Value::Array(out)
 }
 
 /// What a route sends requests to, for people.
