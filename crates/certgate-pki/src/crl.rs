@@ -543,17 +543,31 @@ mod tests {
             ),
             Err(CrlRefused::Partitioned(_))
         ));
-        // The same list is fine where it says it comes from.
-        assert!(
+        // The same list is fine where it says it comes from, as a list of its own; it never
+        // follows the full list from one source.
+        let part = check_from(
+            &der,
+            &issuers,
+            now(),
+            None,
+            Some("http://elsewhere.example/part2.crl"),
+        )
+        .unwrap();
+        assert_eq!(
+            part.scope.as_deref(),
+            Some("http://elsewhere.example/part2.crl")
+        );
+        assert!(!part.same_list(&first));
+        assert!(matches!(
             check_from(
                 &der,
                 &issuers,
                 now(),
                 Some(&first),
                 Some("http://elsewhere.example/part2.crl")
-            )
-            .is_ok()
-        );
+            ),
+            Err(CrlRefused::ScopeChanged { .. })
+        ));
         // A list without a number may not follow one with a number.
         let numbered = CrlFacts {
             number: Some("a".to_owned()),

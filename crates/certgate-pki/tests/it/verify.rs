@@ -345,3 +345,98 @@ fn the_newest_crl_of_a_ca_decides() {
         );
     }
 }
+
+/// A newer CRL put in force in a running bundle decides the next verification (the verdict
+/// cached with the old list is not used); an older one, or a list the bundle has no version of,
+/// is not taken.
+#[test]
+fn an_installed_crl_decides_at_once() {
+    use certgate_pki::verify::Installed;
+    use std::sync::Arc;
+    let pki = TestPki::new();
+    let root_crl = certgate_testkit::crl_numbered(&pki.root, &[], 1, Duration::days(7));
+    let first = certgate_testkit::crl_numbered(&pki.intermediate, &[], 5, Duration::days(7));
+    let b = bundle(&pki.root, &[root_crl, first.clone()]);
+    let c = chain(&[&pki.client, &pki.intermediate]);
+    let now = UnixTime::now();
+    assert_eq!(reason(&b.verify(&c, Purpose::Client, now)), None);
+    assert_eq!(reason(&b.verify(&c, Purpose::Client, now)), None, "cached");
+    let parse = |der: &[u8]| Arc::new(verify::parse_crl(der, &Origin::other("crl")).unwrap());
+    let revoking = certgate_testkit::crl_numbered(
+        &pki.intermediate,
+        &[serial_of(&pki.client)],
+        6,
+        Duration::days(7),
+    );
+    assert_eq!(b.install_crl(parse(&revoking)), Installed::Replaced);
+    assert_eq!(
+        reason(&b.verify(&c, Purpose::Client, now)),
+        Some(Reason::Revoked)
+    );
+    assert_eq!(b.crl_count(), 2);
+    // Going back, or the same list again: refused.
+    assert_eq!(b.install_crl(parse(&first)), Installed::NotNewer);
+    assert_eq!(b.install_crl(parse(&revoking)), Installed::NotNewer);
+    assert_eq!(
+        reason(&b.verify(&c, Purpose::Client, now)),
+        Some(Reason::Revoked)
+    );
+    // Another CA's list: only a rebuilt bundle may take it.
+    let other = TestPki::new();
+    let foreign = certgate_testkit::crl_numbered(&other.intermediate, &[], 9, Duration::days(7));
+    let alone = bundle(&pki.root, &[]);
+    assert_eq!(alone.install_crl(parse(&foreign)), Installed::NoSuchList);
+    assert_eq!(alone.crl_count(), 0);
+}
+
+/// Found by an attacker pass: a partition of a CA's list (its IssuingDistributionPoint names a
+/// URL) is a list of its own; it never stands in for the CA's full list, whatever its number.
+#[test]
+fn a_partition_never_replaces_the_full_list() {
+    let pki = TestPki::new();
+    let full = certgate_testkit::crl_numbered(
+        &pki.intermediate,
+        &[serial_of(&pki.client)],
+        5,
+        Duration::days(7),
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let partition = rcgen::CertificateRevocationListParams {
+        this_update: now - Duration::minutes(1),
+        next_update: now + Duration::days(7),
+        crl_number: rcgen::SerialNumber::from(500u64),
+        issuing_distribution_point: Some(rcgen::CrlIssuingDistributionPoint {
+            distribution_point: rcgen::CrlDistributionPoint {
+                uris: vec!["http://pki.example/part2.crl".to_owned()],
+            },
+            scope: None,
+        }),
+        revoked_certs: vec![],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&pki.intermediate.issuer())
+    .unwrap()
+    .der()
+    .to_vec();
+    let b = bundle(&pki.root, &[full.clone(), partition.clone()]);
+    assert_eq!(
+        b.crl_count(),
+        2,
+        "the full list and the partition both stay"
+    );
+    let c = chain(&[&pki.client, &pki.intermediate]);
+    assert_eq!(
+        reason(&b.verify(&c, Purpose::Client, UnixTime::now())),
+        Some(Reason::Revoked)
+    );
+    let b = bundle(&pki.root, &[full]);
+    let p = verify::parse_crl(&partition, &Origin::other("crl")).unwrap();
+    assert_eq!(
+        b.install_crl(std::sync::Arc::new(p)),
+        verify::Installed::NoSuchList
+    );
+    assert_eq!(
+        reason(&b.verify(&c, Purpose::Client, UnixTime::now())),
+        Some(Reason::Revoked)
+    );
+}

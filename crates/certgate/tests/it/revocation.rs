@@ -1029,3 +1029,155 @@ fn serve_refuses_a_state_directory_it_cannot_write() {
         crate::text(&out)
     );
 }
+
+fn serial_of(d: &Path, file: &str) -> Vec<u8> {
+    hex::decode(identity_of(&d.join(file)).serial).unwrap()
+}
+
+/// A fetched CRL is put in force in the running trust, not through a reload: it revokes (and
+/// closes the open HTTP/2 connection of the revoked client) while the config on disk no longer
+/// loads, and while the state directory can no longer be written.
+#[test]
+fn a_new_crl_applies_while_the_config_is_broken_and_the_state_dir_unwritable() {
+    let nginx = require_peer!("nginx");
+    let curl = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = crate::ingress::write_pki(d);
+    std::fs::write(d.join("int.pem"), &pki.intermediate.pem).unwrap();
+    let (revoked, good) = (serial_of(d, "revoked.pem"), serial_of(d, "good.pem"));
+    let port = free_port();
+    let _nginx = crl_server(&nginx, d, port);
+    publish(d, "root.crl", &crl_numbered(&pki.root, &[], 1, DAY * 7));
+    publish(
+        d,
+        "int.crl",
+        &crl_numbered(&pki.intermediate, &[], 1, DAY * 7),
+    );
+    let text = config(port, "").replace("crl_refresh_secs = 10", "crl_refresh_secs = 2");
+    std::fs::write(d.join("c.toml"), &text).unwrap();
+    let server = Serve::start(d, "c.toml", 2);
+    let (web, admin) = (server.port("web"), server.port("admin"));
+    eventually("the fetched CRLs are used", Duration::from_secs(15), || {
+        get(&curl, d, web, "revoked").0 == "200"
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let victim = rt.block_on(h2_connect(d, "revoked", web));
+    let mut bystander = rt.block_on(h2_connect(d, "good", web));
+
+    // The config breaks (a typo saved by an editor): reloads are refused from now on.
+    std::fs::write(d.join("c.toml"), format!("{text}\n[[ingress]\n")).unwrap();
+    eventually(
+        "the broken config is refused",
+        Duration::from_secs(10),
+        || metric(admin, "certgate_reloads_total", "result=\"rejected\"") >= 1.0,
+    );
+    publish(
+        d,
+        "int.crl",
+        &crl_numbered(
+            &pki.intermediate,
+            std::slice::from_ref(&revoked),
+            2,
+            DAY * 7,
+        ),
+    );
+    eventually(
+        "the revocation applies without a reload",
+        Duration::from_secs(15),
+        || get(&curl, d, web, "revoked").0 == "403",
+    );
+    let closed = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(3), victim.driver)
+            .await
+            .is_ok()
+    });
+    assert!(
+        closed,
+        "the revoked client's HTTP/2 connection is still open"
+    );
+    assert_eq!(rt.block_on(h2_get(&mut bystander)), Ok(200));
+    assert_eq!(get(&curl, d, web, "good").0, "200");
+    // The status document shows the list in force.
+    let status = crate::admin_get(admin, "/status");
+    assert!(status.contains("\"revoked\": 1"), "{status}");
+
+    // The state directory can no longer be written: the next list is in force all the same,
+    // and the failure to store it is counted.
+    std::fs::remove_dir_all(d.join("state/crl")).unwrap();
+    std::fs::write(d.join("state/crl"), "not a directory").unwrap();
+    publish(
+        d,
+        "int.crl",
+        &crl_numbered(&pki.intermediate, &[revoked, good], 3, DAY * 7),
+    );
+    eventually(
+        "the next revocation applies with an unwritable state directory",
+        Duration::from_secs(15),
+        || get(&curl, d, web, "good").0 == "403",
+    );
+    assert!(metric(admin, "certgate_crl_store_failures_total", "") >= 1.0);
+}
+
+/// A CRL file replaced by an older version of the list (a restored backup, a replayed copy) is
+/// not put in force by a reload: the newer list stays, with a warning.
+#[test]
+fn a_reload_never_puts_an_older_crl_in_force() {
+    let curl = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = crate::ingress::write_pki(d);
+    let revoked = serial_of(d, "revoked.pem");
+    std::fs::write(d.join("root.crl"), crl_numbered(&pki.root, &[], 1, DAY * 7)).unwrap();
+    let old = crl_numbered(&pki.intermediate, &[], 1, DAY * 7);
+    let new = crl_numbered(
+        &pki.intermediate,
+        std::slice::from_ref(&revoked),
+        2,
+        DAY * 7,
+    );
+    std::fs::write(d.join("cur.crl"), &new).unwrap();
+    std::fs::write(
+        d.join("c.toml"),
+        r#"version = 1
+[admin]
+listen = "127.0.0.1:0"
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+crl = ["root.crl", "cur.crl"]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+  [[ingress.route]]
+  upstream = "echo"
+  require_verified = true
+"#,
+    )
+    .unwrap();
+    let server = Serve::start(d, "c.toml", 2);
+    let (web, admin) = (server.port("web"), server.port("admin"));
+    assert_eq!(get(&curl, d, web, "revoked").0, "403");
+    std::fs::write(d.join("cur.crl"), &old).unwrap();
+    server.signal("HUP");
+    eventually("the reload is done", Duration::from_secs(10), || {
+        metric(admin, "certgate_reloads_total", "result=\"ok\"") >= 1.0
+    });
+    assert_eq!(
+        metric(admin, "certgate_crl_rollbacks_refused_total", ""),
+        1.0
+    );
+    assert_eq!(
+        get(&curl, d, web, "revoked").0,
+        "403",
+        "un-revoked by a reload"
+    );
+    assert_eq!(get(&curl, d, web, "good").0, "200");
+}

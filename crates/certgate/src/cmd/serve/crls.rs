@@ -262,8 +262,7 @@ fn remember(
 
 /// Remembers the CRLs `trust` (freshly loaded) holds, and puts back in force any newer version
 /// of a list this process has had in force: a CRL file replaced by an older one, or a new state
-/// directory without the last fetched copy, must not un-revoke anything. A remembered CRL is
-/// put back only if a CA of the trust still signs it and it has not expired.
+/// directory without the last fetched copy, must not un-revoke anything.
 fn keep_newest(newest: &mut HashMap<(String, String), Arc<LoadedCrl>>, trust: &TrustBundle) {
     for crl in trust.crls() {
         let facts = crl.facts();
@@ -276,9 +275,15 @@ fn keep_newest(newest: &mut HashMap<(String, String), Arc<LoadedCrl>>, trust: &T
             remember(newest, trust.name(), &crl);
             continue;
         }
-        let still_good =
-            certgate_pki::crl::check(known.der(), &trust.issuer_certificates(), unix_now(), None);
-        if still_good.is_ok() && trust.install_crl(Arc::clone(&known)) == Installed::Replaced {
+        // A CRL of an intermediate the clients send is checked when used; one whose CA is in
+        // the trust under another key now (a re-keyed CA), or that expired, is not put back.
+        let still_good = matches!(
+            certgate_pki::crl::check(known.der(), &trust.issuer_certificates(), unix_now(), None),
+            Ok(_) | Err(certgate_pki::crl::CrlRefused::UnknownIssuer(_))
+        );
+        if still_good && trust.install_crl(Arc::clone(&known)) == Installed::Replaced {
+            metrics::counter!("certgate_crl_rollbacks_refused_total", "trust" => trust.name().to_owned())
+                .increment(1);
             tracing::warn!(
                 trust = %trust.name(), issuer = %facts.issuer,
                 loaded = facts.number.as_deref().unwrap_or("-"),
