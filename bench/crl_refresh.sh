@@ -10,7 +10,8 @@
 # resumption; the built-in echo upstream, so only the gateway's own work is measured. Rounds
 # alternate between the two; the publisher puts a new CRL (higher CRL number) in place every
 # second only during the refreshing server's rounds, so its work never lands in the other's.
-# Prints each round and the median ratio refreshing/static.
+# Prints each round and the median ratio refreshing/static. With PERF=1, the refreshing server
+# runs under `perf record` and the hottest symbols are printed (where the refresh costs go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -21,6 +22,10 @@ command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; 
 
 cargo build --release -q -p certgate -p certgate-bench
 CG=$PWD/target/release/certgate
+if [ "${PERF:-0}" = 1 ]; then  # line tables, so the profile names functions
+  cargo build --profile profiling -q -p certgate
+  CG=$PWD/target/profiling/certgate
+fi
 LOAD=$PWD/target/release/certgate-loadgen
 W=$(mktemp -d /tmp/certgate-crl-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
@@ -86,7 +91,9 @@ crl_refresh_secs = 1" > refreshing.toml
 config static $STA 'crl = ["static.crl"]' > static.toml
 
 taskset -c 1 nginx -p "$W" -c "$W/nginx.conf" -g 'daemon off;' &
-CERTGATE_LOG=warn,certgate::cmd::serve::crls=info taskset -c 0 $CG serve --config refreshing.toml > refreshing.out 2> refreshing.err &
+PERF_CMD=()
+[ "${PERF:-0}" = 1 ] && PERF_CMD=(perf record -q -F 499 -g -o "$W/perf.data" --)
+CERTGATE_LOG=warn,certgate::cmd::serve::crls=info taskset -c 0 "${PERF_CMD[@]}" $CG serve --config refreshing.toml > refreshing.out 2> refreshing.err &
 CERTGATE_LOG=warn,certgate::cmd::serve::crls=info taskset -c 0 $CG serve --config static.toml > static.out 2> static.err &
 sleep 3
 load() { taskset -c 1 $LOAD --addr "127.0.0.1:$1" --ca ca/ca.pem --cert client.pem --key client.key "${@:2}"; }
@@ -121,7 +128,7 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "$target round=$round $hs" | tee -a rounds.txt
   done
 done
-new=$(grep -c '"new CRL stored' refreshing.err || true)
+new=$(grep -c '"new CRL in force' refreshing.err || true)
 refused=$(grep -c 'CRL not refreshed' refreshing.err || true)
 echo "refreshing server: $new new CRLs stored and applied, $refused refreshes failed or refused"
 grep -m 3 'CRL not refreshed' refreshing.err || true
@@ -135,3 +142,8 @@ r, s = statistics.median(rows["refreshing"]), statistics.median(rows["static"])
 print(f"handshakes/s, median of {len(rows['static'])} alternating rounds: refreshing {r:.0f}, static {s:.0f}, ratio {r/s:.3f}")
 print("rounds: refreshing " + ", ".join(f"{x:.0f}" for x in rows["refreshing"]) + "; static " + ", ".join(f"{x:.0f}" for x in rows["static"]))
 PY
+if [ "${PERF:-0}" = 1 ]; then
+  pkill -INT -f "perf record" || true
+  sleep 2
+  perf report -i "$W/perf.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
+fi

@@ -251,15 +251,23 @@ pub fn check_from(
     previous: Option<&CrlFacts>,
     source: Option<&str>,
 ) -> Result<CrlFacts, CrlRefused> {
+    check_and_load(der, issuers, now, previous, source).map(|(facts, _)| facts)
+}
+
+/// [`check_from`], keeping the parsed CRL ready to put in force: a large CRL is parsed once
+/// by each of the two parsers, never more.
+pub fn check_and_load(
+    der: &[u8],
+    issuers: &[CertificateDer<'_>],
+    now: i64,
+    previous: Option<&CrlFacts>,
+    source: Option<&str>,
+) -> Result<(CrlFacts, crate::verify::LoadedCrl), CrlRefused> {
     let crl = match CertificateRevocationList::from_der(der) {
         Ok(([], crl)) => crl,
         Ok(_) => return Err(CrlRefused::Malformed("bytes after the CRL".to_owned())),
         Err(e) => return Err(CrlRefused::Malformed(e.to_string())),
     };
-    // webpki, which uses the CRL, parses it too; refuse here what it would refuse there.
-    if let Err(e) = webpki::OwnedCertRevocationList::from_der(der) {
-        return Err(CrlRefused::Malformed(format!("{e:?}")));
-    }
     let issuer = crate::dn::rfc4514(crl.issuer());
     let signer = issuers.iter().find_map(|der| {
         X509Certificate::from_der(der.as_ref())
@@ -354,7 +362,11 @@ pub fn check_from(
         }
         not_older(&facts, prev)?;
     }
-    Ok(facts)
+    // webpki, which uses the CRL, parses it too; refuse here what it would refuse there.
+    let owned = webpki::OwnedCertRevocationList::from_der(der)
+        .map_err(|e| CrlRefused::Malformed(format!("{e:?}")))?;
+    let loaded = crate::verify::LoadedCrl::from_parts(owned, der.to_vec(), &facts);
+    Ok((facts, loaded))
 }
 
 /// Whether `new` (a CRL of the same issuer as `old`) may replace `old`: its CRL number is not

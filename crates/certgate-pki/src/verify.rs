@@ -134,6 +134,27 @@ impl LoadedCrl {
         }
     }
 
+    /// A CRL parsed by webpki, described by `facts` (from the same DER).
+    pub(crate) fn from_parts(
+        crl: OwnedCertRevocationList,
+        der: Vec<u8>,
+        facts: &crate::crl::CrlFacts,
+    ) -> Self {
+        Self {
+            crl: CertRevocationList::Owned(crl),
+            der,
+            next_update: facts
+                .next_update
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(u64::MAX),
+            revoked: facts.revoked,
+            issuer: facts.issuer.clone(),
+            number: facts.number.clone(),
+            this_update: facts.this_update,
+            scope: facts.scope.clone(),
+        }
+    }
+
     /// The CRL's DER.
     pub fn der(&self) -> &[u8] {
         &self.der

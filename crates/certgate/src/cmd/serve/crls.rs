@@ -455,9 +455,22 @@ async fn fetch_and_store(
                 .as_ref()
                 .map(|t| t.issuer_certificates())
                 .unwrap_or_default();
-            let facts =
-                certgate_pki::crl::check_from(&der, &certs, now, meta.facts.as_ref(), Some(url))
-                    .map_err(Failure::Refused)?;
+            // Checked and parsed once, off the async threads (a large CRL takes a while).
+            let (der, previous, source_url) = (Arc::new(der), meta.facts.clone(), url.clone());
+            let d = Arc::clone(&der);
+            let (facts, loaded) = tokio::task::spawn_blocking(move || {
+                certgate_pki::crl::check_and_load(
+                    &d,
+                    &certs,
+                    now,
+                    previous.as_ref(),
+                    Some(&source_url),
+                )
+            })
+            .await
+            .map_err(|e| Failure::Fetch(e.to_string()))?
+            .map_err(Failure::Refused)?;
+            let der = Arc::try_unwrap(der).unwrap_or_else(|d| (*d).clone());
             // Not older than the newest version of that list this process has had in force,
             // from this source or another, whatever the state directory says now.
             let key = (source.trust.clone(), facts.list_key());
@@ -467,7 +480,12 @@ async fn fetch_and_store(
             }
             let installed = match &trust {
                 Some(t) if !t.crls().iter().any(|c| c.der() == der.as_slice()) => {
-                    Some(put_in_force(newest, &source.trust, t, &der, url).await?)
+                    let crl = Arc::new(loaded);
+                    let installed = t.install_crl(Arc::clone(&crl));
+                    if let Ok(mut n) = newest.lock() {
+                        remember(&mut n, &source.trust, &crl);
+                    }
+                    Some(installed)
                 }
                 _ => None,
             };
@@ -505,27 +523,6 @@ async fn fetch_and_store(
         meta,
         installed,
     })
-}
-
-/// Parses a checked CRL once, off the async threads, and puts it in force in `trust`.
-async fn put_in_force(
-    newest: &Newest,
-    trust_name: &str,
-    trust: &Arc<TrustBundle>,
-    der: &[u8],
-    url: &str,
-) -> Result<Installed, Failure> {
-    let (bytes, origin) = (der.to_vec(), Origin::inline(url));
-    let crl = tokio::task::spawn_blocking(move || certgate_pki::verify::parse_crl(&bytes, &origin))
-        .await
-        .map_err(|e| Failure::Fetch(e.to_string()))?
-        .map_err(|e| Failure::Fetch(e.to_string()))?;
-    let crl = Arc::new(crl);
-    let installed = trust.install_crl(Arc::clone(&crl));
-    if let Ok(mut n) = newest.lock() {
-        remember(&mut n, trust_name, &crl);
-    }
-    Ok(installed)
 }
 
 enum Answer {
