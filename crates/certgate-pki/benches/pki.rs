@@ -3,6 +3,9 @@
 //! - `load_chain_and_identity`: parse a 3-certificate PEM chain and derive the identity of each.
 //! - `verify_with_1000_crl`: verify a client chain (leaf + intermediate) against a cached trust
 //!   bundle whose intermediate CRL lists 1,000 revoked serials (target: under 50 µs).
+//! - `crl_100k`: what a fetched 100,000-entry CRL costs before it is in force: the check and
+//!   parse (`crl::check_and_load`: both parsers, the signature); for comparison, webpki's
+//!   parser alone and `parse_crl` (what a CRL file costs).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -114,5 +117,39 @@ fn verify_with_1000_crl(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, load_chain_and_identity, verify_with_1000_crl);
+fn crl_100k(c: &mut Criterion) {
+    let pki = TestPki::new();
+    let serials: Vec<Vec<u8>> = (0u32..100_000)
+        .map(|i| {
+            let mut s = vec![0x42; 12];
+            s.extend_from_slice(&i.to_be_bytes());
+            s
+        })
+        .collect();
+    let crl_der = crl(&pki.intermediate, &serials, 30);
+    let issuers = [CertificateDer::from(pki.intermediate.der.clone())];
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut group = c.benchmark_group("crl_100k");
+    group.sample_size(10);
+    group.bench_function("check_and_load", |b| {
+        b.iter(|| {
+            certgate_pki::crl::check_and_load(black_box(&crl_der), &issuers, now, None, None)
+                .unwrap()
+        })
+    });
+    group.bench_function("webpki_parse", |b| {
+        b.iter(|| webpki::OwnedCertRevocationList::from_der(black_box(&crl_der)).unwrap())
+    });
+    group.bench_function("parse_crl_for_files", |b| {
+        b.iter(|| verify::parse_crl(black_box(&crl_der), &Origin::other("crl")).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    load_chain_and_identity,
+    verify_with_1000_crl,
+    crl_100k
+);
 criterion_main!(benches);

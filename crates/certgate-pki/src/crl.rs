@@ -11,8 +11,11 @@
 use std::fmt;
 
 use rustls_pki_types::CertificateDer;
-use x509_parser::prelude::{FromDer as _, X509Certificate};
-use x509_parser::revocation_list::CertificateRevocationList;
+use x509_parser::asn1_rs::{Any, BitString, Class, FromDer as _, Tag};
+use x509_parser::extensions::X509Extension;
+use x509_parser::prelude::X509Certificate;
+use x509_parser::time::ASN1Time;
+use x509_parser::x509::{AlgorithmIdentifier, X509Name};
 
 use crate::error::Origin;
 
@@ -55,9 +58,9 @@ impl CrlFacts {
 
 /// The distribution points a CRL's IssuingDistributionPoint names, space-separated (`None` for
 /// a CRL that covers all of its issuer's certificates).
-pub(crate) fn scope(crl: &CertificateRevocationList<'_>) -> Option<String> {
+fn scope(extensions: &[X509Extension<'_>]) -> Option<String> {
     use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
-    crl.extensions().iter().find_map(|ext| {
+    extensions.iter().find_map(|ext| {
         let ParsedExtension::IssuingDistributionPoint(idp) = ext.parsed_extension() else {
             return None;
         };
@@ -225,6 +228,128 @@ pub fn crl_der(bytes: &[u8], origin: &Origin) -> crate::Result<Vec<u8>> {
         })
 }
 
+/// A CRL read without parsing its revoked entries one by one (a 100,000-entry list is read in
+/// a few milliseconds instead of most of a second); webpki, which uses the list, parses every
+/// entry, and a list it refuses is refused.
+pub(crate) struct Lean<'a> {
+    /// The DER of tbsCertList, what the signature covers.
+    tbs: &'a [u8],
+    signature_algorithm: AlgorithmIdentifier<'a>,
+    signature: BitString<'a>,
+    pub(crate) issuer: X509Name<'a>,
+    pub(crate) this_update: i64,
+    pub(crate) next_update: Option<i64>,
+    /// The number of revoked entries.
+    pub(crate) revoked: usize,
+    extensions: Vec<X509Extension<'a>>,
+}
+
+impl<'a> Lean<'a> {
+    /// Reads `der`, a whole CRL (nothing may follow it).
+    pub(crate) fn parse(der: &'a [u8]) -> Result<Self, String> {
+        fn any(i: &[u8]) -> Result<(&[u8], Any<'_>), String> {
+            Any::from_der(i).map_err(|e| e.to_string())
+        }
+        fn is_time(a: &Any<'_>) -> bool {
+            a.class() == Class::Universal
+                && (a.tag() == Tag::UtcTime || a.tag() == Tag::GeneralizedTime)
+        }
+        let (rest, outer) = any(der)?;
+        if !rest.is_empty() {
+            return Err("bytes after the CRL".to_owned());
+        }
+        if outer.tag() != Tag::Sequence {
+            return Err("not a SEQUENCE".to_owned());
+        }
+        let content = outer.data;
+        let (after_tbs, tbs) = any(content)?;
+        let tbs_der = &content[..content.len() - after_tbs.len()];
+        let (after_alg, signature_algorithm) =
+            AlgorithmIdentifier::from_der(after_tbs).map_err(|e| e.to_string())?;
+        let (rest, signature) = BitString::from_der(after_alg).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err("bytes after the signature".to_owned());
+        }
+        if tbs.tag() != Tag::Sequence {
+            return Err("tbsCertList is not a SEQUENCE".to_owned());
+        }
+        let mut i = tbs.data;
+        if any(i)?.1.tag() == Tag::Integer {
+            i = any(i)?.0;
+        }
+        let (i, _) = AlgorithmIdentifier::from_der(i).map_err(|e| e.to_string())?;
+        let (i, issuer) = X509Name::from_der(i).map_err(|e| e.to_string())?;
+        let (mut i, this_update) = ASN1Time::from_der(i).map_err(|e| e.to_string())?;
+        let mut next_update = None;
+        if !i.is_empty() && is_time(&any(i)?.1) {
+            let (rest, t) = ASN1Time::from_der(i).map_err(|e| e.to_string())?;
+            next_update = Some(t.timestamp());
+            i = rest;
+        }
+        let mut revoked = 0;
+        if !i.is_empty() {
+            let (rest, a) = any(i)?;
+            if a.class() == Class::Universal && a.tag() == Tag::Sequence {
+                let mut entries = a.data;
+                while !entries.is_empty() {
+                    entries = any(entries)?.0;
+                    revoked += 1;
+                }
+                i = rest;
+            }
+        }
+        let mut extensions = Vec::new();
+        if !i.is_empty() {
+            let (rest, a) = any(i)?;
+            if a.class() != Class::ContextSpecific || a.tag() != Tag(0) {
+                return Err("unexpected field after the revoked certificates".to_owned());
+            }
+            let (inner_rest, list) = any(a.data)?;
+            if !inner_rest.is_empty() || list.tag() != Tag::Sequence {
+                return Err("crlExtensions is not one SEQUENCE".to_owned());
+            }
+            let mut e = list.data;
+            while !e.is_empty() {
+                let (r, ext) = X509Extension::from_der(e).map_err(|e| e.to_string())?;
+                extensions.push(ext);
+                e = r;
+            }
+            i = rest;
+        }
+        if !i.is_empty() {
+            return Err("bytes after crlExtensions".to_owned());
+        }
+        Ok(Self {
+            tbs: tbs_der,
+            signature_algorithm,
+            signature,
+            issuer,
+            this_update: this_update.timestamp(),
+            next_update,
+            revoked,
+            extensions,
+        })
+    }
+
+    /// The CRL number as lower-case hex without leading zeros.
+    pub(crate) fn number(&self) -> Option<String> {
+        self.extensions.iter().find_map(|ext| {
+            let x509_parser::extensions::ParsedExtension::CRLNumber(n) = ext.parsed_extension()
+            else {
+                return None;
+            };
+            let s = hex::encode(n.to_bytes_be());
+            let s = s.trim_start_matches('0');
+            Some(if s.is_empty() { "0" } else { s }.to_owned())
+        })
+    }
+
+    /// The partition it is, if any (see [`CrlFacts::scope`]).
+    pub(crate) fn scope(&self) -> Option<String> {
+        scope(&self.extensions)
+    }
+}
+
 /// Compares two CRL numbers given as hex without leading zeros.
 fn number_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
@@ -263,16 +388,12 @@ pub fn check_and_load(
     previous: Option<&CrlFacts>,
     source: Option<&str>,
 ) -> Result<(CrlFacts, crate::verify::LoadedCrl), CrlRefused> {
-    let crl = match CertificateRevocationList::from_der(der) {
-        Ok(([], crl)) => crl,
-        Ok(_) => return Err(CrlRefused::Malformed("bytes after the CRL".to_owned())),
-        Err(e) => return Err(CrlRefused::Malformed(e.to_string())),
-    };
-    let issuer = crate::dn::rfc4514(crl.issuer());
+    let crl = Lean::parse(der).map_err(CrlRefused::Malformed)?;
+    let issuer = crate::dn::rfc4514(&crl.issuer);
     let signer = issuers.iter().find_map(|der| {
         X509Certificate::from_der(der.as_ref())
             .ok()
-            .filter(|(_, c)| c.subject().as_raw() == crl.issuer().as_raw())
+            .filter(|(_, c)| c.subject().as_raw() == crl.issuer.as_raw())
             .map(|(_, c)| c)
     });
     let Some(signer) = signer else {
@@ -287,14 +408,18 @@ pub fn check_and_load(
             detail: "signed with SHA-1, which is not accepted".to_owned(),
         });
     }
-    if let Err(e) = crl.verify_signature(signer.public_key()) {
+    if let Err(e) = x509_parser::verify::verify_signature(
+        signer.public_key(),
+        &crl.signature_algorithm,
+        &crl.signature,
+        crl.tbs,
+    ) {
         return Err(CrlRefused::BadSignature {
             issuer,
             detail: e.to_string(),
         });
     }
-    let this_update = crl.last_update().timestamp();
-    let next_update = crl.next_update().map(|t| t.timestamp());
+    let (this_update, next_update) = (crl.this_update, crl.next_update);
     if this_update > now + SKEW_SECS {
         return Err(CrlRefused::NotYetValid { this_update });
     }
@@ -303,7 +428,7 @@ pub fn check_and_load(
     {
         return Err(CrlRefused::Expired { next_update: next });
     }
-    for ext in crl.extensions() {
+    for ext in &crl.extensions {
         use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
         let ParsedExtension::IssuingDistributionPoint(idp) = ext.parsed_extension() else {
             continue;
@@ -334,18 +459,13 @@ pub fn check_and_load(
             }
         }
     }
-    let number = crl.crl_number().map(|n| {
-        let s = hex::encode(n.to_bytes_be());
-        let s = s.trim_start_matches('0');
-        if s.is_empty() { "0" } else { s }.to_owned()
-    });
     let facts = CrlFacts {
         issuer,
-        number,
+        number: crl.number(),
         this_update,
         next_update,
-        revoked: crl.iter_revoked_certificates().count(),
-        scope: scope(&crl),
+        revoked: crl.revoked,
+        scope: crl.scope(),
     };
     if let Some(prev) = previous {
         if prev.issuer != facts.issuer {
@@ -601,6 +721,74 @@ mod tests {
         assert!(!plain_http_url("http://u:p@pki.example/a.crl"));
         assert!(!plain_http_url("https://pki.example/a.crl"));
         assert!(!plain_http_url("http:///a.crl"));
+    }
+
+    /// The lean reader says what the full parser says, for lists with and without entries,
+    /// numbers and partitions; and refuses what is not one whole CRL.
+    #[test]
+    fn the_lean_reader_agrees_with_the_full_parser() {
+        use x509_parser::revocation_list::CertificateRevocationList;
+        let (a, _) = ca("CA A");
+        let now = time::OffsetDateTime::now_utc();
+        let revoked: Vec<rcgen::RevokedCertParams> = (0u8..50)
+            .map(|i| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(&[1, i]),
+                revocation_time: now,
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        let idp = rcgen::CrlIssuingDistributionPoint {
+            distribution_point: rcgen::CrlDistributionPoint {
+                uris: vec![
+                    "http://b.example/2.crl".to_owned(),
+                    "http://a.example/1.crl".to_owned(),
+                ],
+            },
+            scope: None,
+        };
+        let mut lists = vec![crl(&a, 0, 3), crl(&a, 0x1234, 3)];
+        for (entries, idp) in [
+            (revoked.clone(), None),
+            (vec![], Some(idp.clone())),
+            (revoked, Some(idp)),
+        ] {
+            let params = rcgen::CertificateRevocationListParams {
+                this_update: now - time::Duration::minutes(1),
+                next_update: now + time::Duration::days(3),
+                crl_number: rcgen::SerialNumber::from(0xabcdefu64),
+                issuing_distribution_point: idp,
+                revoked_certs: entries,
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            };
+            lists.push(params.signed_by(&a.issuer).unwrap().der().to_vec());
+        }
+        for der in &lists {
+            let lean = Lean::parse(der).unwrap();
+            let (_, full) = CertificateRevocationList::from_der(der).unwrap();
+            assert_eq!(lean.tbs, full.tbs_cert_list.as_ref());
+            assert_eq!(lean.issuer.as_raw(), full.issuer().as_raw());
+            assert_eq!(lean.this_update, full.last_update().timestamp());
+            assert_eq!(lean.next_update, full.next_update().map(|t| t.timestamp()));
+            assert_eq!(lean.revoked, full.iter_revoked_certificates().count());
+            let number = full.crl_number().map(|n| {
+                let s = hex::encode(n.to_bytes_be());
+                let s = s.trim_start_matches('0').to_owned();
+                if s.is_empty() { "0".to_owned() } else { s }
+            });
+            assert_eq!(lean.number(), number);
+            assert_eq!(lean.signature.data, full.signature_value.data);
+        }
+        assert_eq!(Lean::parse(&lists[2]).unwrap().revoked, 50);
+        assert_eq!(
+            Lean::parse(&lists[3]).unwrap().scope().as_deref(),
+            Some("http://a.example/1.crl http://b.example/2.crl")
+        );
+        let mut trailing = lists[1].clone();
+        trailing.push(0);
+        assert!(Lean::parse(&trailing).is_err());
+        assert!(Lean::parse(&lists[1][..lists[1].len() - 1]).is_err());
+        assert!(Lean::parse(b"").is_err());
     }
 
     #[test]

@@ -229,20 +229,16 @@ pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
         reason: format!("{e:?}"),
     })?;
     let (revoked, next_update, issuer, number, this_update, scope) =
-        match x509_parser::revocation_list::CertificateRevocationList::from_der(&der) {
-            Ok((_, c)) => (
-                c.iter_revoked_certificates().count(),
-                c.next_update()
-                    .and_then(|t| u64::try_from(t.timestamp()).ok())
+        match crate::crl::Lean::parse(&der) {
+            Ok(c) => (
+                c.revoked,
+                c.next_update
+                    .and_then(|t| u64::try_from(t).ok())
                     .unwrap_or(u64::MAX),
-                crate::dn::rfc4514(c.issuer()),
-                c.crl_number().map(|n| {
-                    let s = hex::encode(n.to_bytes_be());
-                    let s = s.trim_start_matches('0');
-                    if s.is_empty() { "0" } else { s }.to_owned()
-                }),
-                c.last_update().timestamp(),
-                crate::crl::scope(&c),
+                crate::dn::rfc4514(&c.issuer),
+                c.number(),
+                c.this_update,
+                c.scope(),
             ),
             Err(_) => (0, u64::MAX, String::new(), None, 0, None),
         };

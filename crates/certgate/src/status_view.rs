@@ -10,8 +10,10 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-/// Days before expiry from which a certificate or CRL is shown as a warning.
-const WARN_DAYS: i64 = 14;
+/// Days before expiry from which a certificate or CRL is shown as a warning, when the document
+/// does not say (`warnings` in it carries the config's `[warnings]`).
+const DEFAULT_CERTIFICATE_DAYS: i64 = 14;
+const DEFAULT_CRL_DAYS: i64 = 7;
 
 /// How a cell should look.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,15 +56,15 @@ fn s(v: &Value) -> String {
     }
 }
 
-/// "in 42 days" / "expired 3 days ago", toned by how close it is.
-fn expiry(seconds_left: &Value) -> Cell {
+/// "in 42 days" / "expired 3 days ago", toned by how close it is to `warn_days`.
+fn expiry(seconds_left: &Value, warn_days: i64) -> Cell {
     let Some(secs) = seconds_left.as_i64() else {
         return Cell::from(String::new());
     };
     let days = secs.div_euclid(86_400);
     let (text, tone) = if secs < 0 {
         (format!("expired {} days ago", -days), Tone::Bad)
-    } else if days < WARN_DAYS {
+    } else if days < warn_days {
         (format!("in {days} days"), Tone::Warn)
     } else {
         (format!("in {days} days"), Tone::Good)
@@ -77,6 +79,12 @@ fn expiry(seconds_left: &Value) -> Cell {
 
 fn sections(doc: &Value) -> Vec<Section> {
     let list = |key: &str| doc[key].as_array().cloned().unwrap_or_default();
+    let cert_days = doc["warnings"]["certificate_days"]
+        .as_i64()
+        .unwrap_or(DEFAULT_CERTIFICATE_DAYS);
+    let crl_days = doc["warnings"]["crl_days"]
+        .as_i64()
+        .unwrap_or(DEFAULT_CRL_DAYS);
     let mut out = Vec::new();
 
     let listeners = list("listeners");
@@ -164,7 +172,7 @@ fn sections(doc: &Value) -> Vec<Section> {
                 Cell::from(format!("identity {}", s(&c["identity"]))),
                 Cell::from(s(&c["subject"])),
                 Cell::from(s(&c["not_after"])),
-                expiry(&c["seconds_left"]),
+                expiry(&c["seconds_left"], cert_days),
             ]
         })
         .collect();
@@ -175,7 +183,7 @@ fn sections(doc: &Value) -> Vec<Section> {
                 Cell::from(format!("CA of trust {}", s(&t["name"]))),
                 Cell::from(s(&ca["subject"])),
                 Cell::from(s(&ca["not_after"])),
-                expiry(&ca["seconds_left"]),
+                expiry(&ca["seconds_left"], cert_days),
             ]);
         }
     }
@@ -204,7 +212,7 @@ fn sections(doc: &Value) -> Vec<Section> {
                             Cell::from(s(&c["issuer"])),
                             Cell::from(s(&c["revoked"])),
                             Cell::from(s(&c["next_update"])),
-                            expiry(&c["seconds_left"]),
+                            expiry(&c["seconds_left"], crl_days),
                         ]
                     })
             })
@@ -226,7 +234,7 @@ fn sections(doc: &Value) -> Vec<Section> {
                         t => t,
                     }),
                     Cell::from(s(&c["next_update"])),
-                    expiry(&c["seconds_left"]),
+                    expiry(&c["seconds_left"], crl_days),
                 ]
             })
             .collect(),
@@ -445,9 +453,11 @@ mod tests {
 
     #[test]
     fn expiry_is_toned() {
-        assert!(expiry(&serde_json::json!(-86_400)).tone == Tone::Bad);
-        assert!(expiry(&serde_json::json!(3 * 86_400)).tone == Tone::Warn);
-        assert!(expiry(&serde_json::json!(30 * 86_400)).tone == Tone::Good);
-        assert_eq!(expiry(&serde_json::json!(86_400 + 5)).text, "in 1 day");
+        assert!(expiry(&serde_json::json!(-86_400), 14).tone == Tone::Bad);
+        assert!(expiry(&serde_json::json!(3 * 86_400), 14).tone == Tone::Warn);
+        assert!(expiry(&serde_json::json!(30 * 86_400), 14).tone == Tone::Good);
+        assert!(expiry(&serde_json::json!(10 * 86_400), 7).tone == Tone::Good);
+        assert!(expiry(&serde_json::json!(10 * 86_400), 30).tone == Tone::Warn);
+        assert_eq!(expiry(&serde_json::json!(86_400 + 5), 14).text, "in 1 day");
     }
 }

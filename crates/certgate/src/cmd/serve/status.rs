@@ -76,6 +76,10 @@ pub(super) fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> se
         "listeners": listeners,
         "certificates": certificates,
         "trusts": trusts,
+        "warnings": {
+            "certificate_days": cfg.warnings.certificate_days,
+            "crl_days": cfg.warnings.crl_days,
+        },
     })
 }
 
