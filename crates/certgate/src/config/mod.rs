@@ -272,6 +272,9 @@ pub struct Config {
     /// Names of the trusts that verify servers (https upstreams, egress rules): their TLS
     /// clients copy the CRLs when built, so a new CRL reaches them only through a reload.
     pub server_trusts: BTreeSet<String>,
+    /// (trust, file) of every CRL file: a changed file is put in force even when the config as
+    /// a whole no longer loads.
+    pub crl_files: Vec<(String, PathBuf)>,
     /// Expiry warning thresholds.
     pub warnings: Warnings,
     /// `[ca]`.
@@ -331,6 +334,7 @@ fn resolve(
         crl_sources: Vec::new(),
         crl_follow: Vec::new(),
         server_trusts: BTreeSet::new(),
+        crl_files: Vec::new(),
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -434,6 +438,7 @@ fn resolve(
             crl_sources: r.crl_sources,
             crl_follow: r.crl_follow,
             server_trusts: r.server_trusts,
+            crl_files: r.crl_files,
             warnings,
             ca,
         })
@@ -468,6 +473,7 @@ struct Resolver<'a> {
     crl_sources: Vec<CrlSource>,
     crl_follow: Vec<CrlFollow>,
     server_trusts: BTreeSet<String>,
+    crl_files: Vec<(String, PathBuf)>,
 }
 
 impl Resolver<'_> {
@@ -853,6 +859,8 @@ impl Resolver<'_> {
             let mut crls = Vec::new();
             for (j, crl) in raw.crl.iter().enumerate() {
                 let key = format!("{prefix}.crl[{j}]");
+                let path = self.path(crl.get_ref());
+                self.crl_files.push((name.clone(), path));
                 let Some((bytes, origin)) = self.read(crl, &key) else {
                     ok = false;
                     continue;
@@ -970,6 +978,7 @@ mod tests {
             crl_sources: vec![],
             crl_follow: vec![],
             server_trusts: BTreeSet::new(),
+            crl_files: vec![],
         };
         assert_eq!(r.line_of(0), 1);
         assert_eq!(r.line_of(2), 2);

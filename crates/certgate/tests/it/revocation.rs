@@ -1120,7 +1120,8 @@ fn a_new_crl_applies_while_the_config_is_broken_and_the_state_dir_unwritable() {
 }
 
 /// A CRL file replaced by an older version of the list (a restored backup, a replayed copy) is
-/// not put in force by a reload: the newer list stays, with a warning.
+/// not put in force by a reload: the newer list stays, with a warning. A newer CRL file is put
+/// in force even while the config does not load.
 #[test]
 fn a_reload_never_puts_an_older_crl_in_force() {
     let curl = require_peer!("curl");
@@ -1180,4 +1181,20 @@ trust = "clients"
         "un-revoked by a reload"
     );
     assert_eq!(get(&curl, d, web, "good").0, "200");
+
+    // The config breaks; a newer CRL file is in force all the same.
+    let text = std::fs::read_to_string(d.join("c.toml")).unwrap();
+    std::fs::write(d.join("c.toml"), format!("{text}\n[[ingress]\n")).unwrap();
+    let good = serial_of(d, "good.pem");
+    std::fs::write(
+        d.join("cur.crl"),
+        crl_numbered(&pki.intermediate, &[revoked, good], 3, DAY * 7),
+    )
+    .unwrap();
+    eventually(
+        "a newer CRL file applies while the config is broken",
+        Duration::from_secs(10),
+        || get(&curl, d, web, "good").0 == "403",
+    );
+    assert!(metric(admin, "certgate_reloads_total", "result=\"rejected\"") >= 1.0);
 }

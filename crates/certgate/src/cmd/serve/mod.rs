@@ -312,6 +312,7 @@ pub async fn serve(
     fetcher.update(&cfg);
     let mut server_trusts = cfg.server_trusts.clone();
     let mut trusts = cfg.trusts.clone();
+    let mut crl_files = cfg.crl_files.clone();
     // When a trust that verifies servers got a new CRL: a reload is due (at most one per
     // SERVER_TRUST_RELOAD_EVERY).
     let mut server_reload_due: Option<tokio::time::Instant> = None;
@@ -399,6 +400,7 @@ pub async fn serve(
                 }
                 server_trusts = new_cfg.server_trusts.clone();
                 trusts = new_cfg.trusts.clone();
+                crl_files = new_cfg.crl_files.clone();
                 if let Ok(mut s) = crl_sources.lock() {
                     *s = (new_cfg.state_dir.clone(), new_cfg.crl_sources.clone());
                 }
@@ -417,7 +419,28 @@ pub async fn serve(
                 seen = fingerprint(&files);
             }
             None => {
-                metrics::counter!("certgate_reloads_total", "result" => "rejected").increment(1)
+                metrics::counter!("certgate_reloads_total", "result" => "rejected").increment(1);
+                // A revocation must not wait for someone to fix the config: newer CRL files
+                // go in force in the running trusts all the same.
+                let (files, running) = (crl_files.clone(), trusts.clone());
+                let installed =
+                    tokio::task::spawn_blocking(move || install_crl_files(&files, &running))
+                        .await
+                        .unwrap_or_default();
+                if !installed.is_empty() {
+                    for l in listeners.values() {
+                        l.changed.send_replace(());
+                    }
+                    status_doc["trusts"] = status::trusts(&trusts);
+                    if let Some(admin) = &admin {
+                        admin.set_status(status_doc.clone());
+                    }
+                    if installed.iter().any(|t| server_trusts.contains(t))
+                        && server_reload_due.is_none()
+                    {
+                        server_reload_due = Some(last_server_reload + SERVER_TRUST_RELOAD_EVERY);
+                    }
+                }
             }
         }
     }
@@ -436,6 +459,33 @@ pub async fn serve(
         let _ = t.await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Puts every CRL file that holds a newer version of a list in force in its running trust;
+/// returns the trusts that changed. Used when a reload was refused, so a revocation (a CA's new
+/// CRL, `[ca]` re-signing its list) never waits for a config that loads.
+fn install_crl_files(
+    files: &[(String, std::path::PathBuf)],
+    trusts: &[Arc<certgate_pki::TrustBundle>],
+) -> Vec<String> {
+    let mut changed = Vec::new();
+    for (trust, path) in files {
+        let Some(bundle) = trusts.iter().find(|t| t.name() == trust) else {
+            continue;
+        };
+        let Ok(bytes) = crate::files::read(path) else {
+            continue;
+        };
+        let Ok(crl) = certgate_pki::verify::parse_crl(&bytes, &certgate_pki::Origin::file(path))
+        else {
+            continue;
+        };
+        if bundle.install_crl(Arc::new(crl)) == certgate_pki::verify::Installed::Replaced {
+            tracing::warn!(trust = %trust, file = %path.display(), "the config does not load, but this newer CRL is in force");
+            changed.push(trust.clone());
+        }
+    }
+    changed
 }
 
 /// The upstream clients of the running ingress listeners: a reload takes over those whose
