@@ -73,7 +73,8 @@ pub struct IssuedFiles {
     pub serial: String,
 }
 
-fn fmt_time(t: OffsetDateTime) -> String {
+/// RFC 3339, as the index writes times.
+pub fn fmt_time(t: OffsetDateTime) -> String {
     t.format(&Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
@@ -360,9 +361,31 @@ impl CaDir {
             )
         })?;
         let old_id = Identity::from_der(old).map_err(|e| anyhow!(e.0))?;
-        if old_id.issuer != ca.identity().subject
-            || !self.index()?.iter().any(|e| e.serial == old_id.serial)
+        // Held from the index check to the new record, so a `ca revoke` cannot slip in between.
+        let _lock = self.lock()?;
+        let entry = self
+            .index()?
+            .into_iter()
+            .find(|e| same_serial(&e.serial, &old_id.serial));
+        if let Some(Entry {
+            revoked: Some((at, reason)),
+            subject,
+            ..
+        }) = &entry
         {
+            // Renewing a revoked certificate would undo the revocation under a new serial.
+            return Err(fail(
+                exit::DATAERR,
+                format!(
+                    "`{}` (serial {}, `{subject}`) was revoked at {} ({}); a revoked certificate is not renewed: issue a new one with certgate ca issue",
+                    cert_path.display(),
+                    old_id.serial,
+                    fmt_time(*at),
+                    reason.name()
+                ),
+            ));
+        }
+        if old_id.issuer != ca.identity().subject || entry.is_none() {
             return Err(fail(
                 exit::DATAERR,
                 format!(
@@ -397,7 +420,6 @@ impl CaDir {
             }
             Some(String::from_utf8_lossy(&files::read(key_path)?).into_owned())
         };
-        let _lock = self.lock()?;
         let issued = ca.issue_with_key(&req, OffsetDateTime::now_utc(), key_pem.as_deref())?;
         let identity = self.record(&issued, req.kind)?;
         if new_key {
@@ -449,7 +471,7 @@ impl CaDir {
         let mut entries = self.index()?;
         let entry = entries
             .iter_mut()
-            .find(|e| e.serial.trim_start_matches('0') == serial.trim_start_matches('0'))
+            .find(|e| same_serial(&e.serial, &serial))
             .ok_or_else(|| {
                 fail(
                     exit::DATAERR,
@@ -506,6 +528,12 @@ impl CaDir {
         files::write_public(&number_path, format!("{}\n", number + 1).as_bytes())?;
         Ok(revoked.len())
     }
+}
+
+/// Serials compare as numbers: hex, any case, leading zeros ignored.
+pub fn same_serial(a: &str, b: &str) -> bool {
+    a.trim_start_matches('0')
+        .eq_ignore_ascii_case(b.trim_start_matches('0'))
 }
 
 struct Lock(PathBuf);

@@ -945,6 +945,37 @@ fn identities_are_renewed_by_hand_and_by_serve() {
         crate::text(&out)
     );
 
+    // A revoked certificate is not renewed: that would undo the revocation under a new serial.
+    crate::certgate_ok(d, "ca revoke --dir ca alice.pem --reason key-compromise");
+    let out = crate::certgate(d, &["ca", "renew", "--dir", "ca", "alice.pem"]);
+    assert_eq!(out.status.code(), Some(65), "{}", crate::text(&out));
+    assert!(
+        crate::text(&out).contains("was revoked at")
+            && crate::text(&out).contains("key-compromise"),
+        "{}",
+        crate::text(&out)
+    );
+    assert_eq!(identity_of(&d.join("alice.pem")).serial, rekeyed.serial);
+    crate::certgate_ok(
+        d,
+        "ca issue --dir ca --client alice --uri spiffe://test.example/alice --days 30 --out alice --force",
+    );
+    // Nor by serve: `gone`, due like the server identity, was revoked.
+    crate::certgate_ok(
+        d,
+        "ca issue --dir ca --server gone --dns gone.localhost --days 1 --out gone",
+    );
+    crate::certgate_ok(d, "ca revoke --dir ca gone.pem");
+    crate::certgate_ok(d, "ca crl --dir ca");
+    let gone = identity_of(&d.join("gone.pem"));
+    let index_lines = |d: &Path| {
+        std::fs::read_to_string(d.join("ca/index.tsv"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let index_before = index_lines(d);
+
     // By serve: the one-day server certificate is due (renew_before_days = 2).
     std::fs::write(
         d.join("c.toml"),
@@ -953,6 +984,10 @@ fn identities_are_renewed_by_hand_and_by_serve() {
 dir = "ca"
 renew_before_days = 2
 renew_days = 30
+[[identity]]
+name = "gone"
+cert = "gone.pem"
+key = "gone.key"
 [[identity]]
 name = "server"
 cert = "server.pem"
@@ -988,6 +1023,16 @@ trust = "clients"
     assert_eq!(renewed.spki_sha256, old_server.spki_sha256);
     assert!(renewed.not_after > old_server.not_after + time::Duration::days(25));
     openssl_verifies(&openssl, d, "sslserver", "server.pem");
+    assert_eq!(
+        identity_of(&d.join("gone.pem")).serial,
+        gone.serial,
+        "a revoked identity is not renewed"
+    );
+    assert_eq!(
+        index_lines(d),
+        index_before + 1,
+        "one renewal, the server's"
+    );
     // New connections get the new certificate once the reload has run.
     eventually(
         "new connections present it",

@@ -97,14 +97,16 @@ pub(super) async fn bind(section: &CaSection) -> anyhow::Result<Option<TcpListen
 }
 
 async fn keep(section: CaSection) {
-    // Identities whose renewal cannot help (too short a validity), warned about once.
+    // Certificates (identity name, serial) whose renewal cannot help (too short a validity) or
+    // must not happen (revoked), warned about once; a new certificate in the file is looked at
+    // afresh.
     let mut hopeless = std::collections::HashSet::new();
     loop {
         let s = section.clone();
         let skip = hopeless.clone();
         match tokio::task::spawn_blocking(move || renew_due(&s, &skip)).await {
             Ok(outcomes) => {
-                for (name, outcome) in outcomes {
+                for (name, old_serial, outcome) in outcomes {
                     match outcome {
                         Renewal::Done(serial, not_after) => {
                             metrics::counter!("certgate_ca_renewals_total", "identity" => name.clone()).increment(1);
@@ -112,7 +114,11 @@ async fn keep(section: CaSection) {
                         }
                         Renewal::Hopeless(days) => {
                             tracing::warn!(identity = %name, days, "a renewal would be due again at once: set `ca.renew_days` longer than `renew_before_days`");
-                            hopeless.insert(name);
+                            hopeless.insert((name, old_serial.clone()));
+                        }
+                        Renewal::Revoked(serial, at, reason) => {
+                            tracing::warn!(identity = %name, serial = %serial, revoked_at = %crate::ca_store::fmt_time(at), reason, "the identity's certificate was revoked by the CA and is not renewed; issue a new one with certgate ca issue");
+                            hopeless.insert((name, old_serial.clone()));
                         }
                         Renewal::Failed(e) => {
                             tracing::warn!(identity = %name, error = %e, "cannot renew the identity; trying again")
@@ -143,6 +149,8 @@ enum Renewal {
     Done(String, String),
     /// Renewing would give a certificate that is due again at once (validity in days).
     Hopeless(i64),
+    /// Revoked in the CA's index (serial, when, reason): never renewed.
+    Revoked(String, time::OffsetDateTime, &'static str),
     Failed(String),
 }
 
@@ -151,8 +159,8 @@ enum Renewal {
 /// reloads the identity (new handshakes present the new certificate; open connections stay).
 fn renew_due(
     section: &CaSection,
-    skip: &std::collections::HashSet<String>,
-) -> Vec<(String, Renewal)> {
+    skip: &std::collections::HashSet<(String, String)>,
+) -> Vec<(String, String, Renewal)> {
     let store = CaDir::new(&section.dir);
     let Ok(ca) = store.open() else {
         return Vec::new();
@@ -160,9 +168,6 @@ fn renew_due(
     let now = time::OffsetDateTime::now_utc();
     let mut out = Vec::new();
     for (name, cert, key) in &section.identities {
-        if skip.contains(name) {
-            continue;
-        }
         let Ok(bytes) = std::fs::read(cert) else {
             continue;
         };
@@ -174,10 +179,29 @@ fn renew_due(
         else {
             continue;
         };
+        if skip.contains(&(name.clone(), id.serial.clone())) {
+            continue;
+        }
         // Only what this CA issued, and only when due.
         if id.issuer != ca.identity().subject
             || (id.not_after - now).unsigned_abs() >= section.renew_before && id.not_after > now
         {
+            continue;
+        }
+        // A revoked identity stays revoked: renewing it would undo the revocation under a new
+        // serial. Its owner is told once; the listener refuses it like any revoked certificate.
+        let revoked = store.index().ok().and_then(|index| {
+            index
+                .into_iter()
+                .find(|e| crate::ca_store::same_serial(&e.serial, &id.serial))
+                .and_then(|e| e.revoked)
+        });
+        if let Some((at, reason)) = revoked {
+            out.push((
+                name.clone(),
+                id.serial.clone(),
+                Renewal::Revoked(id.serial.clone(), at, reason.name()),
+            ));
             continue;
         }
         let days = section.renew_days.map_or_else(
@@ -187,14 +211,14 @@ fn renew_due(
         if days.saturating_mul(86400)
             <= i64::try_from(section.renew_before.as_secs()).unwrap_or(i64::MAX)
         {
-            out.push((name.clone(), Renewal::Hopeless(days)));
+            out.push((name.clone(), id.serial.clone(), Renewal::Hopeless(days)));
             continue;
         }
         let outcome = match store.renew(cert, key, u32::try_from(days).ok(), false) {
             Ok(r) => Renewal::Done(r.serial, r.not_after),
             Err(e) => Renewal::Failed(format!("{e:#}")),
         };
-        out.push((name.clone(), outcome));
+        out.push((name.clone(), id.serial.clone(), outcome));
     }
     out
 }
