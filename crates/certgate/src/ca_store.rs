@@ -17,14 +17,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, anyhow};
 use certgate_pki::ca::{self, Ca, Issued, KeyType, LeafKind, LeafRequest, Reason, Revoked};
 use certgate_pki::{Identity, Origin, credential};
+use certgate_trust::statement::Digest;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::ca_record::{self, Action, Record};
 use crate::exit::{self, fail};
 use crate::files;
 
 const INDEX_HEADER: &str = "# certgate CA index: one line per issued certificate (tab-separated).\n\
 # status (V valid, R revoked)\tserial\tnot_after\trevoked_at\treason\tkind\tsubject\n";
+
+/// How long a command waits for another holder of the CA lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One line of `index.tsv`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,24 +169,40 @@ impl CaDir {
         Ok(Ca::new(cert, &key_pem)?)
     }
 
+    /// Holders keep the lock for a moment (a `serve` with `[ca]` signs a CRL or sends records
+    /// while a `ca` command runs), so a taken lock is waited for, up to [`LOCK_WAIT`].
     fn lock(&self) -> Result<Lock> {
         let path = self.dir.join(".lock");
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    fail(exit::TEMPFAIL, format!(
-                        "another certgate ca command is using `{}` (if none is running, remove `{}`)",
-                        self.dir.display(),
-                        path.display()
-                    ))
-                } else {
-                    fail(exit::CANTCREAT, format!("cannot lock `{}`: {e}", path.display()))
+        let since = std::time::Instant::now();
+        loop {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(Lock(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if since.elapsed() >= LOCK_WAIT {
+                        return Err(fail(
+                            exit::TEMPFAIL,
+                            format!(
+                                "another certgate ca command (or a serve with [ca]) has been using `{}` for {} s (if none is running, remove `{}`)",
+                                self.dir.display(),
+                                LOCK_WAIT.as_secs(),
+                                path.display()
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-            })?;
-        Ok(Lock(path))
+                Err(e) => {
+                    return Err(fail(
+                        exit::CANTCREAT,
+                        format!("cannot lock `{}`: {e}", path.display()),
+                    ));
+                }
+            }
+        }
     }
 
     /// Reads `index.tsv`.
@@ -248,18 +269,35 @@ impl CaDir {
     /// Records an issued certificate in the index and `certs/` before it is handed out: a
     /// certificate that exists must be in the index, or it could not be revoked by serial.
     /// Called with the lock held.
-    fn record(&self, issued: &Issued, kind: LeafKind) -> Result<Identity> {
+    /// When the CA keeps records, the signed record goes to `records/pending` first: whatever
+    /// fails after, the certificate cannot exist without its record.
+    fn record(
+        &self,
+        ca_der: &[u8],
+        issued: &Issued,
+        kind: LeafKind,
+        renews: Option<&str>,
+    ) -> Result<Identity> {
         let identity = Identity::from_der(&issued.cert_der).map_err(|e| anyhow!(e.0))?;
+        let kind = match kind {
+            LeafKind::Server => "server",
+            LeafKind::Client => "client",
+        };
+        let action = if renews.is_some() {
+            Action::Renew
+        } else {
+            Action::Issue
+        };
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.records().write_pending(&Record::of_certificate(
+            action, ca_der, &identity, kind, renews, now,
+        ))?;
         let mut entries = self.index()?;
         entries.push(Entry {
             serial: issued.serial.clone(),
             not_after: identity.not_after,
             revoked: None,
-            kind: match kind {
-                LeafKind::Server => "server",
-                LeafKind::Client => "client",
-            }
-            .to_owned(),
+            kind: kind.to_owned(),
             subject: identity.subject.clone(),
         });
         fs::create_dir_all(self.dir.join("certs"))?;
@@ -301,7 +339,7 @@ impl CaDir {
             }
         }
         let issued: Issued = ca.issue(req, OffsetDateTime::now_utc())?;
-        self.record(&issued, req.kind)?;
+        self.record(ca.certificate(), &issued, req.kind, None)?;
         if let Some(parent) = out_prefix.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create `{}`", parent.display()))?;
@@ -421,7 +459,12 @@ impl CaDir {
             Some(String::from_utf8_lossy(&files::read(key_path)?).into_owned())
         };
         let issued = ca.issue_with_key(&req, OffsetDateTime::now_utc(), key_pem.as_deref())?;
-        let identity = self.record(&issued, req.kind)?;
+        let identity = self.record(
+            ca.certificate(),
+            &issued,
+            req.kind,
+            Some(&old_id.serial.to_ascii_lowercase()),
+        )?;
         if new_key {
             files::write_secret(key_path, issued.key_pem.as_bytes())
                 .with_context(|| format!("cannot write `{}`", key_path.display()))?;
@@ -443,7 +486,7 @@ impl CaDir {
 
     /// Marks a certificate revoked, by serial or by certificate file. Returns the entry.
     pub fn revoke(&self, what: &str, reason: Reason) -> Result<Entry> {
-        let _ca = self.open()?;
+        let ca = self.open()?;
         let _lock = self.lock()?;
         let serial = if Path::new(what).is_file() {
             let bytes = files::read(Path::new(what))?;
@@ -491,10 +534,45 @@ impl CaDir {
                 ),
             ));
         }
-        entry.revoked = Some((OffsetDateTime::now_utc(), reason));
+        let now = OffsetDateTime::now_utc();
+        entry.revoked = Some((now, reason));
         let done = entry.clone();
+        let cert = fs::read(self.dir.join("certs").join(format!("{}.pem", done.serial)))
+            .ok()
+            .and_then(|b| credential::parse_certificates(&b, &Origin::other("certs/")).ok())
+            .and_then(|c| c.into_iter().next());
+        self.records().write_pending(&Record {
+            action: Action::Revoke,
+            ca: Digest::of(ca.certificate()),
+            serial: done.serial.to_ascii_lowercase(),
+            cert: cert.map(|c| Digest::of(&c)),
+            kind: Some(done.kind.clone()),
+            subject: done.subject.clone(),
+            names: Vec::new(),
+            not_before: None,
+            not_after: Some(done.not_after.unix_timestamp()),
+            renews: None,
+            reason: Some(reason.name().to_owned()),
+            time: now.unix_timestamp(),
+        })?;
         self.write_index(&entries)?;
         Ok(done)
+    }
+
+    /// The record files of this CA (see [`crate::ca_record`]).
+    pub fn records(&self) -> ca_record::Paths {
+        ca_record::Paths::new(&self.dir)
+    }
+
+    /// Sends the records waiting for the log (none when the CA keeps no record).
+    pub fn send_records(&self) -> Result<ca_record::Sent> {
+        // Looked at without the lock first: `serve` asks every few seconds, and taking the lock
+        // each time would make a `ca` command run at that moment fail.
+        if self.records().pending_files()?.is_empty() {
+            return Ok(ca_record::Sent::default());
+        }
+        let _lock = self.lock()?;
+        self.records().send_pending()
     }
 
     /// Signs a CRL of every revoked certificate, writes it to `out`, and bumps `crlnumber`.

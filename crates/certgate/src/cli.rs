@@ -255,6 +255,31 @@ pub enum CaCommand {
         #[arg(long)]
         new_key: bool,
     },
+    /// Check the CA's index against its records on a transparency log (`[ca] log` in
+    /// DIR/ca.toml): every certificate in the index must have its issue (or renewal) record,
+    /// and its revocation if revoked; every record on the log must be in the index. Exit 0
+    /// when they agree, 65 when not.
+    Audit {
+        /// The CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The log's base URL. Default: `log` in DIR/ca.toml.
+        #[arg(long, value_name = "URL")]
+        log: Option<String>,
+        /// CA certificate(s) for the log server. Default: `log_ca` in DIR/ca.toml.
+        #[arg(long, value_name = "FILE")]
+        ca: Vec<PathBuf>,
+        /// The log's verifier key text or a file holding it. Default: `log_vkey` in
+        /// DIR/ca.toml.
+        #[arg(long)]
+        vkey: Vec<String>,
+        /// Where the last verified checkpoint is kept. Default: DIR/records/log-state.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign a CRL of every revoked certificate.
     Crl {
         /// The CA directory.

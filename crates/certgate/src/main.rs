@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod ca_record;
 mod ca_store;
 mod cli;
 mod cmd;

@@ -471,3 +471,61 @@ fn prove(args: &LogProveArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Every entry of the log up to the checkpoint `cp` (already verified), read from its entry
+/// bundles after the `known` entries a caller kept from before; the whole list must hash to the
+/// checkpoint's root, or nothing is returned.
+pub(crate) fn fetch_entries(
+    rt: &tokio::runtime::Runtime,
+    remote: &LogRemote,
+    tls: &Arc<rustls::ClientConfig>,
+    mut entries: Vec<Vec<u8>>,
+    cp: &Checkpoint,
+) -> Result<Vec<Vec<u8>>> {
+    use certgate_tlog::tile::{self, Tile};
+    if entries.len() as u64 > cp.size {
+        entries.clear();
+    }
+    let mut n = entries.len() as u64 / tile::WIDTH;
+    while n * tile::WIDTH < cp.size {
+        let width = u16::try_from((cp.size - n * tile::WIDTH).min(tile::WIDTH)).unwrap_or(0);
+        let t = Tile {
+            level: None,
+            index: n,
+            width,
+        };
+        let target = url(remote, &t.path());
+        let (code, body) = rt.block_on(crate::http_client::request(
+            &target,
+            Method::GET,
+            Vec::new(),
+            Arc::clone(tls),
+        ))?;
+        if code != 200 {
+            return Err(fail(
+                exit::for_http_status(code),
+                format!("{target}: {code}"),
+            ));
+        }
+        let bundle =
+            tile::parse_bundle(&body).map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))?;
+        let skip = (entries.len() as u64).saturating_sub(n * tile::WIDTH) as usize;
+        entries.extend(bundle.iter().skip(skip).map(|e| e.to_vec()));
+        n += 1;
+    }
+    // Every entry, old and new, must hash to the signed root.
+    let mut t = certgate_tlog::merkle::MemoryTree::new();
+    for e in &entries {
+        t.append(e);
+    }
+    if t.size() != cp.size || t.root() != cp.root {
+        return Err(fail(
+            exit::DATAERR,
+            format!(
+                "{}: the log's entries do not match its signed checkpoint (size {}): refusing them",
+                cp.origin, cp.size
+            ),
+        ));
+    }
+    Ok(entries)
+}

@@ -16,11 +16,9 @@ use certgate_pki::{Credential, Origin, credential};
 use certgate_tlog::merkle::MemoryTree;
 use certgate_tlog::note::Signer;
 use certgate_tlog::proof::TlogProof;
-use certgate_tlog::tile::{self, Tile};
 use certgate_trust::statement::{Digest, Statement, Status, SubjectKind};
 use certgate_trust::tree::{self, Entry};
 use certgate_trust::{Outcome, Policy, Verdict, decide};
-use http::Method;
 use sha2::{Digest as _, Sha256};
 
 use crate::cli::{
@@ -353,48 +351,7 @@ fn synced_entries(access: &TrustLogAccess, policy: &Policy) -> Result<(Vec<Vec<u
         if entries.len() as u64 > cp.size {
             entries.clear();
         }
-        let start = entries.len() as u64;
-        let mut n = start / tile::WIDTH;
-        while n * tile::WIDTH < cp.size {
-            let width = (cp.size - n * tile::WIDTH).min(tile::WIDTH) as u16;
-            let t = Tile {
-                level: None,
-                index: n,
-                width,
-            };
-            let target = logcmd::url(&remote, &t.path());
-            let (code, body) = rt.block_on(crate::http_client::request(
-                &target,
-                Method::GET,
-                Vec::new(),
-                std::sync::Arc::clone(&tls),
-            ))?;
-            if code != 200 {
-                return Err(fail(
-                    exit::for_http_status(code),
-                    format!("{target}: {code}"),
-                ));
-            }
-            let bundle = tile::parse_bundle(&body)
-                .map_err(|e| fail(exit::DATAERR, format!("{target}: {e}")))?;
-            let skip = (entries.len() as u64).saturating_sub(n * tile::WIDTH) as usize;
-            entries.extend(bundle.iter().skip(skip).map(|e| e.to_vec()));
-            n += 1;
-        }
-        // Every entry, old and new, must hash to the signed root.
-        let mut t = MemoryTree::new();
-        for e in &entries {
-            t.append(e);
-        }
-        if t.size() != cp.size || t.root() != cp.root {
-            return Err(fail(
-                exit::DATAERR,
-                format!(
-                    "{}: the log's entries do not match its signed checkpoint (size {}): refusing them",
-                    policy.origin, cp.size
-                ),
-            ));
-        }
+        let entries = logcmd::fetch_entries(&rt, &remote, &tls, entries, &cp)?;
         files::write_public(&cache, &encode_cache(&entries))
             .with_context(|| format!("cannot write {}", cache.display()))?;
         let checkpoint = logcmd::state_file(&access.state, &policy.origin, "checkpoint");

@@ -5,6 +5,7 @@
 mod admin;
 mod adversarial;
 mod bad_input;
+mod ca_audit;
 mod ca_interop;
 mod check;
 mod egress;

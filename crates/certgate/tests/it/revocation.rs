@@ -52,7 +52,7 @@ fn metric(admin: u16, name: &str, label: &str) -> f64 {
 }
 
 /// Polls `f` every 200 ms until it returns true; fails with `what` after `limit`.
-fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");

@@ -128,6 +128,26 @@ async fn keep(section: CaSection) {
             }
             Err(e) => tracing::warn!(error = %e, "CA renewal task failed"),
         }
+        // Records of what the CA did (this keeper's renewals, and `ca` commands whose log was
+        // down) go to the log as soon as it takes them.
+        let dir = section.dir.clone();
+        match tokio::task::spawn_blocking(move || CaDir::new(&dir).send_records()).await {
+            Ok(Ok(sent)) => {
+                if !sent.indexes.is_empty() {
+                    metrics::counter!("certgate_ca_records_logged_total")
+                        .increment(sent.indexes.len() as u64);
+                    tracing::info!(dir = %section.dir.display(), indexes = ?sent.indexes, "CA records appended to the log");
+                }
+                metrics::gauge!("certgate_ca_records_pending").set(sent.left as f64);
+                if let Some(why) = sent.failed {
+                    tracing::warn!(dir = %section.dir.display(), pending = sent.left, error = %why, "CA records are not yet on the log; trying again");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %section.dir.display(), error = %format!("{e:#}"), "cannot send the CA's records; trying again")
+            }
+            Err(e) => tracing::warn!(error = %e, "CA record task failed"),
+        }
         let s = section.clone();
         match tokio::task::spawn_blocking(move || sign_if_due(&s)).await {
             Ok(Ok(Some((why, revoked)))) => {
