@@ -299,6 +299,14 @@ struct RawCa {
     log_vkey: Vec<String>,
 }
 
+/// Parses `ca.toml` text (the keys only; paths are checked when used); the docs test uses it.
+#[cfg(test)]
+pub fn parse_settings(text: &str) -> Result<(), String> {
+    toml::from_str::<RawFile>(text)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Paths of the record files in a CA directory.
 pub struct Paths {
     dir: PathBuf,
@@ -516,11 +524,7 @@ pub type Found = (Vec<(u64, Record)>, Vec<(u64, String)>);
 
 /// The records of the CA whose certificate hashes to `ca` found in log entries, each with its
 /// log index; entries that claim this CA but are not validly signed by `key` are returned apart.
-pub fn records_in(
-    entries: &[Vec<u8>],
-    ca: &Digest,
-    key: Option<&Verifier>,
-) -> Found {
+pub fn records_in(entries: &[Vec<u8>], ca: &Digest, key: Option<&Verifier>) -> Found {
     let keys = Verifiers(key.into_iter().cloned().collect());
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     for (i, e) in entries.iter().enumerate() {

@@ -948,9 +948,17 @@ mod tests {
         .concat();
         let mut blocks = 0;
         for block in doc.split("```toml").skip(1) {
-            // Skip the rest of the fence line (`file=NAME`, `check`).
-            let block = block.split_once('\n').map_or("", |(_, b)| b);
+            // Skip the rest of the fence line (`file=NAME`, `check`, `ca-dir`).
+            let (fence, block) = block.split_once('\n').unwrap_or(("", ""));
             let mut body = block.split("```").next().unwrap_or_default().to_owned();
+            if fence.contains("ca-dir") {
+                // A CA directory's `ca.toml`, not a serve config.
+                crate::ca_record::parse_settings(&body).unwrap_or_else(|e| {
+                    panic!("docs: ca.toml example does not parse:\n{body}\n{e}")
+                });
+                blocks += 1;
+                continue;
+            }
             // Guides show a route on its own; give it the listener it belongs to.
             if body.trim_start().starts_with("[[ingress.route]]") {
                 body = format!("[[ingress]]\n{body}");
