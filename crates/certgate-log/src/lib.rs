@@ -1,6 +1,7 @@
 //! The transparency log service: durable embedded storage ([`store`]), the batching
 //! [`sequencer`], and the tlog-tiles read API plus the write endpoint ([`service`]), on top of the
-//! pure core in `certgate-tlog`; and the verifying [`client`] that follows a log's checkpoints.
+//! pure core in `certgate-tlog`; the verifying [`client`] that follows a log's checkpoints; and
+//! the [`witness`] that cosigns checkpoints of logs it knows only when they grow consistently.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -9,10 +10,12 @@ pub mod client;
 pub mod sequencer;
 pub mod service;
 pub mod store;
+pub mod witness;
 
 pub use sequencer::{Appended, BatchLimits, Sequencer};
 pub use service::LogService;
 pub use store::{LogStorage, Store};
+pub use witness::Witness;
 
 /// What went wrong in the log service.
 #[derive(Debug, thiserror::Error)]

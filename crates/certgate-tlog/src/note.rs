@@ -317,6 +317,15 @@ pub struct NoteSignature {
     pub signature: Vec<u8>,
 }
 
+impl NoteSignature {
+    /// The signature line, without its newline: `— <name> <base64(key ID ‖ signature)>`.
+    pub fn to_line(&self) -> String {
+        let mut raw = self.id.to_be_bytes().to_vec();
+        raw.extend_from_slice(&self.signature);
+        format!("{DASH}{} {}", self.name, b64().encode(raw))
+    }
+}
+
 /// A signed note: text and signature lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
@@ -466,9 +475,7 @@ impl fmt::Display for Note {
         f.write_str(&self.text)?;
         f.write_str("\n")?;
         for s in &self.signatures {
-            let mut raw = s.id.to_be_bytes().to_vec();
-            raw.extend_from_slice(&s.signature);
-            writeln!(f, "{DASH}{} {}", s.name, b64().encode(raw))?;
+            writeln!(f, "{}", s.to_line())?;
         }
         Ok(())
     }
