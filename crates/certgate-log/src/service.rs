@@ -2,6 +2,7 @@
 //! ingress route, whose TLS, policy and access log apply):
 //!
 //! - `GET /checkpoint`: the latest signed checkpoint (`text/plain; charset=utf-8`, not cached);
+//!   with witnesses, the latest one that got its quorum of cosignatures;
 //! - `GET /tile/<L>/<N>[.p/<W>]`: hash tiles (`application/octet-stream`; full tiles cached as
 //!   immutable);
 //! - `GET /tile/entries/<N>[.p/<W>]`: entry bundles (same caching);
@@ -27,6 +28,9 @@ pub struct LogService {
     sequencer: Sequencer,
     /// Path prefix of the route (e.g. `/` or `/log/`), stripped before matching.
     prefix: String,
+    /// With witnesses: the newest checkpoint that got its quorum of cosignatures, served at
+    /// `/checkpoint` instead of the store's newest.
+    witnessed: Arc<std::sync::RwLock<Option<Bytes>>>,
 }
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -65,12 +69,29 @@ impl LogService {
             store,
             sequencer,
             prefix,
+            witnessed: Arc::default(),
+        }
+    }
+
+    /// Serves `note` (a checkpoint with its witnesses' cosignatures) at `/checkpoint` from now
+    /// on. A log with witnesses publishes only checkpoints that got their quorum.
+    pub fn publish_witnessed(&self, note: String) {
+        if let Ok(mut w) = self.witnessed.write() {
+            *w = Some(Bytes::from(note));
         }
     }
 
     /// Answers a read-API path (without the route prefix): `checkpoint` or a tile path.
     pub fn read(&self, path: &str) -> Response<Bytes> {
         if path == "checkpoint" {
+            if let Some(note) = self.witnessed.read().ok().and_then(|w| w.clone()) {
+                return reply(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    Some("no-cache"),
+                    note,
+                );
+            }
             return match self.store.head() {
                 Ok((_, cp)) => reply(
                     StatusCode::OK,

@@ -28,6 +28,9 @@ pub(super) struct RawLog {
     writers: Vec<Spanned<super::ingress::RawRule>>,
     batch_max_entries: Option<Spanned<u64>>,
     batch_max_wait_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    witness: Vec<Spanned<super::witness::RawLogWitness>>,
+    witness_quorum: Option<Spanned<u64>>,
 }
 
 /// The resolved `[log]` section. The store itself is opened by `serve`, once.
@@ -49,6 +52,10 @@ pub struct LogSection {
     pub writers: Vec<Rule>,
     /// Batching bounds.
     pub batch: certgate_log::BatchLimits,
+    /// Witnesses each new checkpoint is submitted to.
+    pub witnesses: Vec<super::witness::LogWitness>,
+    /// How many of them must cosign before a checkpoint is served as the log's latest.
+    pub witness_quorum: usize,
 }
 
 impl Resolver<'_> {
@@ -177,11 +184,31 @@ impl Resolver<'_> {
         if let Some(v) = &raw.batch_max_wait_ms {
             batch.max_wait = Duration::from_millis(*v.get_ref());
         }
+        let witnesses = self.log_witnesses(&raw.witness, trusts);
+        let witness_quorum = match &raw.witness_quorum {
+            None => witnesses.len(),
+            Some(q) => {
+                let n = usize::try_from(*q.get_ref()).unwrap_or(usize::MAX);
+                if n == 0 || n > raw.witness.len() {
+                    self.error(
+                        Some(q.span().start),
+                        "log.witness_quorum",
+                        format!(
+                            "must be between 1 and the number of [[log.witness]] ({})",
+                            raw.witness.len()
+                        ),
+                    );
+                }
+                n
+            }
+        };
         if self.errors.len() > before {
             return None;
         }
         let tls = tls?;
         Some(LogSection {
+            witnesses,
+            witness_quorum,
             origin: origin?,
             data_dir: data_dir?,
             signer: Arc::new(signer?),

@@ -90,7 +90,7 @@ pub(crate) fn vkey(d: &Path, dir: &str) -> String {
 }
 
 /// One HTTP/1.1 request over a new mTLS connection; (status, body).
-fn http(
+pub(crate) fn http(
     port: u16,
     cfg: &Arc<rustls::ClientConfig>,
     method: &str,
@@ -122,7 +122,7 @@ fn http(
     Ok((status, out[split + 4..].to_vec()))
 }
 
-fn client(d: &Path, who: &str) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client(d: &Path, who: &str) -> Arc<rustls::ClientConfig> {
     let root = certgate_pki::credential::parse_certificates(
         &std::fs::read(d.join("root.pem")).unwrap(),
         &certgate_pki::Origin::other("root"),

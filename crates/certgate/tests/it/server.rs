@@ -64,6 +64,7 @@ impl Serve {
                     "egress=",
                     "egress-tunnel=",
                     "log=",
+                    "witness=",
                     "ca=",
                 ]
                 .iter()
