@@ -402,6 +402,16 @@ pub enum LogCommand {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Create a witness's cosigning key (`[witness] key`, mode 0600) and print its verifier
+    /// key (also in FILE.vkey), which logs list in `[[log.witness]]` and verifiers in `--witness`.
+    WitnessKey {
+        /// The witness's name, e.g. `witness.home.example`.
+        #[arg(long)]
+        name: String,
+        /// Where to write the key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Append a file's bytes to a running log over mTLS; writes the tlog-proof it answers with.
     Add(LogAddArgs),
     /// Fetch a log's checkpoint, verify it, and check it is consistent with the last one seen.

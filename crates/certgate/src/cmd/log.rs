@@ -1,4 +1,4 @@
-//! `certgate log init|add|checkpoint|verify-note|prove`.
+//! `certgate log init|witness-key|add|checkpoint|verify-note|prove`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +21,7 @@ use crate::files;
 pub fn run(cmd: LogCommand) -> Result<ExitCode> {
     match cmd {
         LogCommand::Init { origin, dir } => init(&origin, &dir),
+        LogCommand::WitnessKey { name, out } => witness_key(&name, &out),
         LogCommand::Add(args) => add(&args),
         LogCommand::Checkpoint(args) => checkpoint(&args),
         LogCommand::VerifyNote { vkey, file } => verify_note(&vkey, &file),
@@ -42,6 +43,33 @@ fn init(origin: &str, dir: &Path) -> Result<ExitCode> {
         "next: add a [log] section with data_dir = \"{}\" and run certgate serve",
         dir.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn witness_key(name: &str, out: &Path) -> Result<ExitCode> {
+    if out.exists() {
+        return Err(fail(
+            exit::CANTCREAT,
+            format!("{} exists; a key is never overwritten", out.display()),
+        ));
+    }
+    let mut seed = [0u8; 32];
+    certgate_pki::ca::random_bytes(&mut seed)?;
+    let key = Signer::witness(name, seed).map_err(|e| fail(exit::USAGE, format!("--name: {e}")))?;
+    files::write_secret(out, format!("{}\n", key.to_secret_text()).as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let vkey = key.verifier().to_string();
+    let mut public = out.as_os_str().to_owned();
+    public.push(".vkey");
+    let public = PathBuf::from(public);
+    files::write_public(&public, format!("{vkey}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", public.display()))?;
+    println!(
+        "witness key:  {} (mode 0600; keep it secret)",
+        out.display()
+    );
+    println!("verifier key: {vkey}");
+    println!("  (also in {})", public.display());
     Ok(ExitCode::SUCCESS)
 }
 

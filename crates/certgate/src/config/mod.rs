@@ -25,6 +25,7 @@ mod listener;
 pub mod log;
 mod revocation;
 pub mod tunnel;
+pub mod witness;
 
 /// The only config format version so far.
 pub const VERSION: i64 = 1;
@@ -43,6 +44,7 @@ struct RawConfig {
     tunnel: Vec<Spanned<tunnel::RawTunnel>>,
     egress: Option<Spanned<egress::RawEgress>>,
     log: Option<Spanned<log::RawLog>>,
+    witness: Option<Spanned<witness::RawWitness>>,
     admin: Option<Spanned<RawAdmin>>,
     state_dir: Option<Spanned<String>>,
     warnings: Option<Spanned<RawWarnings>>,
@@ -257,6 +259,8 @@ pub struct Config {
     pub egress: Option<egress::Egress>,
     /// `[log]`: the transparency log.
     pub log: Option<log::LogSection>,
+    /// `[witness]`: this process as a witness of other logs.
+    pub witness: Option<witness::WitnessSection>,
     /// `[admin]`: where the admin endpoints listen.
     pub admin: Option<std::net::SocketAddr>,
     /// Non-fatal observations (reordered chains, certificates close to expiry).
@@ -415,6 +419,10 @@ fn resolve(
         .log
         .as_ref()
         .and_then(|l| r.log(l, &identities, &trusts, &mut listener_names));
+    let witness = raw
+        .witness
+        .as_ref()
+        .and_then(|w| r.witness(w, &identities, &trusts, &mut listener_names));
     let admin = raw.admin.as_ref().and_then(|a| {
         let addr = r.listen(a.get_ref().listen.as_ref(), a.span().start, "admin")?;
         if !addr.ip().is_loopback() {
@@ -431,6 +439,7 @@ fn resolve(
             tunnels,
             egress,
             log,
+            witness,
             admin,
             notes: r.notes,
             files: r.files,

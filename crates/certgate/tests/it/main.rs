@@ -26,6 +26,7 @@ mod status_page;
 mod tls;
 mod trust;
 mod tunnel;
+mod witness;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -11,7 +11,7 @@ use crate::exit::{self, fail};
 
 /// The transparency log, opened once per process (its store is locked by the process).
 pub(super) struct RunningLog {
-    service: Arc<certgate_log::LogService>,
+    pub(super) service: Arc<certgate_log::LogService>,
     /// The store, for the status page's size and checkpoint.
     pub(super) store: Arc<dyn certgate_log::LogStorage>,
     pub(super) origin: String,

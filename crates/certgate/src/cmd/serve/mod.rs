@@ -30,6 +30,7 @@ mod log;
 mod notify;
 mod signals;
 mod status;
+mod witness;
 
 use log::RunningLog;
 use signals::{Hangup, Stop, fingerprint};
@@ -166,11 +167,16 @@ enum Live {
 fn listener_specs(
     cfg: &config::Config,
     log: Option<&RunningLog>,
+    witness: Option<&witness::RunningWitness>,
 ) -> Vec<(&'static str, String, SocketAddr, Live)> {
     let mut out = Vec::new();
     if let (Some(section), Some(running)) = (&cfg.log, log) {
         let live = Live::Ingress(Arc::new(ArcSwap::from(running.ingress(section))));
         out.push(("log", "log".to_owned(), section.listen, live));
+    }
+    if let (Some(section), Some(running)) = (&cfg.witness, witness) {
+        let live = Live::Ingress(Arc::new(ArcSwap::from(running.ingress(section))));
+        out.push(("witness", "witness".to_owned(), section.listen, live));
     }
     for i in &cfg.ingresses {
         let live = Live::Ingress(Arc::new(ArcSwap::from(Arc::clone(&i.config))));
@@ -231,12 +237,17 @@ pub async fn serve(
     let (mut stop_signal, mut hangup) = (Stop::new(), Hangup::new());
     crls::check_state_dir(&cfg)?;
     let log = cfg.log.as_ref().map(RunningLog::start).transpose()?;
-    let specs = listener_specs(&cfg, log.as_ref());
+    let witness = cfg
+        .witness
+        .as_ref()
+        .map(witness::RunningWitness::start)
+        .transpose()?;
+    let specs = listener_specs(&cfg, log.as_ref(), witness.as_ref());
     if specs.is_empty() {
         return Err(fail(
             exit::CONFIG,
             format!(
-                "{}: nothing to serve: the config declares no [[ingress]], [[tunnel]], [egress] listen, [[egress.tunnel]] or [log]",
+                "{}: nothing to serve: the config declares no [[ingress]], [[tunnel]], [egress] listen, [[egress.tunnel]], [log] or [witness]",
                 cfg.path.display()
             ),
         ));
@@ -278,6 +289,18 @@ pub async fn serve(
         .map(|(_, _, n, local, _, _)| (n.clone(), *local))
         .collect();
     on_bound(&addrs);
+    // Witnesses are asked from now on (a witness in this same process is listening already).
+    // Which witnesses, and the quorum, are fixed at start.
+    if let (Some(section), Some(running)) = (&cfg.log, &log)
+        && !section.witnesses.is_empty()
+    {
+        tokio::spawn(witness::submit_forever(
+            Arc::clone(&running.store),
+            Arc::clone(&running.service),
+            section.witnesses.clone(),
+            section.witness_quorum,
+        ));
+    }
     let (admin_stop, admin_stopped) = watch::channel(false);
     let mut status_doc = status(&cfg, &addrs);
     let crl_sources: status::CrlSources = Arc::new(std::sync::Mutex::new((
@@ -381,7 +404,14 @@ pub async fn serve(
         if let Some(n) = &notifier {
             n.reloading();
         }
-        let reloaded = reload(&path, &mut listeners, &mut draining, log.as_ref(), why).await;
+        let reloaded = reload(
+            &path,
+            &mut listeners,
+            &mut draining,
+            (log.as_ref(), witness.as_ref()),
+            why,
+        )
+        .await;
         if let Some(n) = &notifier {
             let outcome = if reloaded.is_some() {
                 "reloaded"
@@ -507,7 +537,7 @@ async fn reload(
     path: &Path,
     listeners: &mut BTreeMap<String, Listener>,
     draining: &mut Vec<tokio::task::JoinHandle<()>>,
-    log: Option<&RunningLog>,
+    (log, witness): (Option<&RunningLog>, Option<&witness::RunningWitness>),
     why: &str,
 ) -> Option<config::Config> {
     let p = path.to_owned();
@@ -551,10 +581,23 @@ async fn reload(
         );
         return None;
     }
-    let new: BTreeMap<String, (&'static str, SocketAddr, Live)> = listener_specs(&cfg, log)
-        .into_iter()
-        .map(|(kind, name, addr, live)| (name, (kind, addr, live)))
-        .collect();
+    let witness_changed = match (&cfg.witness, witness) {
+        (None, None) => false,
+        (Some(section), Some(running)) => !running.same_as(section),
+        _ => true,
+    };
+    if witness_changed {
+        tracing::error!(
+            trigger = why,
+            "reload rejected: adding or removing [witness], or changing its key, logs or state_dir, needs a restart (keeping the running configuration)"
+        );
+        return None;
+    }
+    let new: BTreeMap<String, (&'static str, SocketAddr, Live)> =
+        listener_specs(&cfg, log, witness)
+            .into_iter()
+            .map(|(kind, name, addr, live)| (name, (kind, addr, live)))
+            .collect();
     // Listeners that stay (same name, kind and address) swap their configuration; the others
     // are added or removed. New ones are bound before anything changes, so a reload whose
     // listeners cannot all start changes nothing.
