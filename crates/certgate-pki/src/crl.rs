@@ -124,6 +124,13 @@ pub enum CrlRefused {
         /// The number in use.
         old: String,
     },
+    /// A CRL with the number of the one in use but other contents: a number names one list, so
+    /// one of the two is not what the CA published under it (a replay of a discarded list, or
+    /// a CA that reused a number); the one in use stays.
+    NumberReused {
+        /// The number.
+        number: String,
+    },
     /// A source's list changed scope (a full list became a partition, or the reverse, or
     /// another partition): the lists are not versions of one another.
     ScopeChanged {
@@ -183,6 +190,10 @@ impl fmt::Display for CrlRefused {
             Self::NumberMissing { old } => write!(
                 f,
                 "it has no CRL number, and the CRL in use has 0x{old}: an old list could not be told from a new one"
+            ),
+            Self::NumberReused { number } => write!(
+                f,
+                "it has the CRL number 0x{number} of the CRL in use, but other contents (thisUpdate or entries): a CRL number names one list"
             ),
             Self::ScopeChanged { old, new } => {
                 let name = |s: &Option<String>| match s {
@@ -379,6 +390,20 @@ pub fn check_from(
     check_and_load(der, issuers, now, previous, source).map(|(facts, _)| facts)
 }
 
+/// The facts of a CRL that was checked before (a stored copy), read from the CRL itself,
+/// without checking it again: what a newer list is compared with.
+pub fn facts_of(der: &[u8]) -> Result<CrlFacts, String> {
+    let crl = Lean::parse(der)?;
+    Ok(CrlFacts {
+        issuer: crate::dn::rfc4514(&crl.issuer),
+        number: crl.number(),
+        this_update: crl.this_update,
+        next_update: crl.next_update,
+        revoked: crl.revoked,
+        scope: crl.scope(),
+    })
+}
+
 /// [`check_from`], keeping the parsed CRL ready to put in force: a large CRL is parsed once
 /// by each of the two parsers, never more.
 pub fn check_and_load(
@@ -497,6 +522,12 @@ pub fn not_older(new: &CrlFacts, old: &CrlFacts) -> Result<(), CrlRefused> {
             old: o.clone(),
             new: n.clone(),
         }),
+        (Some(o), Some(n))
+            if number_cmp(n, o).is_eq()
+                && (new.this_update != old.this_update || new.revoked != old.revoked) =>
+        {
+            Err(CrlRefused::NumberReused { number: n.clone() })
+        }
         (Some(_), Some(_)) => Ok(()),
         (Some(o), None) => Err(CrlRefused::NumberMissing { old: o.clone() }),
         _ if new.this_update < old.this_update => Err(CrlRefused::Older {
@@ -716,6 +747,19 @@ mod tests {
                 old: "a".to_owned()
             })
         );
+        // One number, other contents: refused; the same list again is fine.
+        let reissued = CrlFacts {
+            this_update: numbered.this_update - 60,
+            revoked: numbered.revoked + 1,
+            ..numbered.clone()
+        };
+        assert_eq!(
+            not_older(&reissued, &numbered),
+            Err(CrlRefused::NumberReused {
+                number: "a".to_owned()
+            })
+        );
+        assert_eq!(not_older(&numbered.clone(), &numbered), Ok(()));
         assert!(plain_http_url("http://pki.example/a.crl"));
         assert!(!plain_http_url("http://pki.example/a\nhttp://evil/"));
         assert!(!plain_http_url("http://u:p@pki.example/a.crl"));

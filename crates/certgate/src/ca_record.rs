@@ -295,7 +295,6 @@ struct RawCa {
     log_ca: Vec<PathBuf>,
     log_cert: PathBuf,
     log_key: PathBuf,
-    #[serde(default)]
     log_vkey: Vec<String>,
 }
 
@@ -344,7 +343,14 @@ impl Paths {
         let path = self.settings();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Only when there is nothing at all: a link to nowhere is a broken setting, not
+            // a CA without a record.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && fs::symlink_metadata(&path).is_err() =>
+            {
+                return Ok(None);
+            }
             Err(e) => {
                 return Err(fail(
                     exit::CONFIG,
@@ -377,6 +383,23 @@ impl Paths {
                     path.display()
                 ),
             ));
+        }
+        if raw.log_vkey.is_empty() {
+            return Err(fail(
+                exit::CONFIG,
+                format!(
+                    "`{}`: ca.log_vkey is empty: the log's verifier key, which every answer of the log must be signed with",
+                    path.display()
+                ),
+            ));
+        }
+        for k in &raw.log_vkey {
+            Verifier::parse(k).map_err(|e| {
+                fail(
+                    exit::CONFIG,
+                    format!("`{}`: ca.log_vkey `{k}`: {e}", path.display()),
+                )
+            })?;
         }
         let here = |p: PathBuf| if p.is_absolute() { p } else { self.dir.join(p) };
         Ok(Some(Settings {
@@ -468,11 +491,35 @@ impl Paths {
             return Ok(Sent::default());
         }
         let identity = writer(&settings)?;
+        let keys = Verifiers(
+            settings
+                .vkeys
+                .iter()
+                .filter_map(|k| Verifier::parse(k).ok())
+                .collect(),
+        );
         let mut sent = Sent::default();
         for path in pending {
             let bytes = files::read(&path)?;
-            let (proof, _) = match crate::cmd::log::append(&settings.remote, &identity, &bytes) {
-                Ok(x) => x,
+            // Taken only when the answer is the log's own: its checkpoint signed with
+            // `log_vkey`, for its origin, including the record (checked by `append`).
+            let taken = crate::cmd::log::append(&settings.remote, &identity, &bytes).and_then(
+                |(proof, cp)| {
+                    let origin = keys.0.first().map(|k| k.name().to_owned()).unwrap_or_default();
+                    if cp.origin != origin {
+                        anyhow::bail!(
+                            "the answer's checkpoint is for `{}`, not the log `{origin}` of ca.log_vkey",
+                            cp.origin
+                        );
+                    }
+                    proof.checkpoint.verify(&keys).map_err(|e| {
+                        anyhow::anyhow!("the answer's checkpoint is not signed with ca.log_vkey: {e}")
+                    })?;
+                    Ok(proof)
+                },
+            );
+            let proof = match taken {
+                Ok(p) => p,
                 Err(e) => {
                     sent.failed = Some(format!("{}: {e:#}", settings.remote.url));
                     sent.left = self.pending_files()?.len();

@@ -401,25 +401,19 @@ impl CaDir {
         let old_id = Identity::from_der(old).map_err(|e| anyhow!(e.0))?;
         // Held from the index check to the new record, so a `ca revoke` cannot slip in between.
         let _lock = self.lock()?;
-        let entry = self
-            .index()?
-            .into_iter()
+        let index = self.index()?;
+        let entry = index
+            .iter()
             .find(|e| same_serial(&e.serial, &old_id.serial));
-        if let Some(Entry {
-            revoked: Some((at, reason)),
-            subject,
-            ..
-        }) = &entry
+        if entry.is_some()
+            && let Some(why) = self.renewal_refused(&old_id, &index)
         {
-            // Renewing a revoked certificate would undo the revocation under a new serial.
             return Err(fail(
                 exit::DATAERR,
                 format!(
-                    "`{}` (serial {}, `{subject}`) was revoked at {} ({}); a revoked certificate is not renewed: issue a new one with certgate ca issue",
+                    "`{}` (serial {}): {why}",
                     cert_path.display(),
-                    old_id.serial,
-                    fmt_time(*at),
-                    reason.name()
+                    old_id.serial
                 ),
             ));
         }
@@ -482,6 +476,48 @@ impl CaDir {
             old_serial: old_id.serial,
             not_after: fmt_time(identity.not_after),
         })
+    }
+
+    /// Why `old` must not be renewed, if it must not: renewing would undo a revocation under a
+    /// new serial when `old` itself was revoked, when a certificate with its key was revoked
+    /// (whatever the reason), or when a later certificate for its subject was (a renewal of it,
+    /// revoked; the old copy is not a way back).
+    pub fn renewal_refused(&self, old: &Identity, index: &[Entry]) -> Option<String> {
+        for e in index {
+            let Some((at, reason)) = e.revoked else {
+                continue;
+            };
+            let when = format!("{} ({})", fmt_time(at), reason.name());
+            if same_serial(&e.serial, &old.serial) {
+                return Some(format!(
+                    "it was revoked at {when}; a revoked certificate is not renewed: issue a new one with certgate ca issue"
+                ));
+            }
+            let Some(other) = self.copy_of(&e.serial) else {
+                continue;
+            };
+            if other.spki_sha256 == old.spki_sha256 {
+                return Some(format!(
+                    "serial {} with the same key was revoked at {when}; renew with --new-key only after issuing anew (certgate ca issue)",
+                    e.serial
+                ));
+            }
+            if other.subject == old.subject && other.not_before >= old.not_before {
+                return Some(format!(
+                    "a later certificate for `{}` (serial {}) was revoked at {when}; an older copy does not bring it back: issue a new one with certgate ca issue",
+                    old.subject, e.serial
+                ));
+            }
+        }
+        None
+    }
+
+    /// The CA's copy of the certificate with `serial` (`certs/SERIAL.pem`).
+    fn copy_of(&self, serial: &str) -> Option<Identity> {
+        let path = self.dir.join("certs").join(format!("{serial}.pem"));
+        let bytes = fs::read(&path).ok()?;
+        let certs = credential::parse_certificates(&bytes, &Origin::file(&path)).ok()?;
+        Identity::from_der(certs.first()?).ok()
     }
 
     /// Marks a certificate revoked, by serial or by certificate file. Returns the entry.

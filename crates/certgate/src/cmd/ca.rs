@@ -118,6 +118,7 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode> {
                 out.display(),
                 if n == 1 { "" } else { "s" }
             );
+            return send_records(&dir);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -399,6 +400,31 @@ fn compare(
                 e.serial, e.subject
             )),
             _ => {}
+        }
+    }
+    // The CA's copies: one per index entry, no more.
+    for e in index {
+        if held_certificate(dir, &e.serial).is_none() {
+            problems.push(format!(
+                "serial {} ({}): in the index, but certs/{}.pem is missing or unreadable",
+                e.serial, e.subject, e.serial
+            ));
+        }
+    }
+    if let Ok(read) = std::fs::read_dir(dir.join("certs")) {
+        let mut extra: Vec<String> = read
+            .filter_map(|f| f.ok())
+            .filter_map(|f| {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let serial = name.strip_suffix(".pem")?.to_owned();
+                (!index.iter().any(|e| same_serial(&e.serial, &serial))).then_some(name)
+            })
+            .collect();
+        extra.sort();
+        for name in extra {
+            problems.push(format!(
+                "certs/{name}: a certificate copy that the index does not list"
+            ));
         }
     }
     for (i, r) in records {

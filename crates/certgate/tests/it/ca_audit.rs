@@ -226,7 +226,7 @@ fn every_issuance_is_on_the_record_and_audit_finds_what_is_not() {
     // Settings that cannot be used are named with their file and field.
     std::fs::write(
         d.join("ca/ca.toml"),
-        "[ca]\nlog = \"http://x\"\nlog_ca = [\"a\"]\nlog_cert = \"c\"\nlog_key = \"k\"\n",
+        "[ca]\nlog = \"http://x\"\nlog_ca = [\"a\"]\nlog_cert = \"c\"\nlog_key = \"k\"\nlog_vkey = [\"k\"]\n",
     )
     .unwrap();
     let out = certgate(d, "ca issue --dir ca --client dave --out dave");

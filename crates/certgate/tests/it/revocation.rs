@@ -946,16 +946,60 @@ fn identities_are_renewed_by_hand_and_by_serve() {
     );
 
     // A revoked certificate is not renewed: that would undo the revocation under a new serial.
+    // Nor is an older copy of it, with its key or with a new one.
+    std::fs::copy(d.join("alice.pem"), d.join("alice-prev.pem")).unwrap();
+    std::fs::copy(d.join("alice.key"), d.join("alice-prev.key")).unwrap();
+    crate::certgate_ok(d, "ca renew --dir ca alice.pem");
+    let revoked_alice = identity_of(&d.join("alice.pem"));
     crate::certgate_ok(d, "ca revoke --dir ca alice.pem --reason key-compromise");
-    let out = crate::certgate(d, &["ca", "renew", "--dir", "ca", "alice.pem"]);
+    for (args, why) in [
+        (vec!["alice.pem"], "it was revoked at"),
+        (vec!["alice-prev.pem"], "with the same key was revoked"),
+        (
+            vec!["alice-prev.pem", "--new-key"],
+            "with the same key was revoked",
+        ),
+    ] {
+        let mut argv = vec!["ca", "renew", "--dir", "ca"];
+        argv.extend(args.iter().copied());
+        let out = crate::certgate(d, &argv);
+        assert_eq!(
+            out.status.code(),
+            Some(65),
+            "{argv:?}: {}",
+            crate::text(&out)
+        );
+        assert!(
+            crate::text(&out).contains(why) && crate::text(&out).contains("key-compromise"),
+            "{argv:?}: {}",
+            crate::text(&out)
+        );
+    }
+    assert_eq!(
+        identity_of(&d.join("alice.pem")).serial,
+        revoked_alice.serial
+    );
+    assert_eq!(
+        identity_of(&d.join("alice-prev.pem")).serial,
+        rekeyed.serial
+    );
+    // A later certificate for the subject revoked (a new key): the older copy stays as it is.
+    crate::certgate_ok(
+        d,
+        "ca issue --dir ca --server web --dns web.localhost --days 30 --out web-old",
+    );
+    crate::certgate_ok(
+        d,
+        "ca issue --dir ca --server web --dns web.localhost --days 30 --out web-new",
+    );
+    crate::certgate_ok(d, "ca revoke --dir ca web-new.pem");
+    let out = crate::certgate(d, &["ca", "renew", "--dir", "ca", "web-old.pem"]);
     assert_eq!(out.status.code(), Some(65), "{}", crate::text(&out));
     assert!(
-        crate::text(&out).contains("was revoked at")
-            && crate::text(&out).contains("key-compromise"),
+        crate::text(&out).contains("a later certificate for `CN=web`"),
         "{}",
         crate::text(&out)
     );
-    assert_eq!(identity_of(&d.join("alice.pem")).serial, rekeyed.serial);
     crate::certgate_ok(
         d,
         "ca issue --dir ca --client alice --uri spiffe://test.example/alice --days 30 --out alice --force",

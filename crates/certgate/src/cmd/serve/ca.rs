@@ -116,8 +116,8 @@ async fn keep(section: CaSection) {
                             tracing::warn!(identity = %name, days, "a renewal would be due again at once: set `ca.renew_days` longer than `renew_before_days`");
                             hopeless.insert((name, old_serial.clone()));
                         }
-                        Renewal::Revoked(serial, at, reason) => {
-                            tracing::warn!(identity = %name, serial = %serial, revoked_at = %crate::ca_store::fmt_time(at), reason, "the identity's certificate was revoked by the CA and is not renewed; issue a new one with certgate ca issue");
+                        Renewal::Refused(why) => {
+                            tracing::warn!(identity = %name, serial = %old_serial, why = %why, "the identity's certificate is not renewed; issue a new one with certgate ca issue");
                             hopeless.insert((name, old_serial.clone()));
                         }
                         Renewal::Failed(e) => {
@@ -169,8 +169,8 @@ enum Renewal {
     Done(String, String),
     /// Renewing would give a certificate that is due again at once (validity in days).
     Hopeless(i64),
-    /// Revoked in the CA's index (serial, when, reason): never renewed.
-    Revoked(String, time::OffsetDateTime, &'static str),
+    /// Must not be renewed (revoked, or its key or a successor was): why.
+    Refused(String),
     Failed(String),
 }
 
@@ -210,18 +210,15 @@ fn renew_due(
         }
         // A revoked identity stays revoked: renewing it would undo the revocation under a new
         // serial. Its owner is told once; the listener refuses it like any revoked certificate.
-        let revoked = store.index().ok().and_then(|index| {
-            index
-                .into_iter()
-                .find(|e| crate::ca_store::same_serial(&e.serial, &id.serial))
-                .and_then(|e| e.revoked)
-        });
-        if let Some((at, reason)) = revoked {
-            out.push((
-                name.clone(),
-                id.serial.clone(),
-                Renewal::Revoked(id.serial.clone(), at, reason.name()),
-            ));
+        // A revoked identity (or one whose key or successor was revoked) stays revoked:
+        // renewing it would undo the revocation under a new serial. Its owner is told once;
+        // the listener refuses it like any revoked certificate.
+        if let Some(why) = store
+            .index()
+            .ok()
+            .and_then(|index| store.renewal_refused(&id, &index))
+        {
+            out.push((name.clone(), id.serial.clone(), Renewal::Refused(why)));
             continue;
         }
         let days = section.renew_days.map_or_else(

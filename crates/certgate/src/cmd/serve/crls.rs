@@ -305,8 +305,9 @@ async fn run(
     let CrlSource { trust, url, .. } = &source;
     let floor = MIN_DELAY.min(source.refresh);
     let mut backoff = floor;
+    let mut remembered = None;
     loop {
-        let outcome = fetch_and_store(&newest, &state, &source, &issuers).await;
+        let outcome = fetch_and_store(&newest, &state, &source, &issuers, &mut remembered).await;
         let result = match &outcome {
             Ok(Stored {
                 kind: Kind::New, ..
@@ -407,6 +408,7 @@ async fn fetch_and_store(
     state: &std::path::Path,
     source: &CrlSource,
     issuers: &Issuers,
+    remembered: &mut Option<certgate_pki::crl::CrlFacts>,
 ) -> Result<Stored, Failure> {
     let url = &source.url;
     let (st, u) = (state.to_owned(), url.clone());
@@ -456,7 +458,15 @@ async fn fetch_and_store(
                 .map(|t| t.issuer_certificates())
                 .unwrap_or_default();
             // Checked and parsed once, off the async threads (a large CRL takes a while).
-            let (der, previous, source_url) = (Arc::new(der), meta.facts.clone(), url.clone());
+            // What a new list must not be older than: the last one this process took from
+            // this source, or (first fetch) the stored copy itself, never the facts file next to
+            // it, which an edit could set to a number no genuine list would ever pass.
+            let previous = remembered.clone().or_else(|| {
+                cached
+                    .as_deref()
+                    .and_then(|c| certgate_pki::crl::facts_of(c).ok())
+            });
+            let (der, source_url) = (Arc::new(der), url.clone());
             let d = Arc::clone(&der);
             let (facts, loaded) = tokio::task::spawn_blocking(move || {
                 certgate_pki::crl::check_and_load(
@@ -490,6 +500,7 @@ async fn fetch_and_store(
                 _ => None,
             };
             let same = cached.as_deref() == Some(der.as_slice());
+            *remembered = Some(facts.clone());
             meta.facts = Some(facts);
             meta.etag = etag;
             meta.last_modified = last_modified;
