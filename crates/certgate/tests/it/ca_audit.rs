@@ -223,6 +223,36 @@ fn every_issuance_is_on_the_record_and_audit_finds_what_is_not() {
     );
     assert!(!out.contains("serial 0f0f0f0f (CN=bob)"), "{out}");
 
+    // An answer that is not the log's own (its checkpoint not signed with log_vkey: here the
+    // real log, but ca.toml names another log's key) does not take a record off pending.
+    certgate_ok(
+        d,
+        [
+            "log",
+            "init",
+            "--origin",
+            "other.example/log",
+            "--dir",
+            "otherlog",
+        ]
+        .as_slice(),
+    );
+    certgate_ok(d, "ca init --dir ca2 --name Second");
+    std::fs::write(d.join("ca2/ca.toml"), ca_toml(&url, &vkey(d, "otherlog"))).unwrap();
+    let out = certgate(d, "ca issue --dir ca2 --client erin --out erin");
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(
+        text(&out).contains("not the log `other.example/log` of ca.log_vkey"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(d.join("ca2/records/pending"))
+            .unwrap()
+            .count(),
+        1
+    );
+
     // Settings that cannot be used are named with their file and field.
     std::fs::write(
         d.join("ca/ca.toml"),
