@@ -288,6 +288,11 @@ fn egress() {
     );
 }
 
+#[test]
+fn witness_a_log() {
+    follow("witness-a-log.md", &[8444, 8446, 9090, 9091], &["curl"]);
+}
+
 /// The guides the tests above follow; every guide must be one of them.
 const FOLLOWED: &[&str] = &[
     "behind-a-waf.md",
@@ -295,6 +300,7 @@ const FOLLOWED: &[&str] = &[
     "content-trust.md",
     "http-app.md",
     "egress.md",
+    "witness-a-log.md",
 ];
 
 #[test]
