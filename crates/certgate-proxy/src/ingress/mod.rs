@@ -87,6 +87,10 @@ struct Conn {
 /// one it was accepted with, or a later reload's while its client stays admitted).
 struct Shared {
     cfg: Arc<IngressConfig>,
+    /// A reload found that the connection's client is no longer admitted: the connection is
+    /// closing, and requests that still arrive on it (new HTTP/2 streams before the client read
+    /// the GOAWAY, pipelined HTTP/1 requests) are refused, not served under the old verdict.
+    no_longer_admitted: bool,
 }
 
 /// The live configuration of a listener: swapped whole by a reload, read once per connection.
@@ -178,11 +182,14 @@ async fn connection(
     // The configuration requests are judged by: the one accepted with, then each reload's, as
     // long as the client is still admitted under it.
     let current = Arc::new(ArcSwap::new(Arc::clone(&cfg)));
+    let not_admitted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handler = {
         let (current, conn) = (Arc::clone(&current), Arc::clone(&conn));
+        let not_admitted = Arc::clone(&not_admitted);
         move |req| {
             let shared = Shared {
                 cfg: current.load_full(),
+                no_longer_admitted: not_admitted.load(std::sync::atomic::Ordering::Acquire),
             };
             let conn = Arc::clone(&conn);
             async move { handle(&shared, &conn, req).await }
@@ -219,6 +226,7 @@ async fn connection(
     let result = tokio::select! {
         r = serving.as_mut() => r,
         why = watching => {
+            not_admitted.store(true, std::sync::atomic::Ordering::Release);
             crate::metrics::closed(&cfg.name, "no_longer_admitted");
             tracing::info!(listener = %cfg.name, %peer, reason = %why, "connection closed after a reload: its client is no longer admitted");
             let _ = stop.send(true);

@@ -61,6 +61,12 @@ pub(super) async fn respond<'a>(
     trace: &mut Trace<'a>,
 ) -> Response<Body> {
     let cfg = &shared.cfg;
+    if shared.no_longer_admitted {
+        return trace.refuse(
+            StatusCode::FORBIDDEN,
+            "the client is no longer admitted (its certificate was revoked or the policy changed); the connection is closing",
+        );
+    }
     // hyper bounds HTTP/1 heads at no less than 8 KiB; the configured limit is enforced here, the
     // same way for HTTP/1 and HTTP/2 (name, value and 4 bytes of framing per field).
     let head_bytes: usize = req.uri().path_and_query().map_or(0, |p| p.as_str().len())

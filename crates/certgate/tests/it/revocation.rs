@@ -659,6 +659,26 @@ target = "127.0.0.1:{}"
         tunnels.insert(who, t);
     }
 
+    // A client that keeps opening streams on its open connection after the revocation.
+    let mut lingering = Command::new(&python)
+        .current_dir(d)
+        .args([
+            "-c",
+            LINGERING_H2,
+            &web.to_string(),
+            "root.pem",
+            "revoked.pem",
+            "revoked.key",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lingering_out = std::io::BufReader::new(lingering.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut lingering_out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready 200", "{line}");
+
     // The CA revokes one client; the new CRL is installed and the config reloaded.
     std::fs::write(
         d.join("cur.crl"),
@@ -666,9 +686,35 @@ target = "127.0.0.1:{}"
     )
     .unwrap();
     server.signal("HUP");
+    lingering
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
     let limit = Duration::from_millis(1500);
     let started = Instant::now();
-    let victim_h2 = h2.remove("revoked").unwrap();
+    let mut victim_h2 = h2.remove("revoked").unwrap();
+    // Once the revocation is in force (a new connection of the revoked client is refused), the
+    // open one serves nothing more: a new stream on it, before the client has read the GOAWAY,
+    // is refused (403) or reset, never answered 200 under the old verdict.
+    eventually("the revocation is in force", Duration::from_secs(5), || {
+        let mut c = rt.block_on(h2_connect(d, "revoked", web));
+        rt.block_on(h2_get(&mut c)) == Ok(403)
+    });
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut lingering_out, &mut line).unwrap();
+    let _ = lingering.wait();
+    let statuses: Vec<u16> = serde_json::from_str(line.trim()).unwrap();
+    assert!(
+        !statuses.is_empty(),
+        "the client opened no stream after the GOAWAY: the test saw nothing"
+    );
+    assert!(
+        !statuses.contains(&200),
+        "streams opened on the revoked client's connection after its GOAWAY were served: {statuses:?}"
+    );
+
     let ended = rt.block_on(async {
         tokio::time::timeout(limit + Duration::from_secs(2), victim_h2.driver)
             .await
@@ -703,6 +749,84 @@ target = "127.0.0.1:{}"
     let mut again = rt.block_on(h2_connect(d, "revoked", web));
     assert_eq!(rt.block_on(h2_get(&mut again)), Ok(403));
 }
+
+/// An HTTP/2 client that, once told `go` on stdin, opens a new stream every 30 ms on its open
+/// connection (for up to 5 s, until the server closes it), never acknowledges a PING and
+/// ignores GOAWAY, as a client bent on using its connection after a revocation would. Prints
+/// JSON: the status of each stream it opened after the server's first GOAWAY (0 when reset or
+/// unanswered).
+const LINGERING_H2: &str = r#"
+import json, select, socket, ssl, sys, time
+import h2.config, h2.connection, h2.events
+port, ca, cert, key = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+ctx.set_alpn_protocols(["h2"])
+ctx.load_cert_chain(cert, key)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port)), timeout=5), server_hostname="localhost")
+c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+c.initiate_connection()
+def flush():
+    # Everything but PING acknowledgements (frame type 6).
+    out, data = b"", c.data_to_send()
+    while data:
+        n = int.from_bytes(data[0:3], "big") + 9
+        if data[3] != 6:
+            out += data[:n]
+        data = data[n:]
+    if out:
+        s.sendall(out)
+status, inbox, goaway = {}, b"", [False]
+def pump(wait):
+    global inbox
+    r, _, _ = select.select([s], [], [], wait)
+    if not r:
+        return True
+    data = s.recv(65536)
+    if not data:
+        return False
+    inbox += data
+    # Whole frames only; a GOAWAY is noted, not shown to h2 (which would stop opening streams).
+    while len(inbox) >= 9 and len(inbox) >= 9 + int.from_bytes(inbox[0:3], "big"):
+        n = 9 + int.from_bytes(inbox[0:3], "big")
+        frame, inbox = inbox[:n], inbox[n:]
+        if frame[3] == 7:
+            goaway[0] = True
+            continue
+        for ev in c.receive_data(frame):
+            if isinstance(ev, h2.events.ResponseReceived):
+                status[ev.stream_id] = int(dict(ev.headers)[b":status"])
+            elif isinstance(ev, h2.events.DataReceived):
+                c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+    flush()
+    return True
+def get():
+    sid = c.get_next_available_stream_id()
+    c.send_headers(sid, [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", "/h2")], end_stream=True)
+    flush()
+    return sid
+first = get()
+while first not in status:
+    if not pump(2):
+        break
+print("ready", status.get(first), flush=True)
+sys.stdin.readline()
+after_goaway, end, alive = [], time.time() + 5, True
+while alive and time.time() < end:
+    try:
+        sid = get()
+    except Exception:
+        break
+    if goaway[0]:
+        after_goaway.append(sid)
+    t = time.time() + 0.03
+    while alive and time.time() < t:
+        try:
+            alive = pump(0.01)
+        except Exception:
+            alive = False
+print(json.dumps([status.get(sid, 0) for sid in after_goaway]), flush=True)
+"#;
 
 /// `[ca]`: a running serve keeps its own CA's CRL signed (a 12 s validity here, so several
 /// re-signs happen while the test watches, and the trust never sees it expire), applies `ca
