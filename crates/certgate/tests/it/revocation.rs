@@ -694,7 +694,7 @@ target = "127.0.0.1:{}"
         .unwrap();
     let limit = Duration::from_millis(1500);
     let started = Instant::now();
-    let mut victim_h2 = h2.remove("revoked").unwrap();
+    let victim_h2 = h2.remove("revoked").unwrap();
     // Once the revocation is in force (a new connection of the revoked client is refused), the
     // open one serves nothing more: a new stream on it, before the client has read the GOAWAY,
     // is refused (403) or reset, never answered 200 under the old verdict.
