@@ -4,7 +4,7 @@
 //! - `GET /checkpoint`: the latest signed checkpoint (`text/plain; charset=utf-8`, not cached);
 //!   with witnesses, the latest one that got its quorum of cosignatures;
 //! - `GET /tile/<L>/<N>[.p/<W>]`: hash tiles (`application/octet-stream`; full tiles cached as
-//!   immutable);
+//!   immutable, and kept in memory here once read);
 //! - `GET /tile/entries/<N>[.p/<W>]`: entry bundles (same caching);
 //! - `POST /add`: appends the body (one entry, at most 65,535 bytes) and answers with a
 //!   tlog-proof (`text/plain`): its index, inclusion proof and the signed checkpoint. Who may
@@ -31,6 +31,43 @@ pub struct LogService {
     /// With witnesses: the newest checkpoint that got its quorum of cosignatures, served at
     /// `/checkpoint` instead of the store's newest.
     witnessed: Arc<std::sync::RwLock<Option<Bytes>>>,
+    /// Full tiles and entry bundles never change once they exist: after the first read they
+    /// are answered from memory, without touching storage or leaving the async thread.
+    full_tiles: Arc<std::sync::Mutex<TileCache>>,
+}
+
+/// The full tiles served last, by path, up to [`TileCache::MAX_BYTES`] (the oldest go first).
+#[derive(Debug, Default)]
+struct TileCache {
+    tiles: std::collections::HashMap<String, Bytes>,
+    order: std::collections::VecDeque<String>,
+    bytes: usize,
+}
+
+impl TileCache {
+    /// 64 MiB: 8,000 full hash tiles, or many entry bundles of small entries.
+    const MAX_BYTES: usize = 64 << 20;
+
+    fn get(&self, path: &str) -> Option<Bytes> {
+        self.tiles.get(path).cloned()
+    }
+
+    fn put(&mut self, path: &str, body: Bytes) {
+        if body.len() > Self::MAX_BYTES / 8 || self.tiles.contains_key(path) {
+            return;
+        }
+        self.bytes += body.len();
+        self.tiles.insert(path.to_owned(), body);
+        self.order.push_back(path.to_owned());
+        while self.bytes > Self::MAX_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.tiles.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+    }
 }
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -70,7 +107,19 @@ impl LogService {
             sequencer,
             prefix,
             witnessed: Arc::default(),
+            full_tiles: Arc::default(),
         }
+    }
+
+    /// A full tile or entry bundle served before, from memory.
+    fn cached(&self, path: &str) -> Option<Response<Bytes>> {
+        let body = self.full_tiles.lock().ok()?.get(path)?;
+        Some(reply(
+            StatusCode::OK,
+            "application/octet-stream",
+            Some(IMMUTABLE),
+            body,
+        ))
     }
 
     /// Serves `note` (a checkpoint with its witnesses' cosignatures) at `/checkpoint` from now
@@ -121,7 +170,11 @@ impl LogService {
                 format!("{path}: the log has no such tile yet (tree size {size})"),
             );
         }
-        let cache = (u64::from(t.width) == tile::WIDTH).then_some(IMMUTABLE);
+        let full = u64::from(t.width) == tile::WIDTH;
+        if full && let Some(r) = self.cached(path) {
+            return r;
+        }
+        let cache = full.then_some(IMMUTABLE);
         let body = match t.level {
             Some(_) => with_hashes(self.store.as_ref(), |r| tile::read_tile(&t, r)),
             None => self
@@ -130,7 +183,13 @@ impl LogService {
                 .and_then(|entries| Ok(tile::encode_bundle(entries.iter().map(Vec::as_slice))?)),
         };
         match body {
-            Ok(b) => reply(StatusCode::OK, "application/octet-stream", cache, b),
+            Ok(b) => {
+                let b = Bytes::from(b);
+                if full && let Ok(mut c) = self.full_tiles.lock() {
+                    c.put(path, b.clone());
+                }
+                reply(StatusCode::OK, "application/octet-stream", cache, b)
+            }
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
@@ -188,6 +247,9 @@ impl LogService {
             (&Method::POST, "add") => self.add(req.into_body()).await,
             (_, "add") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST /add"),
             (&Method::GET | &Method::HEAD, _) => {
+                if let Some(r) = self.cached(&rest) {
+                    return r;
+                }
                 // Storage reads block (disk I/O): off the async threads.
                 let svc = self.clone();
                 tokio::task::spawn_blocking(move || svc.read(&rest))

@@ -162,3 +162,78 @@ fn reopen_keeps_everything_and_cas_refuses_a_stale_writer() {
     );
     assert!(Store::create(&dir.path().join("log.redb"), "x", "y").is_err());
 }
+
+/// Counts the reads that reach the real store under it.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn LogStorage>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl LogStorage for Counting {
+    fn origin(&self) -> &str {
+        self.inner.origin()
+    }
+    fn head(&self) -> Result<(u64, String), certgate_log::Error> {
+        self.inner.head()
+    }
+    fn read_hashes(
+        &self,
+        f: &mut dyn FnMut(
+            &dyn certgate_tlog::merkle::HashReader,
+        ) -> Result<(), certgate_tlog::Error>,
+    ) -> Result<(), certgate_log::Error> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read_hashes(f)
+    }
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, certgate_log::Error> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.entries(start, end)
+    }
+    fn append_batch(
+        &self,
+        expected_size: u64,
+        entries: &[Vec<u8>],
+        sign: &mut dyn FnMut(u64, certgate_tlog::Hash) -> Result<String, certgate_log::Error>,
+    ) -> Result<certgate_log::store::Committed, certgate_log::Error> {
+        self.inner.append_batch(expected_size, entries, sign)
+    }
+}
+
+/// Full tiles and entry bundles are read from storage once, then answered from memory with
+/// the same bytes; partial ones (which grow) are read every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_tiles_are_read_from_storage_once() {
+    let dir = certgate_testkit::tempdir();
+    let (inner, signer) = new_log(dir.path());
+    let store = Arc::new(Counting {
+        inner,
+        reads: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let dyn_store: Arc<dyn LogStorage> = store.clone();
+    let seq = Sequencer::start(Arc::clone(&dyn_store), signer, BatchLimits::default());
+    let svc = LogService::new(dyn_store, seq, "/");
+    for i in 0..300 {
+        let req = http::Request::post("/add")
+            .body(Bytes::from(format!("entry {i}")))
+            .unwrap();
+        assert_eq!(svc.call(req).await.status(), 200);
+    }
+    let reads = || store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    for path in ["/tile/0/000", "/tile/entries/000"] {
+        let (code, first) = get(&svc, path).await;
+        assert_eq!(code, 200, "{path}");
+        let before = reads();
+        for _ in 0..5 {
+            let (code, again) = get(&svc, path).await;
+            assert_eq!((code, &again), (200, &first), "{path}");
+        }
+        assert_eq!(reads(), before, "{path} was read from storage again");
+    }
+    let (code, _) = get(&svc, "/tile/entries/001.p/44").await;
+    assert_eq!(code, 200);
+    let before = reads();
+    let (code, _) = get(&svc, "/tile/entries/001.p/44").await;
+    assert_eq!(code, 200);
+    assert_eq!(reads(), before + 1, "a partial bundle is read each time");
+}
