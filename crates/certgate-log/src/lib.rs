@@ -7,11 +7,13 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod pg;
 pub mod sequencer;
 pub mod service;
 pub mod store;
 pub mod witness;
 
+pub use pg::PgStore;
 pub use sequencer::{Appended, BatchLimits, Sequencer};
 pub use service::LogService;
 pub use store::{LogStorage, Store};

@@ -125,22 +125,33 @@ async fn run(
     }
 }
 
+/// How many times a batch is recomputed after another writer moved the log.
+const MAX_CONFLICTS: u32 = 64;
+
 fn commit(
     store: &dyn LogStorage,
     signer: &Signer,
     entries: &[Vec<u8>],
 ) -> Result<Vec<Appended>, Error> {
-    let (size, _) = store.head()?;
     let origin = store.origin().to_owned();
-    let committed = store.append_batch(size, entries, &mut |size, root| {
-        let cp = Checkpoint {
-            origin: origin.clone(),
-            size,
-            root,
-            extensions: vec![],
-        };
-        Ok(cp.sign(&[signer])?.to_string())
-    })?;
+    // Another process serving the same database may have appended since the head was read:
+    // the compare-and-swap refuses the batch, which is computed again on the new size.
+    let mut attempts = 0;
+    let committed = loop {
+        let (size, _) = store.head()?;
+        match store.append_batch(size, entries, &mut |size, root| {
+            let cp = Checkpoint {
+                origin: origin.clone(),
+                size,
+                root,
+                extensions: vec![],
+            };
+            Ok(cp.sign(&[signer])?.to_string())
+        }) {
+            Err(Error::Conflict { .. }) if attempts < MAX_CONFLICTS => attempts += 1,
+            other => break other?,
+        }
+    };
     let new_size = committed.size;
     with_hashes(store, |r| {
         committed

@@ -433,3 +433,112 @@ pub fn encrypt_pkcs8_pem(key_pem: &str, password: &str) -> String {
     pem.push_str("-----END ENCRYPTED PRIVATE KEY-----\n");
     pem
 }
+
+/// A PostgreSQL server of its own for one test: a fresh cluster in a temporary directory on a
+/// free loopback port, stopped (immediately) when dropped. Debian keeps the server programs
+/// in `/usr/lib/postgresql/VERSION/bin`, off `PATH`; they are found there too. As root, the
+/// cluster belongs to the `postgres` user (the server refuses to run as root).
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Its loopback port.
+    pub port: u16,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    /// Starts the server, or returns `None` (or panics under `CERTGATE_REQUIRE_PEERS=1`) when
+    /// PostgreSQL is not installed.
+    pub fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                let mut v: Vec<PathBuf> = versions
+                    .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                    .filter(|b| b.join("initdb").is_file())
+                    .collect();
+                v.sort();
+                v.pop()
+            })
+            .or_else(|| peer("initdb").and_then(|p| p.parent().map(Path::to_path_buf)));
+        let Some(bin) = bin else {
+            let why = "PostgreSQL is not installed (Debian package `postgresql`; scripts/test installs it)";
+            assert!(!peers_required(), "{why}");
+            eprintln!("\n!!!!!!!! SKIPPING: {why}; this test did not run !!!!!!!!\n");
+            return None;
+        };
+        let dir = tempdir();
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let pg = Self {
+            dir,
+            bin,
+            port: {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+                l.local_addr().expect("its address").port()
+            },
+            as_postgres,
+        };
+        if as_postgres {
+            run_ok(
+                Command::new("chown")
+                    .args(["-R", "postgres:"])
+                    .arg(pg.dir.path()),
+            );
+        }
+        let data = pg.dir.path().join("data");
+        run_ok(pg.command("initdb").arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]));
+        pg.ctl("start");
+        Some(pg)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(program));
+            c
+        } else {
+            Command::new(self.bin.join(program))
+        }
+    }
+
+    /// `pg_ctl start|stop|restart`, waiting until it is done.
+    pub fn ctl(&self, action: &str) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut c = self.command("pg_ctl");
+        c.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-o", &options, "-l"])
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-m", "fast", action]);
+        run_ok(&mut c);
+    }
+
+    /// The connection URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-w", "-m", "immediate", "stop"])
+            .output();
+    }
+}
