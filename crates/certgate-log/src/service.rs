@@ -34,6 +34,8 @@ pub struct LogService {
     /// Full tiles and entry bundles never change once they exist: after the first read they
     /// are answered from memory, without touching storage or leaving the async thread.
     full_tiles: Arc<std::sync::Mutex<TileCache>>,
+    /// Whether `/checkpoint` serves witnessed checkpoints only.
+    require_witnessed: bool,
 }
 
 /// The full tiles served last, by path, up to [`TileCache::MAX_BYTES`] (the oldest go first).
@@ -108,6 +110,7 @@ impl LogService {
             prefix,
             witnessed: Arc::default(),
             full_tiles: Arc::default(),
+            require_witnessed: false,
         }
     }
 
@@ -120,6 +123,13 @@ impl LogService {
             Some(IMMUTABLE),
             body,
         ))
+    }
+
+    /// From now on `/checkpoint` serves only checkpoints published with
+    /// [`Self::publish_witnessed`], and answers 503 until there is one: a log with witnesses
+    /// never serves a checkpoint without its quorum.
+    pub fn require_witnesses(&mut self) {
+        self.require_witnessed = true;
     }
 
     /// Serves `note` (a checkpoint with its witnesses' cosignatures) at `/checkpoint` from now
@@ -139,6 +149,12 @@ impl LogService {
                     "text/plain; charset=utf-8",
                     Some("no-cache"),
                     note,
+                );
+            }
+            if self.require_witnessed {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no checkpoint of this log has its witnesses' quorum of cosignatures yet",
                 );
             }
             return match self.store.head() {

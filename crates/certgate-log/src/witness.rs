@@ -86,8 +86,10 @@ pub struct Witness {
     signer: Signer,
     logs: Vec<KnownLog>,
     state: Box<dyn WitnessState>,
-    /// Held from reading a log's state to storing the new one.
-    lock: Mutex<()>,
+    /// The latest checkpoint cosigned per log in this process, held from reading a log's state
+    /// to storing the new one. It wins over the stored one when that is smaller or gone: a
+    /// state file deleted or rolled back while the witness runs cannot make it forget.
+    seen: Mutex<std::collections::HashMap<String, Checkpoint>>,
 }
 
 /// A parsed `add-checkpoint` request.
@@ -138,20 +140,22 @@ impl Witness {
             signer,
             logs,
             state,
-            lock: Mutex::new(()),
+            seen: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
-    /// The latest checkpoint this witness cosigned for `origin`: (size, root).
-    fn seen(&self, origin: &str) -> Result<Option<Checkpoint>, Refusal> {
+    /// The latest checkpoint this witness stored for `log`, checked: it must be signed by the
+    /// log's key (a state file written by someone else is not the witness's memory).
+    fn stored(&self, log: &KnownLog) -> Result<Option<Checkpoint>, Refusal> {
+        let origin = &log.origin;
         let Some(bytes) = self.state.load(origin).map_err(Refusal::State)? else {
             return Ok(None);
         };
-        let note = Note::parse(&bytes)
-            .map_err(|e| Refusal::State(format!("the stored checkpoint of `{origin}`: {e}")))?;
-        Checkpoint::parse(note.text())
-            .map(Some)
-            .map_err(|e| Refusal::State(format!("the stored checkpoint of `{origin}`: {e}")))
+        let bad = |e: &dyn std::fmt::Display| {
+            Refusal::State(format!("the stored checkpoint of `{origin}`: {e}"))
+        };
+        let (cp, _) = Checkpoint::open(&bytes, origin, &log.keys).map_err(|e| bad(&e))?;
+        Ok(Some(cp))
     }
 
     /// Handles one `add-checkpoint` body at unix time `now`; returns the cosignature line(s).
@@ -173,11 +177,16 @@ impl Witness {
                 sub.old, cp.size
             )));
         }
-        let _held = self
-            .lock
+        let mut memory = self
+            .seen
             .lock()
             .map_err(|_| Refusal::State("the witness state lock is poisoned".into()))?;
-        let seen = self.seen(&cp.origin)?;
+        let stored = self.stored(log)?;
+        let seen = match (memory.get(&cp.origin), stored) {
+            (Some(m), Some(s)) if s.size > m.size => Some(s),
+            (Some(m), _) => Some(m.clone()),
+            (None, s) => s,
+        };
         let (seen_size, seen_root) = seen
             .as_ref()
             .map_or((0, merkle::empty_root()), |s| (s.size, s.root));
@@ -212,6 +221,7 @@ impl Witness {
                 .store(&cp.origin, sub.note.to_string().as_bytes())
                 .map_err(Refusal::State)?;
         }
+        memory.insert(cp.origin.clone(), cp.clone());
         let sig = self
             .signer
             .cosign(sub.note.text(), now)
@@ -441,11 +451,29 @@ mod tests {
             Err(Refusal::Inconsistent(_))
         ));
         // A new witness on the same state has the same view.
-        let again = witness(&key, state);
+        let again = witness(&key, state.clone());
         assert_eq!(
             again.add_checkpoint(request_body(5, &log.proof(5), &cp12).as_bytes(), 106),
             Err(Refusal::Conflict(12))
         );
+        // Deleting the state file while it runs does not make it forget; a state file not
+        // signed by the log is not its state.
+        state.0.lock().unwrap().clear();
+        assert_eq!(
+            w.add_checkpoint(request_body(0, &[], &cp5).as_bytes(), 107),
+            Err(Refusal::Conflict(12))
+        );
+        let stranger = Signer::from_seed(ORIGIN, [9; 32]).unwrap();
+        let planted = Checkpoint::parse(Note::parse(cp12.as_bytes()).unwrap().text())
+            .unwrap()
+            .sign(&[&stranger])
+            .unwrap()
+            .to_string();
+        state.store(ORIGIN, planted.as_bytes()).unwrap();
+        assert!(matches!(
+            witness(&key, state).add_checkpoint(request_body(0, &[], &cp5).as_bytes(), 108),
+            Err(Refusal::State(_))
+        ));
     }
 
     #[test]

@@ -448,6 +448,17 @@ impl Paths {
     /// with the CA lock held, before the index changes.
     pub fn write_pending(&self, record: &Record) -> Result<()> {
         if self.load_settings()?.is_none() {
+            // A CA that kept records does not quietly stop because its settings went missing.
+            if self.key().exists() {
+                return Err(fail(
+                    exit::CONFIG,
+                    format!(
+                        "`{}` is missing, but this CA keeps its issuance on a log (`{}` exists): restore ca.toml, or move record.key away to stop keeping records",
+                        self.settings().display(),
+                        self.key().display()
+                    ),
+                ));
+            }
             return Ok(());
         }
         let signer = self.signer()?;

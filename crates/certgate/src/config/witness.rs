@@ -219,6 +219,14 @@ impl Resolver<'_> {
                     continue;
                 }
             };
+            if out.iter().any(|o: &LogWitness| o.vkey == vkey) {
+                self.error(
+                    Some(w.vkey.span().start),
+                    &format!("{key}.vkey"),
+                    "this witness is listed already: one witness counts once toward witness_quorum",
+                );
+                continue;
+            }
             let Some(trust) = trusts.iter().find(|t| t.name() == w.trust.get_ref()) else {
                 self.unknown("trust", &format!("{key}.trust"), &w.trust);
                 continue;

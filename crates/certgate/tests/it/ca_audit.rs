@@ -253,6 +253,17 @@ fn every_issuance_is_on_the_record_and_audit_finds_what_is_not() {
         1
     );
 
+    // A CA that keeps records does not issue off the record when ca.toml goes missing.
+    std::fs::remove_file(d.join("ca2/ca.toml")).unwrap();
+    let out = certgate(d, "ca issue --dir ca2 --client frank --out frank");
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(
+        text(&out).contains("is missing, but this CA keeps its issuance on a log"),
+        "{}",
+        text(&out)
+    );
+    assert!(!d.join("frank.pem").exists());
+
     // Settings that cannot be used are named with their file and field.
     std::fs::write(
         d.join("ca/ca.toml"),

@@ -41,12 +41,16 @@ impl RunningLog {
             Arc::clone(&section.signer),
             section.batch,
         );
+        let mut service = certgate_log::LogService::new(Arc::clone(&store), sequencer, "/");
+        if !section.witnesses.is_empty() {
+            service.require_witnesses();
+            // The last checkpoint that had its quorum, until a newer one has.
+            if let Some(note) = super::witness::load_witnessed(section) {
+                service.publish_witnessed(note);
+            }
+        }
         Ok(Self {
-            service: Arc::new(certgate_log::LogService::new(
-                Arc::clone(&store),
-                sequencer,
-                "/",
-            )),
+            service: Arc::new(service),
             store,
             origin: section.origin.clone(),
             data_dir: section.data_dir.clone(),

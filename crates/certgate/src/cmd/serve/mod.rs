@@ -299,6 +299,7 @@ pub async fn serve(
             Arc::clone(&running.service),
             section.witnesses.clone(),
             section.witness_quorum,
+            section.data_dir.clone(),
         ));
     }
     let (admin_stop, admin_stopped) = watch::channel(false);

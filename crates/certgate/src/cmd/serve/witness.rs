@@ -55,6 +55,9 @@ impl WitnessState for Files {
 /// The witness, opened once per process.
 pub(super) struct RunningWitness {
     witness: Arc<Witness>,
+    /// Held while the process runs: two witnesses on one state directory could each cosign a
+    /// different fork.
+    _lock: std::fs::File,
     /// What it was started with; a reload that changes it is refused.
     pub(super) fingerprint: String,
 }
@@ -85,6 +88,30 @@ impl RunningWitness {
             )
         })?;
         check_writable(&section.state_dir)?;
+        let lock_path = section.state_dir.join("witness.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                fail(
+                    exit::CANTCREAT,
+                    format!(
+                        "witness.state_dir: cannot open {}: {e}",
+                        lock_path.display()
+                    ),
+                )
+            })?;
+        lock.try_lock().map_err(|_| {
+            fail(
+                exit::TEMPFAIL,
+                format!(
+                    "witness.state_dir: {} is in use by another witness process; one state directory, one witness",
+                    section.state_dir.display()
+                ),
+            )
+        })?;
         let signer = certgate_tlog::note::Signer::parse(&section.signer.to_secret_text())
             .map_err(|e| fail(exit::CONFIG, format!("witness.key: {e}")))?;
         let witness = Witness::new(
@@ -95,6 +122,7 @@ impl RunningWitness {
         .map_err(|e| fail(exit::CONFIG, format!("witness.key: {e}")))?;
         Ok(Self {
             witness: Arc::new(witness),
+            _lock: lock,
             fingerprint: fingerprint(section),
         })
     }
@@ -184,13 +212,28 @@ impl certgate_proxy::local::LocalService for WitnessApi {
     }
 }
 
+/// Where a log keeps the last checkpoint that had its quorum: `DATA_DIR/witnessed.checkpoint`.
+fn witnessed_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("witnessed.checkpoint")
+}
+
+/// The last witnessed checkpoint a log stored, if it is the log's own (signed with its key).
+pub(super) fn load_witnessed(section: &crate::config::log::LogSection) -> Option<String> {
+    let bytes = std::fs::read(witnessed_path(&section.data_dir)).ok()?;
+    let keys = Verifiers(vec![section.signer.verifier()]);
+    certgate_tlog::checkpoint::Checkpoint::open(&bytes, &section.origin, &keys).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// Submits every new checkpoint of the log to its witnesses until the process ends; publishes
-/// the newest checkpoint with at least `quorum` valid cosignatures.
+/// the newest checkpoint with at least `quorum` valid cosignatures (and stores it in
+/// `data_dir`, so a restart serves it, not an unwitnessed one).
 pub(super) async fn submit_forever(
     store: Arc<dyn LogStorage>,
     service: Arc<certgate_log::LogService>,
     witnesses: Vec<LogWitness>,
     quorum: usize,
+    data_dir: PathBuf,
 ) {
     // The size each witness last cosigned, as far as the log knows (a 409 corrects it).
     let mut known = vec![0u64; witnesses.len()];
@@ -234,9 +277,9 @@ pub(super) async fn submit_forever(
                         metrics::counter!("certgate_log_cosignatures_total", "witness" => w.url.clone(), "result" => "ok").increment(1);
                     }
                     Err((why, seen)) => {
-                        if let Some(seen) = seen {
-                            known[i] = seen;
-                        }
+                        // A size beyond the log's own is not believed: next time the witness is
+                        // asked from 0 again and tells its size anew.
+                        known[i] = seen.filter(|s| *s <= size).unwrap_or(0);
                         metrics::counter!("certgate_log_cosignatures_total", "witness" => w.url.clone(), "result" => "failed").increment(1);
                         tracing::warn!(witness = %w.url, size, error = %why, "witness did not cosign the checkpoint");
                     }
@@ -244,7 +287,21 @@ pub(super) async fn submit_forever(
             }
             metrics::gauge!("certgate_log_witnessed_size").set(size as f64);
             if cosigned >= quorum {
-                service.publish_witnessed(note.to_string());
+                let text = note.to_string();
+                let path = witnessed_path(&data_dir);
+                let stored = text.clone();
+                match tokio::task::spawn_blocking(move || {
+                    files::write_public(&path, stored.as_bytes())
+                })
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot store the witnessed checkpoint; a restart would serve none until the next one")
+                    }
+                    Err(_) => {}
+                }
+                service.publish_witnessed(text);
                 published = Some(size);
                 tracing::info!(size, cosigned, "checkpoint witnessed and published");
             } else {
