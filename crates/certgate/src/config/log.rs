@@ -28,9 +28,23 @@ pub(super) struct RawLog {
     writers: Vec<Spanned<super::ingress::RawRule>>,
     batch_max_entries: Option<Spanned<u64>>,
     batch_max_wait_ms: Option<Spanned<u64>>,
+    storage: Option<Spanned<String>>,
+    postgres_url: Option<Spanned<String>>,
     #[serde(default)]
     witness: Vec<Spanned<super::witness::RawLogWitness>>,
     witness_quorum: Option<Spanned<u64>>,
+}
+
+/// Where a log keeps its entries and hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogStore {
+    /// `data_dir/log.redb`, one process.
+    Embedded,
+    /// A PostgreSQL database, shared by any number of processes.
+    Postgres {
+        /// The connection URL.
+        url: String,
+    },
 }
 
 /// The resolved `[log]` section. The store itself is opened by `serve`, once.
@@ -52,6 +66,8 @@ pub struct LogSection {
     pub writers: Vec<Rule>,
     /// Batching bounds.
     pub batch: certgate_log::BatchLimits,
+    /// Where entries and hashes are kept.
+    pub storage: LogStore,
     /// Witnesses each new checkpoint is submitted to.
     pub witnesses: Vec<super::witness::LogWitness>,
     /// How many of them must cosign before a checkpoint is served as the log's latest.
@@ -184,6 +200,41 @@ impl Resolver<'_> {
         if let Some(v) = &raw.batch_max_wait_ms {
             batch.max_wait = Duration::from_millis(*v.get_ref());
         }
+        let storage = match (
+            raw.storage
+                .as_ref()
+                .map(|s| (s.get_ref().as_str(), s.span().start)),
+            &raw.postgres_url,
+        ) {
+            (None | Some(("embedded", _)), None) => LogStore::Embedded,
+            (Some(("postgres", _)), Some(url)) => LogStore::Postgres {
+                url: url.get_ref().clone(),
+            },
+            (Some(("postgres", at)), None) => {
+                self.error(
+                    Some(at),
+                    "log.postgres_url",
+                    "missing: `storage = \"postgres\"` needs the database, e.g. `postgres_url = \"postgres://certgate@db.internal/certgate\"`",
+                );
+                LogStore::Embedded
+            }
+            (None | Some(("embedded", _)), Some(url)) => {
+                self.error(
+                    Some(url.span().start),
+                    "log.postgres_url",
+                    "set `storage = \"postgres\"` to use it",
+                );
+                LogStore::Embedded
+            }
+            (Some((other, at)), _) => {
+                self.error(
+                    Some(at),
+                    "log.storage",
+                    format!("`{other}` is not `embedded` or `postgres`"),
+                );
+                LogStore::Embedded
+            }
+        };
         let witnesses = self.log_witnesses(&raw.witness, trusts);
         let witness_quorum = match &raw.witness_quorum {
             None => witnesses.len(),
@@ -207,6 +258,7 @@ impl Resolver<'_> {
         }
         let tls = tls?;
         Some(LogSection {
+            storage,
             witnesses,
             witness_quorum,
             origin: origin?,

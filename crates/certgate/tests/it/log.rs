@@ -554,3 +554,105 @@ fn crash_safety_under_sigkill() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(TlogProof::parse(&body).unwrap().index, now.size);
 }
+
+/// Two `certgate serve` processes on one PostgreSQL log, eight concurrent writers on each:
+/// every index given once, every proof verifies against a checkpoint signed by the log, the
+/// checkpoints are consistent with each other, and both serve the same tiles.
+#[test]
+fn two_serve_instances_share_a_postgres_log() {
+    let Some(pg) = certgate_testkit::Postgres::start() else {
+        return;
+    };
+    let (dir, _pki) = setup();
+    let d = dir.path();
+    certgate_ok(
+        d,
+        ["log", "init", "--origin", ORIGIN, "--dir", "logdata"].as_slice(),
+    );
+    let config = log_config("logdata").replace(
+        "writers = [",
+        &format!(
+            "storage = \"postgres\"\npostgres_url = \"{}\"\nwriters = [",
+            pg.url()
+        ),
+    );
+    write(d, "c.toml", &config);
+    let (a, b) = (Serve::start(d, "c.toml", 1), Serve::start(d, "c.toml", 1));
+    let ports = [a.port("log"), b.port("log")];
+    let keys = Verifiers(vec![Verifier::parse(&vkey(d, "logdata")).unwrap()]);
+    let writer = client(d, "publisher");
+    let results = Arc::new(Mutex::new(Vec::new()));
+    std::thread::scope(|s| {
+        for port in ports {
+            for w in 0..8 {
+                let (writer, results) = (Arc::clone(&writer), Arc::clone(&results));
+                s.spawn(move || {
+                    for i in 0..10 {
+                        let entry = format!("port {port} writer {w} entry {i}");
+                        let (code, body) =
+                            http(port, &writer, "POST", "/add", entry.as_bytes()).unwrap();
+                        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+                        results.lock().unwrap().push((entry, body));
+                    }
+                });
+            }
+        }
+    });
+    let results = results.lock().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut checkpoints = Vec::new();
+    for (entry, body) in results.iter() {
+        let proof = TlogProof::parse(body).unwrap();
+        let (cp, _) =
+            Checkpoint::open(proof.checkpoint.to_string().as_bytes(), ORIGIN, &keys).unwrap();
+        merkle::verify_inclusion(
+            proof.index,
+            cp.size,
+            &merkle::leaf_hash(entry.as_bytes()),
+            &proof.proof,
+            &cp.root,
+        )
+        .unwrap();
+        assert!(
+            seen.insert(proof.index),
+            "index {} given twice",
+            proof.index
+        );
+        checkpoints.push(cp);
+    }
+    assert_eq!(seen.len(), 160);
+    assert_eq!(*seen.iter().max().unwrap(), 159);
+    // The newest checkpoint, from either instance, is consistent with every one handed out.
+    let (code, latest) = http(ports[1], &writer, "GET", "/checkpoint", b"").unwrap();
+    assert_eq!(code, 200);
+    let (latest, _) = Checkpoint::open(&latest, ORIGIN, &keys).unwrap();
+    assert_eq!(latest.size, 160);
+    // The entries as served hash, at each size handed out, to that checkpoint's root: one tree.
+    let (code, bundle) = http(ports[0], &writer, "GET", "/tile/entries/000.p/160", b"").unwrap();
+    assert_eq!(code, 200);
+    let entries = tile::parse_bundle(&bundle).unwrap();
+    let mut tree = merkle::MemoryTree::new();
+    let mut roots = vec![tree.root()];
+    for e in &entries {
+        tree.append(e);
+        roots.push(tree.root());
+    }
+    assert_eq!(tree.root(), latest.root);
+    for cp in &checkpoints {
+        assert_eq!(
+            roots[cp.size as usize], cp.root,
+            "checkpoint of size {}",
+            cp.size
+        );
+    }
+    for path in [
+        "/tile/0/000.p/160",
+        "/checkpoint",
+        "/tile/entries/000.p/160",
+    ] {
+        let from_a = http(ports[0], &writer, "GET", path, b"").unwrap();
+        let from_b = http(ports[1], &writer, "GET", path, b"").unwrap();
+        assert_eq!(from_a.0, 200, "{path}");
+        assert_eq!(from_a, from_b, "{path}");
+    }
+}

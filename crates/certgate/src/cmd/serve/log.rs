@@ -16,14 +16,34 @@ pub(super) struct RunningLog {
     pub(super) store: Arc<dyn certgate_log::LogStorage>,
     pub(super) origin: String,
     pub(super) data_dir: PathBuf,
+    pub(super) storage: config::log::LogStore,
     pub(super) key: String,
 }
 
 impl RunningLog {
     pub(super) fn start(section: &config::log::LogSection) -> Result<Self> {
-        use certgate_log::LogStorage as _;
-        let store = certgate_log::Store::open(&section.data_dir.join("log.redb"))
-            .map_err(|e| fail(exit::CANTCREAT, format!("log: {e}")))?;
+        let store: Arc<dyn certgate_log::LogStorage> = match &section.storage {
+            config::log::LogStore::Embedded => Arc::new(
+                certgate_log::Store::open(&section.data_dir.join("log.redb"))
+                    .map_err(|e| fail(exit::CANTCREAT, format!("log: {e}")))?,
+            ),
+            config::log::LogStore::Postgres { url } => {
+                // The first instance on an empty database creates the log there, with the
+                // signed checkpoint of the empty tree.
+                let empty = certgate_tlog::checkpoint::Checkpoint {
+                    origin: section.origin.clone(),
+                    size: 0,
+                    root: certgate_tlog::merkle::empty_root(),
+                    extensions: vec![],
+                }
+                .sign(&[&section.signer])?
+                .to_string();
+                Arc::new(
+                    certgate_log::PgStore::open_or_create(url, &section.origin, &empty)
+                        .map_err(|e| fail(exit::TEMPFAIL, format!("log.postgres_url: {e}")))?,
+                )
+            }
+        };
         if store.origin() != section.origin {
             return Err(fail(
                 exit::CONFIG,
@@ -35,7 +55,6 @@ impl RunningLog {
                 ),
             ));
         }
-        let store: Arc<dyn certgate_log::LogStorage> = Arc::new(store);
         let sequencer = certgate_log::Sequencer::start(
             Arc::clone(&store),
             Arc::clone(&section.signer),
@@ -54,6 +73,7 @@ impl RunningLog {
             store,
             origin: section.origin.clone(),
             data_dir: section.data_dir.clone(),
+            storage: section.storage.clone(),
             key: section.signer.verifier().to_string(),
         })
     }

@@ -567,11 +567,12 @@ async fn reload(
     if let (Some(section), Some(running)) = (&cfg.log, log)
         && (section.origin != running.origin
             || section.data_dir != running.data_dir
+            || section.storage != running.storage
             || section.signer.verifier().to_string() != running.key)
     {
         tracing::error!(
             trigger = why,
-            "reload rejected: the log's origin, data_dir or key changed; that needs a restart (keeping the running configuration)"
+            "reload rejected: the log's origin, data_dir, storage or key changed; that needs a restart (keeping the running configuration)"
         );
         return None;
     }
