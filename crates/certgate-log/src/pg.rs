@@ -65,7 +65,35 @@ pub struct PgStore {
     /// an async thread).
     rt: Option<tokio::runtime::Runtime>,
     client: Arc<Mutex<Client>>,
+    /// To connect again when the connection was lost (the database restarted).
+    config: Arc<tokio_postgres::Config>,
     origin: String,
+}
+
+/// Connects, and drives the connection on the current runtime.
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, Error> {
+    let (client, connection) = config.connect(NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "the PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The client, connected again first if its connection was lost. What was in flight when it
+/// was lost failed with its error (an uncommitted batch is rolled back by the server, and its
+/// submitters heard nothing but the error); the next call works once the database is back.
+async fn connected<'a>(
+    client: &'a Mutex<Client>,
+    config: &tokio_postgres::Config,
+) -> Result<tokio::sync::MutexGuard<'a, Client>, Error> {
+    let mut guard = client.lock().await;
+    if guard.is_closed() {
+        *guard = connect(config).await?;
+        tracing::info!("connected to PostgreSQL again");
+    }
+    Ok(guard)
 }
 
 impl std::fmt::Debug for PgStore {
@@ -104,30 +132,21 @@ impl PgStore {
         // Connected on the store's runtime, which also drives the connection from then on;
         // this thread only waits (it may be a thread of another runtime).
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let config = Arc::new(config);
+        let c = Arc::clone(&config);
         rt.spawn(async move {
-            let connected = config
-                .connect(NoTls)
-                .await
-                .map_err(db)
-                .map(|(client, connection)| {
-                    tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::warn!(error = %e, "the PostgreSQL connection ended");
-                        }
-                    });
-                    client
-                });
-            let _ = tx.send(connected);
+            let _ = tx.send(connect(&c).await);
         });
         let client = rx.recv().map_err(|_| task_ended())??;
         let store = Self {
             rt: Some(rt),
+            config,
             client: Arc::new(Mutex::new(client)),
             origin: origin.to_owned(),
         };
         let (origin, signed_empty) = (origin.to_owned(), signed_empty.to_owned());
-        store.run(move |client| async move {
-            let mut client = client.lock().await;
+        store.run(move |client, config| async move {
+            let mut client = connected(&client, &config).await?;
             let txn = client.transaction().await.map_err(db)?;
             // One migration at a time, whichever process starts first.
             txn.execute("SELECT pg_advisory_xact_lock(7468727)", &[])
@@ -186,11 +205,11 @@ impl PgStore {
     fn run<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(Arc<Mutex<Client>>) -> Fut,
+        F: FnOnce(Arc<Mutex<Client>>, Arc<tokio_postgres::Config>) -> Fut,
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let fut = f(Arc::clone(&self.client));
+        let fut = f(Arc::clone(&self.client), Arc::clone(&self.config));
         self.runtime()?.spawn(async move {
             let _ = tx.send(fut.await);
         });
@@ -199,8 +218,8 @@ impl PgStore {
 
     fn hash_at(&self, at: u64) -> Result<Hash, Error> {
         let at = to_i64(at)?;
-        let bytes: Vec<u8> = self.run(move |client| async move {
-            let client = client.lock().await;
+        let bytes: Vec<u8> = self.run(move |client, config| async move {
+            let client = connected(&client, &config).await?;
             client
                 .query_one(
                     "SELECT hash FROM certgate_log_hashes WHERE idx = $1",
@@ -269,8 +288,8 @@ impl LogStorage for PgStore {
     }
 
     fn head(&self) -> Result<(u64, String), Error> {
-        self.run(|client| async move {
-            let client = client.lock().await;
+        self.run(|client, config| async move {
+            let client = connected(&client, &config).await?;
             let row = client
                 .query_one("SELECT size, checkpoint FROM certgate_log_head", &[])
                 .await
@@ -289,8 +308,8 @@ impl LogStorage for PgStore {
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, Error> {
         let (s, e) = (to_i64(start)?, to_i64(end)?);
-        self.run(move |client| async move {
-            let client = client.lock().await;
+        self.run(move |client, config| async move {
+            let client = connected(&client, &config).await?;
             let rows = client
                 .query(
                     "SELECT entry FROM certgate_log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
@@ -321,6 +340,7 @@ impl LogStorage for PgStore {
         let expected = to_i64(expected_size)?;
         self.runtime()?.spawn(transaction(
             Arc::clone(&self.client),
+            Arc::clone(&self.config),
             expected,
             leaves,
             to_here,
@@ -414,15 +434,16 @@ struct Write {
 
 async fn transaction(
     client: Arc<Mutex<Client>>,
+    config: Arc<tokio_postgres::Config>,
     expected: i64,
     leaves: Vec<Vec<u8>>,
     to_here: std::sync::mpsc::SyncSender<Result<Read, Error>>,
     mut from_here: tokio::sync::mpsc::Receiver<Write>,
     done: std::sync::mpsc::SyncSender<Result<(), Error>>,
 ) {
-    let mut client = client.lock().await;
     let mut phase1_answered = false;
     let outcome = async {
+        let mut client = connected(&client, &config).await?;
         let txn = client.transaction().await.map_err(db)?;
         let found: i64 = txn
             .query_one("SELECT size FROM certgate_log_head FOR UPDATE", &[])

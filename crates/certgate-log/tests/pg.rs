@@ -37,6 +37,7 @@ async fn get(svc: &LogService, path: &str) -> (u16, Bytes) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_database_never_fork() {
     let Some(pg) = Postgres::start() else { return };
+    let pg = Arc::new(pg);
     let signer = Arc::new(Signer::generate(ORIGIN).unwrap());
     let keys = Verifiers(vec![signer.verifier()]);
     let mut services = Vec::new();
@@ -144,4 +145,83 @@ async fn two_instances_on_one_database_never_fork() {
         "{stale:?}"
     );
     assert_eq!(stores[1].head().unwrap().0, size);
+
+    // The database stops: an append is answered 503 with the reason, and nothing is appended.
+    let stop = tokio::task::spawn_blocking({
+        let pg = Arc::clone(&pg);
+        move || pg.ctl("stop")
+    });
+    stop.await.unwrap();
+    let req = http::Request::post("/add")
+        .body(Bytes::from_static(b"while the database is down"))
+        .unwrap();
+    let resp = services[0].call(req).await;
+    assert_eq!(resp.status(), 503);
+    assert!(String::from_utf8_lossy(resp.body()).contains("postgres"));
+    let start = tokio::task::spawn_blocking({
+        let pg = Arc::clone(&pg);
+        move || pg.ctl("start")
+    });
+    start.await.unwrap();
+    // Back: both instances connect again, and the next entry lands at the end.
+    let req = http::Request::post("/add")
+        .body(Bytes::from_static(b"after the restart"))
+        .unwrap();
+    let resp = services[1].call(req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(TlogProof::parse(resp.body()).unwrap().index, size);
+    let size = size + 1;
+
+    // A restart in the middle of appends: every acknowledged entry is at its index.
+    let mut writers = Vec::new();
+    for (n, svc) in services.iter().enumerate() {
+        for w in 0..4 {
+            let svc = svc.clone();
+            writers.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..40 {
+                    let entry = format!("restart round: instance {n} writer {w} entry {i}");
+                    let req = http::Request::post("/add")
+                        .body(Bytes::from(entry.clone()))
+                        .unwrap();
+                    let resp = svc.call(req).await;
+                    if resp.status() == 200 {
+                        acked.push((entry, TlogProof::parse(resp.body()).unwrap().index));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                acked
+            }));
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let restart = tokio::task::spawn_blocking({
+        let pg = Arc::clone(&pg);
+        move || pg.ctl("restart")
+    });
+    restart.await.unwrap();
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    let (end, _) = stores[0].head().unwrap();
+    assert!(
+        acked.len() > 100,
+        "only {} appends went through",
+        acked.len()
+    );
+    for (entry, index) in &acked {
+        assert!(*index >= size && *index < end);
+        assert_eq!(
+            stores[1].entries(*index, index + 1).unwrap(),
+            vec![entry.as_bytes().to_vec()],
+            "index {index}"
+        );
+    }
+    let req = http::Request::post("/add")
+        .body(Bytes::from_static(b"the next one"))
+        .unwrap();
+    let resp = services[0].call(req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(TlogProof::parse(resp.body()).unwrap().index, end);
 }
