@@ -13,7 +13,7 @@ pub mod service;
 pub mod store;
 pub mod witness;
 
-pub use pg::PgStore;
+pub use pg::{Imported, PgStore};
 pub use sequencer::{Appended, BatchLimits, Sequencer};
 pub use service::LogService;
 pub use store::{LogStorage, Store};

@@ -236,6 +236,154 @@ impl PgStore {
     }
 }
 
+/// What [`PgStore::import`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// The entries were copied.
+    Copied,
+    /// The database already held this log at this size: nothing was copied, only checked.
+    AlreadyThere,
+}
+
+impl PgStore {
+    /// Copies a whole log (`entries`, with the signed `checkpoint` of their tree) into this
+    /// database, which must hold no entries yet, or exactly this log at this size (then nothing
+    /// is written). One transaction: a failed copy leaves the database as it was.
+    pub fn import(&self, entries: Vec<Vec<u8>>, checkpoint: &str) -> Result<Imported, Error> {
+        let size = to_i64(entries.len() as u64)?;
+        let checkpoint = checkpoint.to_owned();
+        let (stored, _) = expected_hashes(&entries)?;
+        self.run(move |client, config| async move {
+            let mut client = connected(&client, &config).await?;
+            let txn = client.transaction().await.map_err(db)?;
+            let (held, held_cp): (i64, String) = txn
+                .query_one("SELECT size, checkpoint FROM certgate_log_head FOR UPDATE", &[])
+                .await
+                .map(|r| (r.get(0), r.get(1)))
+                .map_err(db)?;
+            if held == size && held_cp == checkpoint {
+                return Ok(Imported::AlreadyThere);
+            }
+            if held != 0 {
+                return Err(Error::Storage(format!(
+                    "postgres: the database already holds {held} entries of this log (a different tree head); copy into an empty database"
+                )));
+            }
+            for (n, chunk) in entries.chunks(1000).enumerate() {
+                let first = n * 1000;
+                let idx: Vec<i64> = (first..first + chunk.len())
+                    .map(|i| i64::try_from(i).unwrap_or(i64::MAX))
+                    .collect();
+                let leaf: Vec<Vec<u8>> =
+                    chunk.iter().map(|e| merkle::leaf_hash(e).0.to_vec()).collect();
+                txn.execute(
+                    "INSERT INTO certgate_log_entries (idx, entry, leaf) \
+                     SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[])",
+                    &[&idx, &chunk.to_vec(), &leaf],
+                )
+                .await
+                .map_err(db)?;
+            }
+            for (n, chunk) in stored.chunks(2000).enumerate() {
+                let first = n * 2000;
+                let idx: Vec<i64> = (first..first + chunk.len())
+                    .map(|i| i64::try_from(i).unwrap_or(i64::MAX))
+                    .collect();
+                let hashes: Vec<Vec<u8>> = chunk.iter().map(|h| h.0.to_vec()).collect();
+                txn.execute(
+                    "INSERT INTO certgate_log_hashes (idx, hash) \
+                     SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
+                    &[&idx, &hashes],
+                )
+                .await
+                .map_err(db)?;
+            }
+            txn.execute(
+                "UPDATE certgate_log_head SET size = $1, checkpoint = $2",
+                &[&size, &checkpoint],
+            )
+            .await
+            .map_err(db)?;
+            txn.commit().await.map_err(db)?;
+            Ok(Imported::Copied)
+        })
+    }
+
+    /// Reads the whole log back and checks it: the entries hash to the stored hashes, every
+    /// stored hash is the one the entries make, and the tree's root is `root` at `size`.
+    pub fn verify_all(&self, size: u64, root: &Hash) -> Result<(), Error> {
+        let entries = self.entries(0, size)?;
+        if entries.len() as u64 != size {
+            return Err(Error::Storage(format!(
+                "postgres: {} entries read back, not {size}",
+                entries.len()
+            )));
+        }
+        let (expected, computed_root) = expected_hashes(&entries)?;
+        if computed_root != *root {
+            return Err(Error::Storage(format!(
+                "postgres: the entries read back hash to {computed_root}, not the checkpoint's root {root}"
+            )));
+        }
+        let count = to_i64(expected.len() as u64)?;
+        let stored: Vec<(i64, Vec<u8>)> = self.run(move |client, config| async move {
+            let client = connected(&client, &config).await?;
+            let rows = client
+                .query(
+                    "SELECT idx, hash FROM certgate_log_hashes WHERE idx < $1 ORDER BY idx",
+                    &[&count],
+                )
+                .await
+                .map_err(db)?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })?;
+        if stored.len() != expected.len() {
+            return Err(Error::Storage(format!(
+                "postgres: {} stored hashes read back, not {}",
+                stored.len(),
+                expected.len()
+            )));
+        }
+        for ((idx, hash), want) in stored.iter().zip(&expected) {
+            if hash.as_slice() != want.0.as_slice() {
+                return Err(Error::Storage(format!(
+                    "postgres: stored hash {idx} is not the one the entries make"
+                )));
+            }
+        }
+        let served = merkle::tree_hash(size, &Reader(self)).map_err(Error::Log)?;
+        if served != *root {
+            return Err(Error::Storage(format!(
+                "postgres: the stored hashes give the root {served}, not {root}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Every stored hash of the tree of `entries`, in storage order, and its root.
+fn expected_hashes(entries: &[Vec<u8>]) -> Result<(Vec<Hash>, Hash), Error> {
+    let mut stored: Vec<Hash> = Vec::new();
+    struct Seq<'a>(&'a [Hash]);
+    impl HashReader for Seq<'_> {
+        fn hash(&self, level: u8, index: u64) -> Result<Hash, certgate_tlog::Error> {
+            let at = merkle::stored_hash_index(level, index);
+            usize::try_from(at)
+                .ok()
+                .and_then(|i| self.0.get(i))
+                .copied()
+                .ok_or_else(|| certgate_tlog::Error::Proof(format!("no stored hash {at}")))
+        }
+    }
+    for (i, e) in entries.iter().enumerate() {
+        let new = merkle::hashes_to_store(i as u64, merkle::leaf_hash(e), &Seq(&stored))
+            .map_err(Error::Log)?;
+        stored.extend(new);
+    }
+    let root = merkle::tree_hash(entries.len() as u64, &Seq(&stored)).map_err(Error::Log)?;
+    Ok((stored, root))
+}
+
 /// Hashes read one by one from the database.
 struct Reader<'a>(&'a PgStore);
 

@@ -412,6 +412,17 @@ pub enum LogCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Copy an embedded log (stop the serve that holds it first) into PostgreSQL, then read
+    /// it all back and prove it the same: every entry and stored hash, the root and the signed
+    /// checkpoint. Run again on a copied database, it only checks.
+    Migrate {
+        /// The log's data directory (log.redb, log.key).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The database, e.g. `postgres://certgate@127.0.0.1/certgate`.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Append a file's bytes to a running log over mTLS; writes the tlog-proof it answers with.
     Add(LogAddArgs),
     /// Fetch a log's checkpoint, verify it, and check it is consistent with the last one seen.

@@ -1,4 +1,4 @@
-//! `certgate log init|witness-key|add|checkpoint|verify-note|prove`.
+//! `certgate log init|witness-key|migrate|add|checkpoint|verify-note|prove`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,6 +22,7 @@ pub fn run(cmd: LogCommand) -> Result<ExitCode> {
     match cmd {
         LogCommand::Init { origin, dir } => init(&origin, &dir),
         LogCommand::WitnessKey { name, out } => witness_key(&name, &out),
+        LogCommand::Migrate { from, to } => migrate(&from, &to),
         LogCommand::Add(args) => add(&args),
         LogCommand::Checkpoint(args) => checkpoint(&args),
         LogCommand::VerifyNote { vkey, file } => verify_note(&vkey, &file),
@@ -70,6 +71,73 @@ fn witness_key(name: &str, out: &Path) -> Result<ExitCode> {
     );
     println!("verifier key: {vkey}");
     println!("  (also in {})", public.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate(from: &Path, to: &str) -> Result<ExitCode> {
+    use certgate_log::LogStorage as _;
+    let store = certgate_log::Store::open(&from.join("log.redb")).map_err(|e| {
+        fail(
+            exit::TEMPFAIL,
+            format!("--from: {e} (a running serve holds the log: stop it first)"),
+        )
+    })?;
+    let key_path = from.join("log.key");
+    let signer = Signer::parse(
+        &String::from_utf8(files::read(&key_path)?)
+            .map_err(|_| fail(exit::DATAERR, format!("{}: not UTF-8", key_path.display())))?,
+    )
+    .map_err(|e| fail(exit::DATAERR, format!("{}: {e}", key_path.display())))?;
+    let origin = store.origin().to_owned();
+    let (size, checkpoint) = store
+        .head()
+        .map_err(|e| fail(exit::DATAERR, format!("--from: {e}")))?;
+    let keys = Verifiers(vec![signer.verifier()]);
+    let (cp, _) = Checkpoint::open(checkpoint.as_bytes(), &origin, &keys).map_err(|e| {
+        fail(
+            exit::DATAERR,
+            format!("--from: the stored checkpoint does not verify with log.key: {e}"),
+        )
+    })?;
+    let entries = store
+        .entries(0, size)
+        .map_err(|e| fail(exit::DATAERR, format!("--from: {e}")))?;
+    drop(store);
+    let empty = Checkpoint {
+        origin: origin.clone(),
+        size: 0,
+        root: merkle::empty_root(),
+        extensions: vec![],
+    }
+    .sign(&[&signer])?
+    .to_string();
+    let pg = certgate_log::PgStore::open_or_create(to, &origin, &empty)
+        .map_err(|e| fail(exit::TEMPFAIL, format!("--to: {e}")))?;
+    let done = pg
+        .import(entries, &checkpoint)
+        .map_err(|e| fail(exit::DATAERR, format!("--to: {e}")))?;
+    // Proven, not assumed: everything read back from the database.
+    pg.verify_all(size, &cp.root)
+        .map_err(|e| fail(exit::DATAERR, format!("--to: the copy does not match: {e}")))?;
+    let (pg_size, pg_checkpoint) = certgate_log::LogStorage::head(&pg)
+        .map_err(|e| fail(exit::DATAERR, format!("--to: {e}")))?;
+    if pg_size != size || pg_checkpoint != checkpoint {
+        return Err(fail(
+            exit::DATAERR,
+            format!(
+                "--to: the database's tree head (size {pg_size}) is not the embedded log's (size {size})"
+            ),
+        ));
+    }
+    println!(
+        "{} {origin}: {size} entries; root {} and the signed checkpoint are identical in the database",
+        match done {
+            certgate_log::Imported::Copied => "copied",
+            certgate_log::Imported::AlreadyThere => "checked",
+        },
+        cp.root
+    );
+    println!("next: set storage = \"postgres\" and postgres_url in [log], then start serve");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -656,3 +656,106 @@ fn two_serve_instances_share_a_postgres_log() {
         assert_eq!(from_a, from_b, "{path}");
     }
 }
+
+/// `log migrate` copies a 10,000-entry embedded log into PostgreSQL and proves the copy (root
+/// and signed checkpoint identical); run again, it only checks, and a row changed in the
+/// database makes that check fail.
+#[test]
+fn migrate_copies_an_embedded_log_into_postgres_and_proves_it() {
+    let Some(pg) = certgate_testkit::Postgres::start() else {
+        return;
+    };
+    let psql = certgate_testkit::require_peer!("psql");
+    let (dir, _pki) = setup();
+    let d = dir.path();
+    certgate_ok(
+        d,
+        ["log", "init", "--origin", ORIGIN, "--dir", "logdata"].as_slice(),
+    );
+    {
+        use certgate_log::LogStorage as _;
+        let store = certgate_log::Store::open(&d.join("logdata/log.redb")).unwrap();
+        let signer = certgate_tlog::note::Signer::parse(
+            &std::fs::read_to_string(d.join("logdata/log.key")).unwrap(),
+        )
+        .unwrap();
+        for batch in 0..10 {
+            let entries: Vec<Vec<u8>> = (0..1000)
+                .map(|i| format!("entry {}", batch * 1000 + i).into_bytes())
+                .collect();
+            store
+                .append_batch(batch * 1000, &entries, &mut |size, root| {
+                    Ok(Checkpoint {
+                        origin: ORIGIN.into(),
+                        size,
+                        root,
+                        extensions: vec![],
+                    }
+                    .sign(&[&signer])?
+                    .to_string())
+                })
+                .unwrap();
+        }
+    }
+    let migrate = || {
+        certgate(
+            d,
+            ["log", "migrate", "--from", "logdata", "--to", &pg.url()].as_slice(),
+        )
+    };
+    let out = migrate();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("copied {ORIGIN}: 10000 entries; root ")),
+        "{}",
+        text(&out)
+    );
+    let out = migrate();
+    assert!(text(&out).contains("checked"), "{}", text(&out));
+
+    // The database serves the same log: a serve on it answers the same checkpoint.
+    let config = log_config("logdata").replace(
+        "writers = [",
+        &format!(
+            "storage = \"postgres\"\npostgres_url = \"{}\"\nwriters = [",
+            pg.url()
+        ),
+    );
+    write(d, "c.toml", &config);
+    {
+        let server = Serve::start(d, "c.toml", 1);
+        let (code, served) = http(
+            server.port("log"),
+            &client(d, "none"),
+            "GET",
+            "/checkpoint",
+            b"",
+        )
+        .unwrap();
+        assert_eq!(code, 200);
+        assert!(String::from_utf8_lossy(&served).contains("\n10000\n"));
+    }
+
+    // One entry changed in the database: the check fails, naming what does not match.
+    let tamper = std::process::Command::new(psql)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-c",
+        ])
+        .arg("UPDATE certgate_log_entries SET entry = 'forged' WHERE idx = 5000")
+        .output()
+        .unwrap();
+    assert!(tamper.status.success(), "{}", text(&tamper));
+    let out = migrate();
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(
+        text(&out).contains("the copy does not match"),
+        "{}",
+        text(&out)
+    );
+}
