@@ -66,19 +66,45 @@ pub struct PgStore {
     rt: Option<tokio::runtime::Runtime>,
     client: Arc<Mutex<Client>>,
     /// To connect again when the connection was lost (the database restarted).
-    config: Arc<tokio_postgres::Config>,
+    config: Arc<Target>,
     origin: String,
 }
 
+/// How to reach the database: its address and, when given, the TLS it must speak.
+struct Target {
+    config: tokio_postgres::Config,
+    /// With it, the connection is TLS and the server's certificate must verify; without, plain.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// Connects, and drives the connection on the current runtime.
-async fn connect(config: &tokio_postgres::Config) -> Result<Client, Error> {
-    let (client, connection) = config.connect(NoTls).await.map_err(db)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "the PostgreSQL connection ended");
+async fn connect(target: &Target) -> Result<Client, Error> {
+    fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "the PostgreSQL connection ended");
+            }
+        });
+    }
+    match &target.tls {
+        None => {
+            let (client, connection) = target.config.connect(NoTls).await.map_err(db)?;
+            drive(connection);
+            Ok(client)
         }
-    });
-    Ok(client)
+        Some(tls) => {
+            let mut config = target.config.clone();
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let make = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+            let (client, connection) = config.connect(make).await.map_err(db)?;
+            drive(connection);
+            Ok(client)
+        }
+    }
 }
 
 /// The client, connected again first if its connection was lost. What was in flight when it
@@ -86,7 +112,7 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, Error> {
 /// submitters heard nothing but the error); the next call works once the database is back.
 async fn connected<'a>(
     client: &'a Mutex<Client>,
-    config: &tokio_postgres::Config,
+    config: &Target,
 ) -> Result<tokio::sync::MutexGuard<'a, Client>, Error> {
     let mut guard = client.lock().await;
     if guard.is_closed() {
@@ -117,27 +143,40 @@ impl PgStore {
         self.rt.as_ref().ok_or_else(task_ended)
     }
 
-    /// Connects to `url` (a `postgres://` URL or a libpq key=value string), creates or migrates
+    /// Connects to `url` (a `postgres://` URL or a libpq key=value string; over TLS verified
+    /// with `tls` when given, plain otherwise), creates or migrates
     /// the schema, and opens the log there; a database that holds no log yet gets one, with
     /// `origin` and the signed checkpoint of the empty tree. A database that holds another log
     /// is refused.
-    pub fn open_or_create(url: &str, origin: &str, signed_empty: &str) -> Result<Self, Error> {
+    pub fn open_or_create(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        origin: &str,
+        signed_empty: &str,
+    ) -> Result<Self, Error> {
+        let config: tokio_postgres::Config = url.parse().map_err(db)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("certgate-pg")
             .enable_all()
             .build()
             .map_err(db)?;
-        let config: tokio_postgres::Config = url.parse().map_err(db)?;
         // Connected on the store's runtime, which also drives the connection from then on;
         // this thread only waits (it may be a thread of another runtime).
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let config = Arc::new(config);
+        let config = Arc::new(Target { config, tls });
         let c = Arc::clone(&config);
         rt.spawn(async move {
             let _ = tx.send(connect(&c).await);
         });
-        let client = rx.recv().map_err(|_| task_ended())??;
+        let client = match rx.recv().map_err(|_| task_ended()).and_then(|c| c) {
+            Ok(c) => c,
+            Err(e) => {
+                // Not dropped in place: this may be an async thread, where a runtime cannot be.
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
         let store = Self {
             rt: Some(rt),
             config,
@@ -205,7 +244,7 @@ impl PgStore {
     fn run<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(Arc<Mutex<Client>>, Arc<tokio_postgres::Config>) -> Fut,
+        F: FnOnce(Arc<Mutex<Client>>, Arc<Target>) -> Fut,
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -582,7 +621,7 @@ struct Write {
 
 async fn transaction(
     client: Arc<Mutex<Client>>,
-    config: Arc<tokio_postgres::Config>,
+    config: Arc<Target>,
     expected: i64,
     leaves: Vec<Vec<u8>>,
     to_here: std::sync::mpsc::SyncSender<Result<Read, Error>>,

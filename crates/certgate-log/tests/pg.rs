@@ -44,7 +44,7 @@ async fn two_instances_on_one_database_never_fork() {
     let mut stores: Vec<Arc<dyn LogStorage>> = Vec::new();
     for _ in 0..2 {
         let store: Arc<dyn LogStorage> =
-            Arc::new(PgStore::open_or_create(&pg.url(), ORIGIN, &empty(&signer)).unwrap());
+            Arc::new(PgStore::open_or_create(&pg.url(), None, ORIGIN, &empty(&signer)).unwrap());
         let seq = Sequencer::start(
             Arc::clone(&store),
             Arc::clone(&signer),
@@ -54,7 +54,7 @@ async fn two_instances_on_one_database_never_fork() {
         stores.push(store);
     }
     // Another log's name is refused on this database.
-    let other = PgStore::open_or_create(&pg.url(), "other.example/log", &empty(&signer));
+    let other = PgStore::open_or_create(&pg.url(), None, "other.example/log", &empty(&signer));
     assert!(format!("{:?}", other.unwrap_err()).contains("holds the log"));
 
     // 8 writers on each instance, plus one entry that both instances are given.

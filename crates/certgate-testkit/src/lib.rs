@@ -444,12 +444,23 @@ pub struct Postgres {
     /// Its loopback port.
     pub port: u16,
     as_postgres: bool,
+    /// Server options beyond the port and socket (TLS).
+    extra: String,
 }
 
 impl Postgres {
     /// Starts the server, or returns `None` (or panics under `CERTGATE_REQUIRE_PEERS=1`) when
     /// PostgreSQL is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// [`Postgres::start`], with TLS (`ssl = on`) on this certificate chain and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<Self> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Option<Self> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .and_then(|versions| {
@@ -480,7 +491,27 @@ impl Postgres {
                 l.local_addr().expect("its address").port()
             },
             as_postgres,
+            extra: String::new(),
         };
+        let mut pg = pg;
+        if let Some((cert, key)) = tls {
+            let (c, k) = (
+                pg.dir.path().join("server.crt"),
+                pg.dir.path().join("server.key"),
+            );
+            std::fs::write(&c, cert).expect("write the server certificate");
+            std::fs::write(&k, key).expect("write the server key");
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))
+                    .expect("key mode");
+            }
+            pg.extra = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                c.display(),
+                k.display()
+            );
+        }
         if as_postgres {
             run_ok(
                 Command::new("chown")
@@ -513,9 +544,10 @@ impl Postgres {
     /// `pg_ctl start|stop|restart`, waiting until it is done.
     pub fn ctl(&self, action: &str) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            "-p {} -k {} -c listen_addresses=127.0.0.1{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra
         );
         let mut c = self.command("pg_ctl");
         c.arg("-D")

@@ -111,7 +111,7 @@ fn migrate(from: &Path, to: &str) -> Result<ExitCode> {
     }
     .sign(&[&signer])?
     .to_string();
-    let pg = certgate_log::PgStore::open_or_create(to, &origin, &empty)
+    let pg = certgate_log::PgStore::open_or_create(to, None, &origin, &empty)
         .map_err(|e| fail(exit::TEMPFAIL, format!("--to: {e}")))?;
     let done = pg
         .import(entries, &checkpoint)

@@ -30,13 +30,14 @@ pub(super) struct RawLog {
     batch_max_wait_ms: Option<Spanned<u64>>,
     storage: Option<Spanned<String>>,
     postgres_url: Option<Spanned<String>>,
+    postgres_trust: Option<Spanned<String>>,
     #[serde(default)]
     witness: Vec<Spanned<super::witness::RawLogWitness>>,
     witness_quorum: Option<Spanned<u64>>,
 }
 
 /// Where a log keeps its entries and hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum LogStore {
     /// `data_dir/log.redb`, one process.
     Embedded,
@@ -44,7 +45,21 @@ pub enum LogStore {
     Postgres {
         /// The connection URL.
         url: String,
+        /// With `postgres_trust`: the `[[trust]]` name and the TLS the connection must use.
+        tls: Option<(String, Arc<rustls::ClientConfig>)>,
     },
+}
+
+impl PartialEq for LogStore {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Embedded, Self::Embedded) => true,
+            (Self::Postgres { url: a, tls: ta }, Self::Postgres { url: b, tls: tb }) => {
+                a == b && ta.as_ref().map(|t| &t.0) == tb.as_ref().map(|t| &t.0)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The resolved `[log]` section. The store itself is opened by `serve`, once.
@@ -207,14 +222,43 @@ impl Resolver<'_> {
             &raw.postgres_url,
         ) {
             (None | Some(("embedded", _)), None) => LogStore::Embedded,
-            (Some(("postgres", _)), Some(url)) => LogStore::Postgres {
-                url: url.get_ref().clone(),
-            },
+            (Some(("postgres", _)), Some(url)) => {
+                let tls = raw.postgres_trust.as_ref().and_then(|name| {
+                    let Some(trust) = trusts.iter().find(|t| t.name() == name.get_ref()) else {
+                        self.unknown("trust", "log.postgres_trust", name);
+                        return None;
+                    };
+                    self.server_trusts.insert(trust.name().to_owned());
+                    match certgate_tls::upstream_client_config(trust, None) {
+                        Ok(c) => Some((trust.name().to_owned(), Arc::new(c))),
+                        Err(e) => {
+                            self.error(
+                                Some(name.span().start),
+                                "log.postgres_trust",
+                                e.to_string(),
+                            );
+                            None
+                        }
+                    }
+                });
+                LogStore::Postgres {
+                    url: url.get_ref().clone(),
+                    tls,
+                }
+            }
             (Some(("postgres", at)), None) => {
                 self.error(
                     Some(at),
                     "log.postgres_url",
                     "missing: `storage = \"postgres\"` needs the database, e.g. `postgres_url = \"postgres://certgate@db.internal/certgate\"`",
+                );
+                LogStore::Embedded
+            }
+            (_, None) if raw.postgres_trust.is_some() => {
+                self.error(
+                    raw.postgres_trust.as_ref().map(|t| t.span().start),
+                    "log.postgres_trust",
+                    "set `storage = \"postgres\"` and `postgres_url` to use it",
                 );
                 LogStore::Embedded
             }

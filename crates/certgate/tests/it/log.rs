@@ -759,3 +759,51 @@ fn migrate_copies_an_embedded_log_into_postgres_and_proves_it() {
         text(&out)
     );
 }
+
+/// With `postgres_trust`, the log speaks TLS to PostgreSQL and verifies the server's
+/// certificate: a database whose certificate the trust does not cover is refused at start.
+#[test]
+fn a_postgres_log_over_verified_tls() {
+    let (dir, pki) = setup();
+    let d = dir.path();
+    let chain = format!("{}{}", pki.server.pem, pki.intermediate.pem);
+    let Some(pg) = certgate_testkit::Postgres::start_tls(&chain, &pki.server.key_pem) else {
+        return;
+    };
+    certgate_ok(
+        d,
+        ["log", "init", "--origin", ORIGIN, "--dir", "logdata"].as_slice(),
+    );
+    let url = format!(
+        "postgres://postgres@localhost:{}/postgres?hostaddr=127.0.0.1",
+        pg.port
+    );
+    let with_trust = |trust: &str| {
+        log_config("logdata").replace(
+            "writers = [",
+            &format!(
+                "storage = \"postgres\"\npostgres_url = \"{url}\"\npostgres_trust = \"{trust}\"\nwriters = ["
+            ),
+        )
+    };
+    write(d, "c.toml", &with_trust("writers"));
+    {
+        let server = Serve::start(d, "c.toml", 1);
+        let (code, body) = http(
+            server.port("log"),
+            &client(d, "publisher"),
+            "POST",
+            "/add",
+            b"over TLS",
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    // A trust that does not cover the database's certificate: refused, and said why.
+    let other =
+        with_trust("strangers") + "[[trust]]\nname = \"strangers\"\nca = [\"selfie.pem\"]\n";
+    write(d, "bad.toml", &other);
+    let out = certgate(d, ["serve", "--config", "bad.toml"].as_slice());
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(text(&out).contains("log.postgres_url"), "{}", text(&out));
+}

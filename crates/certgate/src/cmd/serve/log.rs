@@ -27,7 +27,7 @@ impl RunningLog {
                 certgate_log::Store::open(&section.data_dir.join("log.redb"))
                     .map_err(|e| fail(exit::CANTCREAT, format!("log: {e}")))?,
             ),
-            config::log::LogStore::Postgres { url } => {
+            config::log::LogStore::Postgres { url, tls } => {
                 // The first instance on an empty database creates the log there, with the
                 // signed checkpoint of the empty tree.
                 let empty = certgate_tlog::checkpoint::Checkpoint {
@@ -39,8 +39,13 @@ impl RunningLog {
                 .sign(&[&section.signer])?
                 .to_string();
                 Arc::new(
-                    certgate_log::PgStore::open_or_create(url, &section.origin, &empty)
-                        .map_err(|e| fail(exit::TEMPFAIL, format!("log.postgres_url: {e}")))?,
+                    certgate_log::PgStore::open_or_create(
+                        url,
+                        tls.as_ref().map(|t| Arc::clone(&t.1)),
+                        &section.origin,
+                        &empty,
+                    )
+                    .map_err(|e| fail(exit::TEMPFAIL, format!("log.postgres_url: {e}")))?,
                 )
             }
         };
