@@ -807,3 +807,112 @@ fn a_postgres_log_over_verified_tls() {
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
     assert!(text(&out).contains("log.postgres_url"), "{}", text(&out));
 }
+
+/// One of two serve processes on a PostgreSQL log is killed (SIGKILL) in the middle of
+/// appends: every entry either process acknowledged is at its index, the tree is one tree, and
+/// the next append gets index = size.
+#[test]
+fn a_killed_instance_loses_no_acknowledged_entry() {
+    let Some(pg) = certgate_testkit::Postgres::start() else {
+        return;
+    };
+    let (dir, _pki) = setup();
+    let d = dir.path();
+    certgate_ok(
+        d,
+        ["log", "init", "--origin", ORIGIN, "--dir", "logdata"].as_slice(),
+    );
+    let config = log_config("logdata").replace(
+        "writers = [",
+        &format!(
+            "storage = \"postgres\"\npostgres_url = \"{}\"\nwriters = [",
+            pg.url()
+        ),
+    );
+    write(d, "c.toml", &config);
+    let (a, b) = (Serve::start(d, "c.toml", 1), Serve::start(d, "c.toml", 1));
+    let ports = [a.port("log"), b.port("log")];
+    let writer = client(d, "publisher");
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    std::thread::scope(|s| {
+        for port in ports {
+            for w in 0..4 {
+                let (writer, acked) = (Arc::clone(&writer), Arc::clone(&acked));
+                s.spawn(move || {
+                    for i in 0..60 {
+                        let entry = format!("port {port} writer {w} entry {i}");
+                        if let Ok((200, body)) =
+                            http(port, &writer, "POST", "/add", entry.as_bytes())
+                        {
+                            let index = TlogProof::parse(&body).unwrap().index;
+                            acked.lock().unwrap().push((entry, index));
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        a.signal("KILL");
+    });
+    let acked = acked.lock().unwrap();
+    assert!(
+        acked.len() > 240,
+        "only {} appends went through",
+        acked.len()
+    );
+    let (code, cp) = http(ports[1], &writer, "GET", "/checkpoint", b"").unwrap();
+    assert_eq!(code, 200);
+    let keys = Verifiers(vec![Verifier::parse(&vkey(d, "logdata")).unwrap()]);
+    let (cp, _) = Checkpoint::open(&cp, ORIGIN, &keys).unwrap();
+    let (code, bundle) = http(
+        ports[1],
+        &writer,
+        "GET",
+        &if cp.size >= 256 {
+            "/tile/entries/000".to_owned()
+        } else {
+            format!("/tile/entries/000.p/{}", cp.size)
+        },
+        b"",
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    let mut entries: Vec<Vec<u8>> = tile::parse_bundle(&bundle)
+        .unwrap()
+        .iter()
+        .map(|e| e.to_vec())
+        .collect();
+    if cp.size > 256 {
+        let (code, rest) = http(
+            ports[1],
+            &writer,
+            "GET",
+            &format!("/tile/entries/001.p/{}", cp.size - 256),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(code, 200);
+        entries.extend(
+            tile::parse_bundle(&rest)
+                .unwrap()
+                .iter()
+                .map(|e| e.to_vec()),
+        );
+    }
+    let mut tree = merkle::MemoryTree::new();
+    for e in &entries {
+        tree.append(e);
+    }
+    assert_eq!(tree.root(), cp.root, "the entries are the signed tree");
+    for (entry, index) in acked.iter() {
+        assert_eq!(
+            entries[*index as usize],
+            entry.as_bytes(),
+            "acknowledged entry at {index}"
+        );
+    }
+    let (code, body) = http(ports[1], &writer, "POST", "/add", b"after the kill").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(TlogProof::parse(&body).unwrap().index, cp.size);
+}
