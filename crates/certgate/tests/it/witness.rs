@@ -117,8 +117,14 @@ fn witnesses_cosign_a_growing_log_refuse_a_fork_and_keep_their_state() {
     let wkeys: [String; 3] = wkeys.try_into().unwrap();
     let w1 = Serve::start(d, "w1.toml", 1);
     let w2 = Serve::start(d, "w2.toml", 1);
-    // The third witness is down: nothing listens on its port.
-    let ports = [w1.port("witness"), w2.port("witness"), crate::free_port()];
+    // The third witness hangs: its port accepts connections and never answers (the log gives
+    // up on it after 10 s, but publishes as soon as the other two made the quorum).
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = [
+        w1.port("witness"),
+        w2.port("witness"),
+        hole.local_addr().unwrap().port(),
+    ];
     std::fs::write(
         d.join("log.toml"),
         log_with_witnesses("logdata", ports, &wkeys),
@@ -135,7 +141,7 @@ fn witnesses_cosign_a_growing_log_refuse_a_fork_and_keep_their_state() {
     // with quorum 2 of the three witnesses (but not 3: one is down).
     eventually(
         "the checkpoint of size 3 is witnessed",
-        Duration::from_secs(15),
+        Duration::from_secs(6),
         || {
             let (ok, out) = checkpoint(d, port, &log_key, "2", "client-state");
             ok && out.contains(": size 3,")
@@ -182,7 +188,7 @@ fn witnesses_cosign_a_growing_log_refuse_a_fork_and_keep_their_state() {
     add(d, port, "e4", "entry four\n");
     eventually(
         "the checkpoint of size 4 is witnessed",
-        Duration::from_secs(15),
+        Duration::from_secs(6),
         || {
             let (ok, out) = checkpoint(d, port, &log_key, "2", "client-state");
             ok && out.contains(": size 4,")

@@ -20,6 +20,8 @@ use crate::files;
 
 /// How often the log looks for a new checkpoint to have witnessed.
 const SUBMIT_EVERY: Duration = Duration::from_secs(1);
+/// How long the other witnesses may still answer once the quorum cosigned a checkpoint.
+const STRAGGLERS: Duration = Duration::from_millis(500);
 /// How long one witness may take to answer.
 const WITNESS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -264,7 +266,19 @@ pub(super) async fn submit_forever(
                 }
             };
             let mut cosigned = 0;
-            while let Some(done) = tasks.join_next().await {
+            // Once the quorum is in, the others get a moment to add theirs; a witness slower
+            // than that is asked again with the next checkpoint (its task is dropped here), so
+            // one slow witness never holds back what the others already cosigned.
+            let mut deadline: Option<tokio::time::Instant> = None;
+            loop {
+                let next = match deadline {
+                    None => tasks.join_next().await,
+                    Some(d) => match tokio::time::timeout_at(d, tasks.join_next()).await {
+                        Ok(n) => n,
+                        Err(_) => break,
+                    },
+                };
+                let Some(done) = next else { break };
                 let Ok((i, outcome)) = done else { continue };
                 let w = &witnesses[i];
                 match outcome {
@@ -275,6 +289,12 @@ pub(super) async fn submit_forever(
                             note.add_signature(s);
                         }
                         metrics::counter!("certgate_log_cosignatures_total", "witness" => w.url.clone(), "result" => "ok").increment(1);
+                        // Served as soon as it has its quorum, not after the slowest witness.
+                        if cosigned == quorum {
+                            publish(&note, &data_dir, &service).await;
+                            metrics::gauge!("certgate_log_witnessed_size").set(size as f64);
+                            deadline = Some(tokio::time::Instant::now() + STRAGGLERS);
+                        }
                     }
                     Err((why, seen)) => {
                         // A size beyond the log's own is not believed: next time the witness is
@@ -285,23 +305,11 @@ pub(super) async fn submit_forever(
                     }
                 }
             }
-            metrics::gauge!("certgate_log_witnessed_size").set(size as f64);
+            // Published already when the quorum was reached; again with every cosignature.
+            if cosigned > quorum {
+                publish(&note, &data_dir, &service).await;
+            }
             if cosigned >= quorum {
-                let text = note.to_string();
-                let path = witnessed_path(&data_dir);
-                let stored = text.clone();
-                match tokio::task::spawn_blocking(move || {
-                    files::write_public(&path, stored.as_bytes())
-                })
-                .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "cannot store the witnessed checkpoint; a restart would serve none until the next one")
-                    }
-                    Err(_) => {}
-                }
-                service.publish_witnessed(text);
                 published = Some(size);
                 tracing::info!(size, cosigned, "checkpoint witnessed and published");
             } else {
@@ -315,6 +323,20 @@ pub(super) async fn submit_forever(
         }
         tokio::time::sleep(SUBMIT_EVERY).await;
     }
+}
+
+/// Stores `note` as the last witnessed checkpoint and serves it.
+async fn publish(note: &Note, data_dir: &Path, service: &certgate_log::LogService) {
+    let text = note.to_string();
+    let (path, stored) = (witnessed_path(data_dir), text.clone());
+    match tokio::task::spawn_blocking(move || files::write_public(&path, stored.as_bytes())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot store the witnessed checkpoint; a restart would serve none until the next one")
+        }
+        Err(_) => {}
+    }
+    service.publish_witnessed(text);
 }
 
 /// One witness, one checkpoint: the cosignatures that verify under its key and the size it now
