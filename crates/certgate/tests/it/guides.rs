@@ -94,6 +94,8 @@ struct Reader {
     dir: tempfile::TempDir,
     logs: tempfile::TempDir,
     path: std::ffi::OsString,
+    /// Variables the guide tells its reader to set (`DATABASE_URL`, say), as the test sets them.
+    env: Vec<(String, String)>,
     groups: Vec<u32>,
 }
 
@@ -127,6 +129,7 @@ impl Reader {
             dir,
             logs: tempdir(),
             path: std::env::join_paths(paths).unwrap(),
+            env: Vec::new(),
             groups: Vec::new(),
         }
     }
@@ -145,6 +148,7 @@ impl Reader {
                 .args(["-euo", "pipefail", "-c", script])
                 .current_dir(self.dir())
                 .env("PATH", &self.path)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
                 .stderr(out)
@@ -182,6 +186,11 @@ impl Reader {
 /// Follows `guide` (a file in `docs/guides/`) block by block, with `ports` replaced by free
 /// ones. `peers` are the programs it needs.
 fn follow(guide: &'static str, ports: &[u16], peers: &[&str]) {
+    follow_with(guide, ports, peers, &[]);
+}
+
+/// [`follow`], with environment variables the guide asks its reader to set.
+fn follow_with(guide: &'static str, ports: &[u16], peers: &[&str], env: &[(&str, String)]) {
     for p in peers {
         if certgate_testkit::peer(p).is_none() {
             return;
@@ -194,6 +203,10 @@ fn follow(guide: &'static str, ports: &[u16], peers: &[&str]) {
     let markdown = std::fs::read_to_string(&path).unwrap();
     let ports: Vec<(u16, u16)> = ports.iter().map(|p| (*p, crate::free_port())).collect();
     let mut reader = Reader::new(guide);
+    reader.env = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
     let mut last_output: Option<(usize, String)> = None;
     let mut ran = 0;
     for block in blocks(&markdown) {
@@ -293,6 +306,19 @@ fn witness_a_log() {
     follow("witness-a-log.md", &[8444, 8446, 9090, 9091], &["curl"]);
 }
 
+#[test]
+fn log_on_postgres() {
+    let Some(pg) = certgate_testkit::Postgres::start() else {
+        return;
+    };
+    follow_with(
+        "log-on-postgres.md",
+        &[8440, 8444, 8445, 9090, 9091],
+        &["haproxy", "curl"],
+        &[("DATABASE_URL", pg.url())],
+    );
+}
+
 /// The guides the tests above follow; every guide must be one of them.
 const FOLLOWED: &[&str] = &[
     "behind-a-waf.md",
@@ -301,6 +327,7 @@ const FOLLOWED: &[&str] = &[
     "http-app.md",
     "egress.md",
     "witness-a-log.md",
+    "log-on-postgres.md",
 ];
 
 #[test]
