@@ -3,7 +3,8 @@
 //!
 //! Modes: `handshake` (a new connection and full handshake per request), `keepalive` (requests
 //! over long-lived connections, with latency percentiles), `idle` (open connections and hold
-//! them, for memory measurements) and `download` (one GET of a large body, for throughput).
+//! them, for memory measurements), `download` (one GET of a large body, for throughput) and
+//! `append` (keep-alive POSTs of unique 256-byte bodies, for a transparency log's `/add`).
 //! Prints one JSON line.
 //!
 //! How it reaches the server (`--via`): `direct` mTLS; `plain` TCP (e.g. into a certgate egress
@@ -29,6 +30,8 @@ enum Mode {
     Keepalive,
     Idle,
     Download,
+    /// Keep-alive `POST`s of unique 256-byte bodies (a transparency log's `/add`).
+    Append,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -185,7 +188,7 @@ fn config(args: &Args) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// Sends one GET and reads the whole response (Content-Length or until close).
+/// Sends one request and reads the whole response (Content-Length or until close).
 async fn request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     s: &mut S,
     req: &[u8],
@@ -320,11 +323,16 @@ async fn main() -> Result<()> {
             tokio::time::sleep(duration).await;
             return Ok(());
         }
-        Mode::Handshake | Mode::Keepalive | Mode::Download => {}
+        Mode::Handshake | Mode::Keepalive | Mode::Download | Mode::Append => {}
     }
-    let keepalive = matches!(args.mode, Mode::Keepalive);
+    let keepalive = matches!(args.mode, Mode::Keepalive | Mode::Append);
+    let append = matches!(args.mode, Mode::Append);
+    // Bodies differ between runs too, so a log never answers them as duplicates.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let mut tasks = Vec::new();
-    for _ in 0..args.connections {
+    for conn in 0..args.connections {
         let (dialer, stop, ok, errors) = (dialer.clone(), stop.clone(), ok.clone(), errors.clone());
         let conn_header = if keepalive {
             ""
@@ -336,18 +344,34 @@ async fn main() -> Result<()> {
             args.sni
         )
         .into_bytes();
+        let (target, host) = (target.clone(), args.sni.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut buf = Vec::with_capacity(16 * 1024);
             let mut stream = None;
+            let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
+                let post;
+                let this = if append {
+                    n += 1;
+                    let mut body = format!("{run}-{conn}-{n}-");
+                    body.extend(std::iter::repeat_n('x', 256 - body.len().min(256)));
+                    post = format!(
+                        "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .into_bytes();
+                    &post
+                } else {
+                    &req
+                };
                 let result = async {
                     if stream.is_none() || !keepalive {
                         stream = Some(dialer.dial().await?);
                     }
                     let s = stream.as_mut().context("no stream")?;
-                    request(s, &req, &mut buf).await
+                    request(s, this, &mut buf).await
                 }
                 .await;
                 match result {
@@ -381,7 +405,7 @@ async fn main() -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "mode": if keepalive { "keepalive" } else { "handshake" },
+            "mode": if append { "append" } else if keepalive { "keepalive" } else { "handshake" },
             "requests": ok.load(Ordering::Relaxed),
             "errors": errors.load(Ordering::Relaxed),
             "seconds": secs,
