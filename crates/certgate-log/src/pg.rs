@@ -68,7 +68,14 @@ pub struct PgStore {
     /// To connect again when the connection was lost (the database restarted).
     config: Arc<Target>,
     origin: String,
+    /// Stored hashes seen so far. They never change once written, so a copy is always right;
+    /// proofs for a batch just committed are made from memory instead of one query per hash.
+    hashes: std::sync::RwLock<HashMap<u64, Hash>>,
 }
+
+/// Stored hashes kept in memory (32 bytes each; about two per entry): 64 MiB. Past that the
+/// cache starts again empty.
+const CACHED_HASHES: usize = 2 << 20;
 
 /// How to reach the database: its address and, when given, the TLS it must speak.
 struct Target {
@@ -179,6 +186,7 @@ impl PgStore {
         };
         let store = Self {
             rt: Some(rt),
+            hashes: std::sync::RwLock::new(HashMap::new()),
             config,
             client: Arc::new(Mutex::new(client)),
             origin: origin.to_owned(),
@@ -255,8 +263,20 @@ impl PgStore {
         rx.recv().map_err(|_| task_ended())?
     }
 
-    fn hash_at(&self, at: u64) -> Result<Hash, Error> {
-        let at = to_i64(at)?;
+    fn remember(&self, hashes: impl IntoIterator<Item = (u64, Hash)>) {
+        if let Ok(mut cache) = self.hashes.write() {
+            if cache.len() > CACHED_HASHES {
+                cache.clear();
+            }
+            cache.extend(hashes);
+        }
+    }
+
+    fn hash_at(&self, position: u64) -> Result<Hash, Error> {
+        if let Some(h) = self.hashes.read().ok().and_then(|c| c.get(&position).copied()) {
+            return Ok(h);
+        }
+        let at = to_i64(position)?;
         let bytes: Vec<u8> = self.run(move |client, config| async move {
             let client = connected(&client, &config).await?;
             client
@@ -271,6 +291,7 @@ impl PgStore {
         let array: [u8; 32] = bytes
             .try_into()
             .map_err(|_| Error::Storage("postgres: a stored hash is not 32 bytes".into()))?;
+        self.remember([(position, Hash(array))]);
         Ok(Hash(array))
     }
 }
@@ -572,8 +593,8 @@ impl LogStorage for PgStore {
         let root = merkle::tree_hash(size, &reader).map_err(Error::Log)?;
         let checkpoint = sign(size, root)?;
         let (mut hash_idx, mut hashes) = (Vec::new(), Vec::new());
-        for (at, h) in new_hashes {
-            hash_idx.push(to_i64(at)?);
+        for (at, h) in &new_hashes {
+            hash_idx.push(to_i64(*at)?);
             hashes.push(h.0.to_vec());
         }
         to_db
@@ -586,6 +607,8 @@ impl LogStorage for PgStore {
             })
             .map_err(|_| task_ended())?;
         done_rx.recv().map_err(|_| task_ended())??;
+        // Committed: what this batch wrote and read is the database's now, and stays so.
+        self.remember(new_hashes.into_iter().chain(read.edge));
         Ok(Committed {
             indexes,
             size,
