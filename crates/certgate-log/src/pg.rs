@@ -273,7 +273,12 @@ impl PgStore {
     }
 
     fn hash_at(&self, position: u64) -> Result<Hash, Error> {
-        if let Some(h) = self.hashes.read().ok().and_then(|c| c.get(&position).copied()) {
+        if let Some(h) = self
+            .hashes
+            .read()
+            .ok()
+            .and_then(|c| c.get(&position).copied())
+        {
             return Ok(h);
         }
         let at = to_i64(position)?;
