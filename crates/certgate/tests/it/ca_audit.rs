@@ -198,23 +198,7 @@ fn every_issuance_is_on_the_record_and_audit_finds_what_is_not() {
         Note::sign(&forged_text, &[&other]).unwrap().to_string(),
     )
     .unwrap();
-    certgate_ok(
-        d,
-        [
-            "log",
-            "add",
-            "forged.note",
-            "--url",
-            &url,
-            "--ca",
-            "root.pem",
-            "--cert",
-            "publisher.pem",
-            "--key",
-            "publisher.key",
-        ]
-        .as_slice(),
-    );
+    crate::log::log_add(d, &url, "forged.note");
     let (code, out) = audit(d, "ca");
     assert_eq!(code, Some(65), "{out}");
     assert!(

@@ -89,6 +89,35 @@ pub(crate) fn vkey(d: &Path, dir: &str) -> String {
         .to_owned()
 }
 
+/// `certgate log add FILE` to the log at `url` as the `publisher` writer; its output.
+pub(crate) fn log_add(d: &Path, url: &str, file: &str) -> String {
+    certgate_ok(
+        d,
+        [
+            "log",
+            "add",
+            file,
+            "--url",
+            url,
+            "--ca",
+            "root.pem",
+            "--cert",
+            "publisher.pem",
+            "--key",
+            "publisher.key",
+        ]
+        .as_slice(),
+    )
+}
+
+/// [`log_config`] for the log in `data_dir`, kept in the PostgreSQL database at `url`.
+fn postgres_log_config(data_dir: &str, url: &str) -> String {
+    log_config(data_dir).replace(
+        "writers = [",
+        &format!("storage = \"postgres\"\npostgres_url = \"{url}\"\nwriters = ["),
+    )
+}
+
 /// One HTTP/1.1 request over a new mTLS connection; (status, body).
 pub(crate) fn http(
     port: u16,
@@ -225,23 +254,7 @@ fn writers_append_clients_check_checkpoints_and_proofs() {
     for i in 0..300 {
         write(d, &format!("e{i}"), &format!("release {i}\n"));
     }
-    let out = certgate_ok(
-        d,
-        [
-            "log",
-            "add",
-            "e0",
-            "--url",
-            &url,
-            "--ca",
-            "root.pem",
-            "--cert",
-            "publisher.pem",
-            "--key",
-            "publisher.key",
-        ]
-        .as_slice(),
-    );
+    let out = log_add(d, &url, "e0");
     assert!(out.contains("appended at index 0"), "{out}");
     // A writer the log refuses (403) is refused for good: exit 77, not "try again" (75).
     let refused = certgate(
@@ -569,13 +582,7 @@ fn two_serve_instances_share_a_postgres_log() {
         d,
         ["log", "init", "--origin", ORIGIN, "--dir", "logdata"].as_slice(),
     );
-    let config = log_config("logdata").replace(
-        "writers = [",
-        &format!(
-            "storage = \"postgres\"\npostgres_url = \"{}\"\nwriters = [",
-            pg.url()
-        ),
-    );
+    let config = postgres_log_config("logdata", &pg.url());
     write(d, "c.toml", &config);
     let (a, b) = (Serve::start(d, "c.toml", 1), Serve::start(d, "c.toml", 1));
     let ports = [a.port("log"), b.port("log")];
@@ -714,13 +721,7 @@ fn migrate_copies_an_embedded_log_into_postgres_and_proves_it() {
     assert!(text(&out).contains("checked"), "{}", text(&out));
 
     // The database serves the same log: a serve on it answers the same checkpoint.
-    let config = log_config("logdata").replace(
-        "writers = [",
-        &format!(
-            "storage = \"postgres\"\npostgres_url = \"{}\"\nwriters = [",
-            pg.url()
-        ),
-    );
+    let config = postgres_log_config("logdata", &pg.url());
     write(d, "c.toml", &config);
     {
         let server = Serve::start(d, "c.toml", 1);
@@ -822,13 +823,7 @@ fn a_killed_instance_loses_no_acknowledged_entry() {
         d,
         ["log", "init", "--origin", ORIGIN, "--dir", "logdata"].as_slice(),
     );
-    let config = log_config("logdata").replace(
-        "writers = [",
-        &format!(
-            "storage = \"postgres\"\npostgres_url = \"{}\"\nwriters = [",
-            pg.url()
-        ),
-    );
+    let config = postgres_log_config("logdata", &pg.url());
     write(d, "c.toml", &config);
     let (a, b) = (Serve::start(d, "c.toml", 1), Serve::start(d, "c.toml", 1));
     let ports = [a.port("log"), b.port("log")];

@@ -32,23 +32,7 @@ logs = ["{log_key}"]
 
 fn add(d: &Path, port: u16, file: &str, body: &str) -> String {
     std::fs::write(d.join(file), body).unwrap();
-    certgate_ok(
-        d,
-        [
-            "log",
-            "add",
-            file,
-            "--url",
-            &format!("https://localhost:{port}"),
-            "--ca",
-            "root.pem",
-            "--cert",
-            "publisher.pem",
-            "--key",
-            "publisher.key",
-        ]
-        .as_slice(),
-    )
+    crate::log::log_add(d, &format!("https://localhost:{port}"), file)
 }
 
 /// `log checkpoint` against the log at `port` with all three witness keys and `quorum`.
