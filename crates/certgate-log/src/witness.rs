@@ -87,8 +87,8 @@ pub struct Witness {
     logs: Vec<KnownLog>,
     state: Box<dyn WitnessState>,
     /// The latest checkpoint cosigned per log in this process, held from reading a log's state
-    /// to storing the new one. It wins over the stored one when that is smaller or gone: a
-    /// state file deleted or rolled back while the witness runs cannot make it forget.
+    /// to storing the new one. Once a log's state was read, memory is the truth: a state file
+    /// deleted or rolled back while the witness runs cannot make it forget.
     seen: Mutex<std::collections::HashMap<String, Checkpoint>>,
 }
 
@@ -181,11 +181,11 @@ impl Witness {
             .seen
             .lock()
             .map_err(|_| Refusal::State("the witness state lock is poisoned".into()))?;
-        let stored = self.stored(log)?;
-        let seen = match (memory.get(&cp.origin), stored) {
-            (Some(m), Some(s)) if s.size > m.size => Some(s),
-            (Some(m), _) => Some(m.clone()),
-            (None, s) => s,
+        // The state is read once per log and process; from then on memory is the truth (one
+        // witness per state: the binary locks the directory).
+        let seen = match memory.get(&cp.origin) {
+            Some(m) => Some(m.clone()),
+            None => self.stored(log)?,
         };
         let (seen_size, seen_root) = seen
             .as_ref()
