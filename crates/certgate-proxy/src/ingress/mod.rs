@@ -257,7 +257,7 @@ async fn watch_admission(
     mut listener_shutdown: watch::Receiver<bool>,
     stop: &watch::Sender<bool>,
 ) -> String {
-    let mut draining = false;
+    let (mut draining, mut reloads_over) = (false, false);
     loop {
         tokio::select! {
             r = listener_shutdown.changed(), if !draining => {
@@ -267,10 +267,12 @@ async fn watch_admission(
                     let _ = stop.send(true);
                 }
             }
-            r = changes.changed() => {
+            r = changes.changed(), if !reloads_over => {
                 if r.is_err() {
-                    // No more reloads will come.
-                    std::future::pending::<()>().await;
+                    // No more reloads will come (a reload removed the listener, which also
+                    // tells it to drain: keep waiting for that, never block here).
+                    reloads_over = true;
+                    continue;
                 }
                 let new = live.load_full();
                 if new.recheck_connections
@@ -281,6 +283,8 @@ async fn watch_admission(
                 }
                 current.store(new);
             }
+            // Draining, and no reload can come: nothing more to watch.
+            else => std::future::pending::<()>().await,
         }
     }
 }
