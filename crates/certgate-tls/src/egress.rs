@@ -13,6 +13,11 @@
 //! fitting identity, in config order, is sent; with no CA names, the first whose key fits. When
 //! none fits, no certificate is sent and the reason is logged.
 //!
+//! Servers that name no CAs (Python's `ssl`, many embedded servers) leave the choice blind. Each
+//! connection therefore resolves through its own [`Attempt`], which records what it sent and
+//! which other identities would fit, so the connecting code can try the next one when the server
+//! answers with an alert that refuses the certificate ([`refuses_client_certificate`]).
+//!
 //! Session resumption: every rule has its own `ClientConfig`, so its own session cache; a
 //! reload builds new configs, so a rotated certificate never resumes a session of the old one.
 //! A rule with several identities does not resume at all: rustls keys sessions by server name
@@ -107,39 +112,93 @@ impl fmt::Display for Choice {
     }
 }
 
-/// Picks the identity to send for a CertificateRequest naming `hints` and `schemes`.
+/// Picks the identity to send for a CertificateRequest naming `hints` and `schemes`, trying
+/// identities in config order.
 pub fn choose(
     identities: &[ClientIdentity],
     hints: &[&[u8]],
     schemes: &[SignatureScheme],
 ) -> (Option<usize>, Choice) {
-    let mut choice = Choice {
-        hints: hints.iter().map(|h| dn_text(h)).collect(),
-        ..Choice::default()
+    let order: Vec<usize> = (0..identities.len()).collect();
+    let picked = choose_in_order(identities, &order, hints, schemes);
+    (picked.index, picked.choice)
+}
+
+/// What [`choose_in_order`] decided.
+#[derive(Clone, Debug, Default)]
+pub struct Picked {
+    /// The identity sent (an index into the rule's identities).
+    pub index: Option<usize>,
+    /// Why, candidate by candidate.
+    pub choice: Choice,
+    /// When the server named no CAs: the other identities in `order` whose key fits, in order
+    /// (what a fallback would try next).
+    pub alternatives: Vec<usize>,
+}
+
+/// Picks the identity to send. With CA names from the server, the first identity in config order
+/// whose chain reaches one of them; without, the first in `order` whose key fits (identities not
+/// in `order` were refused by this server in an earlier attempt).
+pub fn choose_in_order(
+    identities: &[ClientIdentity],
+    order: &[usize],
+    hints: &[&[u8]],
+    schemes: &[SignatureScheme],
+) -> Picked {
+    let mut picked = Picked {
+        choice: Choice {
+            hints: hints.iter().map(|h| dn_text(h)).collect(),
+            ..Choice::default()
+        },
+        ..Picked::default()
     };
-    let mut chosen = None;
-    for (i, id) in identities.iter().enumerate() {
-        let verdict = if chosen.is_some() {
-            "fits, but an earlier identity was chosen".to_owned()
-        } else if !hints.is_empty() && !hints.iter().any(|h| id.reaches(h)) {
-            "its chain reaches none of the CAs the server named".to_owned()
-        } else if id.key.key.choose_scheme(schemes).is_none() {
-            format!(
-                "its {:?} key cannot sign with any scheme the server offers",
-                id.key.key.algorithm()
-            )
-        } else {
-            chosen = Some(i);
-            choice.chosen = Some(id.name.clone());
-            if hints.is_empty() {
-                "chosen (first identity whose key fits)".to_owned()
+    let fits = |id: &ClientIdentity| id.key.key.choose_scheme(schemes).is_some();
+    let cannot_sign = |id: &ClientIdentity| {
+        format!(
+            "its {:?} key cannot sign with any scheme the server offers",
+            id.key.key.algorithm()
+        )
+    };
+    if hints.is_empty() {
+        for &i in order {
+            let id = &identities[i];
+            let verdict = if !fits(id) {
+                cannot_sign(id)
+            } else if picked.index.is_some() {
+                picked.alternatives.push(i);
+                "fits; kept for a fallback".to_owned()
             } else {
-                "chosen (its chain reaches a CA the server named)".to_owned()
+                picked.index = Some(i);
+                picked.choice.chosen = Some(id.name.clone());
+                "chosen (the server named no CAs; first untried identity whose key fits)".to_owned()
+            };
+            picked.choice.candidates.push((id.name.clone(), verdict));
+        }
+        for (i, id) in identities.iter().enumerate() {
+            if !order.contains(&i) {
+                picked.choice.candidates.push((
+                    id.name.clone(),
+                    "refused by this server in an earlier attempt".to_owned(),
+                ));
             }
-        };
-        choice.candidates.push((id.name.clone(), verdict));
+        }
+        return picked;
     }
-    (chosen, choice)
+    for (i, id) in identities.iter().enumerate() {
+        let verdict = if picked.index.is_some() {
+            "fits, but an earlier identity was chosen".to_owned()
+        } else if !hints.iter().any(|h| id.reaches(h)) {
+            "its chain reaches none of the CAs the server named".to_owned()
+        } else if !fits(id) {
+            cannot_sign(id)
+        } else {
+            picked.index = Some(i);
+            picked.choice.chosen = Some(id.name.clone());
+            "chosen (its chain reaches a CA the server named)".to_owned()
+        };
+        picked.choice.candidates.push((id.name.clone(), verdict));
+    }
+    picked
 }
 
 fn dn_text(der: &[u8]) -> String {
@@ -149,12 +208,11 @@ fn dn_text(der: &[u8]) -> String {
     }
 }
 
-/// The resolver of one rule: chooses by the server's hints, logs the choice, and remembers the
-/// last one for `egress explain --connect`.
+/// The identities of one rule. Each connection gets its own [`Attempt`], which decides and
+/// records what it sent.
 pub struct ChooseIdentity {
     rule: String,
     identities: Vec<ClientIdentity>,
-    last: Mutex<Option<Choice>>,
 }
 
 impl fmt::Debug for ChooseIdentity {
@@ -167,9 +225,35 @@ impl fmt::Debug for ChooseIdentity {
 }
 
 impl ChooseIdentity {
-    /// The choice made in the most recent CertificateRequest (for one-shot diagnostics).
-    pub fn last_choice(&self) -> Option<Choice> {
-        self.last.lock().ok().and_then(|l| l.clone())
+    /// How many identities the rule has.
+    pub fn len(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// Whether the rule has no identity.
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+    }
+
+    /// An identity's name.
+    pub fn name(&self, index: usize) -> &str {
+        &self.identities[index].name
+    }
+
+    /// The rule's name.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// A resolver for one connection: when the server names no CAs, identities are offered in
+    /// `order` (indices; an identity left out is not offered).
+    pub fn attempt(self: &Arc<Self>, order: Vec<usize>) -> Arc<Attempt> {
+        Arc::new(Attempt {
+            rule: Arc::clone(self),
+            order,
+            picked: Mutex::new(None),
+            ticket: Arc::new(TicketSeen::default()),
+        })
     }
 }
 
@@ -180,19 +264,154 @@ impl ResolvesClientCert for ChooseIdentity {
         sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
         let (index, choice) = choose(&self.identities, root_hint_subjects, sigschemes);
-        match index {
-            Some(_) => tracing::debug!(rule = %self.rule, "{choice}"),
-            None => tracing::warn!(rule = %self.rule, "{choice}"),
-        }
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some(choice);
-        }
-        index.map(|i| Arc::clone(&self.identities[i].key))
+        self.record(index, choice)
     }
 
     fn has_certs(&self) -> bool {
         !self.identities.is_empty()
     }
+}
+
+impl ChooseIdentity {
+    fn record(&self, index: Option<usize>, choice: Choice) -> Option<Arc<CertifiedKey>> {
+        match index {
+            Some(_) => tracing::debug!(rule = %self.rule, "{choice}"),
+            None => tracing::warn!(rule = %self.rule, "{choice}"),
+        }
+        index.map(|i| Arc::clone(&self.identities[i].key))
+    }
+}
+
+/// One connection's resolver: chooses like the rule, in the attempt's order, and remembers what
+/// it chose and what else would have fitted, so that the connection can fall back to the next
+/// identity when the server refuses this one.
+pub struct Attempt {
+    rule: Arc<ChooseIdentity>,
+    order: Vec<usize>,
+    picked: Mutex<Option<Picked>>,
+    ticket: Arc<TicketSeen>,
+}
+
+impl fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt")
+            .field("rule", &self.rule.rule)
+            .field("order", &self.order)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Attempt {
+    /// What was chosen, once the server asked for a certificate (`None` if it never did).
+    pub fn picked(&self) -> Option<Picked> {
+        self.picked.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Whether the server sent a TLS 1.3 session ticket on this connection. OpenSSL and rustls
+    /// servers send tickets only after the client's certificate and Finished were accepted, so a
+    /// ticket is the earliest sign that the server took the certificate.
+    pub fn ticket_seen(&self) -> bool {
+        self.ticket.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// `base` with this attempt as its certificate resolver. With several identities, sessions
+    /// are never resumed (a resumed session carries the identity of its first handshake); the
+    /// attempt only notes that a ticket arrived.
+    pub fn config(self: &Arc<Self>, base: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+        let mut config = (**base).clone();
+        config.client_auth_cert_resolver = Arc::clone(self) as Arc<dyn ResolvesClientCert>;
+        if self.rule.identities.len() > 1 {
+            config.resumption = rustls::client::Resumption::store(
+                Arc::clone(&self.ticket) as Arc<dyn rustls::client::ClientSessionStore>
+            )
+            .tls12_resumption(rustls::client::Tls12Resumption::Disabled);
+        }
+        Arc::new(config)
+    }
+}
+
+impl ResolvesClientCert for Attempt {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let picked = choose_in_order(
+            &self.rule.identities,
+            &self.order,
+            root_hint_subjects,
+            sigschemes,
+        );
+        let (index, choice) = (picked.index, picked.choice.clone());
+        if let Ok(mut p) = self.picked.lock() {
+            *p = Some(picked);
+        }
+        self.rule.record(index, choice)
+    }
+
+    fn has_certs(&self) -> bool {
+        !self.rule.identities.is_empty()
+    }
+}
+
+/// A session store that stores nothing and notes that a TLS 1.3 ticket arrived.
+#[derive(Debug, Default)]
+struct TicketSeen(std::sync::atomic::AtomicBool);
+
+impl rustls::client::ClientSessionStore for TicketSeen {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        None
+    }
+
+    fn set_tls12_session(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        _: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        None
+    }
+}
+
+/// Whether a TLS alert from the server says it refused the client certificate (rather than
+/// anything else about the connection): what makes trying another identity worthwhile.
+pub fn refuses_client_certificate(alert: rustls::AlertDescription) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        alert,
+        A::UnknownCA
+            | A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateUnknown
+            | A::CertificateRequired
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::AccessDenied
+            // TLS 1.2 servers (OpenSSL among them) answer a refused certificate with
+            // handshake_failure; a fallback is only tried when a certificate was sent.
+            | A::HandshakeFailure
+    )
 }
 
 /// What one egress rule needs for its TLS client.
@@ -271,7 +490,6 @@ pub fn egress_client_config(
     let resolver = Arc::new(ChooseIdentity {
         rule: tls.rule,
         identities: tls.identities,
-        last: Mutex::new(None),
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -417,5 +635,65 @@ mod tests {
         let (i, choice) = choose(&ids, &[], &[SignatureScheme::RSA_PKCS1_SHA256]);
         assert_eq!(i, None);
         assert!(choice.to_string().contains("cannot sign"), "{choice}");
+    }
+
+    #[test]
+    fn without_ca_names_the_order_decides_and_the_rest_are_alternatives() {
+        let a = TestPki::named("a");
+        let b = TestPki::named("b");
+        let c = TestPki::named("c");
+        let ids = [
+            identity("a", &a.client, &[&a.intermediate]),
+            identity("b", &b.client, &[&b.intermediate]),
+            identity("c", &c.client, &[&c.intermediate]),
+        ];
+        let schemes = [SignatureScheme::ECDSA_NISTP256_SHA256];
+        let picked = choose_in_order(&ids, &[0, 1, 2], &[], &schemes);
+        assert_eq!((picked.index, picked.alternatives), (Some(0), vec![1, 2]));
+        // a was refused: b next, c still an alternative, a said to be refused.
+        let picked = choose_in_order(&ids, &[1, 2], &[], &schemes);
+        assert_eq!(
+            (picked.index, picked.alternatives.clone()),
+            (Some(1), vec![2])
+        );
+        assert!(
+            picked
+                .choice
+                .to_string()
+                .contains("`a`: refused by this server"),
+            "{}",
+            picked.choice
+        );
+        // Remembered c first.
+        let picked = choose_in_order(&ids, &[2, 0, 1], &[], &schemes);
+        assert_eq!((picked.index, picked.alternatives), (Some(2), vec![0, 1]));
+        // With CA names, the order and the refusals do not matter and there is no fallback.
+        let hint = name_der(&b.root);
+        let picked = choose_in_order(&ids, &[2], &[&hint], &schemes);
+        assert_eq!((picked.index, picked.alternatives), (Some(1), vec![]));
+        // No key fits: nothing, no alternatives.
+        let picked = choose_in_order(&ids, &[0, 1, 2], &[], &[SignatureScheme::ED448]);
+        assert_eq!((picked.index, picked.alternatives), (None, vec![]));
+    }
+
+    #[test]
+    fn only_alerts_about_the_certificate_start_a_fallback() {
+        use rustls::AlertDescription as A;
+        for a in [
+            A::UnknownCA,
+            A::BadCertificate,
+            A::CertificateRequired,
+            A::AccessDenied,
+        ] {
+            assert!(refuses_client_certificate(a), "{a:?}");
+        }
+        for a in [
+            A::ProtocolVersion,
+            A::DecodeError,
+            A::InternalError,
+            A::UnrecognisedName,
+        ] {
+            assert!(!refuses_client_certificate(a), "{a:?}");
+        }
     }
 }

@@ -10,13 +10,12 @@ use certgate_pki::ca::{Ca, KeyType, LeafKind, LeafRequest};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 
+use super::fallback::OriginConnector;
 use super::rules::{Destination, EgressRule, select};
 use super::{EgressConfig, access, access_log_on, bad_gateway};
 use crate::message::{Body, strip_hop_by_hop, text};
@@ -186,7 +185,7 @@ pub(super) async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept
 
 /// Sends `req` to `https://host:port` through `client`, i.e. with its rule's identity.
 pub(super) async fn originate(
-    client: &Client<HttpsConnector<HttpConnector>, Body>,
+    client: &Client<OriginConnector, Body>,
     host: &str,
     port: u16,
     req: Request<Incoming>,

@@ -10,6 +10,7 @@
 //! Which certificate goes where is decided in `certgate_tls::egress`; a client certificate is
 //! only ever sent to a server whose own certificate verified against the rule's trust.
 
+pub mod fallback;
 mod intercept;
 mod rules;
 mod tunnel;

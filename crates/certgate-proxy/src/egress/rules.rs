@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certgate_tls::egress::ChooseIdentity;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::ServerName;
 
+use super::fallback::{Origin, OriginConnector, Remembered};
 use crate::message::Body;
 
 /// A host pattern: exact, `*.suffix` (one or more labels), or `*` (any host).
@@ -95,7 +95,9 @@ pub struct EgressRule {
     pub identities: Vec<String>,
     /// The server name to send and verify instead of the destination host.
     pub sni: Option<ServerName<'static>>,
-    pub(super) client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// How connections are opened (identity fallback, and what worked where).
+    pub origin: Origin,
+    pub(super) client: Client<OriginConnector, Body>,
 }
 
 impl std::fmt::Debug for EgressRule {
@@ -137,16 +139,16 @@ impl EgressRule {
         identities: Vec<String>,
         sni: Option<ServerName<'static>>,
     ) -> Self {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*tls).clone());
-        let builder = builder.https_only();
-        let connector = match &sni {
-            Some(name) => builder
-                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name.clone()))
-                .enable_http1()
-                .wrap_connector(http_connector(Duration::from_secs(10))),
-            None => builder
-                .enable_http1()
-                .wrap_connector(http_connector(Duration::from_secs(10))),
+        let origin = Origin {
+            tls: Arc::clone(&tls),
+            chooser: Arc::clone(&chooser),
+            remembered: Arc::new(Remembered::default()),
+            connect_timeout: Duration::from_secs(10),
+            diagnose: false,
+        };
+        let connector = OriginConnector {
+            origin: origin.clone(),
+            sni: sni.clone(),
         };
         Self {
             name,
@@ -157,6 +159,7 @@ impl EgressRule {
             chooser,
             identities,
             sni,
+            origin,
             client: client_builder().build(connector),
         }
     }

@@ -24,12 +24,11 @@ pub struct EgressTunnelConfig {
     pub port: u16,
     /// The name sent as SNI and verified in the server's certificate.
     pub server_name: ServerName<'static>,
-    /// The TLS client: trust, pin, identities, ALPN.
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The TLS client (trust, pin, identities, ALPN), how long each connection attempt may
+    /// take, and which identity worked.
+    pub origin: super::fallback::Origin,
     /// Open connections at most.
     pub max_connections: usize,
-    /// Time allowed to connect and finish the TLS handshake.
-    pub connect_timeout: Duration,
     /// On shutdown, how long open streams may take to end.
     pub drain_timeout: Duration,
 }
@@ -66,22 +65,13 @@ pub(super) async fn tunnel_connection(
 ) {
     let started = Instant::now();
     let _ = tcp.set_nodelay(true);
-    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&cfg.tls));
-    let connected = tokio::time::timeout(cfg.connect_timeout, async {
-        let upstream = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
-        let _ = upstream.set_nodelay(true);
-        connector.connect(cfg.server_name.clone(), upstream).await
-    })
-    .await;
+    let (connected, _) =
+        super::fallback::connect(&cfg.origin, &cfg.host, cfg.port, &cfg.server_name).await;
     let mut upstream = match connected {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(s) => s,
+        Err(e) => {
             let reason = root_cause(&e);
             tracing::warn!(tunnel = %cfg.name, %peer, target = %format!("{}:{}", cfg.host, cfg.port), error = %reason, "egress tunnel: upstream failed");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(tunnel = %cfg.name, %peer, "egress tunnel: connect timed out");
             return;
         }
     };

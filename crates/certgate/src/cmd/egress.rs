@@ -62,6 +62,9 @@ struct ConnectReport {
     ca_hints: Vec<String>,
     candidates: Vec<(String, String)>,
     sent: Option<String>,
+    /// Every handshake made, in order (more than one when the server refused an identity and
+    /// the next one was tried).
+    attempts: Vec<certgate_proxy::egress::fallback::AttemptReport>,
 }
 
 fn explain(args: &ExplainArgs) -> Result<ExitCode> {
@@ -125,47 +128,55 @@ fn explain(args: &ExplainArgs) -> Result<ExitCode> {
             ));
         };
         let server_name = rule.server_name(&host).map_err(|e| fail(exit::USAGE, e))?;
-        // A fresh config, so this handshake neither resumes nor leaves a session behind.
+        // A fresh configuration and nothing remembered from elsewhere: no session is resumed or
+        // left behind, and every attempt this destination needs is shown.
         let mut tls = (*rule.tls).clone();
         tls.resumption = rustls::client::Resumption::disabled();
-        let tls = Arc::new(tls);
+        let origin = certgate_proxy::egress::fallback::Origin {
+            tls: Arc::new(tls),
+            remembered: Arc::default(),
+            diagnose: true,
+            ..rule.origin.clone()
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let handshake = rt.block_on(async {
-            let connect = async {
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-                let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls));
-                let mut stream = connector.connect(server_name, tcp).await?;
-                // TLS 1.3 servers judge the client certificate after the handshake: read once so
-                // a refusal (an alert) shows here.
-                let mut buf = [0u8; 1];
-                use tokio::io::AsyncReadExt as _;
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await;
-                let (_, conn) = stream.get_ref();
-                Ok::<_, std::io::Error>(format!(
-                    "ok ({:?}, server certificate verified)",
-                    conn.protocol_version()
-                        .map_or("?".into(), |v| format!("{v:?}"))
-                ))
+        let (handshake, attempts) = rt.block_on(async {
+            let (connected, attempts) =
+                certgate_proxy::egress::fallback::connect(&origin, &host, port, &server_name).await;
+            let outcome = match connected {
+                Ok(mut stream) => {
+                    // A TLS 1.3 server judges the client certificate after the handshake: read
+                    // once so that a refusal (an alert) shows here.
+                    let mut buf = [0u8; 1];
+                    use tokio::io::AsyncReadExt as _;
+                    let read =
+                        tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf))
+                            .await;
+                    match read {
+                        Ok(Err(e)) => format!("failed: {e}"),
+                        _ => format!(
+                            "ok ({}, server certificate verified)",
+                            stream
+                                .get_ref()
+                                .1
+                                .protocol_version()
+                                .map_or("?".into(), |v| format!("{v:?}"))
+                        ),
+                    }
+                }
+                Err(e) => format!("failed: {e}"),
             };
-            match tokio::time::timeout(Duration::from_secs(10), connect).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => format!("failed: {e}"),
-                Err(_) => "failed: timed out".to_owned(),
-            }
+            (outcome, attempts)
         });
-        let choice = rule.chooser.last_choice();
+        let last = attempts.last();
         out.connect = Some(ConnectReport {
             handshake,
-            server_asked_for_certificate: choice.is_some(),
-            ca_hints: choice.as_ref().map(|c| c.hints.clone()).unwrap_or_default(),
-            candidates: choice
-                .as_ref()
-                .map(|c| c.candidates.clone())
-                .unwrap_or_default(),
-            sent: choice.and_then(|c| c.chosen),
+            server_asked_for_certificate: last.is_some_and(|a| !a.candidates.is_empty()),
+            ca_hints: last.map(|a| a.ca_hints.clone()).unwrap_or_default(),
+            candidates: last.map(|a| a.candidates.clone()).unwrap_or_default(),
+            sent: last.and_then(|a| a.sent.clone()),
+            attempts,
         });
     }
     if args.json {
@@ -206,6 +217,12 @@ fn print_text(e: &Explanation) {
         match &c.sent {
             Some(n) => println!("sent:        {n}"),
             None => println!("sent:        no client certificate"),
+        }
+        if c.attempts.len() > 1 {
+            for (i, a) in c.attempts.iter().enumerate() {
+                let sent = a.sent.as_deref().unwrap_or("no client certificate");
+                println!("attempt {}:   {sent}: {}", i + 1, a.outcome);
+            }
         }
     }
 }

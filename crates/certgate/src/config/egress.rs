@@ -271,9 +271,14 @@ impl Resolver<'_> {
                     host,
                     port,
                     server_name,
-                    tls: tls.config,
+                    origin: certgate_proxy::egress::fallback::Origin {
+                        tls: tls.config,
+                        chooser: tls.chooser,
+                        remembered: Arc::default(),
+                        connect_timeout: std::time::Duration::from_secs(10),
+                        diagnose: false,
+                    },
                     max_connections: 1024,
-                    connect_timeout: std::time::Duration::from_secs(10),
                     drain_timeout: std::time::Duration::from_secs(10),
                 }),
             });

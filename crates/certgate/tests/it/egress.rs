@@ -14,12 +14,12 @@ use certgate_testkit::{
 use crate::server::Serve;
 use crate::{Peer, free_port, wait_port};
 
-fn write(d: &Path, name: &str, text: &str) {
+pub(crate) fn write(d: &Path, name: &str, text: &str) {
     std::fs::write(d.join(name), text).unwrap();
 }
 
 /// Fails (under CERTGATE_REQUIRE_PEERS=1) or skips loudly without these Python modules.
-fn python_with(modules: &[&str]) -> Option<std::path::PathBuf> {
+pub(crate) fn python_with(modules: &[&str]) -> Option<std::path::PathBuf> {
     let python = certgate_testkit::peer("python3")?;
     let import = format!("import {}", modules.join(", "));
     let ok = Command::new(&python)
@@ -69,7 +69,14 @@ except Exception as e:
     out(0, f"{type(e).__name__}: {e}")
 "#;
 
-fn get(python: &Path, d: &Path, proxy: u16, lib: &str, url: &str, cafile: &str) -> (u16, String) {
+pub(crate) fn get(
+    python: &Path,
+    d: &Path,
+    proxy: u16,
+    lib: &str,
+    url: &str,
+    cafile: &str,
+) -> (u16, String) {
     let proxy_url = format!("http://127.0.0.1:{proxy}");
     let mut cmd = Command::new(python);
     if cafile == "env" {
@@ -110,15 +117,15 @@ fn start_nginx(nginx: &Path, d: &Path, servers: &str) -> Peer {
 
 /// An nginx server on `port` that requires a client certificate from `ca_file` (and names that
 /// CA in its CertificateRequest) and answers with the subject it received.
-fn nginx_server(port: u16, verify: &str, ca_file: &str) -> String {
+pub(crate) fn nginx_server(port: u16, verify: &str, ca_file: &str) -> String {
     format!(
         "  server {{ listen 127.0.0.1:{port} ssl; ssl_verify_client {verify}; ssl_verify_depth 3; ssl_client_certificate {ca_file}; \
          location / {{ return 200 \"port={port} verify=$ssl_client_verify subject=$ssl_client_s_dn issuer=$ssl_client_i_dn\\n\"; }} }}\n"
     )
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
     a: TestPki,
     b: TestPki,
 }
@@ -126,7 +133,7 @@ struct Setup {
 /// Two client PKIs (a, b); upstream servers use a's server certificate. The client identities
 /// come in three forms: a's as encrypted PKCS#8 with a password file, b's as a legacy PKCS#12,
 /// and c's (also issued by a) inline in the config.
-fn setup(openssl: &Path) -> Setup {
+pub(crate) fn setup(openssl: &Path) -> Setup {
     let dir = tempdir();
     let d = dir.path();
     let a = TestPki::named("a");
@@ -163,7 +170,7 @@ fn setup(openssl: &Path) -> Setup {
     Setup { dir, a, b }
 }
 
-fn egress_config(s: &Setup, extra: &str) -> String {
+pub(crate) fn egress_config(s: &Setup, extra: &str) -> String {
     let c = signed_by(&Spec::client("carol"), &s.a.intermediate);
     format!(
         r#"version = 1

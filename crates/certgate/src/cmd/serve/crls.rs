@@ -451,8 +451,6 @@ async fn fetch_and_store(
             etag,
             last_modified,
         } => {
-            let der = certgate_pki::crl::crl_der(&bytes, &Origin::inline(url))
-                .map_err(|e| Failure::Fetch(e.to_string()))?;
             let certs = trust
                 .as_ref()
                 .map(|t| t.issuer_certificates())
@@ -466,21 +464,24 @@ async fn fetch_and_store(
                     .as_deref()
                     .and_then(|c| certgate_pki::crl::facts_of(c).ok())
             });
-            let (der, source_url) = (Arc::new(der), url.clone());
-            let d = Arc::clone(&der);
-            let (facts, loaded) = tokio::task::spawn_blocking(move || {
-                certgate_pki::crl::check_and_load(
-                    &d,
+            // Decoded, checked and parsed off the async threads: a list of 100,000 entries takes
+            // tens of milliseconds, which handshakes waiting on a runtime thread would feel.
+            let source_url = url.clone();
+            let (der, facts, loaded) = tokio::task::spawn_blocking(move || {
+                let der = certgate_pki::crl::crl_der(&bytes, &Origin::inline(&source_url))
+                    .map_err(|e| Failure::Fetch(e.to_string()))?;
+                let (facts, loaded) = certgate_pki::crl::check_and_load(
+                    &der,
                     &certs,
                     now,
                     previous.as_ref(),
                     Some(&source_url),
                 )
+                .map_err(Failure::Refused)?;
+                Ok::<_, Failure>((der, facts, loaded))
             })
             .await
-            .map_err(|e| Failure::Fetch(e.to_string()))?
-            .map_err(Failure::Refused)?;
-            let der = Arc::try_unwrap(der).unwrap_or_else(|d| (*d).clone());
+            .map_err(|e| Failure::Fetch(e.to_string()))??;
             // Not older than the newest version of that list this process has had in force,
             // from this source or another, whatever the state directory says now.
             let key = (source.trust.clone(), facts.list_key());
@@ -491,10 +492,17 @@ async fn fetch_and_store(
             let installed = match &trust {
                 Some(t) if !t.crls().iter().any(|c| c.der() == der.as_slice()) => {
                     let crl = Arc::new(loaded);
-                    let installed = t.install_crl(Arc::clone(&crl));
-                    if let Ok(mut n) = newest.lock() {
-                        remember(&mut n, &source.trust, &crl);
-                    }
+                    // Off the async threads too: this frees the list it replaces.
+                    let (t, n, name) = (Arc::clone(t), Arc::clone(newest), source.trust.clone());
+                    let installed = tokio::task::spawn_blocking(move || {
+                        let installed = t.install_crl(Arc::clone(&crl));
+                        if let Ok(mut n) = n.lock() {
+                            remember(&mut n, &name, &crl);
+                        }
+                        installed
+                    })
+                    .await
+                    .map_err(|e| Failure::Fetch(e.to_string()))?;
                     Some(installed)
                 }
                 _ => None,
