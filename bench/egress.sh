@@ -27,7 +27,7 @@ cd "$W"
 $CG ca init --dir ca >/dev/null
 $CG ca issue --dir ca --server localhost --ip 127.0.0.1 --out server >/dev/null
 $CG ca issue --dir ca --client app --out client >/dev/null
-$CG egress ca --dir egress-ca >/dev/null
+$CG egress ca --dir egress-ca --host localhost >/dev/null
 truncate -s "${MIB}M" big
 
 UP=19443 PROXY=13128 TUN=19444

@@ -83,6 +83,36 @@ pub fn create_root(
     key_type: KeyType,
     now: OffsetDateTime,
 ) -> Result<Issued> {
+    root(name, days, key_type, now, None)
+}
+
+/// A self-signed CA that may sign server certificates only for `permitted` hosts (X.509 name
+/// constraints, marked critical; see `name_constraints`): an interception CA whose key cannot
+/// impersonate any other site to a client that checks constraints (OpenSSL, rustls, Python's
+/// `ssl`, browsers).
+pub fn create_constrained_root(
+    name: &str,
+    days: u32,
+    key_type: KeyType,
+    now: OffsetDateTime,
+    permitted: &[crate::name_constraints::Permitted],
+) -> Result<Issued> {
+    root(
+        name,
+        days,
+        key_type,
+        now,
+        Some(crate::name_constraints::constrained_root_params(permitted)),
+    )
+}
+
+fn root(
+    name: &str,
+    days: u32,
+    key_type: KeyType,
+    now: OffsetDateTime,
+    constraints: Option<rcgen::NameConstraints>,
+) -> Result<Issued> {
     let key = key_type.generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
@@ -95,6 +125,7 @@ pub fn create_root(
     ];
     params.not_before = now - Duration::minutes(5);
     params.not_after = now + Duration::days(i64::from(days));
+    params.name_constraints = constraints;
     let serial = random_serial()?;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     params.key_identifier_method = KeyIdMethod::Sha256;

@@ -18,6 +18,7 @@ pub mod forward;
 pub mod forwarded;
 pub mod identity;
 pub mod inspect;
+pub mod name_constraints;
 pub mod peer;
 pub mod pem;
 mod sigcache;

@@ -117,6 +117,28 @@ impl CaDir {
 
     /// Creates a new CA. Refuses to overwrite an existing one.
     pub fn init(&self, name: &str, days: u32, key_type: KeyType) -> Result<Identity> {
+        self.create(name, days, key_type, None)
+    }
+
+    /// [`Self::init`] with name constraints: the CA may sign server certificates only for
+    /// `permitted` (an egress interception CA).
+    pub fn init_constrained(
+        &self,
+        name: &str,
+        days: u32,
+        key_type: KeyType,
+        permitted: &[certgate_pki::name_constraints::Permitted],
+    ) -> Result<Identity> {
+        self.create(name, days, key_type, Some(permitted))
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        days: u32,
+        key_type: KeyType,
+        permitted: Option<&[certgate_pki::name_constraints::Permitted]>,
+    ) -> Result<Identity> {
         if self.exists() {
             return Err(fail(
                 exit::CANTCREAT,
@@ -128,7 +150,11 @@ impl CaDir {
         }
         fs::create_dir_all(self.dir.join("certs"))
             .with_context(|| format!("cannot create `{}`", self.dir.display()))?;
-        let root = ca::create_root(name, days, key_type, OffsetDateTime::now_utc())?;
+        let now = OffsetDateTime::now_utc();
+        let root = match permitted {
+            Some(p) => ca::create_constrained_root(name, days, key_type, now, p)?,
+            None => ca::create_root(name, days, key_type, now)?,
+        };
         files::write_secret(&self.key_path(), root.key_pem.as_bytes())
             .with_context(|| format!("cannot write `{}`", self.key_path().display()))?;
         files::write_public(&self.ca_cert_path(), root.cert_pem.as_bytes())

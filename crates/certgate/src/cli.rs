@@ -90,15 +90,27 @@ pub enum GenerateCommand {
 #[derive(Debug, Subcommand)]
 pub enum EgressCommand {
     /// Create the local interception CA for `[egress] intercept_ca` (ca.pem is what apps trust).
+    /// Its name constraints permit only the hosts of the config's egress rules (and `--host`),
+    /// so its key cannot impersonate any other site.
     Ca {
         /// The directory to create.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// The config whose `[[egress.rule]]` hosts the CA may sign for.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Another host the CA may sign for (`name`, `*.domain` or an IP address); repeatable.
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Replace the CA in DIR (rotation): its key is deleted, its certificate kept as
+        /// previous-ca.pem.
+        #[arg(long)]
+        force: bool,
         /// The CA's common name.
         #[arg(long, default_value = "certgate egress interception CA")]
         name: String,
-        /// Validity in days.
-        #[arg(long, default_value_t = 3650)]
+        /// Validity in days (at most 365).
+        #[arg(long, default_value_t = 365)]
         days: u32,
     },
     /// Which egress rule and client identity a URL gets, and why.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use certgate_pki::ca::{Ca, KeyType, LeafKind, LeafRequest};
+use certgate_pki::name_constraints::Constraints;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -23,7 +24,10 @@ use crate::message::{Body, strip_hop_by_hop, text};
 /// The local CA that signs certificates for intercepted hosts, and its per-host cache.
 pub struct Interceptor {
     ca: Ca,
-    configs: Mutex<HashMap<String, Arc<ServerConfig>>>,
+    /// The CA's name constraints; `None` for a CA made without them (before they existed).
+    constraints: Option<Constraints>,
+    /// Minted configurations by host, with the time each certificate stops being used.
+    configs: Mutex<HashMap<String, (Arc<ServerConfig>, time::OffsetDateTime)>>,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -37,19 +41,62 @@ impl std::fmt::Debug for Interceptor {
 /// Hosts whose minted certificate is kept; past this the cache starts afresh.
 pub(super) const MINTED_CACHE: usize = 1024;
 
+/// The longest a minted certificate is valid, in days.
+pub const MINTED_DAYS: u32 = 7;
+
 impl Interceptor {
     /// An interceptor signing with `ca`.
-    pub fn new(ca: Ca) -> Self {
-        Self {
+    pub fn new(ca: Ca) -> Result<Self, String> {
+        let constraints = Constraints::of(ca.certificate())?;
+        Ok(Self {
             ca,
+            constraints,
             configs: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
-    /// The TLS server configuration that presents a certificate for `host`, minted on first use.
+    /// The CA's certificate.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Whether the CA carries name constraints.
+    pub fn is_constrained(&self) -> bool {
+        self.constraints.is_some()
+    }
+
+    /// Whether a certificate for `host` would be within the CA's name constraints (always, for
+    /// a CA without them). A `CONNECT` to a host outside is tunneled blind, never intercepted.
+    pub fn covers(&self, host: &str) -> bool {
+        self.constraints.as_ref().is_none_or(|c| c.permits(host))
+    }
+
+    /// The TLS server configuration that presents a certificate for `host`, minted on first use
+    /// and again a day before it expires. A certificate is valid for [`MINTED_DAYS`] at most, and
+    /// never past the CA's own expiry.
     pub(super) fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, String> {
-        if let Some(c) = self.configs.lock().ok().and_then(|m| m.get(host).cloned()) {
+        let now = time::OffsetDateTime::now_utc();
+        if let Some((c, _)) = self
+            .configs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(host).cloned())
+            .filter(|(_, renew_at)| now < *renew_at)
+        {
             return Ok(c);
+        }
+        if !self.covers(host) {
+            return Err(format!(
+                "{host} is outside the interception CA's name constraints"
+            ));
+        }
+        let ca_days_left = (self.ca.identity().not_after - now).whole_days();
+        let days = u32::try_from(ca_days_left.clamp(0, i64::from(MINTED_DAYS))).unwrap_or(0);
+        if days == 0 {
+            return Err(format!(
+                "the interception CA expires on {}: create a new one with `certgate egress ca --force`",
+                self.ca.identity().not_after
+            ));
         }
         let (dns, ip) = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => (vec![], vec![ip]),
@@ -65,22 +112,23 @@ impl Interceptor {
                     ip,
                     uri: vec![],
                     email: vec![],
-                    days: 7,
+                    days,
                     key_type: KeyType::EcdsaP256,
                     crl_urls: Vec::new(),
                 },
-                time::OffsetDateTime::now_utc(),
+                now,
             )
             .map_err(|e| format!("cannot mint a certificate for {host}: {e}"))?;
         let chain: Vec<CertificateDer<'static>> =
             vec![issued.cert_der, self.ca.certificate().clone()];
         let config = certgate_tls::egress::intercept_server_config(chain, issued.key_der)
             .map_err(|e| format!("minted certificate for {host}: {e}"))?;
+        let renew_at = now + time::Duration::days(i64::from(days) - 1).max(time::Duration::HOUR);
         if let Ok(mut m) = self.configs.lock() {
             if m.len() >= MINTED_CACHE {
                 m.clear();
             }
-            m.insert(host.to_owned(), Arc::clone(&config));
+            m.insert(host.to_owned(), (Arc::clone(&config), renew_at));
         }
         Ok(config)
     }

@@ -351,7 +351,11 @@ async fn connect(
         port,
         path: None,
     };
-    if select(&cfg.rules, &dest).is_some() {
+    let outside = cfg.interceptor.as_ref().is_some_and(|i| !i.covers(&host));
+    if outside && select(&cfg.rules, &dest).is_some() {
+        tracing::warn!(%host, port, "{host} has an egress rule but is outside the interception CA's name constraints: tunneled blind (regenerate the CA with `certgate egress ca --config ... --force` to intercept it)");
+    }
+    if !outside && select(&cfg.rules, &dest).is_some() {
         let Some(interceptor) = cfg.interceptor.clone() else {
             return (
                 text(

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use std::path::Path;
+
 use certgate_pki::ca::KeyType;
-use certgate_proxy::egress::{Destination, select, split_authority, tls_port};
+use certgate_pki::name_constraints::Permitted;
+use certgate_proxy::egress::{Destination, HostPattern, select, split_authority, tls_port};
 use serde::Serialize;
 
 use crate::ca_store::CaDir;
@@ -16,29 +19,127 @@ use crate::exit::{self, fail};
 
 pub fn run(cmd: EgressCommand) -> Result<ExitCode> {
     match cmd {
-        EgressCommand::Ca { dir, name, days } => {
-            let ca = CaDir::new(&dir);
-            let id = ca.init(&name, days, KeyType::EcdsaP256)?;
-            println!(
-                "created interception CA `{}` in {}",
-                id.subject,
-                dir.display()
-            );
-            println!(
-                "  apps must trust:  {} (e.g. REQUESTS_CA_BUNDLE, SSL_CERT_FILE, or the system store)",
-                ca.ca_cert_path().display()
-            );
-            println!(
-                "  key:              {} (mode 0600)",
-                dir.join("ca.key").display()
-            );
-            println!(
-                "  in the config:    [egress] intercept_ca = \"{}\"",
-                dir.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        EgressCommand::Ca {
+            dir,
+            config,
+            hosts,
+            force,
+            name,
+            days,
+        } => create_ca(&dir, config.as_deref(), &hosts, force, &name, days),
         EgressCommand::Explain(args) => explain(&args),
+    }
+}
+
+/// The longest an interception CA may live, in days.
+const MAX_CA_DAYS: u32 = 365;
+
+fn create_ca(
+    dir: &Path,
+    config: Option<&Path>,
+    hosts: &[String],
+    force: bool,
+    name: &str,
+    days: u32,
+) -> Result<ExitCode> {
+    if days == 0 || days > MAX_CA_DAYS {
+        return Err(fail(
+            exit::USAGE,
+            format!(
+                "--days {days}: an interception CA lives at most {MAX_CA_DAYS} days (rotate it with --force before it expires)"
+            ),
+        ));
+    }
+    let mut permitted = Vec::new();
+    if let Some(path) = config {
+        for (rule, host) in config::egress::rule_hosts(path)
+            .map_err(|e| fail(exit::CONFIG, format!("{}: {e}", path.display())))?
+        {
+            permitted.push(permitted_pattern(&host).map_err(|e| {
+                fail(
+                    exit::CONFIG,
+                    format!("{}: egress.rule.{rule}: {e}", path.display()),
+                )
+            })?);
+        }
+    }
+    for h in hosts {
+        permitted.push(permitted_host(h).map_err(|e| fail(exit::USAGE, format!("--host: {e}")))?);
+    }
+    permitted.sort();
+    permitted.dedup();
+    if permitted.is_empty() {
+        return Err(fail(
+            exit::USAGE,
+            "name the hosts the CA may sign for: --config FILE (the hosts of its [[egress.rule]]s) and/or --host HOST",
+        ));
+    }
+    let ca = CaDir::new(dir);
+    let previous = if force && ca.exists() {
+        let old = std::fs::read(ca.ca_cert_path())?;
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot remove the old CA in {}: {e}", dir.display()))?;
+        Some(old)
+    } else {
+        None
+    };
+    let id = ca.init_constrained(name, days, KeyType::EcdsaP256, &permitted)?;
+    if let Some(old) = previous {
+        crate::files::write_public(&dir.join("previous-ca.pem"), &old)?;
+    }
+    println!(
+        "created interception CA `{}` in {} (valid until {})",
+        id.subject,
+        dir.display(),
+        id.not_after.date()
+    );
+    println!("  may sign only for:");
+    for p in &permitted {
+        println!("    {p}");
+    }
+    println!(
+        "  apps must trust:  {} (e.g. REQUESTS_CA_BUNDLE, SSL_CERT_FILE, or the system store)",
+        ca.ca_cert_path().display()
+    );
+    println!(
+        "  key:              {} (mode 0600)",
+        dir.join("ca.key").display()
+    );
+    println!(
+        "  in the config:    [egress] intercept_ca = \"{}\"",
+        dir.display()
+    );
+    if dir.join("previous-ca.pem").exists() {
+        println!(
+            "  replaced:         the old key is deleted; its certificate is {} (apps that still trust only it must be given the new ca.pem)",
+            dir.join("previous-ca.pem").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `--host` value as a name constraint.
+fn permitted_host(host: &str) -> std::result::Result<Permitted, String> {
+    let host = host.trim().trim_end_matches('.');
+    let pattern = HostPattern::parse(host)
+        .ok_or_else(|| format!("`{host}` is not a host name, `*.domain` or an IP address"))?;
+    permitted_pattern(&pattern)
+}
+
+/// A rule's host pattern as a name constraint.
+fn permitted_pattern(pattern: &HostPattern) -> std::result::Result<Permitted, String> {
+    match pattern {
+        HostPattern::Exact(h) => {
+            let bare = h.trim_start_matches('[').trim_end_matches(']');
+            Ok(match bare.parse::<std::net::IpAddr>() {
+                Ok(ip) => Permitted::Ip(ip),
+                Err(_) => Permitted::Dns(h.trim_end_matches('.').to_owned()),
+            })
+        }
+        HostPattern::Suffix(s) => Ok(Permitted::Dns(s.trim_start_matches('.').to_owned())),
+        HostPattern::Any => Err(
+            "`*` matches every host, and a CA that may sign for every host is what name constraints exist to prevent; name the hosts".to_owned(),
+        ),
     }
 }
 

@@ -283,6 +283,9 @@ impl Resolver<'_> {
                 }),
             });
         }
+        if let (Some(i), Some(dir)) = (&interceptor, &raw.intercept_ca) {
+            self.check_interceptor(i, dir, &rules);
+        }
         let mut config = EgressConfig::new("egress".to_owned(), rules, allow, interceptor);
         if let Some(v) = &raw.max_connections
             && let Some(n) = self.positive(v, "egress.max_connections")
@@ -324,7 +327,7 @@ impl Resolver<'_> {
                 Some(dir.span().start),
                 key,
                 format!(
-                    "{} has no ca.pem and ca.key: create the interception CA with `certgate egress ca --dir {}`",
+                    "{} has no ca.pem and ca.key: create the interception CA with `certgate egress ca --dir {} --config <this file>`",
                     base.display(),
                     dir.get_ref()
                 ),
@@ -345,19 +348,74 @@ impl Resolver<'_> {
                 let key_pem = String::from_utf8(key_bytes).map_err(|_| "ca.key is not PEM")?;
                 certgate_pki::ca::Ca::new(der, &key_pem).map_err(|e| e.to_string())
             });
-        match result {
-            Ok(ca) => Some(Arc::new(Interceptor::new(ca))),
+        match result.and_then(Interceptor::new) {
+            Ok(i) => Some(Arc::new(i)),
             Err(e) => {
                 self.error(
                     Some(dir.span().start),
                     key,
                     format!(
-                        "{}: {e} (create one with `certgate egress ca --dir {}`)",
+                        "{}: {e} (create one with `certgate egress ca --dir {} --config <this file>`)",
                         base.display(),
                         dir.get_ref()
                     ),
                 );
                 None
+            }
+        }
+    }
+
+    /// Notes what the interception CA cannot do or will soon stop doing: rules outside its name
+    /// constraints (tunneled blind), no constraints at all, a lifetime over a year, expiry near.
+    fn check_interceptor(&mut self, i: &Interceptor, dir: &Spanned<String>, rules: &[EgressRule]) {
+        let key = "egress.intercept_ca";
+        let regenerate = format!(
+            "`certgate egress ca --dir {} --config <this file> --force`",
+            dir.get_ref()
+        );
+        let id = i.ca().identity();
+        let now = time::OffsetDateTime::now_utc();
+        if id.not_after <= now {
+            self.error(
+                Some(dir.span().start),
+                key,
+                format!(
+                    "the interception CA expired on {}; create a new one with {regenerate}",
+                    id.not_after.date()
+                ),
+            );
+            return;
+        }
+        let days_left = (id.not_after - now).whole_days();
+        if days_left < 30 {
+            self.notes.push(format!(
+                "{key}: the interception CA expires in {days_left} days; rotate it with {regenerate} and give apps the new ca.pem"
+            ));
+        }
+        if (id.not_after - id.not_before).whole_days() > 366 {
+            self.notes.push(format!(
+                "{key}: the interception CA is valid for more than a year ({} to {}); a shorter-lived one limits what a stolen key can do: {regenerate}",
+                id.not_before.date(),
+                id.not_after.date()
+            ));
+        }
+        if !i.is_constrained() {
+            self.notes.push(format!(
+                "{key}: the interception CA has no name constraints, so its key can impersonate any site to every app that trusts it; create a constrained one with {regenerate}"
+            ));
+            return;
+        }
+        for r in rules {
+            let probe = match &r.host {
+                HostPattern::Exact(h) => h.clone(),
+                HostPattern::Suffix(s) => format!("certgate-check{s}"),
+                HostPattern::Any => "certgate-check.invalid.example".to_owned(),
+            };
+            if !i.covers(&probe) {
+                self.notes.push(format!(
+                    "egress.rule.{}: its hosts are outside the interception CA's name constraints, so CONNECT to them is tunneled blind (http:// URLs are still originated); regenerate the CA with {regenerate}",
+                    r.name
+                ));
             }
         }
     }
@@ -462,6 +520,34 @@ impl Resolver<'_> {
 }
 
 /// `https://host[:port][/path]`, host exact or `*.domain` (or `*`).
+/// The host pattern of every `[[egress.rule]]` in the config at `path`, by rule name (`#N`
+/// for a rule without one), read from the TOML alone: the files the config names need not exist
+/// (`certgate egress ca` runs before the interception CA does).
+pub fn rule_hosts(path: &Path) -> Result<Vec<(String, HostPattern)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let rules = doc
+        .get("egress")
+        .and_then(|e| e.get("rule"))
+        .and_then(|r| r.as_array())
+        .ok_or("no [[egress.rule]] to take hosts from")?;
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let name = r
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map_or_else(|| format!("#{}", i + 1), str::to_owned);
+        let url = r
+            .get("url")
+            .and_then(|u| u.as_str())
+            .ok_or_else(|| format!("egress.rule.{name}.url: missing"))?;
+        let (host, _, _) =
+            parse_rule_url(url).map_err(|e| format!("egress.rule.{name}.url: {e}"))?;
+        out.push((name, host));
+    }
+    Ok(out)
+}
+
 fn parse_rule_url(url: &str) -> Result<(HostPattern, Option<u16>, String), String> {
     let Some(rest) = url.strip_prefix("https://") else {
         return Err(format!(

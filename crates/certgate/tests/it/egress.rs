@@ -222,7 +222,7 @@ fn python_clients_through_the_forward_proxy() {
     let d = s.dir.path();
     let status = Command::new(env!("CARGO_BIN_EXE_certgate"))
         .current_dir(d)
-        .args(["egress", "ca", "--dir", "egress-ca"])
+        .args(["egress", "ca", "--dir", "egress-ca", "--host", "localhost"])
         .output()
         .unwrap();
     assert!(status.status.success(), "{status:?}");
@@ -783,7 +783,7 @@ fn intercept_ca_is_relative_to_the_config_file() {
     let d = dir.path();
     crate::make_ca(d);
     std::fs::create_dir(d.join("conf")).unwrap();
-    crate::certgate_ok(d, "egress ca --dir conf/eca");
+    crate::certgate_ok(d, "egress ca --dir conf/eca --host localhost");
     write(
         d,
         "conf/c.toml",

@@ -130,7 +130,7 @@ fn falls_back_to_the_identity_a_silent_server_accepts() {
     let d = s.dir.path();
     let made = Command::new(env!("CARGO_BIN_EXE_certgate"))
         .current_dir(d)
-        .args(["egress", "ca", "--dir", "egress-ca"])
+        .args(["egress", "ca", "--dir", "egress-ca", "--host", "localhost"])
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");

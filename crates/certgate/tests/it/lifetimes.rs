@@ -377,7 +377,7 @@ fn a_stalled_intercepted_handshake_is_cut() {
     let dir = tempdir();
     let d = dir.path();
     crate::make_ca(d);
-    crate::certgate_ok(d, "egress ca --dir eca");
+    crate::certgate_ok(d, "egress ca --dir eca --host localhost");
     let rule = r#"intercept_ca = "eca"
 [[identity]]
 name = "alice"

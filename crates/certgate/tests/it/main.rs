@@ -9,6 +9,7 @@ mod ca_audit;
 mod ca_interop;
 mod check;
 mod egress;
+mod egress_ca;
 mod egress_fallback;
 mod first_hour;
 mod front;

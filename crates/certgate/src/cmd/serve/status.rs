@@ -252,6 +252,17 @@ impl Expiry {
                 .identities
                 .iter()
                 .map(|i| (i.name.clone(), i.credential.identity.not_after))
+                .chain(
+                    cfg.egress
+                        .as_ref()
+                        .and_then(|e| e.config.interceptor.as_ref())
+                        .map(|i| {
+                            (
+                                "egress.intercept_ca".to_owned(),
+                                i.ca().identity().not_after,
+                            )
+                        }),
+                )
                 .collect(),
             trusts: cfg.trusts.clone(),
             warnings: cfg.warnings,
