@@ -198,10 +198,15 @@ pub fn run(args: &QuickstartArgs) -> Result<ExitCode> {
     if egress_ca.ca_cert_path().exists() {
         reused.push("egress CA".to_owned());
     } else {
-        egress_ca.init(
+        // It may sign for the one rule host only (name constraints), so its key cannot
+        // impersonate any other site to apps that trust it.
+        egress_ca.init_constrained(
             "certgate quickstart egress interception CA",
             365,
             KeyType::EcdsaP256,
+            &[certgate_pki::name_constraints::Permitted::Dns(
+                "localhost".to_owned(),
+            )],
         )?;
         created.push("egress CA".to_owned());
     }
