@@ -12,6 +12,7 @@ mod exit;
 mod files;
 mod http_client;
 mod status_view;
+mod trust_gate;
 
 use std::process::ExitCode;
 

@@ -204,9 +204,9 @@ pub(super) async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept
             let resp = match rule {
                 Some(rule) => {
                     tracing::debug!(rule = %rule.name, %host, %path, "intercepted request");
-                    originate(&rule.client, &host, port, req).await
+                    super::originate_gated(rule, &host, port, req).await
                 }
-                None => text(StatusCode::BAD_GATEWAY, "no egress rule"),
+                None => super::gate::widen(text(StatusCode::BAD_GATEWAY, "no egress rule")),
             };
             let url = access_log_on().then(|| format!("https://{host}:{port}{path}"));
             access(

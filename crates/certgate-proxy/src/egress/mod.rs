@@ -11,6 +11,7 @@
 //! only ever sent to a server whose own certificate verified against the rule's trust.
 
 pub mod fallback;
+pub mod gate;
 mod intercept;
 mod rules;
 mod tunnel;
@@ -39,6 +40,7 @@ use tokio::sync::watch;
 
 use crate::idle::{Activity, Tracked};
 use crate::message::{Body, strip_hop_by_hop, text};
+use gate::OutBody;
 
 /// The resolved `[egress]` forward proxy.
 #[derive(Debug)]
@@ -191,7 +193,7 @@ async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
     tunnel: &TunnelSlot,
-) -> Response<Body> {
+) -> Response<OutBody> {
     let started = Instant::now();
     let method = req.method().clone();
     // Logged without the query, which may carry secrets; built only when the log is on.
@@ -201,7 +203,8 @@ async fn handle(
         _ => req.uri().path().to_owned(),
     });
     let (resp, how) = if method == Method::CONNECT {
-        connect(&cfg, peer, req, tunnel).await
+        let (resp, how) = connect(&cfg, peer, req, tunnel).await;
+        (gate::widen(resp), how)
     } else {
         absolute(&cfg, req).await
     };
@@ -251,13 +254,13 @@ fn access(
 }
 
 /// `GET http://host/path` (absolute form): TLS origination when a rule matches, else plain.
-async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<Body>, &'static str) {
+async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<OutBody>, &'static str) {
     let Some(authority) = req.uri().authority().cloned() else {
         return (
-            text(
+            gate::widen(text(
                 StatusCode::BAD_REQUEST,
                 "this is a forward proxy: send absolute-form requests (`GET http://host/path`) or CONNECT",
-            ),
+            )),
             "refused",
         );
     };
@@ -275,15 +278,15 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<Body>
         path: Some(&path),
     };
     if let Some(rule) = select(&cfg.rules, &tls_dest) {
-        let resp = originate(&rule.client, &host, tls_port, req).await;
+        let resp = originate_gated(rule, &host, tls_port, req).await;
         return (resp, "originate");
     }
     if scheme != "http" {
         return (
-            text(
+            gate::widen(text(
                 StatusCode::BAD_REQUEST,
                 format!("no egress rule for {host}:{port}; use CONNECT for https:// URLs"),
-            ),
+            )),
             "refused",
         );
     }
@@ -293,17 +296,61 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<Body>
         path: Some(&path),
     };
     if !cfg.allowed(&plain_dest) {
-        return (not_allowed(&host, port), "refused");
+        return (gate::widen(not_allowed(&host, port)), "refused");
     }
     let mut req = req.map(|b| b.boxed());
     strip_hop_by_hop(req.headers_mut(), false);
-    match cfg.plain.request(req).await {
+    let resp = match cfg.plain.request(req).await {
         Ok(mut resp) => {
             strip_hop_by_hop(resp.headers_mut(), false);
-            (resp.map(|b| b.boxed()), "plain")
+            resp.map(|b| b.boxed())
         }
-        Err(e) => (bad_gateway(&host, port, &e), "plain"),
-    }
+        Err(e) => bad_gateway(&host, port, &e),
+    };
+    (gate::widen(resp), "plain")
+}
+
+/// The URL a gate matches for a request to `https://host:port` with `path`: the port only when
+/// it is not 443, the path in its normal form (percent-escapes of unreserved characters decoded,
+/// dot segments removed), so that another spelling of a gated URL is gated too. `None` when the
+/// path has no normal form (then the request is gated: a gate fails closed).
+pub(crate) fn gate_url(host: &str, port: u16, path: &str) -> Option<String> {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let path = crate::normal::path(path).ok()?.matched;
+    Some(if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    })
+}
+
+/// [`originate`], through the rule's content-trust gate when the URL is one it names.
+pub(crate) async fn originate_gated(
+    rule: &EgressRule,
+    host: &str,
+    port: u16,
+    mut req: Request<Incoming>,
+) -> Response<OutBody> {
+    let gated = rule.gate.as_ref().and_then(|g| {
+        let url = gate_url(host, port, req.uri().path());
+        let gated = url.as_deref().is_none_or(|u| g.gates(u));
+        gated.then(|| {
+            (
+                g,
+                url.unwrap_or_else(|| format!("https://{host}:{port}{}", req.uri().path())),
+            )
+        })
+    });
+    let Some((g, url)) = gated.filter(|_| req.method() != Method::HEAD) else {
+        return gate::widen(originate(&rule.client, host, port, req).await);
+    };
+    gate::prepare_request(req.headers_mut());
+    let resp = originate(&rule.client, host, port, req).await;
+    gate::gate_response(g, &url, resp)
 }
 
 fn not_allowed(host: &str, port: u16) -> Response<Body> {

@@ -97,6 +97,8 @@ pub struct EgressRule {
     pub sni: Option<ServerName<'static>>,
     /// How connections are opened (identity fallback, and what worked where).
     pub origin: Origin,
+    /// The content-trust gate for the downloads it names, if any.
+    pub gate: Option<super::gate::Gate>,
     pub(super) client: Client<OriginConnector, Body>,
 }
 
@@ -160,6 +162,7 @@ impl EgressRule {
             identities,
             sni,
             origin,
+            gate: None,
             client: client_builder().build(connector),
         }
     }

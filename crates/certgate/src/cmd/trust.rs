@@ -322,7 +322,10 @@ fn load_policy(path: &Path) -> Result<Policy> {
 /// The log's entries, synced into the state directory and checked against its signed,
 /// consistent checkpoint. When the log cannot be reached, the synced state is used if the
 /// policy allows it to be that old.
-fn synced_entries(access: &TrustLogAccess, policy: &Policy) -> Result<(Vec<Vec<u8>>, String)> {
+pub(crate) fn synced_entries(
+    access: &TrustLogAccess,
+    policy: &Policy,
+) -> Result<(Vec<Vec<u8>>, String)> {
     let url = access
         .log
         .clone()

@@ -76,6 +76,13 @@ client_tls_fields! {
     #[serde(deny_unknown_fields)]
     struct RawRule {
         url: Option<Spanned<String>>,
+        trust_policy: Option<Spanned<String>>,
+        #[serde(default)]
+        trust_log_ca: Vec<Spanned<String>>,
+        #[serde(default)]
+        verify: Vec<Spanned<String>>,
+        #[serde(default)]
+        trust_force: bool,
     }
 }
 
@@ -197,8 +204,9 @@ impl Resolver<'_> {
                 },
             };
             let tls = self.client_tls(&prefix, rat, &name, &r.client_tls(), identities, trusts);
+            let gate = self.gate(&prefix, rat, &name, r);
             if let (Some((host, port, path)), Some(tls)) = (url, tls) {
-                rules.push(EgressRule::new(
+                let mut rule = EgressRule::new(
                     name,
                     host,
                     port,
@@ -207,7 +215,9 @@ impl Resolver<'_> {
                     tls.chooser,
                     tls.identities,
                     tls.sni,
-                ));
+                );
+                rule.gate = gate;
+                rules.push(rule);
             }
         }
         let mut tunnels = Vec::new();
@@ -360,6 +370,87 @@ impl Resolver<'_> {
                         dir.get_ref()
                     ),
                 );
+                None
+            }
+        }
+    }
+
+    /// A rule's content-trust gate (`trust_policy`, `verify`, `trust_log_ca`, `trust_force`).
+    fn gate(
+        &mut self,
+        prefix: &str,
+        at: usize,
+        name: &str,
+        r: &RawRule,
+    ) -> Option<certgate_proxy::egress::gate::Gate> {
+        let policy = match (&r.trust_policy, r.verify.is_empty()) {
+            (None, true) => return None,
+            (None, false) => {
+                self.error(
+                    Some(at),
+                    &format!("{prefix}.trust_policy"),
+                    "missing: `verify` needs the content-trust policy that decides (e.g. `trust_policy = \"policy.toml\"`)",
+                );
+                return None;
+            }
+            (Some(p), true) => {
+                self.error(
+                    Some(p.span().start),
+                    &format!("{prefix}.verify"),
+                    "missing: name the downloads that must be trusted, e.g. `verify = [\"https://dl.example/releases/*\"]`",
+                );
+                return None;
+            }
+            (Some(p), false) => p,
+        };
+        let mut files = Vec::new();
+        for v in &r.verify {
+            let pattern = v.get_ref();
+            if !pattern.starts_with("https://") || pattern.len() <= "https://".len() {
+                self.error(
+                    Some(v.span().start),
+                    &format!("{prefix}.verify"),
+                    format!("`{pattern}` must be an https:// URL pattern, e.g. `https://dl.example/releases/*` (http:// URLs are originated over https and matched as such)"),
+                );
+                continue;
+            }
+            files.push(pattern.clone());
+        }
+        let key = format!("{prefix}.trust_policy");
+        let (bytes, _) = self.read(policy, &key)?;
+        let Ok(text) = String::from_utf8(bytes) else {
+            self.error(Some(policy.span().start), &key, "not UTF-8");
+            return None;
+        };
+        let ca = r
+            .trust_log_ca
+            .iter()
+            .map(|c| self.note_file(c.get_ref()))
+            .collect::<Vec<_>>();
+        for (c, path) in r.trust_log_ca.iter().zip(&ca) {
+            if !path.is_file() {
+                self.error(
+                    Some(c.span().start),
+                    &format!("{prefix}.trust_log_ca"),
+                    format!("{}: no such file", path.display()),
+                );
+            }
+        }
+        if r.trust_force {
+            self.notes.push(format!(
+                "{prefix}.trust_force: gated downloads are delivered whatever the log says (each is logged with its true status)"
+            ));
+        }
+        let state = self.state_dir.join("trust");
+        match crate::trust_gate::TrustGate::new(&self.path(policy.get_ref()), &text, ca, state) {
+            Ok(g) => Some(certgate_proxy::egress::gate::Gate {
+                trust: Arc::new(g),
+                files,
+                force: r.trust_force,
+                rule: name.to_owned(),
+            }),
+            Err(e) => {
+                self.error(Some(policy.span().start), &key, e);
                 None
             }
         }

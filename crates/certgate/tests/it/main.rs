@@ -11,6 +11,7 @@ mod check;
 mod egress;
 mod egress_ca;
 mod egress_fallback;
+mod egress_gate;
 mod first_hour;
 mod front;
 mod guides;

@@ -52,6 +52,7 @@ const SERVER_TRUST_RELOAD_EVERY: Duration = Duration::from_secs(10);
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let cfg = config::load(&args.config)?;
+    crate::trust_gate::start_syncing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("certgate")
@@ -551,7 +552,10 @@ async fn reload(
         }
     };
     let cfg = match loaded {
-        Ok(c) => c,
+        Ok(c) => {
+            crate::trust_gate::start_syncing();
+            c
+        }
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(trigger = why, error = %e, "reload rejected");
