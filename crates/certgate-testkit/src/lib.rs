@@ -43,6 +43,7 @@ pub fn peer(program: &str) -> Option<PathBuf> {
             "nginx" => "nginx-light",
             "nghttp" | "h2load" => "nghttp2-client",
             "chromium" => "chromium",
+            "docker-registry" => "docker-registry",
             other => other,
         };
         if peers_required() {

@@ -101,6 +101,9 @@ pub struct Origin {
     pub remembered: Arc<Remembered>,
     /// Time allowed for each attempt's TCP connect and handshake.
     pub connect_timeout: Duration,
+    /// Connect here (`host:port`) instead of to the destination's own address; TLS still names
+    /// and verifies the destination (as curl's `--connect-to`).
+    pub connect_to: Option<String>,
     /// Report the choice of every handshake, even with a single identity (`egress explain`).
     /// A rule with one identity otherwise connects with its own configuration, so that its
     /// sessions resume (a session is only resumed under the resolver that made it).
@@ -134,7 +137,10 @@ pub async fn connect(
         };
         let started = Instant::now();
         let handshake = tokio::time::timeout(origin.connect_timeout, async {
-            let tcp = TcpStream::connect((host, port)).await?;
+            let tcp = match &origin.connect_to {
+                Some(addr) => TcpStream::connect(addr.as_str()).await?,
+                None => TcpStream::connect((host, port)).await?,
+            };
             let _ = tcp.set_nodelay(true);
             tokio_rustls::TlsConnector::from(config)
                 .connect(server_name.clone(), tcp)

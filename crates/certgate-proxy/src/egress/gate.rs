@@ -67,16 +67,37 @@ pub struct Gate {
     /// URL patterns (`https://host[:port]/path`, `*` matches any run of characters) of files
     /// that must be TRUSTED.
     pub files: Vec<String>,
+    /// OCI registries (`host` for port 443, or `host:port`) whose image manifests must be
+    /// TRUSTED, and whose blobs must belong to a manifest that was.
+    pub oci: Vec<String>,
     /// Deliver whatever the verdict, logging it loudly (the explicit override).
     pub force: bool,
     /// The rule's name, for logs and metrics.
     pub rule: String,
+    /// Digests named by TRUSTED manifests fetched through this gate.
+    pub referenced: Arc<Referenced>,
 }
 
 impl Gate {
     /// Whether `url` (`https://host[:port]/path`, without the query) is a gated file.
     pub fn gates(&self, url: &str) -> bool {
         self.files.iter().any(|p| Glob::new(p).matches(url))
+    }
+
+    /// Whether `host:port` is a gated OCI registry.
+    pub fn is_registry(&self, host: &str, port: u16) -> bool {
+        self.oci.iter().any(|r| {
+            let (h, p) = match r.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+                    (h, p.parse::<u16>().unwrap_or(0))
+                }
+                _ => (r.as_str(), 443),
+            };
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .eq_ignore_ascii_case(host)
+                && p == port
+        })
     }
 }
 
@@ -119,7 +140,13 @@ pub fn gate_response(gate: &Gate, url: &str, resp: Response<Body>) -> Response<O
             status: "UNVERIFIABLE".to_owned(),
             reason: why.to_owned(),
         };
-        record(gate, url, None, &judgement);
+        record_as(
+            gate,
+            url,
+            None,
+            &judgement,
+            "content trust: refused with 403",
+        );
         if !gate.force {
             return widen(crate::message::text(
                 StatusCode::FORBIDDEN,
@@ -128,11 +155,25 @@ pub fn gate_response(gate: &Gate, url: &str, resp: Response<Body>) -> Response<O
         }
         return widen(resp);
     }
-    let (parts, body) = resp.into_parts();
+    let trust = Arc::clone(&gate.trust);
+    hold_until(gate, url, resp, Box::new(move |d| trust.judge(d)))
+}
+
+/// The check a held body waits for, given the SHA-256 of everything it carried.
+type Check = Box<dyn FnOnce(&[u8; 32]) -> Judging + Send + Sync>;
+
+/// `resp` with its body hashed as it streams and its last chunk held until `check` passes.
+fn hold_until(gate: &Gate, url: &str, resp: Response<Body>, check: Check) -> Response<OutBody> {
+    let (mut parts, body) = resp.into_parts();
+    // Framed so that a refusal shows: with a length, a short body; without one, chunks with no
+    // last chunk. An HTTP/1.0 answer (an upstream that ends its body by closing) would be sent
+    // on the same way, and a cut connection would look like the end of the file.
+    parts.version = http::Version::HTTP_11;
     let gated = Gated {
         inner: body,
         hasher: sha2::Sha256::new(),
         held: None,
+        check: Some(check),
         judging: None,
         done: false,
         gate: gate.clone(),
@@ -141,8 +182,19 @@ pub fn gate_response(gate: &Gate, url: &str, resp: Response<Body>) -> Response<O
     Response::from_parts(parts, gated.boxed())
 }
 
-/// Counts and logs a judgement.
+/// Counts and logs a judgement on a streamed body (refused: the connection is cut).
 fn record(gate: &Gate, url: &str, digest: Option<&[u8; 32]>, j: &Judgement) {
+    record_as(
+        gate,
+        url,
+        digest,
+        j,
+        "content trust: download refused; the connection is cut",
+    );
+}
+
+/// Counts and logs a judgement; `refused` is the log message when it is not delivered.
+fn record_as(gate: &Gate, url: &str, digest: Option<&[u8; 32]>, j: &Judgement, refused: &str) {
     if crate::metrics::enabled() {
         metrics::counter!("certgate_egress_trust_verdicts_total", "rule" => gate.rule.clone(), "status" => j.status.clone()).increment(1);
     }
@@ -153,7 +205,7 @@ fn record(gate: &Gate, url: &str, digest: Option<&[u8; 32]>, j: &Judgement) {
     } else if gate.force {
         tracing::warn!(rule = %gate.rule, url, digest, status = %j.status, reason = %j.reason, "content trust: FORCED: delivered although not trusted (trust_force = true)");
     } else {
-        tracing::warn!(rule = %gate.rule, url, digest, status = %j.status, reason = %j.reason, "content trust: download refused; the connection is cut");
+        tracing::warn!(rule = %gate.rule, url, digest, status = %j.status, reason = %j.reason, "{refused}");
     }
 }
 
@@ -174,7 +226,9 @@ struct Gated {
     inner: Body,
     hasher: sha2::Sha256,
     held: Option<Bytes>,
-    /// The verdict being reached, once the upstream body ended.
+    /// What decides, once the upstream body ended.
+    check: Option<Check>,
+    /// The verdict being reached.
     judging: Option<(Judging, [u8; 32])>,
     done: bool,
     gate: Gate,
@@ -226,7 +280,11 @@ impl HttpBody for Gated {
                 }
                 None => {
                     let digest: [u8; 32] = std::mem::take(&mut this.hasher).finalize().into();
-                    this.judging = Some((this.gate.trust.judge(&digest), digest));
+                    let Some(check) = this.check.take() else {
+                        this.done = true;
+                        return Poll::Ready(None);
+                    };
+                    this.judging = Some((check(&digest), digest));
                 }
             }
         }
@@ -245,6 +303,249 @@ impl HttpBody for Gated {
         }
         hint
     }
+}
+
+/// Digests named by TRUSTED manifests (their config, layers and child manifests), bounded.
+#[derive(Debug, Default)]
+pub struct Referenced {
+    inner: std::sync::Mutex<Known>,
+}
+
+/// The digests, and the order they came in (to forget the oldest).
+#[derive(Debug, Default)]
+struct Known {
+    set: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+/// Digests kept at most; the oldest go first.
+const REFERENCED_MAX: usize = 100_000;
+
+impl Referenced {
+    fn add(&self, digest: [u8; 32]) {
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        let Known { set, order } = &mut *g;
+        if set.insert(digest) {
+            order.push_back(digest);
+            while order.len() > REFERENCED_MAX {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.inner.lock().is_ok_and(|g| g.set.contains(digest))
+    }
+}
+
+/// The largest manifest the gate reads (manifests are a few KiB).
+const MANIFEST_MAX: usize = 4 << 20;
+
+/// What an OCI registry path asks for.
+enum RegistryPath<'a> {
+    Manifest(&'a str),
+    Blob(&'a str),
+    Other,
+}
+
+fn registry_path(path: &str) -> RegistryPath<'_> {
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return RegistryPath::Other;
+    };
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/")
+        && !name.is_empty()
+        && !reference.is_empty()
+        && !reference.contains('/')
+    {
+        return RegistryPath::Manifest(reference);
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/blobs/")
+        && !name.is_empty()
+        && digest.starts_with("sha256:")
+    {
+        return RegistryPath::Blob(digest);
+    }
+    RegistryPath::Other
+}
+
+/// `sha256:<hex>` as bytes.
+fn parse_digest(s: &str) -> Option<[u8; 32]> {
+    let hex_digits = s.strip_prefix("sha256:")?;
+    let bytes = hex::decode(hex_digits).ok()?;
+    bytes.try_into().ok()
+}
+
+fn refuse(gate: &Gate, url: &str, digest: Option<&[u8; 32]>, j: Judgement) -> Response<OutBody> {
+    record_as(gate, url, digest, &j, "content trust: refused with 403");
+    widen(crate::message::text(
+        StatusCode::FORBIDDEN,
+        format!(
+            "certgate egress: content trust: {url}: {}: {}\n",
+            j.status, j.reason
+        ),
+    ))
+}
+
+/// Whether a request to a gated registry is one the gate judges (a manifest or blob `GET`).
+pub fn registry_judges(path: &str) -> bool {
+    !matches!(registry_path(path), RegistryPath::Other)
+}
+
+/// A registry's answer to a `GET` of `path` (normal form), judged: a manifest is read whole,
+/// its digest recomputed (and compared with a digest reference), and delivered only when
+/// TRUSTED (or named by a manifest that was); a blob only when a TRUSTED manifest named it, and
+/// then only if its bytes hash to its digest.
+pub async fn gate_registry(
+    gate: &Gate,
+    url: &str,
+    path: &str,
+    resp: Response<Body>,
+) -> Response<OutBody> {
+    if resp.status() != StatusCode::OK {
+        return widen(resp);
+    }
+    match registry_path(path) {
+        RegistryPath::Other => widen(resp),
+        RegistryPath::Blob(digest) => {
+            let Some(expected) = parse_digest(digest) else {
+                return refuse(
+                    gate,
+                    url,
+                    None,
+                    Judgement {
+                        trusted: false,
+                        status: "UNVERIFIABLE".to_owned(),
+                        reason: format!("`{digest}` is not a sha256 digest"),
+                    },
+                );
+            };
+            if !gate.referenced.contains(&expected) && !gate.force {
+                return refuse(
+                    gate,
+                    url,
+                    Some(&expected),
+                    Judgement {
+                        trusted: false,
+                        status: "UNKNOWN".to_owned(),
+                        reason: "no TRUSTED manifest fetched through certgate names this blob"
+                            .to_owned(),
+                    },
+                );
+            }
+            let check: Check = Box::new(move |got| {
+                let trusted = *got == expected;
+                Box::pin(std::future::ready(Judgement {
+                    trusted,
+                    status: if trusted { "TRUSTED" } else { "UNTRUSTED" }.to_owned(),
+                    reason: if trusted {
+                        "named by a TRUSTED manifest".to_owned()
+                    } else {
+                        "its bytes do not hash to its digest".to_owned()
+                    },
+                }))
+            });
+            hold_until(gate, url, resp, check)
+        }
+        RegistryPath::Manifest(reference) => {
+            let (mut parts, body) = resp.into_parts();
+            let limited = http_body_util::Limited::new(body, MANIFEST_MAX);
+            let bytes = match limited.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return refuse(
+                        gate,
+                        url,
+                        None,
+                        Judgement {
+                            trusted: false,
+                            status: "UNVERIFIABLE".to_owned(),
+                            reason: format!(
+                                "the manifest could not be read whole (at most {MANIFEST_MAX} bytes): {e}"
+                            ),
+                        },
+                    );
+                }
+            };
+            let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+            if let Some(asked) = parse_digest(reference)
+                && asked != digest
+            {
+                return refuse(
+                    gate,
+                    url,
+                    Some(&digest),
+                    Judgement {
+                        trusted: false,
+                        status: "UNTRUSTED".to_owned(),
+                        reason: format!(
+                            "the registry answered {reference} with a manifest whose digest is sha256:{}",
+                            hex::encode(digest)
+                        ),
+                    },
+                );
+            }
+            let judgement = if gate.referenced.contains(&digest) {
+                Judgement {
+                    trusted: true,
+                    status: "TRUSTED".to_owned(),
+                    reason: "named by a TRUSTED index".to_owned(),
+                }
+            } else {
+                gate.trust.judge(&digest).await
+            };
+            if !judgement.trusted && !gate.force {
+                return refuse(gate, url, Some(&digest), judgement);
+            }
+            record(gate, url, Some(&digest), &judgement);
+            for named in manifest_references(&bytes) {
+                gate.referenced.add(named);
+            }
+            // The digest the gate computed, never the registry's word for it.
+            if let Ok(v) = http::HeaderValue::from_str(&format!("sha256:{}", hex::encode(digest))) {
+                parts.headers.insert("docker-content-digest", v);
+            }
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(
+                parts,
+                http_body_util::Full::new(bytes)
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        }
+    }
+}
+
+/// The digests an image manifest or index names: its config, layers, child manifests, blobs and
+/// subject.
+fn manifest_references(bytes: &[u8]) -> Vec<[u8; 32]> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut take = |d: &serde_json::Value| {
+        if let Some(digest) = d
+            .get("digest")
+            .and_then(|x| x.as_str())
+            .and_then(parse_digest)
+        {
+            out.push(digest);
+        }
+    };
+    for key in ["config", "subject"] {
+        if let Some(d) = v.get(key) {
+            take(d);
+        }
+    }
+    for key in ["layers", "manifests", "blobs"] {
+        for d in v.get(key).and_then(|x| x.as_array()).into_iter().flatten() {
+            take(d);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -270,8 +571,13 @@ mod tests {
         Gate {
             trust: Arc::new(Only(sha2::Sha256::digest(trusted).into())),
             files: vec!["https://dl.example/releases/*".to_owned()],
+            oci: vec![
+                "registry.example:5000".to_owned(),
+                "ghcr.example".to_owned(),
+            ],
             force,
             rule: "r".to_owned(),
+            referenced: Arc::default(),
         }
     }
 
@@ -368,5 +674,71 @@ mod tests {
         headers.insert(header::USER_AGENT, "app".parse().unwrap());
         prepare_request(&mut headers);
         assert_eq!(headers.len(), 1);
+    }
+
+    fn manifest(config: &[u8; 32], layers: &[[u8; 32]]) -> Vec<u8> {
+        let d = |x: &[u8; 32]| format!("sha256:{}", hex::encode(x));
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"digest": d(config), "size": 2},
+            "layers": layers.iter().map(|l| serde_json::json!({"digest": d(l), "size": 1})).collect::<Vec<_>>(),
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn body(bytes: Vec<u8>) -> Response<Body> {
+        ok(Full::new(Bytes::from(bytes))
+            .map_err(|n| match n {})
+            .boxed())
+    }
+
+    #[tokio::test]
+    async fn registry_manifests_must_be_trusted_and_blobs_named_by_one() {
+        let layer = b"layer bytes".to_vec();
+        let layer_digest: [u8; 32] = sha2::Sha256::digest(&layer).into();
+        let config_digest: [u8; 32] = sha2::Sha256::digest(b"{}").into();
+        let signed = manifest(&config_digest, &[layer_digest]);
+        let signed_digest: [u8; 32] = sha2::Sha256::digest(&signed).into();
+        let g = gate(&signed, false);
+        assert!(g.is_registry("registry.example", 5000));
+        assert!(g.is_registry("ghcr.example", 443));
+        assert!(!g.is_registry("registry.example", 443));
+        let url = "https://registry.example:5000/v2/app/blobs/x";
+        let blob_path = format!("/v2/team/app/blobs/sha256:{}", hex::encode(layer_digest));
+        // A blob before any trusted manifest named it: refused.
+        let resp = gate_registry(&g, url, &blob_path, body(layer.clone())).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        // An unsigned manifest (by tag): refused, and its layers are not learnt.
+        let unsigned = manifest(&config_digest, &[[7; 32]]);
+        let resp = gate_registry(&g, url, "/v2/team/app/manifests/latest", body(unsigned)).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        // A digest reference answered with other bytes: refused.
+        let wrong = format!("/v2/team/app/manifests/sha256:{}", "ab".repeat(32));
+        let resp = gate_registry(&g, url, &wrong, body(signed.clone())).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        // The signed manifest: delivered whole, with the digest certgate computed.
+        let resp = gate_registry(&g, url, "/v2/team/app/manifests/1.0", body(signed.clone())).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()["docker-content-digest"],
+            format!("sha256:{}", hex::encode(signed_digest)).as_str()
+        );
+        assert_eq!(drain(resp.into_body()).await, (signed.clone(), None));
+        // Now its layer passes, whole; a layer whose bytes differ from its digest is cut.
+        let resp = gate_registry(&g, url, &blob_path, body(layer.clone())).await;
+        assert_eq!(drain(resp.into_body()).await, (layer.clone(), None));
+        let resp = gate_registry(&g, url, &blob_path, body(b"swapped".to_vec())).await;
+        let (got, err) = drain(resp.into_body()).await;
+        assert!(got.is_empty() && err.unwrap().contains("do not hash"));
+        // Errors and other paths pass.
+        let mut missing = body(b"{}".to_vec());
+        *missing.status_mut() = StatusCode::NOT_FOUND;
+        let resp = gate_registry(&g, url, "/v2/team/app/manifests/nope", missing).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert!(!registry_judges("/v2/"));
+        assert!(!registry_judges("/v2/app/tags/list"));
+        assert!(registry_judges("/v2/a/b/manifests/latest"));
     }
 }

@@ -335,6 +335,28 @@ pub(crate) async fn originate_gated(
     port: u16,
     mut req: Request<Incoming>,
 ) -> Response<OutBody> {
+    if let Some(g) = rule.gate.as_ref().filter(|g| g.is_registry(host, port))
+        && req.method() == Method::GET
+    {
+        // A path with no normal form is judged as what it would be served as: refused.
+        let path = crate::normal::path(req.uri().path()).map(|p| p.matched);
+        let url = gate_url(host, port, req.uri().path())
+            .unwrap_or_else(|| format!("https://{host}:{port}{}", req.uri().path()));
+        match path {
+            Ok(path) if gate::registry_judges(&path) => {
+                gate::prepare_request(req.headers_mut());
+                let resp = originate(&rule.client, host, port, req).await;
+                return gate::gate_registry(g, &url, &path, resp).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return gate::widen(text(
+                    StatusCode::BAD_REQUEST,
+                    format!("certgate egress: content trust: {url}: {e}"),
+                ));
+            }
+        }
+    }
     let gated = rule.gate.as_ref().and_then(|g| {
         let url = gate_url(host, port, req.uri().path());
         let gated = url.as_deref().is_none_or(|u| g.gates(u));
@@ -348,6 +370,15 @@ pub(crate) async fn originate_gated(
     let Some((g, url)) = gated.filter(|_| req.method() != Method::HEAD) else {
         return gate::widen(originate(&rule.client, host, port, req).await);
     };
+    if req.version() < http::Version::HTTP_11 {
+        // An HTTP/1.0 response ends by closing: a refusal would look like the end of the file.
+        return gate::widen(text(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            format!(
+                "certgate egress: content trust: {url}: a checked download needs HTTP/1.1, so that a refused one cannot look complete"
+            ),
+        ));
+    }
     gate::prepare_request(req.headers_mut());
     let resp = originate(&rule.client, host, port, req).await;
     gate::gate_response(g, &url, resp)

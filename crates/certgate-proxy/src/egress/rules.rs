@@ -146,6 +146,7 @@ impl EgressRule {
             chooser: Arc::clone(&chooser),
             remembered: Arc::new(Remembered::default()),
             connect_timeout: Duration::from_secs(10),
+            connect_to: None,
             diagnose: false,
         };
         let connector = OriginConnector {
@@ -165,6 +166,17 @@ impl EgressRule {
             gate: None,
             client: client_builder().build(connector),
         }
+    }
+
+    /// The rule, connecting to `addr` (`host:port`) instead of the destination's own address.
+    pub fn with_connect_to(mut self, addr: Option<String>) -> Self {
+        self.origin.connect_to = addr;
+        let connector = OriginConnector {
+            origin: self.origin.clone(),
+            sni: self.sni.clone(),
+        };
+        self.client = client_builder().build(connector);
+        self
     }
 
     /// How well the rule matches, or `None`. Git-style: the most specific host wins, then an

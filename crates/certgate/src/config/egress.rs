@@ -82,7 +82,10 @@ client_tls_fields! {
         #[serde(default)]
         verify: Vec<Spanned<String>>,
         #[serde(default)]
+        oci: Vec<Spanned<String>>,
+        #[serde(default)]
         trust_force: bool,
+        connect_to: Option<Spanned<String>>,
     }
 }
 
@@ -217,7 +220,21 @@ impl Resolver<'_> {
                     tls.sni,
                 );
                 rule.gate = gate;
-                rules.push(rule);
+                let connect_to =
+                    r.connect_to
+                        .as_ref()
+                        .and_then(|c| match parse_target(c.get_ref()) {
+                            Ok(_) => Some(c.get_ref().clone()),
+                            Err(e) => {
+                                self.error(
+                                    Some(c.span().start),
+                                    &format!("{prefix}.connect_to"),
+                                    e,
+                                );
+                                None
+                            }
+                        });
+                rules.push(rule.with_connect_to(connect_to));
             }
         }
         let mut tunnels = Vec::new();
@@ -286,6 +303,7 @@ impl Resolver<'_> {
                         chooser: tls.chooser,
                         remembered: Arc::default(),
                         connect_timeout: std::time::Duration::from_secs(10),
+                        connect_to: None,
                         diagnose: false,
                     },
                     max_connections: 1024,
@@ -383,13 +401,14 @@ impl Resolver<'_> {
         name: &str,
         r: &RawRule,
     ) -> Option<certgate_proxy::egress::gate::Gate> {
-        let policy = match (&r.trust_policy, r.verify.is_empty()) {
+        let nothing_gated = r.verify.is_empty() && r.oci.is_empty();
+        let policy = match (&r.trust_policy, nothing_gated) {
             (None, true) => return None,
             (None, false) => {
                 self.error(
                     Some(at),
                     &format!("{prefix}.trust_policy"),
-                    "missing: `verify` needs the content-trust policy that decides (e.g. `trust_policy = \"policy.toml\"`)",
+                    "missing: `verify` and `oci` need the content-trust policy that decides (e.g. `trust_policy = \"policy.toml\"`)",
                 );
                 return None;
             }
@@ -397,12 +416,30 @@ impl Resolver<'_> {
                 self.error(
                     Some(p.span().start),
                     &format!("{prefix}.verify"),
-                    "missing: name the downloads that must be trusted, e.g. `verify = [\"https://dl.example/releases/*\"]`",
+                    "missing: name the downloads that must be trusted, e.g. `verify = [\"https://dl.example/releases/*\"]` or `oci = [\"registry.example:5000\"]`",
                 );
                 return None;
             }
             (Some(p), false) => p,
         };
+        let mut oci = Vec::new();
+        for o in &r.oci {
+            match parse_host_port(o.get_ref()) {
+                Ok((HostPattern::Exact(host), port)) => oci.push(match port {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                }),
+                Ok(_) => self.error(
+                    Some(o.span().start),
+                    &format!("{prefix}.oci"),
+                    format!(
+                        "`{}`: name one registry (`host` or `host:port`), not a pattern",
+                        o.get_ref()
+                    ),
+                ),
+                Err(e) => self.error(Some(o.span().start), &format!("{prefix}.oci"), e),
+            }
+        }
         let mut files = Vec::new();
         for v in &r.verify {
             let pattern = v.get_ref();
@@ -446,8 +483,10 @@ impl Resolver<'_> {
             Ok(g) => Some(certgate_proxy::egress::gate::Gate {
                 trust: Arc::new(g),
                 files,
+                oci,
                 force: r.trust_force,
                 rule: name.to_owned(),
+                referenced: Arc::default(),
             }),
             Err(e) => {
                 self.error(Some(policy.span().start), &key, e);

@@ -87,16 +87,16 @@ fn python_get(python: &Path, d: &Path, proxy: u16, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[test]
-fn downloads_through_the_gate_are_delivered_only_when_trusted() {
-    let Some(python) = python_with(&["requests"]) else {
-        return;
-    };
-    let nginx = require_peer!("nginx");
-    let curl_bin = require_peer!("curl");
+/// A log served by certgate, alice's and bob's signing keys, and `policy.toml` trusting both.
+struct Published {
+    dir: tempfile::TempDir,
+    log: Option<Serve>,
+    log_url: String,
+}
+
+fn publish_setup() -> Published {
     let (dir, _pki) = setup();
     let d = dir.path();
-    // The log, and two publishers: alice, and bob (whose key is revoked below).
     certgate_ok(
         d,
         ["log", "init", "--origin", ORIGIN, "--dir", "logdata"].as_slice(),
@@ -135,6 +135,44 @@ fn downloads_through_the_gate_are_delivered_only_when_trusted() {
         )
         .as_bytes(),
     );
+    Published {
+        dir,
+        log: Some(log),
+        log_url,
+    }
+}
+
+/// `certgate trust VERB ARGS --key WHO.key ...` against the log; fails the test on failure.
+fn trust(d: &Path, log_url: &str, verb: &str, args: &[&str], who: &str) {
+    let key = format!("{who}.key");
+    let mut all = vec!["trust", verb];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--key",
+        &key,
+        "--log",
+        log_url,
+        "--ca",
+        "root.pem",
+        "--tls-cert",
+        "publisher.pem",
+        "--tls-key",
+        "publisher.key",
+    ]);
+    let out = crate::certgate(d, all.as_slice());
+    assert!(out.status.success(), "trust {verb}: {}", text(&out));
+}
+
+#[test]
+fn downloads_through_the_gate_are_delivered_only_when_trusted() {
+    let Some(python) = python_with(&["requests"]) else {
+        return;
+    };
+    let nginx = require_peer!("nginx");
+    let curl_bin = require_peer!("curl");
+    let mut p = publish_setup();
+    let d = p.dir.path();
+    let log_url = p.log_url.clone();
     // The release files: 1 MiB so that they stream in many chunks.
     let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
     write(d, "www/releases/good.tar", &big);
@@ -143,51 +181,18 @@ fn downloads_through_the_gate_are_delivered_only_when_trusted() {
     write(d, "www/releases/changed.tar", b"the signed bytes\n");
     write(d, "www/other/free.txt", b"not gated\n");
     let sign = |file: &str, who: &str| {
-        let out = crate::certgate(
+        trust(
             d,
-            [
-                "trust",
-                "sign",
-                &format!("www/releases/{file}"),
-                "--name",
-                file,
-                "--key",
-                &format!("{who}.key"),
-                "--log",
-                &log_url,
-                "--ca",
-                "root.pem",
-                "--tls-cert",
-                "publisher.pem",
-                "--tls-key",
-                "publisher.key",
-            ]
-            .as_slice(),
+            &log_url,
+            "sign",
+            &[&format!("www/releases/{file}"), "--name", file],
+            who,
         );
-        assert!(out.status.success(), "sign {file}: {}", text(&out));
     };
     sign("good.tar", "alice");
     sign("bobs.tar", "bob");
     sign("changed.tar", "alice");
-    let out = crate::certgate(
-        d,
-        [
-            "trust",
-            "revoke-key",
-            "--key",
-            "bob.key",
-            "--log",
-            &log_url,
-            "--ca",
-            "root.pem",
-            "--tls-cert",
-            "publisher.pem",
-            "--tls-key",
-            "publisher.key",
-        ]
-        .as_slice(),
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    trust(d, &log_url, "revoke-key", &[], "bob");
     write(
         d,
         "www/releases/changed.tar",
@@ -204,6 +209,22 @@ fn downloads_through_the_gate_are_delivered_only_when_trusted() {
         ),
     );
     wait_port("nginx", pn);
+    // An upstream that answers HTTP/1.0 and ends each body by closing (no length, no chunks).
+    let openssl = require_peer!("openssl");
+    let ps = free_port();
+    let _s_server = crate::Peer(
+        Command::new(&openssl)
+            .current_dir(d.join("www"))
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{ps}"))
+            .args(["-cert", "../server.pem", "-key", "../server.key"])
+            .args(["-cert_chain", "../server.pem"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port("openssl s_server", ps);
     certgate_ok(
         d,
         ["egress", "ca", "--dir", "egress-ca", "--host", "localhost"].as_slice(),
@@ -228,6 +249,13 @@ intercept_ca = "egress-ca"
   trust_policy = "policy.toml"
   trust_log_ca = ["root.pem"]
   verify = ["https://localhost:{pn}/releases/*"]
+  [[egress.rule]]
+  name = "close-delimited"
+  url = "https://localhost:{ps}/"
+  trust = "servers"
+  trust_policy = "policy.toml"
+  trust_log_ca = ["root.pem"]
+  verify = ["https://localhost:{ps}/releases/*"]
 "#
         )
         .as_bytes(),
@@ -279,6 +307,27 @@ intercept_ca = "egress-ca"
     assert_eq!((code, got.len()), (0, big.len()));
     let (code, _) = curl(&curl_bin, d, pp, &plain("/releases/unsigned.tar"), &[]);
     assert_ne!(code, 0);
+    // From an upstream that ends bodies by closing: a refusal must still show as a failure.
+    let closing = |path: &str| format!("https://localhost:{ps}{path}");
+    let (code, got) = curl(&curl_bin, d, pp, &closing("/releases/good.tar"), &[]);
+    assert_eq!(
+        (code, got.len()),
+        (0, big.len()),
+        "{}",
+        String::from_utf8_lossy(&got[..got.len().min(300)])
+    );
+    let (code, got) = curl(&curl_bin, d, pp, &closing("/releases/changed.tar"), &[]);
+    assert_ne!(code, 0, "a refused close-delimited download must fail");
+    assert!(got.len() < 30);
+    // An HTTP/1.0 app could not tell a cut download from a complete one: 505.
+    let (code, _) = curl(
+        &curl_bin,
+        d,
+        pp,
+        &plain("/releases/good.tar"),
+        &["-0", "-f"],
+    );
+    assert_eq!(code, 22, "HTTP/1.0 to a gated URL is refused");
     // Python requests: the same.
     let good = hex::encode(sha2::Sha256::digest(&big));
     assert_eq!(
@@ -302,10 +351,230 @@ intercept_ca = "egress-ca"
 
     // The log goes away: once the gate's sync fails (no max_staleness in the policy), even the
     // signed file is refused.
-    drop(log);
+    drop(p.log.take());
     eventually(
         "the gate refuses without its log",
         Duration::from_secs(30),
         || curl(&curl_bin, d, pp, &url("/releases/good.tar"), &[]).0 != 0,
+    );
+}
+
+/// Writes an OCI image layout in `dir` (tag `latest`) whose one layer holds a file saying
+/// `text`.
+const OCI_LAYOUT: &str = r#"
+import gzip, hashlib, io, json, os, sys, tarfile
+out, text = sys.argv[1], sys.argv[2].encode()
+os.makedirs(out + "/blobs/sha256", exist_ok=True)
+def blob(data):
+    d = hashlib.sha256(data).hexdigest()
+    open(out + "/blobs/sha256/" + d, "wb").write(data)
+    return "sha256:" + d, len(data)
+raw = io.BytesIO()
+with tarfile.open(fileobj=raw, mode="w") as t:
+    info = tarfile.TarInfo("hello.txt"); info.size = len(text); info.mtime = 0
+    t.addfile(info, io.BytesIO(text))
+layer = gzip.compress(raw.getvalue(), mtime=0)
+layer_digest, layer_size = blob(layer)
+config = json.dumps({"architecture": "amd64", "os": "linux",
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]}}).encode()
+config_digest, config_size = blob(config)
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}]}).encode()
+manifest_digest, manifest_size = blob(manifest)
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "digest": manifest_digest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]},
+    open(out + "/index.json", "w"))
+open(out + "/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
+"#;
+
+fn skopeo(skopeo: &Path, d: &Path, args: &[&str], proxy: Option<u16>) -> Output {
+    let mut cmd = Command::new(skopeo);
+    cmd.current_dir(d)
+        .arg("--insecure-policy")
+        .args(args)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy");
+    if let Some(p) = proxy {
+        cmd.env("HTTPS_PROXY", format!("http://127.0.0.1:{p}"));
+    }
+    cmd.output().unwrap()
+}
+
+/// skopeo pulls from a real registry (Debian's `docker-registry`) through certgate as its
+/// `HTTPS_PROXY`: the image whose manifest digest was signed copies; an unsigned one gets 403;
+/// once the tag is moved to the unsigned manifest, pulling the tag fails too.
+#[test]
+fn oci_pulls_through_the_gate_need_a_trusted_manifest() {
+    let Some(python) = python_with(&["json"]) else {
+        return;
+    };
+    let registry = require_peer!("docker-registry");
+    let skopeo_bin = require_peer!("skopeo");
+    let p = publish_setup();
+    let d = p.dir.path();
+    let pr = free_port();
+    write(
+        d,
+        "registry.yml",
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {dir}/registry-data\nhttp:\n  addr: 127.0.0.1:{pr}\n  tls:\n    certificate: {dir}/server.pem\n    key: {dir}/server.key\n",
+            dir = d.display()
+        )
+        .as_bytes(),
+    );
+    let registry_log = std::fs::File::create(d.join("registry.log")).unwrap();
+    let _registry = crate::Peer(
+        Command::new(&registry)
+            .current_dir(d)
+            .args(["serve", "registry.yml"])
+            .stdout(registry_log.try_clone().unwrap())
+            .stderr(registry_log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_port("docker-registry", pr);
+    // Two images, pushed straight to the registry (trusting its CA).
+    write(
+        d,
+        "certs/ca.crt",
+        &std::fs::read(d.join("root.pem")).unwrap(),
+    );
+    for (name, says) in [("one", "signed image"), ("two", "unsigned image")] {
+        let made = Command::new(&python)
+            .current_dir(d)
+            .args(["-c", OCI_LAYOUT, &format!("img-{name}"), says])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let pushed = skopeo(
+            &skopeo_bin,
+            d,
+            &[
+                "copy",
+                "--dest-cert-dir",
+                "certs",
+                &format!("oci:img-{name}:latest"),
+                &format!("docker://127.0.0.1:{pr}/app:{name}"),
+            ],
+            None,
+        );
+        assert!(pushed.status.success(), "push {name}: {}", text(&pushed));
+    }
+    let manifest_digest = |tag: &str| {
+        let raw = skopeo(
+            &skopeo_bin,
+            d,
+            &[
+                "inspect",
+                "--raw",
+                "--cert-dir",
+                "certs",
+                &format!("docker://127.0.0.1:{pr}/app:{tag}"),
+            ],
+            None,
+        );
+        assert!(raw.status.success(), "{}", text(&raw));
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw.stdout)))
+    };
+    let one = manifest_digest("one");
+    trust(
+        d,
+        &p.log_url,
+        "sign",
+        &["--digest", &one, "--kind", "oci", "--name", "app"],
+        "alice",
+    );
+
+    // certgate in front: the registry is `registry.test` to skopeo (a name Go proxies; it never
+    // resolves it), reached at 127.0.0.1 and verified as `localhost`.
+    write(
+        d,
+        "egress.toml",
+        format!(
+            r#"version = 1
+[[trust]]
+name = "servers"
+ca = ["root.pem"]
+[egress]
+listen = "127.0.0.1:0"
+intercept_ca = "egress-ca"
+  [[egress.rule]]
+  name = "registry"
+  url = "https://registry.test:{pr}/"
+  trust = "servers"
+  sni = "localhost"
+  connect_to = "127.0.0.1:{pr}"
+  trust_policy = "policy.toml"
+  trust_log_ca = ["root.pem"]
+  oci = ["registry.test:{pr}"]
+"#
+        )
+        .as_bytes(),
+    );
+    certgate_ok(
+        d,
+        [
+            "egress",
+            "ca",
+            "--dir",
+            "egress-ca",
+            "--config",
+            "egress.toml",
+        ]
+        .as_slice(),
+    );
+    write(
+        d,
+        "egress-certs/ca.crt",
+        &std::fs::read(d.join("egress-ca/ca.pem")).unwrap(),
+    );
+    let proxy = Serve::start(d, "egress.toml", 1);
+    let pp = proxy.port("egress");
+    let pull = |tag: &str, to: &str| {
+        skopeo(
+            &skopeo_bin,
+            d,
+            &[
+                "copy",
+                "--src-cert-dir",
+                "egress-certs",
+                &format!("docker://registry.test:{pr}/app:{tag}"),
+                &format!("dir:{to}"),
+            ],
+            Some(pp),
+        )
+    };
+    let out = pull("one", "pulled-one");
+    assert!(out.status.success(), "the signed image: {}", text(&out));
+    assert!(d.join("pulled-one/manifest.json").exists());
+    let out = pull("two", "pulled-two");
+    assert!(!out.status.success(), "the unsigned image must fail");
+    let said = text(&out);
+    assert!(
+        said.contains("403") || said.contains("Forbidden") || said.contains("denied"),
+        "{said}"
+    );
+    // The tag `one` moved to the unsigned manifest: refused.
+    let moved = skopeo(
+        &skopeo_bin,
+        d,
+        &[
+            "copy",
+            "--dest-cert-dir",
+            "certs",
+            "oci:img-two:latest",
+            &format!("docker://127.0.0.1:{pr}/app:one"),
+        ],
+        None,
+    );
+    assert!(moved.status.success(), "{}", text(&moved));
+    let out = pull("one", "pulled-moved");
+    assert!(
+        !out.status.success(),
+        "a moved tag must fail: {}",
+        text(&out)
     );
 }

@@ -284,7 +284,11 @@ fn transient_certs() {
 
 #[test]
 fn content_trust() {
-    follow("content-trust.md", &[8444, 9090], &["base64", "head"]);
+    follow(
+        "content-trust.md",
+        &[8444, 9090, 9460, 9461, 3140],
+        &["base64", "head", "openssl", "curl"],
+    );
 }
 
 #[test]
