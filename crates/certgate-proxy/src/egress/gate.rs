@@ -169,9 +169,21 @@ fn hold_until(gate: &Gate, url: &str, resp: Response<Body>, check: Check) -> Res
     // last chunk. An HTTP/1.0 answer (an upstream that ends its body by closing) would be sent
     // on the same way, and a cut connection would look like the end of the file.
     parts.version = http::Version::HTTP_11;
+    // SHA-256 runs on a blocking-pool thread fed chunk by chunk (the chunks are shared, not
+    // copied), so on a machine with a core to spare it overlaps the transfer; the bounded
+    // channel keeps at most HASH_QUEUE chunks waiting.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+    let hashing = tokio::task::spawn_blocking(move || {
+        let mut hasher = sha2::Sha256::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+        }
+        <[u8; 32]>::from(hasher.finalize())
+    });
     let gated = Gated {
         inner: body,
-        hasher: sha2::Sha256::new(),
+        hash_tx: Some(tokio_util::sync::PollSender::new(tx)),
+        hashing: Some(hashing),
         held: None,
         check: Some(check),
         judging: None,
@@ -221,15 +233,21 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// Chunks waiting for the hasher at most.
+const HASH_QUEUE: usize = 16;
+
 /// A body that is hashed as it streams, with its last chunk held until the verdict.
 struct Gated {
     inner: Body,
-    hasher: sha2::Sha256,
+    /// Feeds the hasher; dropped at the end of the body.
+    hash_tx: Option<tokio_util::sync::PollSender<Bytes>>,
+    /// The hasher's result.
+    hashing: Option<tokio::task::JoinHandle<[u8; 32]>>,
     held: Option<Bytes>,
     /// What decides, once the upstream body ended.
     check: Option<Check>,
     /// The verdict being reached.
-    judging: Option<(Judging, [u8; 32])>,
+    judging: Option<(Judging, [u8; 32], std::time::Instant)>,
     done: bool,
     gate: Gate,
     url: String,
@@ -248,10 +266,16 @@ impl HttpBody for Gated {
             if this.done {
                 return Poll::Ready(None);
             }
-            if let Some((judging, digest)) = &mut this.judging {
+            if let Some((judging, digest, since)) = &mut this.judging {
                 let judgement = std::task::ready!(judging.as_mut().poll(cx));
-                let digest = *digest;
+                let (digest, took) = (*digest, since.elapsed());
                 this.judging = None;
+                // What the gate adds at the end of a download: the wait for the verdict.
+                if crate::metrics::enabled() {
+                    metrics::histogram!("certgate_egress_trust_verdict_seconds", "rule" => this.gate.rule.clone())
+                        .record(took.as_secs_f64());
+                }
+                tracing::debug!(rule = %this.gate.rule, url = %this.url, verdict_ms = took.as_secs_f64() * 1000.0, "content trust: verdict reached");
                 this.done = true;
                 record(&this.gate, &this.url, Some(&digest), &judgement);
                 if judgement.trusted || this.gate.force {
@@ -260,6 +284,40 @@ impl HttpBody for Gated {
                 return Poll::Ready(Some(Err(Box::new(Refused(format!(
                     "content trust: {} is {}: {}",
                     this.url, judgement.status, judgement.reason
+                ))))));
+            }
+            if this.hash_tx.is_none() {
+                // The body has ended: wait for the hasher, then for the verdict.
+                let Some(hashing) = &mut this.hashing else {
+                    this.done = true;
+                    return Poll::Ready(None);
+                };
+                let digest = match std::task::ready!(Pin::new(hashing).poll(cx)) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(Box::new(Refused(format!(
+                            "content trust: {}: hashing failed: {e}",
+                            this.url
+                        ))))));
+                    }
+                };
+                this.hashing = None;
+                let Some(check) = this.check.take() else {
+                    this.done = true;
+                    return Poll::Ready(None);
+                };
+                this.judging = Some((check(&digest), digest, std::time::Instant::now()));
+                continue;
+            }
+            // Room for one more chunk at the hasher before reading one.
+            if let Some(tx) = &mut this.hash_tx
+                && std::task::ready!(tx.poll_reserve(cx)).is_err()
+            {
+                this.done = true;
+                return Poll::Ready(Some(Err(Box::new(Refused(format!(
+                    "content trust: {}: the hasher stopped",
+                    this.url
                 ))))));
             }
             match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
@@ -272,19 +330,23 @@ impl HttpBody for Gated {
                     if let Ok(data) = frame.into_data()
                         && !data.is_empty()
                     {
-                        this.hasher.update(&data);
+                        if let Some(tx) = &mut this.hash_tx
+                            && tx.send_item(data.clone()).is_err()
+                        {
+                            this.done = true;
+                            return Poll::Ready(Some(Err(Box::new(Refused(format!(
+                                "content trust: {}: the hasher stopped",
+                                this.url
+                            ))))));
+                        }
                         if let Some(previous) = this.held.replace(data) {
                             return Poll::Ready(Some(Ok(Frame::data(previous))));
                         }
                     }
                 }
                 None => {
-                    let digest: [u8; 32] = std::mem::take(&mut this.hasher).finalize().into();
-                    let Some(check) = this.check.take() else {
-                        this.done = true;
-                        return Poll::Ready(None);
-                    };
-                    this.judging = Some((check(&digest), digest));
+                    // Closing the channel lets the hasher finish.
+                    this.hash_tx = None;
                 }
             }
         }
