@@ -123,8 +123,15 @@ fn root(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    // Valid for exactly `days`, from five minutes ago (clocks that run a little behind).
     params.not_before = now - Duration::minutes(5);
-    params.not_after = now + Duration::days(i64::from(days));
+    params.not_after = params.not_before + Duration::days(i64::from(days));
+    if constraints.is_some() {
+        // A constrained CA is for TLS servers only: clients that honour a CA's extended key
+        // usage (OpenSSL, browsers) then refuse anything else it might sign (S/MIME, code
+        // signing, client certificates), whatever names those carry.
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    }
     params.name_constraints = constraints;
     let serial = random_serial()?;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -349,7 +356,7 @@ impl Ca {
             LeafKind::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];
         params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(i64::from(req.days));
+        params.not_after = params.not_before + Duration::days(i64::from(req.days));
         for u in &req.crl_urls {
             if !u.starts_with("http://") {
                 return Err(fail(format!(

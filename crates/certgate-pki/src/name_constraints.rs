@@ -50,6 +50,12 @@ pub fn constrained_root_params(permitted: &[Permitted]) -> NameConstraints {
                     *ip,
                     if ip.is_ipv4() { 32 } else { 128 },
                 )));
+                // A leaf minted for an IPv4 address has it as its common name too, and OpenSSL
+                // checks a dotted common name against the DNS constraints: permit it there as
+                // well (no real host name ends in four numbers).
+                if ip.is_ipv4() {
+                    permitted_subtrees.push(GeneralSubtree::DnsName(ip.to_string()));
+                }
             }
         }
     }
@@ -57,6 +63,8 @@ pub fn constrained_root_params(permitted: &[Permitted]) -> NameConstraints {
         // `invalid` is reserved (RFC 6761): no real host is under it.
         permitted_subtrees.push(GeneralSubtree::DnsName("invalid".to_owned()));
     }
+    // No mailbox either: only ones at the reserved `invalid` host.
+    permitted_subtrees.push(GeneralSubtree::Rfc822Name("invalid".to_owned()));
     let mut excluded_subtrees = Vec::new();
     if !has_ip {
         excluded_subtrees.push(GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])));

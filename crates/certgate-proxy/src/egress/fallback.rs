@@ -44,10 +44,12 @@ const REMEMBERED_MAX: usize = 4096;
 /// How long an identity that worked stays remembered for its destination.
 const REMEMBERED_FOR: Duration = Duration::from_secs(3600);
 
-/// Which identity worked for which destination (`host:port`), per rule.
+/// Which identity worked for which destination (`host:port`), per rule; or which one the server
+/// refused after it seemed accepted (a TLS 1.3 server that judged slower than the wait).
 #[derive(Debug, Default)]
 pub struct Remembered {
     map: Mutex<HashMap<(String, u16), (usize, Instant)>>,
+    avoid: Mutex<HashMap<(String, u16), (usize, Instant)>>,
 }
 
 impl Remembered {
@@ -55,6 +57,28 @@ impl Remembered {
         let map = self.map.lock().ok()?;
         let (index, at) = map.get(&(host.to_owned(), port))?;
         (at.elapsed() < REMEMBERED_FOR).then_some(*index)
+    }
+
+    fn avoided(&self, host: &str, port: u16) -> Option<usize> {
+        let avoid = self.avoid.lock().ok()?;
+        let (index, at) = avoid.get(&(host.to_owned(), port))?;
+        (at.elapsed() < REMEMBERED_FOR).then_some(*index)
+    }
+
+    /// The server refused the remembered identity after the handshake (an alert about the
+    /// certificate once a request was on its way): it goes last for this destination, and the
+    /// next connection waits for the server's verdict again.
+    pub fn refused_later(&self, host: &str, port: u16) {
+        let Some(index) = self.get(host, port) else {
+            return;
+        };
+        self.forget(host, port);
+        if let Ok(mut avoid) = self.avoid.lock() {
+            if avoid.len() >= REMEMBERED_MAX {
+                avoid.clear();
+            }
+            avoid.insert((host.to_owned(), port), (index, Instant::now()));
+        }
     }
 
     fn remember(&self, host: &str, port: u16, index: usize) {
@@ -127,6 +151,12 @@ pub async fn connect(
         order.remove(at);
         order.insert(0, i);
     }
+    if let Some(i) = origin.remembered.avoided(host, port)
+        && let Some(at) = order.iter().position(|&j| j == i)
+    {
+        order.remove(at);
+        order.push(i);
+    }
     let mut reports = Vec::new();
     loop {
         let attempt = chooser.attempt(order.clone());
@@ -175,6 +205,20 @@ pub async fn connect(
             .as_ref()
             .and_then(|p| p.index.filter(|_| p.choice.hints.is_empty()));
         let has_alternatives = picked.as_ref().is_some_and(|p| !p.alternatives.is_empty());
+        // A server whose certificate did not verify got no client certificate: rustls sends it
+        // only after the server's certificate verified.
+        if let Err(e) = &handshake
+            && e.get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| {
+                    matches!(
+                        r,
+                        rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)
+                    )
+                })
+        {
+            report.sent = None;
+        }
         // Ok(alert): the server refused the certificate sent blind; Err: any other failure.
         let refused = match handshake {
             Err(e) => match (blind, alert_of(&e)) {

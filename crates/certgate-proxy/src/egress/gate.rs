@@ -12,6 +12,7 @@
 //! The decision itself is made elsewhere ([`ContentTrust`], the same code and synced state as
 //! `certgate trust verify`); this module only streams, hashes and enforces.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -74,8 +75,6 @@ pub struct Gate {
     pub force: bool,
     /// The rule's name, for logs and metrics.
     pub rule: String,
-    /// Digests named by TRUSTED manifests fetched through this gate.
-    pub referenced: Arc<Referenced>,
 }
 
 impl Gate {
@@ -118,12 +117,106 @@ pub fn prepare_request(headers: &mut HeaderMap) {
     }
 }
 
-/// The gated response: redirects, errors and bodiless answers pass; a 200 body is delivered
-/// through the hash-and-hold stream; anything else is refused.
-pub fn gate_response(gate: &Gate, url: &str, resp: Response<Body>) -> Response<OutBody> {
+/// What a gated request is judged as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judged {
+    /// A file: its bytes must be TRUSTED.
+    File,
+    /// An OCI manifest asked for by this reference (a tag or `sha256:` digest).
+    Manifest(String),
+    /// An OCI blob: its bytes must hash to this digest, named by a TRUSTED manifest.
+    Blob([u8; 32]),
+}
+
+/// Where a redirect may lead: the key under which the follow-up request will be recognised
+/// ([`GateState::expect`]), or why it may not be followed.
+pub type RedirectCheck<'a> = &'a (dyn Fn(&str) -> Result<String, String> + Sync);
+
+fn unverifiable(reason: impl Into<String>) -> Judgement {
+    Judgement {
+        trusted: false,
+        status: "UNVERIFIABLE".to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// The answer to a gated request, judged.
+///
+/// - `200`: a file is hashed as it streams and held back until TRUSTED; a manifest is read whole
+///   and delivered only when its digest is TRUSTED (or named by a TRUSTED index); a blob only
+///   when its bytes hash to its digest. Always sent chunked (a refusal is then a missing last
+///   chunk, which every client reports; a short `Content-Length` body is not reported by all).
+/// - A redirect: allowed only to where the follow-up will be judged the same way (`redirect`
+///   says where that is and records it); its body is dropped.
+/// - `204`: passed (nothing to deliver). `304`, `206` or any other 2xx, or an encoded body:
+///   `403` (certgate asked for the whole, unencoded body).
+/// - Errors (4xx, 5xx): status and headers passed, the body replaced with certgate's words (an
+///   app that ignores the status would otherwise save an unchecked body as the file).
+pub async fn judge_response(
+    gate: &Gate,
+    state: &Arc<GateState>,
+    url: &str,
+    judged: Judged,
+    resp: Response<Body>,
+    redirect: RedirectCheck<'_>,
+) -> Response<OutBody> {
     let status = resp.status();
-    if !status.is_success() || status == StatusCode::NO_CONTENT {
+    if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned);
+        let Some(location) = location else {
+            return refuse(
+                gate,
+                url,
+                None,
+                unverifiable("a redirect without a Location"),
+            );
+        };
+        return match redirect(&location) {
+            Ok(key) => {
+                state.expect(key, judged, gate.clone());
+                let (mut parts, _) = resp.into_parts();
+                parts.headers.remove(header::CONTENT_LENGTH);
+                parts.headers.remove(header::TRANSFER_ENCODING);
+                Response::from_parts(parts, empty())
+            }
+            Err(why) => refuse(
+                gate,
+                url,
+                None,
+                unverifiable(format!("it redirects to {location}, {why}")),
+            ),
+        };
+    }
+    if status == StatusCode::NO_CONTENT {
         return widen(resp);
+    }
+    if status.is_client_error() || status.is_server_error() {
+        let (mut parts, _) = resp.into_parts();
+        for h in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_ENCODING,
+            header::TRANSFER_ENCODING,
+            header::CONTENT_TYPE,
+        ] {
+            parts.headers.remove(h);
+        }
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        let body = format!(
+            "certgate egress: content trust: {url}: the server answered {status}; its body is not delivered\n"
+        );
+        return Response::from_parts(
+            parts,
+            http_body_util::Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
     }
     let encoded = resp
         .headers()
@@ -132,31 +225,57 @@ pub fn gate_response(gate: &Gate, url: &str, resp: Response<Body>) -> Response<O
     if status != StatusCode::OK || encoded {
         let why = if encoded {
             "the server sent it encoded (Content-Encoding), so its bytes are not the file's"
+                .to_owned()
         } else {
-            "only a complete 200 response can be checked"
+            format!("only a complete 200 response can be checked, not {status}")
         };
-        let judgement = Judgement {
-            trusted: false,
-            status: "UNVERIFIABLE".to_owned(),
-            reason: why.to_owned(),
-        };
-        record_as(
-            gate,
-            url,
-            None,
-            &judgement,
-            "content trust: refused with 403",
-        );
         if !gate.force {
-            return widen(crate::message::text(
-                StatusCode::FORBIDDEN,
-                format!("certgate egress: content trust: {url}: {why}"),
-            ));
+            return refuse(gate, url, None, unverifiable(why));
         }
+        record_as(gate, url, None, &unverifiable(why), "");
         return widen(resp);
     }
-    let trust = Arc::clone(&gate.trust);
-    hold_until(gate, url, resp, Box::new(move |d| trust.judge(d)))
+    match judged {
+        Judged::File => {
+            let trust = Arc::clone(&gate.trust);
+            hold_until(gate, url, resp, Box::new(move |d| trust.judge(d)))
+        }
+        Judged::Blob(expected) => {
+            if !state.named(&expected) && !gate.force {
+                return refuse(
+                    gate,
+                    url,
+                    Some(&expected),
+                    Judgement {
+                        trusted: false,
+                        status: "UNKNOWN".to_owned(),
+                        reason: "no TRUSTED manifest fetched through certgate names this blob"
+                            .to_owned(),
+                    },
+                );
+            }
+            let check: Check = Box::new(move |got| {
+                let trusted = *got == expected;
+                Box::pin(std::future::ready(Judgement {
+                    trusted,
+                    status: if trusted { "TRUSTED" } else { "UNTRUSTED" }.to_owned(),
+                    reason: if trusted {
+                        "named by a TRUSTED manifest".to_owned()
+                    } else {
+                        "its bytes do not hash to its digest".to_owned()
+                    },
+                }))
+            });
+            hold_until(gate, url, resp, check)
+        }
+        Judged::Manifest(reference) => manifest(gate, state, url, &reference, resp).await,
+    }
+}
+
+fn empty() -> OutBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// The check a held body waits for, given the SHA-256 of everything it carried.
@@ -169,6 +288,7 @@ fn hold_until(gate: &Gate, url: &str, resp: Response<Body>, check: Check) -> Res
     // last chunk. An HTTP/1.0 answer (an upstream that ends its body by closing) would be sent
     // on the same way, and a cut connection would look like the end of the file.
     parts.version = http::Version::HTTP_11;
+    parts.headers.remove(header::CONTENT_LENGTH);
     // SHA-256 runs on a blocking-pool thread fed chunk by chunk (the chunks are shared, not
     // copied), so on a machine with a core to spare it overlaps the transfer; the bounded
     // channel keeps at most HASH_QUEUE chunks waiting.
@@ -357,91 +477,161 @@ impl HttpBody for Gated {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
-        let held = self.held.as_ref().map_or(0, |h| h.len() as u64);
-        hint.set_lower(hint.lower() + held);
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + held);
-        }
-        hint
+        // Never an exact size: the response goes out chunked, so that a refusal (no last chunk)
+        // cannot look like a complete body, and an empty body is still judged.
+        SizeHint::default()
     }
 }
 
-/// Digests named by TRUSTED manifests (their config, layers and child manifests), bounded.
+/// What gates learn while they judge, shared by every gate of the proxy: the digests TRUSTED
+/// manifests named (their blobs and child manifests may pass), and where allowed redirects lead
+/// (the follow-up request is judged as the redirected one was), both bounded.
 #[derive(Debug, Default)]
-pub struct Referenced {
+pub struct GateState {
     inner: std::sync::Mutex<Known>,
 }
 
-/// The digests, and the order they came in (to forget the oldest).
+/// The state, and the order things came in (to forget the oldest).
 #[derive(Debug, Default)]
 struct Known {
-    set: std::collections::HashSet<[u8; 32]>,
-    order: std::collections::VecDeque<[u8; 32]>,
+    named: std::collections::HashSet<[u8; 32]>,
+    named_order: std::collections::VecDeque<[u8; 32]>,
+    redirects: HashMap<String, (Judged, Gate)>,
+    redirect_order: std::collections::VecDeque<String>,
 }
 
 /// Digests kept at most; the oldest go first.
-const REFERENCED_MAX: usize = 100_000;
+const NAMED_MAX: usize = 100_000;
+/// Redirect targets kept at most; the oldest go first.
+const REDIRECTS_MAX: usize = 10_000;
 
-impl Referenced {
-    fn add(&self, digest: [u8; 32]) {
+impl GateState {
+    fn name(&self, digest: [u8; 32]) {
         let Ok(mut g) = self.inner.lock() else {
             return;
         };
-        let Known { set, order } = &mut *g;
-        if set.insert(digest) {
-            order.push_back(digest);
-            while order.len() > REFERENCED_MAX {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
+        let Known {
+            named, named_order, ..
+        } = &mut *g;
+        if named.insert(digest) {
+            named_order.push_back(digest);
+            while named_order.len() > NAMED_MAX {
+                if let Some(old) = named_order.pop_front() {
+                    named.remove(&old);
                 }
             }
         }
     }
 
-    fn contains(&self, digest: &[u8; 32]) -> bool {
-        self.inner.lock().is_ok_and(|g| g.set.contains(digest))
+    fn named(&self, digest: &[u8; 32]) -> bool {
+        self.inner.lock().is_ok_and(|g| g.named.contains(digest))
+    }
+
+    /// Remembers that a request for `key` (see [`redirect_key`]) is judged as `judged` by `gate`.
+    fn expect(&self, key: String, judged: Judged, gate: Gate) {
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        let Known {
+            redirects,
+            redirect_order,
+            ..
+        } = &mut *g;
+        if redirects.insert(key.clone(), (judged, gate)).is_none() {
+            redirect_order.push_back(key);
+            while redirect_order.len() > REDIRECTS_MAX {
+                if let Some(old) = redirect_order.pop_front() {
+                    redirects.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// How a request for `key` is to be judged, when an allowed redirect led there.
+    pub fn expected(&self, key: &str) -> Option<(Judged, Gate)> {
+        self.inner.lock().ok()?.redirects.get(key).cloned()
+    }
+}
+
+/// The key a request is recognised by as the target of a redirect: its gate URL (normal-form
+/// path) and its query.
+pub fn redirect_key(url: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{url}?{q}"),
+        None => url.to_owned(),
     }
 }
 
 /// The largest manifest the gate reads (manifests are a few KiB).
 const MANIFEST_MAX: usize = 4 << 20;
 
-/// What an OCI registry path asks for.
-enum RegistryPath<'a> {
-    Manifest(&'a str),
-    Blob(&'a str),
-    Other,
-}
-
-fn registry_path(path: &str) -> RegistryPath<'_> {
-    let Some(rest) = path.strip_prefix("/v2/") else {
-        return RegistryPath::Other;
+/// What an OCI registry request asks for: `Ok(Some(..))` a manifest or blob the gate judges,
+/// `Ok(None)` anything else (`/v2/`, tags, uploads), `Err` a manifest or blob request in a form
+/// the gate refuses. `path` is the normal-form path; it is percent-decoded here, as the registry
+/// will decode it.
+pub fn classify_registry(path: &str) -> Result<Option<Judged>, String> {
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| "the path is not UTF-8 once decoded".to_owned())?;
+    let Some(rest) = decoded.strip_prefix("/v2/") else {
+        return Ok(None);
     };
     if let Some((name, reference)) = rest.rsplit_once("/manifests/")
         && !name.is_empty()
-        && !reference.is_empty()
-        && !reference.contains('/')
     {
-        return RegistryPath::Manifest(reference);
+        let tag = |r: &str| {
+            !r.is_empty()
+                && r.len() <= 128
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+                && !r.starts_with(['.', '-'])
+        };
+        return if parse_digest(reference).is_some() || tag(reference) {
+            Ok(Some(Judged::Manifest(reference.to_owned())))
+        } else {
+            Err(format!(
+                "`{reference}` is neither a tag nor a sha256 digest (lower-case hex)"
+            ))
+        };
     }
-    if let Some((name, digest)) = rest.rsplit_once("/blobs/")
+    if let Some((name, digest)) = rest.split_once("/blobs/")
         && !name.is_empty()
-        && digest.starts_with("sha256:")
     {
-        return RegistryPath::Blob(digest);
+        if digest.starts_with("uploads/") || digest == "uploads" {
+            return Ok(None);
+        }
+        // The last `/blobs/` is the one a registry routes on.
+        let digest = rest.rsplit_once("/blobs/").map_or(digest, |(_, d)| d);
+        return match parse_digest(digest) {
+            Some(d) => Ok(Some(Judged::Blob(d))),
+            None => Err(format!(
+                "`{digest}` is not a sha256 digest (lower-case hex): the gate checks no other"
+            )),
+        };
     }
-    RegistryPath::Other
+    Ok(None)
 }
 
-/// `sha256:<hex>` as bytes.
+/// `sha256:<64 lower-case hex digits>` as bytes; any other spelling is `None`.
 fn parse_digest(s: &str) -> Option<[u8; 32]> {
     let hex_digits = s.strip_prefix("sha256:")?;
-    let bytes = hex::decode(hex_digits).ok()?;
-    bytes.try_into().ok()
+    if hex_digits.len() != 64
+        || !hex_digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    hex::decode(hex_digits).ok()?.try_into().ok()
 }
 
-fn refuse(gate: &Gate, url: &str, digest: Option<&[u8; 32]>, j: Judgement) -> Response<OutBody> {
+/// A `403` with the verdict, counted and logged.
+pub fn refuse(
+    gate: &Gate,
+    url: &str,
+    digest: Option<&[u8; 32]>,
+    j: Judgement,
+) -> Response<OutBody> {
     record_as(gate, url, digest, &j, "content trust: refused with 403");
     widen(crate::message::text(
         StatusCode::FORBIDDEN,
@@ -452,133 +642,78 @@ fn refuse(gate: &Gate, url: &str, digest: Option<&[u8; 32]>, j: Judgement) -> Re
     ))
 }
 
-/// Whether a request to a gated registry is one the gate judges (a manifest or blob `GET`).
-pub fn registry_judges(path: &str) -> bool {
-    !matches!(registry_path(path), RegistryPath::Other)
-}
-
-/// A registry's answer to a `GET` of `path` (normal form), judged: a manifest is read whole,
-/// its digest recomputed (and compared with a digest reference), and delivered only when
-/// TRUSTED (or named by a manifest that was); a blob only when a TRUSTED manifest named it, and
-/// then only if its bytes hash to its digest.
-pub async fn gate_registry(
+/// A manifest `200`: read whole, its digest recomputed (and compared with a digest reference),
+/// delivered only when TRUSTED or named by a TRUSTED index; what it names is remembered.
+async fn manifest(
     gate: &Gate,
+    state: &Arc<GateState>,
     url: &str,
-    path: &str,
+    reference: &str,
     resp: Response<Body>,
 ) -> Response<OutBody> {
-    if resp.status() != StatusCode::OK {
-        return widen(resp);
-    }
-    match registry_path(path) {
-        RegistryPath::Other => widen(resp),
-        RegistryPath::Blob(digest) => {
-            let Some(expected) = parse_digest(digest) else {
-                return refuse(
-                    gate,
-                    url,
-                    None,
-                    Judgement {
-                        trusted: false,
-                        status: "UNVERIFIABLE".to_owned(),
-                        reason: format!("`{digest}` is not a sha256 digest"),
-                    },
-                );
-            };
-            if !gate.referenced.contains(&expected) && !gate.force {
-                return refuse(
-                    gate,
-                    url,
-                    Some(&expected),
-                    Judgement {
-                        trusted: false,
-                        status: "UNKNOWN".to_owned(),
-                        reason: "no TRUSTED manifest fetched through certgate names this blob"
-                            .to_owned(),
-                    },
-                );
-            }
-            let check: Check = Box::new(move |got| {
-                let trusted = *got == expected;
-                Box::pin(std::future::ready(Judgement {
-                    trusted,
-                    status: if trusted { "TRUSTED" } else { "UNTRUSTED" }.to_owned(),
-                    reason: if trusted {
-                        "named by a TRUSTED manifest".to_owned()
-                    } else {
-                        "its bytes do not hash to its digest".to_owned()
-                    },
-                }))
-            });
-            hold_until(gate, url, resp, check)
+    let (mut parts, body) = resp.into_parts();
+    let limited = http_body_util::Limited::new(body, MANIFEST_MAX);
+    let bytes = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return refuse(
+                gate,
+                url,
+                None,
+                unverifiable(format!(
+                    "the manifest could not be read whole (at most {MANIFEST_MAX} bytes): {e}"
+                )),
+            );
         }
-        RegistryPath::Manifest(reference) => {
-            let (mut parts, body) = resp.into_parts();
-            let limited = http_body_util::Limited::new(body, MANIFEST_MAX);
-            let bytes = match limited.collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    return refuse(
-                        gate,
-                        url,
-                        None,
-                        Judgement {
-                            trusted: false,
-                            status: "UNVERIFIABLE".to_owned(),
-                            reason: format!(
-                                "the manifest could not be read whole (at most {MANIFEST_MAX} bytes): {e}"
-                            ),
-                        },
-                    );
-                }
-            };
-            let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
-            if let Some(asked) = parse_digest(reference)
-                && asked != digest
-            {
-                return refuse(
-                    gate,
-                    url,
-                    Some(&digest),
-                    Judgement {
-                        trusted: false,
-                        status: "UNTRUSTED".to_owned(),
-                        reason: format!(
-                            "the registry answered {reference} with a manifest whose digest is sha256:{}",
-                            hex::encode(digest)
-                        ),
-                    },
-                );
-            }
-            let judgement = if gate.referenced.contains(&digest) {
-                Judgement {
-                    trusted: true,
-                    status: "TRUSTED".to_owned(),
-                    reason: "named by a TRUSTED index".to_owned(),
-                }
-            } else {
-                gate.trust.judge(&digest).await
-            };
-            if !judgement.trusted && !gate.force {
-                return refuse(gate, url, Some(&digest), judgement);
-            }
-            record(gate, url, Some(&digest), &judgement);
-            for named in manifest_references(&bytes) {
-                gate.referenced.add(named);
-            }
-            // The digest the gate computed, never the registry's word for it.
-            if let Ok(v) = http::HeaderValue::from_str(&format!("sha256:{}", hex::encode(digest))) {
-                parts.headers.insert("docker-content-digest", v);
-            }
-            parts.headers.remove(header::CONTENT_LENGTH);
-            Response::from_parts(
-                parts,
-                http_body_util::Full::new(bytes)
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
+    };
+    let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    if let Some(asked) = parse_digest(reference)
+        && asked != digest
+    {
+        return refuse(
+            gate,
+            url,
+            Some(&digest),
+            Judgement {
+                trusted: false,
+                status: "UNTRUSTED".to_owned(),
+                reason: format!(
+                    "the registry answered {reference} with a manifest whose digest is sha256:{}",
+                    hex::encode(digest)
+                ),
+            },
+        );
+    }
+    let judgement = if state.named(&digest) {
+        Judgement {
+            trusted: true,
+            status: "TRUSTED".to_owned(),
+            reason: "named by a TRUSTED index".to_owned(),
+        }
+    } else {
+        gate.trust.judge(&digest).await
+    };
+    if !judgement.trusted && !gate.force {
+        return refuse(gate, url, Some(&digest), judgement);
+    }
+    record(gate, url, Some(&digest), &judgement);
+    if judgement.trusted {
+        for named in manifest_references(&bytes) {
+            state.name(named);
         }
     }
+    // The digest the gate computed, never the registry's word for it.
+    if let Ok(v) = http::HeaderValue::from_str(&format!("sha256:{}", hex::encode(digest))) {
+        parts.headers.insert("docker-content-digest", v);
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    Response::from_parts(
+        parts,
+        http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed(),
+    )
 }
 
 /// The digests an image manifest or index names: its config, layers, child manifests, blobs and
@@ -639,7 +774,6 @@ mod tests {
             ],
             force,
             rule: "r".to_owned(),
-            referenced: Arc::default(),
         }
     }
 
@@ -678,57 +812,155 @@ mod tests {
         Response::new(body)
     }
 
+    fn with_status(status: StatusCode, body: Body) -> Response<Body> {
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        r
+    }
+
+    fn no_redirects(_: &str) -> Result<String, String> {
+        Err("nowhere".to_owned())
+    }
+
+    async fn judge(
+        g: &Gate,
+        state: &Arc<GateState>,
+        judged: Judged,
+        resp: Response<Body>,
+    ) -> Response<OutBody> {
+        judge_response(
+            g,
+            state,
+            "https://dl.example/releases/a.tar",
+            judged,
+            resp,
+            &no_redirects,
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn a_trusted_body_is_delivered_whole_and_an_untrusted_one_is_cut_short() {
-        let url = "https://dl.example/releases/a.tar";
+        let state = Arc::default();
         let g = gate(b"one two three", false);
-        assert!(g.gates(url));
+        assert!(g.gates("https://dl.example/releases/a.tar"));
         assert!(!g.gates("https://dl.example/other"));
-        let resp = gate_response(&g, url, ok(chunked(&[b"one ", b"two ", b"three"])));
+        let resp = judge(
+            &g,
+            &state,
+            Judged::File,
+            ok(chunked(&[b"one ", b"two ", b"three"])),
+        )
+        .await;
+        // Chunked, never with a length: a refusal must show as a missing last chunk.
+        assert!(resp.headers().get(header::CONTENT_LENGTH).is_none());
+        assert!(resp.body().size_hint().exact().is_none());
         assert_eq!(
             drain(resp.into_body()).await,
             (b"one two three".to_vec(), None)
         );
         // Changed on the server: everything but the held last chunk, then the refusal.
-        let resp = gate_response(&g, url, ok(chunked(&[b"one ", b"two ", b"four"])));
+        let resp = judge(
+            &g,
+            &state,
+            Judged::File,
+            ok(chunked(&[b"one ", b"two ", b"four"])),
+        )
+        .await;
         let (got, err) = drain(resp.into_body()).await;
         assert_eq!(got, b"one two ".to_vec());
         assert!(err.unwrap().contains("UNKNOWN"));
         // One chunk: nothing at all before the verdict.
-        let resp = gate_response(
-            &g,
-            url,
-            ok(Full::new(Bytes::from_static(b"evil"))
-                .map_err(|n| match n {})
-                .boxed()),
-        );
-        let (got, err) = drain(resp.into_body()).await;
+        let one = Full::new(Bytes::from_static(b"evil"))
+            .map_err(|n| match n {})
+            .boxed();
+        let (got, err) = drain(judge(&g, &state, Judged::File, ok(one)).await.into_body()).await;
         assert!(got.is_empty() && err.is_some());
+        // Empty: judged too (the empty file is not trusted here).
+        let (got, err) = drain(
+            judge(&g, &state, Judged::File, ok(chunked(&[])))
+                .await
+                .into_body(),
+        )
+        .await;
+        assert!(
+            got.is_empty() && err.is_some(),
+            "an empty body must be judged"
+        );
         // Forced: delivered anyway.
         let forced = gate(b"one two three", true);
-        let resp = gate_response(&forced, url, ok(chunked(&[b"evil"])));
+        let resp = judge(&forced, &state, Judged::File, ok(chunked(&[b"evil"]))).await;
         assert_eq!(drain(resp.into_body()).await, (b"evil".to_vec(), None));
     }
 
     #[tokio::test]
-    async fn partial_or_encoded_answers_are_refused_and_errors_pass() {
-        let url = "https://dl.example/releases/a.tar";
+    async fn partial_encoded_redirected_or_failed_answers_deliver_nothing_unchecked() {
+        let state = Arc::default();
         let g = gate(b"x", false);
-        let mut partial = ok(chunked(&[b"x"]));
-        *partial.status_mut() = StatusCode::PARTIAL_CONTENT;
-        assert_eq!(
-            gate_response(&g, url, partial).status(),
-            StatusCode::FORBIDDEN
-        );
+        for status in [
+            StatusCode::PARTIAL_CONTENT,
+            StatusCode::NOT_MODIFIED,
+            StatusCode::NON_AUTHORITATIVE_INFORMATION,
+        ] {
+            let resp = judge(
+                &g,
+                &state,
+                Judged::File,
+                with_status(status, chunked(&[b"x"])),
+            )
+            .await;
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{status}");
+        }
         let mut gz = ok(chunked(&[b"x"]));
         gz.headers_mut()
             .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
-        assert_eq!(gate_response(&g, url, gz).status(), StatusCode::FORBIDDEN);
-        let mut missing = ok(chunked(&[b"not found"]));
-        *missing.status_mut() = StatusCode::NOT_FOUND;
         assert_eq!(
-            gate_response(&g, url, missing).status(),
-            StatusCode::NOT_FOUND
+            judge(&g, &state, Judged::File, gz).await.status(),
+            StatusCode::FORBIDDEN
+        );
+        // An error keeps its status, not its body.
+        let resp = judge(
+            &g,
+            &state,
+            Judged::File,
+            with_status(StatusCode::NOT_FOUND, chunked(&[b"evil bytes"])),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let (got, _) = drain(resp.into_body()).await;
+        assert!(!String::from_utf8_lossy(&got).contains("evil"));
+        // A redirect to where certgate cannot follow: 403; to where it can: passed, body dropped,
+        // and the target is then judged as the original was.
+        let mut redirect = with_status(StatusCode::FOUND, chunked(&[b"evil"]));
+        redirect
+            .headers_mut()
+            .insert(header::LOCATION, "https://cdn.example/x".parse().unwrap());
+        assert_eq!(
+            judge(&g, &state, Judged::File, redirect).await.status(),
+            StatusCode::FORBIDDEN
+        );
+        let mut redirect = with_status(StatusCode::FOUND, chunked(&[b"evil"]));
+        redirect.headers_mut().insert(
+            header::LOCATION,
+            "https://cdn.example/x?sig=1".parse().unwrap(),
+        );
+        let follow = |l: &str| Ok::<_, String>(format!("key:{l}"));
+        let resp = judge_response(
+            &g,
+            &state,
+            "https://dl.example/releases/a",
+            Judged::File,
+            redirect,
+            &follow,
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        assert_eq!(drain(resp.into_body()).await, (Vec::new(), None));
+        assert_eq!(
+            state
+                .expected("key:https://cdn.example/x?sig=1")
+                .map(|e| e.0),
+            Some(Judged::File)
         );
         let mut headers = HeaderMap::new();
         headers.insert(header::RANGE, "bytes=0-10".parse().unwrap());
@@ -758,6 +990,7 @@ mod tests {
 
     #[tokio::test]
     async fn registry_manifests_must_be_trusted_and_blobs_named_by_one() {
+        let state = Arc::default();
         let layer = b"layer bytes".to_vec();
         let layer_digest: [u8; 32] = sha2::Sha256::digest(&layer).into();
         let config_digest: [u8; 32] = sha2::Sha256::digest(b"{}").into();
@@ -767,40 +1000,74 @@ mod tests {
         assert!(g.is_registry("registry.example", 5000));
         assert!(g.is_registry("ghcr.example", 443));
         assert!(!g.is_registry("registry.example", 443));
-        let url = "https://registry.example:5000/v2/app/blobs/x";
-        let blob_path = format!("/v2/team/app/blobs/sha256:{}", hex::encode(layer_digest));
+        let blob = Judged::Blob(layer_digest);
+        let tag = |t: &str| Judged::Manifest(t.to_owned());
         // A blob before any trusted manifest named it: refused.
-        let resp = gate_registry(&g, url, &blob_path, body(layer.clone())).await;
-        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            judge(&g, &state, blob.clone(), body(layer.clone()))
+                .await
+                .status(),
+            StatusCode::FORBIDDEN
+        );
         // An unsigned manifest (by tag): refused, and its layers are not learnt.
         let unsigned = manifest(&config_digest, &[[7; 32]]);
-        let resp = gate_registry(&g, url, "/v2/team/app/manifests/latest", body(unsigned)).await;
-        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            judge(&g, &state, tag("latest"), body(unsigned))
+                .await
+                .status(),
+            StatusCode::FORBIDDEN
+        );
         // A digest reference answered with other bytes: refused.
-        let wrong = format!("/v2/team/app/manifests/sha256:{}", "ab".repeat(32));
-        let resp = gate_registry(&g, url, &wrong, body(signed.clone())).await;
-        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let wrong = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(
+            judge(&g, &state, tag(&wrong), body(signed.clone()))
+                .await
+                .status(),
+            StatusCode::FORBIDDEN
+        );
         // The signed manifest: delivered whole, with the digest certgate computed.
-        let resp = gate_registry(&g, url, "/v2/team/app/manifests/1.0", body(signed.clone())).await;
+        let resp = judge(&g, &state, tag("1.0"), body(signed.clone())).await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(
             resp.headers()["docker-content-digest"],
             format!("sha256:{}", hex::encode(signed_digest)).as_str()
         );
         assert_eq!(drain(resp.into_body()).await, (signed.clone(), None));
-        // Now its layer passes, whole; a layer whose bytes differ from its digest is cut.
-        let resp = gate_registry(&g, url, &blob_path, body(layer.clone())).await;
+        // Now its layer passes, whole; a layer whose bytes differ, or are none, is cut.
+        let resp = judge(&g, &state, blob.clone(), body(layer.clone())).await;
         assert_eq!(drain(resp.into_body()).await, (layer.clone(), None));
-        let resp = gate_registry(&g, url, &blob_path, body(b"swapped".to_vec())).await;
-        let (got, err) = drain(resp.into_body()).await;
-        assert!(got.is_empty() && err.unwrap().contains("do not hash"));
-        // Errors and other paths pass.
-        let mut missing = body(b"{}".to_vec());
-        *missing.status_mut() = StatusCode::NOT_FOUND;
-        let resp = gate_registry(&g, url, "/v2/team/app/manifests/nope", missing).await;
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        assert!(!registry_judges("/v2/"));
-        assert!(!registry_judges("/v2/app/tags/list"));
-        assert!(registry_judges("/v2/a/b/manifests/latest"));
+        for bad in [b"swapped".to_vec(), Vec::new()] {
+            let resp = judge(&g, &state, blob.clone(), body(bad)).await;
+            let (got, err) = drain(resp.into_body()).await;
+            assert!(got.is_empty() && err.unwrap().contains("do not hash"));
+        }
+        // Request spellings: only canonical digests and tags are judged; odd ones refused.
+        let hex = hex::encode(layer_digest);
+        assert_eq!(
+            classify_registry(&format!("/v2/a/b/blobs/sha256:{hex}")),
+            Ok(Some(blob.clone()))
+        );
+        assert_eq!(
+            classify_registry(&format!("/v2/a/blobs/sha256%3A{hex}")),
+            Ok(Some(blob.clone()))
+        );
+        for odd in [
+            format!("/v2/a/blobs/SHA256:{hex}"),
+            format!("/v2/a/blobs/sha256:{}", hex.to_uppercase()),
+            format!("/v2/a/blobs/sha512:{hex}{hex}"),
+            "/v2/a/blobs/foo".to_owned(),
+            "/v2/a/blobs/".to_owned(),
+            "/v2/a/manifests/..".to_owned(),
+            "/v2/a/manifests/sha256:xyz".to_owned(),
+        ] {
+            assert!(classify_registry(&odd).is_err(), "{odd}");
+        }
+        assert_eq!(classify_registry("/v2/"), Ok(None));
+        assert_eq!(classify_registry("/v2/app/tags/list"), Ok(None));
+        assert_eq!(classify_registry("/v2/app/blobs/uploads/123"), Ok(None));
+        assert_eq!(
+            classify_registry("/v2/a/b/manifests/latest"),
+            Ok(Some(tag("latest")))
+        );
     }
 }

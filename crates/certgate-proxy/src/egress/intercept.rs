@@ -11,12 +11,10 @@ use certgate_pki::name_constraints::Constraints;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 
-use super::fallback::OriginConnector;
 use super::rules::{Destination, EgressRule, select};
 use super::{EgressConfig, access, access_log_on, bad_gateway};
 use crate::message::{Body, strip_hop_by_hop, text};
@@ -204,7 +202,7 @@ pub(super) async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept
             let resp = match rule {
                 Some(rule) => {
                     tracing::debug!(rule = %rule.name, %host, %path, "intercepted request");
-                    super::originate_gated(rule, &host, port, req).await
+                    super::enforce::originate_gated(&cfg, rule, &host, port, req).await
                 }
                 None => super::gate::widen(text(StatusCode::BAD_GATEWAY, "no egress rule")),
             };
@@ -231,9 +229,27 @@ pub(super) async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept
     }
 }
 
-/// Sends `req` to `https://host:port` through `client`, i.e. with its rule's identity.
+/// Whether an upstream failure is the server's alert refusing the client certificate.
+fn refused_the_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        // An I/O error holds the TLS error inside (its `source` skips it).
+        let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(a)) = tls {
+            return certgate_tls::egress::refuses_client_certificate(*a);
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Sends `req` to `https://host:port` with `rule`'s identity.
 pub(super) async fn originate(
-    client: &Client<OriginConnector, Body>,
+    rule: &EgressRule,
     host: &str,
     port: u16,
     req: Request<Incoming>,
@@ -266,11 +282,16 @@ pub(super) async fn originate(
         parts.headers.insert(header::HOST, v);
     }
     let req = Request::from_parts(parts, body.boxed());
-    match client.request(req).await {
+    match rule.client.request(req).await {
         Ok(mut resp) => {
             strip_hop_by_hop(resp.headers_mut(), false);
             resp.map(|b| b.boxed())
         }
-        Err(e) => bad_gateway(host, port, &e),
+        Err(e) => {
+            if refused_the_certificate(&e) {
+                rule.origin.remembered.refused_later(host, port);
+            }
+            bad_gateway(host, port, &e)
+        }
     }
 }

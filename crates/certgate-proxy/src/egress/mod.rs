@@ -10,6 +10,7 @@
 //! Which certificate goes where is decided in `certgate_tls::egress`; a client certificate is
 //! only ever sent to a server whose own certificate verified against the rule's trust.
 
+mod enforce;
 pub mod fallback;
 pub mod gate;
 mod intercept;
@@ -17,7 +18,10 @@ mod rules;
 mod tunnel;
 
 pub use intercept::Interceptor;
-pub use rules::{Allowed, Destination, EgressRule, HostPattern, select, split_authority, tls_port};
+pub use rules::{
+    Allowed, Destination, EgressRule, HostPattern, select, split_authority, tls_port,
+    valid_authority, valid_host,
+};
 pub use tunnel::{EgressTunnelConfig, LiveEgressTunnel, serve_tunnel};
 
 use intercept::{Intercept, intercept, originate};
@@ -63,6 +67,9 @@ pub struct EgressConfig {
     pub header_timeout: Duration,
     /// A connection (or tunnel) with no bytes moving either way for this long is closed.
     pub idle_timeout: Duration,
+    /// What the content-trust gates learnt (named digests, allowed redirects); shared by every
+    /// rule's gate (a reload starts afresh).
+    pub gate_state: Arc<gate::GateState>,
     plain: Client<HttpConnector, Body>,
 }
 
@@ -85,6 +92,7 @@ impl EgressConfig {
             drain_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            gate_state: Arc::default(),
             plain: client_builder().build(http_connector(connect_timeout)),
         }
     }
@@ -264,6 +272,15 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<OutBo
             "refused",
         );
     };
+    if !valid_authority(&authority) {
+        return (
+            gate::widen(text(
+                StatusCode::BAD_REQUEST,
+                format!("`{authority}` is not a host and port this proxy acts on"),
+            )),
+            "refused",
+        );
+    }
     let scheme = req
         .uri()
         .scheme_str()
@@ -278,7 +295,7 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<OutBo
         path: Some(&path),
     };
     if let Some(rule) = select(&cfg.rules, &tls_dest) {
-        let resp = originate_gated(rule, &host, tls_port, req).await;
+        let resp = enforce::originate_gated(cfg, rule, &host, tls_port, req).await;
         return (resp, "originate");
     }
     if scheme != "http" {
@@ -328,62 +345,6 @@ pub(crate) fn gate_url(host: &str, port: u16, path: &str) -> Option<String> {
     })
 }
 
-/// [`originate`], through the rule's content-trust gate when the URL is one it names.
-pub(crate) async fn originate_gated(
-    rule: &EgressRule,
-    host: &str,
-    port: u16,
-    mut req: Request<Incoming>,
-) -> Response<OutBody> {
-    if let Some(g) = rule.gate.as_ref().filter(|g| g.is_registry(host, port))
-        && req.method() == Method::GET
-    {
-        // A path with no normal form is judged as what it would be served as: refused.
-        let path = crate::normal::path(req.uri().path()).map(|p| p.matched);
-        let url = gate_url(host, port, req.uri().path())
-            .unwrap_or_else(|| format!("https://{host}:{port}{}", req.uri().path()));
-        match path {
-            Ok(path) if gate::registry_judges(&path) => {
-                gate::prepare_request(req.headers_mut());
-                let resp = originate(&rule.client, host, port, req).await;
-                return gate::gate_registry(g, &url, &path, resp).await;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return gate::widen(text(
-                    StatusCode::BAD_REQUEST,
-                    format!("certgate egress: content trust: {url}: {e}"),
-                ));
-            }
-        }
-    }
-    let gated = rule.gate.as_ref().and_then(|g| {
-        let url = gate_url(host, port, req.uri().path());
-        let gated = url.as_deref().is_none_or(|u| g.gates(u));
-        gated.then(|| {
-            (
-                g,
-                url.unwrap_or_else(|| format!("https://{host}:{port}{}", req.uri().path())),
-            )
-        })
-    });
-    let Some((g, url)) = gated.filter(|_| req.method() != Method::HEAD) else {
-        return gate::widen(originate(&rule.client, host, port, req).await);
-    };
-    if req.version() < http::Version::HTTP_11 {
-        // An HTTP/1.0 response ends by closing: a refusal would look like the end of the file.
-        return gate::widen(text(
-            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-            format!(
-                "certgate egress: content trust: {url}: a checked download needs HTTP/1.1, so that a refused one cannot look complete"
-            ),
-        ));
-    }
-    gate::prepare_request(req.headers_mut());
-    let resp = originate(&rule.client, host, port, req).await;
-    gate::gate_response(g, &url, resp)
-}
-
 fn not_allowed(host: &str, port: u16) -> Response<Body> {
     text(
         StatusCode::FORBIDDEN,
@@ -423,6 +384,15 @@ async fn connect(
             "refused",
         );
     };
+    if !valid_authority(&authority) {
+        return (
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("CONNECT `{authority}`: not a host and port this proxy acts on"),
+            ),
+            "refused",
+        );
+    }
     let (host, port) = split_authority(&authority, 443);
     let dest = Destination {
         host: &host,

@@ -233,12 +233,44 @@ pub struct Allowed {
 /// Host (lower case, without brackets) and port of an authority, the scheme's default port when
 /// it names none.
 pub fn split_authority(a: &http::uri::Authority, default_port: u16) -> (String, u16) {
-    let host = a
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
+    let host = a.host().trim_start_matches('[').trim_end_matches(']');
+    // `host.` is `host` (a fully qualified name): one spelling for rules, minting and gates.
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     (host, a.port_u16().unwrap_or(default_port))
+}
+
+/// Whether an authority a client sent names a host the proxy will act on: no user information,
+/// a port of plain digits (no sign, no leading zero), and a host that is an IP address or a
+/// DNS name (letters, digits, `-`, `_`, non-empty labels; no `*`).
+pub fn valid_authority(a: &http::uri::Authority) -> bool {
+    if a.as_str().contains('@') {
+        return false;
+    }
+    if let Some(p) = a.port()
+        && (p.as_str().is_empty()
+            || !p.as_str().bytes().all(|b| b.is_ascii_digit())
+            || (p.as_str().len() > 1 && p.as_str().starts_with('0')))
+    {
+        return false;
+    }
+    let (host, _) = split_authority(a, 0);
+    valid_host(&host)
+}
+
+/// Whether `host` (as [`split_authority`] gives it) is an IP address or a DNS name.
+pub fn valid_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// The port an `http://` URL is originated to over https: 80 becomes 443, any other port is

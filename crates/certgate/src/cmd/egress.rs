@@ -68,6 +68,16 @@ fn create_ca(
     }
     permitted.sort();
     permitted.dedup();
+    for p in &permitted {
+        if let Permitted::Dns(d) = p
+            && !d.contains('.')
+            && d != "localhost"
+        {
+            eprintln!(
+                "note: `{d}` also permits every name under it (`*.{d}`): a name constraint covers a name's subdomains"
+            );
+        }
+    }
     if permitted.is_empty() {
         return Err(fail(
             exit::USAGE,
@@ -136,6 +146,9 @@ fn permitted_pattern(pattern: &HostPattern) -> std::result::Result<Permitted, St
                 Err(_) => Permitted::Dns(h.trim_end_matches('.').to_owned()),
             })
         }
+        HostPattern::Suffix(s) if !s.trim_start_matches('.').contains('.') => Err(format!(
+            "`*{s}` would let the CA sign for every name under a top-level domain; name the hosts"
+        )),
         HostPattern::Suffix(s) => Ok(Permitted::Dns(s.trim_start_matches('.').to_owned())),
         HostPattern::Any => Err(
             "`*` matches every host, and a CA that may sign for every host is what name constraints exist to prevent; name the hosts".to_owned(),

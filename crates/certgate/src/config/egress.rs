@@ -486,7 +486,6 @@ impl Resolver<'_> {
                 oci,
                 force: r.trust_force,
                 rule: name.to_owned(),
-                referenced: Arc::default(),
             }),
             Err(e) => {
                 self.error(Some(policy.span().start), &key, e);

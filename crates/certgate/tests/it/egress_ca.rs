@@ -79,6 +79,41 @@ fn openssl_and_python_refuse_a_leaf_outside_the_constraints() {
     assert!(text.contains("X509v3 Name Constraints: critical"), "{text}");
     assert!(text.contains("DNS:ha.example"), "{text}");
     assert!(text.contains("IP:0.0.0.0/0.0.0.0"), "excluded IPs: {text}");
+    assert!(text.contains("email:invalid"), "no mailbox: {text}");
+    assert!(
+        text.contains("TLS Web Server Authentication"),
+        "the CA is for TLS servers only: {text}"
+    );
+    // Its key cannot make certificates apps accept for anything else: S/MIME, client auth.
+    for (name, args, purpose) in [
+        (
+            "mail",
+            vec!["--client", "--email", "ceo@bank.example"],
+            "smimesign",
+        ),
+        (
+            "client",
+            vec!["--client", "--uri", "spiffe://prod.example/admin"],
+            "sslclient",
+        ),
+    ] {
+        let mut all = vec!["ca", "issue", "--dir", "eca", "--out", name];
+        all.extend(args);
+        all.push(if name == "mail" { "ceo" } else { "admin" });
+        let issued = certgate(d, &all);
+        assert!(issued.status.success(), "{issued:?}");
+        let verify = Command::new(&openssl)
+            .current_dir(d)
+            .args(["verify", "-CAfile", "eca/ca.pem", "-purpose", purpose])
+            .arg(format!("{name}.pem"))
+            .output()
+            .unwrap();
+        assert!(
+            !verify.status.success(),
+            "{name} must not verify for {purpose}: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+    }
     // Leaves minted with the CA's key (as an attacker holding it would), inside and outside.
     for (name, host) in [
         ("inside", "api.ha.example"),
@@ -163,6 +198,10 @@ fn egress_ca_refusals_and_rotation() {
         &["egress", "ca", "--dir", "x", "--host", "*"],
         "a CA that may sign for every host",
     );
+    refused(
+        &["egress", "ca", "--dir", "x", "--host", "*.com"],
+        "every name under a top-level domain",
+    );
     write(
         d,
         "any.toml",
@@ -190,6 +229,28 @@ fn egress_ca_refusals_and_rotation() {
     assert!(out.contains("192.168.1.20"), "{out}");
     let text = ossl(&openssl, d, "x509 -in eca/ca.pem -noout -text");
     assert!(text.contains("IP:192.168.1.20/255.255.255.255"), "{text}");
+    // A leaf for the IP rule (its common name is the address) verifies in OpenSSL, which checks
+    // a dotted common name against the DNS constraints.
+    let ip_leaf = certgate(
+        d,
+        &[
+            "ca",
+            "issue",
+            "--dir",
+            "eca",
+            "--server",
+            "192.168.1.20",
+            "--out",
+            "lan",
+        ],
+    );
+    assert!(ip_leaf.status.success(), "{ip_leaf:?}");
+    let verified = Command::new(&openssl)
+        .current_dir(d)
+        .args(["verify", "-CAfile", "eca/ca.pem", "lan.pem"])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
     let old_cert = std::fs::read_to_string(d.join("eca/ca.pem")).unwrap();
     let old_key = std::fs::read_to_string(d.join("eca/ca.key")).unwrap();
     refused(

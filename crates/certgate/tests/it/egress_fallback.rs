@@ -237,3 +237,110 @@ fn falls_back_to_the_identity_a_silent_server_accepts() {
     assert!(body.contains("verify=SUCCESS"), "{body}");
     assert!(body.contains("issuer=CN=b intermediate"), "{body}");
 }
+
+/// A TLS 1.3 server that judges the client certificate slowly (after `delay` seconds, longer
+/// than certgate waits) and sends no tickets: the first request fails, and certgate must then
+/// try the next identity instead of insisting on the one refused. Counts refusals at `/failures`
+/// like [`SERVER`].
+const SLOW_SERVER: &str = r#"
+import socket, ssl, sys, threading, time
+port, delay = int(sys.argv[1]), float(sys.argv[2])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("server.pem", "server.key")
+ctx.load_verify_locations("b-root.pem")
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.num_tickets = 0
+failures = 0
+def serve(conn):
+    global failures
+    conn.settimeout(10)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s = ctx.wrap_bio(inc, out, server_side=True)
+    flights = 0
+    try:
+        while True:
+            try:
+                s.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = out.read()
+                if pending:
+                    conn.sendall(pending)
+                    flights += 1
+                    if flights == 1:
+                        time.sleep(delay)
+                data = conn.recv(65536)
+                if not data:
+                    return
+                inc.write(data)
+    except ssl.SSLError:
+        failures += 1
+        conn.sendall(out.read())
+        conn.close()
+        return
+    conn.sendall(out.read())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        try:
+            head += s.read(4096)
+        except ssl.SSLWantReadError:
+            data = conn.recv(65536)
+            if not data:
+                return
+            inc.write(data)
+    path = head.split(b" ")[1].decode()
+    issuer = dict(x[0] for x in s.getpeercert()["issuer"])
+    body = str(failures) if path == "/failures" else "issuer=" + issuer["commonName"]
+    s.write(("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)).encode())
+    conn.sendall(out.read())
+    conn.close()
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", port))
+listener.listen(64)
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+
+#[test]
+fn a_server_that_refuses_late_gets_the_next_identity_next_time() {
+    let Some(python) = python_with(&["requests"]) else {
+        return;
+    };
+    let openssl = require_peer!("openssl");
+    let s: Setup = setup(&openssl);
+    let d = s.dir.path();
+    let made = Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .current_dir(d)
+        .args(["egress", "ca", "--dir", "egress-ca", "--host", "localhost"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let port = free_port();
+    let log = std::fs::File::create(d.join("slow.log")).unwrap();
+    let _server = Peer(
+        Command::new(&python)
+            .current_dir(d)
+            .args(["-c", SLOW_SERVER, &port.to_string(), "1.5"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_port("slow TLS 1.3 server", port);
+    write(d, "egress.toml", &egress_config(&s, ""));
+    let proxy = Serve::start(d, "egress.toml", 1);
+    let pp = proxy.port("egress");
+    let url = format!("https://localhost:{port}/");
+    // The first request goes out under a (the server judged too late to fall back): it fails.
+    let (code, _) = get(&python, d, pp, "requests", &url, "egress-ca/ca.pem");
+    assert_ne!(
+        code, 200,
+        "a refused late cannot be recovered on the same connection"
+    );
+    // The next one starts with b.
+    let (code, body) = get(&python, d, pp, "requests", &url, "egress-ca/ca.pem");
+    assert_eq!((code, body.as_str()), (200, "issuer=b intermediate"));
+}

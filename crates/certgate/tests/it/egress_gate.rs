@@ -578,3 +578,185 @@ intercept_ca = "egress-ca"
         text(&out)
     );
 }
+
+/// A hostile upstream (registry and download server in one): every trick answers with bytes
+/// that were never signed. `/v2/...` paths play a registry; the rest a download server.
+const HOSTILE: &str = r#"
+import hashlib, json, socket, ssl, sys, threading
+port = int(sys.argv[1])
+evil = b"EVIL payload never signed\n"
+evil_layer = b"EVIL layer bytes\n"
+layer_digest = "sha256:" + hashlib.sha256(evil_layer).hexdigest()
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": layer_digest, "size": len(evil_layer)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": len(evil_layer)}]}).encode()
+def answer(path):
+    if path.startswith("/v2/redir/app/manifests/"):
+        return "302 Found", [("Location", "/files/manifest")], evil
+    if path == "/files/manifest":
+        return "200 OK", [("Content-Type", "application/vnd.oci.image.manifest.v1+json")], manifest
+    if path.startswith("/v2/redir/app/blobs/"):
+        return "307 Temporary Redirect", [("Location", "/files/blob")], b""
+    if path == "/files/blob" or "/blobs/" in path:
+        return "200 OK", [], evil_layer
+    if path == "/releases/dot.tar":
+        return "302 Found", [("Location", "https://localhost.:%d/releases/evil.tar" % port)], b""
+    if path == "/releases/away.tar":
+        return "302 Found", [("Location", "https://elsewhere.example/evil.tar")], evil
+    if path == "/releases/r404.tar":
+        return "404 Not Found", [], evil
+    if path == "/releases/empty.tar":
+        return "200 OK", [], b""
+    return "200 OK", [], evil
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("server.pem", "server.key")
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", port))
+listener.listen(64)
+def serve(conn):
+    try:
+        s = ctx.wrap_socket(conn, server_side=True)
+        s.settimeout(5)
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            path = head.split(b" ")[1].decode()
+            status, headers, body = answer(path)
+            out = "HTTP/1.1 %s\r\nContent-Length: %d\r\n" % (status, len(body))
+            out += "".join("%s: %s\r\n" % h for h in headers) + "\r\n"
+            # The last byte alone: what a gate holds back is as small as the server likes.
+            s.sendall(out.encode() + body[:-1])
+            s.sendall(body[-1:])
+    except Exception:
+        pass
+    finally:
+        conn.close()
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+
+/// The tricks a black-box attack found, against a hostile upstream: each must end in a refusal
+/// or a failed download, never in unsigned bytes delivered as a success.
+#[test]
+fn a_hostile_upstream_cannot_get_unsigned_bytes_through() {
+    let Some(python) = python_with(&["json"]) else {
+        return;
+    };
+    let curl_bin = require_peer!("curl");
+    let p = publish_setup();
+    let d = p.dir.path();
+    let ph = free_port();
+    let _hostile = crate::Peer(
+        Command::new(&python)
+            .current_dir(d)
+            .args(["-c", HOSTILE, &ph.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port("hostile upstream", ph);
+    write(
+        d,
+        "egress.toml",
+        format!(
+            r#"version = 1
+[[trust]]
+name = "servers"
+ca = ["root.pem"]
+[egress]
+listen = "127.0.0.1:0"
+intercept_ca = "egress-ca"
+  [[egress.rule]]
+  name = "hostile"
+  url = "https://localhost:{ph}/"
+  trust = "servers"
+  trust_policy = "policy.toml"
+  trust_log_ca = ["root.pem"]
+  verify = ["https://localhost:{ph}/releases/*"]
+  oci = ["localhost:{ph}"]
+  # A more specific rule without a gate, under the gated prefix: the gate still applies.
+  [[egress.rule]]
+  name = "special"
+  url = "https://localhost:{ph}/releases/special/"
+  trust = "servers"
+"#
+        )
+        .as_bytes(),
+    );
+    certgate_ok(
+        d,
+        [
+            "egress",
+            "ca",
+            "--dir",
+            "egress-ca",
+            "--config",
+            "egress.toml",
+        ]
+        .as_slice(),
+    );
+    let proxy = Serve::start(d, "egress.toml", 1);
+    let pp = proxy.port("egress");
+    let url = |path: &str| format!("https://localhost:{ph}{path}");
+    let evil = b"EVIL payload never signed\n".as_slice();
+    for path in [
+        "/releases/evil.tar",
+        "/releases/special/evil.tar",
+        "/releases/empty.tar",
+        "/releases/%72eleases/../evil.tar",
+    ] {
+        let (code, got) = curl(&curl_bin, d, pp, &url(path), &[]);
+        assert_ne!(code, 0, "{path}: unsigned bytes delivered as a success");
+        assert!(got.len() < evil.len(), "{path}");
+    }
+    // Redirects: to a host certgate would not see, refused; to `host.`, followed and judged.
+    let (code, _) = curl(&curl_bin, d, pp, &url("/releases/away.tar"), &["-f"]);
+    assert_eq!(code, 22, "a redirect to an unchecked host is refused");
+    let (code, got) = curl(&curl_bin, d, pp, &url("/releases/dot.tar"), &["-L"]);
+    assert!(
+        code != 0 && got.len() < evil.len(),
+        "followed redirect delivered unsigned bytes"
+    );
+    // `https://localhost.:port` asked directly: the same host, intercepted and judged.
+    let (code, got) = curl(
+        &curl_bin,
+        d,
+        pp,
+        &format!("https://localhost.:{ph}/releases/evil.tar"),
+        &[],
+    );
+    assert!(
+        code != 0 && got.len() < evil.len(),
+        "a trailing dot must not skip the gate"
+    );
+    // An error status keeps its status, never the unsigned body.
+    let (code, got) = curl(&curl_bin, d, pp, &url("/releases/r404.tar"), &[]);
+    assert_eq!(code, 0);
+    assert!(
+        !got.windows(4).any(|w| w == b"EVIL"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Registry: a manifest answered by a redirect to a path outside the API is still judged;
+    // blobs in odd spellings or never named by a trusted manifest are refused.
+    for path in [
+        "/v2/redir/app/manifests/evil",
+        "/v2/app/blobs/sha256%3Aa9c6e1d5b1a4f5c8e2d3b4a5968778695a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d",
+        "/v2/app/blobs/SHA256:A9C6E1D5B1A4F5C8E2D3B4A5968778695A4B3C2D1E0F9A8B7C6D5E4F3A2B1C0D",
+        "/v2/app/blobs/sha512:00",
+        "/v2/app/blobs/foo",
+    ] {
+        let (code, got) = curl(&curl_bin, d, pp, &url(path), &["-L", "-f"]);
+        assert_ne!(code, 0, "{path}");
+        assert!(!got.windows(4).any(|w| w == b"EVIL"), "{path}");
+    }
+    drop(p);
+}
