@@ -19,6 +19,7 @@ ROUNDS=${2:-3}
 ENTRIES=${3:-100000}
 command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+[ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; }
 
 cargo build --release -q -p certgate -p certgate-bench
 CG=$PWD/target/release/certgate
@@ -96,7 +97,10 @@ PERF_CMD=()
 CERTGATE_LOG=warn,certgate::cmd::serve::crls=info taskset -c 0 "${PERF_CMD[@]}" $CG serve --config refreshing.toml > refreshing.out 2> refreshing.err &
 CERTGATE_LOG=warn,certgate::cmd::serve::crls=info taskset -c 0 $CG serve --config static.toml > static.out 2> static.err &
 sleep 3
-load() { taskset -c 1 $LOAD --addr "127.0.0.1:$1" --ca ca/ca.pem --cert client.pem --key client.key "${@:2}"; }
+# The load generator skips verifying the server (its CPU goes to its own share of each
+# handshake), and its CPU share is printed with each round's, to show what limits the run.
+load() { /usr/bin/time -f "%P" -o "$W/load.cpu" taskset -c 1 $LOAD --addr "127.0.0.1:$1" --ca ca/ca.pem --cert client.pem --key client.key --no-verify-server "${@:2}"; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # The refreshing server answers once its first fetch is in.
 for _ in $(seq 1 30); do load $REF --mode handshake --connections 1 --duration 1 >/dev/null 2>&1 && break; sleep 1; done
 
@@ -123,9 +127,13 @@ for round in $(seq 1 "$ROUNDS"); do
     else
       PORT=$STA
     fi
+    SPID=$(pgrep -f "serve --config $target.toml" | tail -1)
+    c0=$(cpu_ticks "$SPID")
     hs=$(load $PORT --mode handshake --connections 16 --duration "$SECS")
+    c1=$(cpu_ticks "$SPID")
     if [ $target = refreshing ]; then kill $PUB 2>/dev/null || true; wait $PUB 2>/dev/null || true; NEXT=$(cat next); fi
     echo "$target round=$round $hs" | tee -a rounds.txt
+    echo "  cpu: certgate $(( (c1 - c0) / SECS ))% of core 0, load generator $(cat "$W/load.cpu") of core 1"
   done
 done
 new=$(grep -c '"new CRL in force' refreshing.err || true)

@@ -81,6 +81,50 @@ struct Args {
     /// The proxy's interception CA (`proxy-connect`).
     #[arg(long)]
     proxy_ca: Option<String>,
+    /// Skip verifying the server's certificate and handshake signature, so that handshake runs
+    /// spend the load generator's CPU on the client's own share only (a benchmark against a
+    /// known server on loopback; never anything else).
+    #[arg(long)]
+    no_verify_server: bool,
+}
+
+/// Accepts any server (see `--no-verify-server`).
+#[derive(Debug)]
+struct AnyServer(Vec<rustls::SignatureScheme>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.clone()
+    }
 }
 
 /// A connection of any kind.
@@ -181,10 +225,23 @@ fn config(args: &Args) -> Result<Arc<rustls::ClientConfig>> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     // Like for like with every server: X25519 only, no post-quantum hybrid.
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key.der)?;
+    let schemes = provider
+        .signature_verification_algorithms
+        .supported_schemes();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let mut cfg = if args.no_verify_server {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(schemes)))
+            .with_client_auth_cert(chain, key.der)?
+    } else {
+        builder
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key.der)?
+    };
+    // Every handshake is a full one, whatever the server offers.
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
 }
 
