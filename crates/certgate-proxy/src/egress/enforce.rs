@@ -53,7 +53,7 @@ impl EgressConfig {
     /// Where a gated answer from `https://host:port{path}` may redirect: the key its follow-up
     /// request will have, or why not.
     fn redirect_target(&self, location: &str, host: &str, port: u16) -> Result<String, String> {
-        let (scheme, t_host, t_port, t_path, query) =
+        let (scheme, t_host, t_port, t_path) =
             if location.starts_with('/') && !location.starts_with("//") {
                 let uri: Uri = location
                     .parse()
@@ -63,7 +63,6 @@ impl EgressConfig {
                     host.to_owned(),
                     port,
                     uri.path().to_owned(),
-                    uri.query().map(str::to_owned),
                 )
             } else {
                 let absolute = match location.strip_prefix("//") {
@@ -88,13 +87,7 @@ impl EgressConfig {
                 if !super::valid_host(&h) {
                     return Err(format!("whose host `{h}` is not a host name"));
                 }
-                (
-                    scheme,
-                    h,
-                    p,
-                    uri.path().to_owned(),
-                    uri.query().map(str::to_owned),
-                )
+                (scheme, h, p, uri.path().to_owned())
             };
         let tls = tls_port(&scheme, t_port);
         let dest = Destination {
@@ -114,7 +107,7 @@ impl EgressConfig {
         }
         let url = gate_url(&t_host, tls, &t_path)
             .ok_or_else(|| format!("whose path `{t_path}` has no normal form"))?;
-        Ok(gate::redirect_key(&url, query.as_deref()))
+        Ok(gate::redirect_key(&url))
     }
 }
 
@@ -134,10 +127,9 @@ pub(crate) async fn originate_gated(
         .clone()
         .unwrap_or_else(|| format!("https://{host}:{port}{raw_path}"));
     let judged: Option<(Gate, Judged)> = {
-        let expected = url.as_deref().and_then(|u| {
-            cfg.gate_state
-                .expected(&gate::redirect_key(u, req.uri().query()))
-        });
+        let expected = url
+            .as_deref()
+            .and_then(|u| cfg.gate_state.expected(&gate::redirect_key(u)));
         if let Some((judged, g)) = expected {
             Some((g, judged))
         } else if let Some(g) = cfg.gate_for_registry(host, port) {

@@ -162,12 +162,18 @@ pub async fn judge_response(
 ) -> Response<OutBody> {
     let status = resp.status();
     if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
-        let location = resp
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .map(str::to_owned);
-        let Some(location) = location else {
+        let mut locations = resp.headers().get_all(header::LOCATION).iter();
+        let (first, second) = (locations.next(), locations.next());
+        if second.is_some() {
+            // Clients differ on which one they follow (some join them): judge none.
+            return refuse(
+                gate,
+                url,
+                None,
+                unverifiable("a redirect with two Locations"),
+            );
+        }
+        let Some(location) = first.and_then(|l| l.to_str().ok()).map(str::to_owned) else {
             return refuse(
                 gate,
                 url,
@@ -220,8 +226,10 @@ pub async fn judge_response(
     }
     let encoded = resp
         .headers()
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
     if status != StatusCode::OK || encoded {
         let why = if encoded {
             "the server sent it encoded (Content-Encoding), so its bytes are not the file's"
@@ -241,18 +249,18 @@ pub async fn judge_response(
             hold_until(gate, url, resp, Box::new(move |d| trust.judge(d)))
         }
         Judged::Blob(expected) => {
-            if !state.named(&expected) && !gate.force {
-                return refuse(
-                    gate,
-                    url,
-                    Some(&expected),
-                    Judgement {
-                        trusted: false,
-                        status: "UNKNOWN".to_owned(),
-                        reason: "no TRUSTED manifest fetched through certgate names this blob"
-                            .to_owned(),
-                    },
-                );
+            let standing = if state.parents(&expected).is_empty() {
+                Judgement {
+                    trusted: false,
+                    status: "UNKNOWN".to_owned(),
+                    reason: "no TRUSTED manifest fetched through certgate names this blob"
+                        .to_owned(),
+                }
+            } else {
+                judge_now(gate, state, expected, NAMED_DEPTH).await
+            };
+            if !standing.trusted && !gate.force {
+                return refuse(gate, url, Some(&expected), standing);
             }
             let check: Check = Box::new(move |got| {
                 let trusted = *got == expected;
@@ -494,7 +502,8 @@ pub struct GateState {
 /// The state, and the order things came in (to forget the oldest).
 #[derive(Debug, Default)]
 struct Known {
-    named: std::collections::HashSet<[u8; 32]>,
+    /// Digest -> the manifests (or indexes) that named it.
+    named: HashMap<[u8; 32], Vec<[u8; 32]>>,
     named_order: std::collections::VecDeque<[u8; 32]>,
     redirects: HashMap<String, (Judged, Gate)>,
     redirect_order: std::collections::VecDeque<String>,
@@ -502,29 +511,42 @@ struct Known {
 
 /// Digests kept at most; the oldest go first.
 const NAMED_MAX: usize = 100_000;
+/// Manifests remembered as naming one digest, at most.
+const MAX_PARENTS: usize = 16;
+/// How far a digest's standing is traced through the manifests that named it (an index names
+/// manifests, which name blobs).
+const NAMED_DEPTH: usize = 3;
 /// Redirect targets kept at most; the oldest go first.
 const REDIRECTS_MAX: usize = 10_000;
 
 impl GateState {
-    fn name(&self, digest: [u8; 32]) {
+    fn name(&self, digest: [u8; 32], parent: [u8; 32]) {
         let Ok(mut g) = self.inner.lock() else {
             return;
         };
         let Known {
             named, named_order, ..
         } = &mut *g;
-        if named.insert(digest) {
+        let parents = named.entry(digest).or_insert_with(|| {
             named_order.push_back(digest);
-            while named_order.len() > NAMED_MAX {
-                if let Some(old) = named_order.pop_front() {
-                    named.remove(&old);
-                }
+            Vec::new()
+        });
+        if !parents.contains(&parent) && parents.len() < MAX_PARENTS {
+            parents.push(parent);
+        }
+        while named_order.len() > NAMED_MAX {
+            if let Some(old) = named_order.pop_front() {
+                named.remove(&old);
             }
         }
     }
 
-    fn named(&self, digest: &[u8; 32]) -> bool {
-        self.inner.lock().is_ok_and(|g| g.named.contains(digest))
+    fn parents(&self, digest: &[u8; 32]) -> Vec<[u8; 32]> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|g| g.named.get(digest).cloned())
+            .unwrap_or_default()
     }
 
     /// Remembers that a request for `key` (see [`redirect_key`]) is judged as `judged` by `gate`.
@@ -554,12 +576,11 @@ impl GateState {
 }
 
 /// The key a request is recognised by as the target of a redirect: its gate URL (normal-form
-/// path) and its query.
-pub fn redirect_key(url: &str, query: Option<&str>) -> String {
-    match query {
-        Some(q) => format!("{url}?{q}"),
-        None => url.to_owned(),
-    }
+/// path), without the query. Clients rewrite a query they follow (`%7e` as `~`, a stray `%` as
+/// `%25`), so any request for that path is judged as the redirected one was: more is judged,
+/// never less.
+pub fn redirect_key(url: &str) -> String {
+    url.to_owned()
 }
 
 /// The largest manifest the gate reads (manifests are a few KiB).
@@ -642,6 +663,52 @@ pub fn refuse(
     ))
 }
 
+/// The judgement on `digest` now: TRUSTED by the log itself, or named by a manifest (or index)
+/// that is acceptable now. Re-judged at every use, so that untrusting an image also stops its
+/// layers and child manifests.
+fn judge_now<'a>(
+    gate: &'a Gate,
+    state: &'a Arc<GateState>,
+    digest: [u8; 32],
+    depth: usize,
+) -> Pin<Box<dyn Future<Output = Judgement> + Send + 'a>> {
+    Box::pin(async move {
+        // Through its parents first: a layer is never signed itself, and a verdict that is not
+        // TRUSTED waits for a fresh sync of the log.
+        let parents = if depth == 0 {
+            Vec::new()
+        } else {
+            state.parents(&digest)
+        };
+        for parent in &parents {
+            let via = judge_now(gate, state, *parent, depth - 1).await;
+            if via.trusted {
+                return Judgement {
+                    trusted: true,
+                    status: "TRUSTED".to_owned(),
+                    reason: format!(
+                        "named by sha256:{}, which is TRUSTED ({})",
+                        hex::encode(parent),
+                        via.reason
+                    ),
+                };
+            }
+        }
+        let direct = gate.trust.judge(&digest).await;
+        if direct.trusted || parents.is_empty() {
+            return direct;
+        }
+        Judgement {
+            trusted: false,
+            status: direct.status,
+            reason: format!(
+                "{}; no manifest that names it is TRUSTED now",
+                direct.reason
+            ),
+        }
+    })
+}
+
 /// A manifest `200`: read whole, its digest recomputed (and compared with a digest reference),
 /// delivered only when TRUSTED or named by a TRUSTED index; what it names is remembered.
 async fn manifest(
@@ -684,22 +751,14 @@ async fn manifest(
             },
         );
     }
-    let judgement = if state.named(&digest) {
-        Judgement {
-            trusted: true,
-            status: "TRUSTED".to_owned(),
-            reason: "named by a TRUSTED index".to_owned(),
-        }
-    } else {
-        gate.trust.judge(&digest).await
-    };
+    let judgement = judge_now(gate, state, digest, NAMED_DEPTH).await;
     if !judgement.trusted && !gate.force {
         return refuse(gate, url, Some(&digest), judgement);
     }
     record(gate, url, Some(&digest), &judgement);
     if judgement.trusted {
         for named in manifest_references(&bytes) {
-            state.name(named);
+            state.name(named, digest);
         }
     }
     // The digest the gate computed, never the registry's word for it.

@@ -286,6 +286,15 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<OutBo
         .scheme_str()
         .unwrap_or("http")
         .to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return (
+            gate::widen(text(
+                StatusCode::BAD_REQUEST,
+                format!("`{scheme}://` URLs are not proxied: only http:// and https://"),
+            )),
+            "refused",
+        );
+    }
     let (host, port) = split_authority(&authority, if scheme == "https" { 443 } else { 80 });
     let path = req.uri().path().to_owned();
     let tls_port = tls_port(&scheme, port);

@@ -550,6 +550,45 @@ intercept_ca = "egress-ca"
     let out = pull("one", "pulled-one");
     assert!(out.status.success(), "the signed image: {}", text(&out));
     assert!(d.join("pulled-one/manifest.json").exists());
+    // Untrusting the image stops its layers too, not only its manifest.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("pulled-one/manifest.json")).unwrap())
+            .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = |what: &str| {
+        let out = Command::new("curl")
+            .current_dir(d)
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                "egress-ca/ca.pem",
+                "-x",
+            ])
+            .arg(format!("http://127.0.0.1:{pp}"))
+            .arg(format!("https://registry.test:{pr}/v2/app/blobs/{layer}"))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("{what}: layer {code}");
+        code
+    };
+    assert_eq!(blob("trusted"), "200");
+    trust(
+        d,
+        &p.log_url,
+        "untrust",
+        &["--digest", &one, "--kind", "oci", "--name", "app"],
+        "alice",
+    );
+    eventually(
+        "the untrusted image's layer is refused",
+        Duration::from_secs(30),
+        || blob("untrusted") == "403",
+    );
     let out = pull("two", "pulled-two");
     assert!(!out.status.success(), "the unsigned image must fail");
     let said = text(&out);
@@ -605,6 +644,12 @@ def answer(path):
         return "302 Found", [("Location", "https://elsewhere.example/evil.tar")], evil
     if path == "/releases/r404.tar":
         return "404 Not Found", [], evil
+    if path == "/releases/query.tar":
+        return "302 Found", [("Location", "/files/evil?v=%7e")], b""
+    if path == "/releases/two.tar":
+        return "302 Found", [("Location", "/releases/evil.tar"), ("Location", "/files/evil")], b""
+    if path == "/releases/encodings.tar":
+        return "200 OK", [("Content-Encoding", "identity"), ("Content-Encoding", "gzip")], evil
     if path == "/releases/empty.tar":
         return "200 OK", [], b""
     return "200 OK", [], evil
@@ -626,7 +671,7 @@ def serve(conn):
                     return
                 buf += chunk
             head, buf = buf.split(b"\r\n\r\n", 1)
-            path = head.split(b" ")[1].decode()
+            path = head.split(b" ")[1].decode().split("?")[0]
             status, headers, body = answer(path)
             out = "HTTP/1.1 %s\r\nContent-Length: %d\r\n" % (status, len(body))
             out += "".join("%s: %s\r\n" % h for h in headers) + "\r\n"
@@ -646,7 +691,7 @@ while True:
 /// or a failed download, never in unsigned bytes delivered as a success.
 #[test]
 fn a_hostile_upstream_cannot_get_unsigned_bytes_through() {
-    let Some(python) = python_with(&["json"]) else {
+    let Some(python) = python_with(&["json", "requests"]) else {
         return;
     };
     let curl_bin = require_peer!("curl");
@@ -737,6 +782,24 @@ intercept_ca = "egress-ca"
         code != 0 && got.len() < evil.len(),
         "a trailing dot must not skip the gate"
     );
+    // A client that rewrites the query it follows (requests turns `%7e` into `~`) is still
+    // judged; two Locations are refused; so is a second, non-identity Content-Encoding.
+    let followed = python_get(&python, d, pp, &url("/releases/query.tar"));
+    assert!(followed.starts_with("failed"), "{followed}");
+    for path in ["/releases/two.tar", "/releases/encodings.tar"] {
+        let (code, got) = curl(&curl_bin, d, pp, &url(path), &["-L", "-f"]);
+        assert_ne!(code, 0, "{path}");
+        assert!(!got.windows(4).any(|w| w == b"EVIL"), "{path}");
+    }
+    // Schemes other than http and https are not proxied (they were sent on, unjudged).
+    let out = Command::new(&curl_bin)
+        .current_dir(d)
+        .args(["-sS", "-o", "ftp.out", "-w", "%{http_code}"])
+        .arg(format!("ftp://localhost:{ph}/releases/evil.tar"))
+        .env("ftp_proxy", format!("http://127.0.0.1:{pp}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400", "{out:?}");
     // An error status keeps its status, never the unsigned body.
     let (code, got) = curl(&curl_bin, d, pp, &url("/releases/r404.tar"), &[]);
     assert_eq!(code, 0);
