@@ -72,8 +72,9 @@ impl Resolver<'_> {
         let mut missing = Vec::new();
         for (url, learned) in &urls {
             let path = crl_cache::crl_path(&self.state_dir, url);
-            // Watched like any file the config reads: a fetch that stores a new CRL reloads.
-            self.files.push(path.clone());
+            // Not watched: the fetcher puts each new CRL in force itself (and asks for a reload
+            // only when the trust had no version of that list). Watching the stored copy made
+            // every refresh a full reload, which parsed the list again.
             let cached = match std::fs::read(&path) {
                 Ok(bytes) => match verify::parse_crl(&bytes, &certgate_pki::Origin::file(&path)) {
                     Ok(c) => {

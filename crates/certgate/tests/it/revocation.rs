@@ -199,12 +199,28 @@ fn crl_urls_are_fetched_refreshed_checked_and_cached() {
     assert!(metric(admin, "certgate_crl_next_update_timestamp_seconds", "") > 0.0);
 
     // The cached copies vanish while the old list is served: the process remembers the newest
-    // list it had, so the old one is still refused (nobody is admitted without a CRL) until
-    // the CA publishes a list at least as new.
+    // list it had, so the old one is still refused and the list in force stays in force; the
+    // fetcher stores it again (so that a restart without network has it), and a list at least
+    // as new is taken when the CA publishes one.
     std::fs::remove_dir_all(d.join("state/crl")).unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let (code, body) = get(&curl, d, web, "revoked");
     assert_eq!(code, "403", "{body}");
+    assert_eq!(get(&curl, d, web, "good").0, "200");
+    let stored = || {
+        std::fs::read_dir(d.join("state/crl")).map_or(0, |dir| {
+            dir.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "crl"))
+            })
+            .count()
+        })
+    };
+    eventually(
+        "the lists in force are stored again",
+        Duration::from_secs(30),
+        || stored() == 2,
+    );
     publish(
         d,
         "int.crl",

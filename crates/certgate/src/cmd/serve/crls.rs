@@ -411,21 +411,49 @@ async fn fetch_and_store(
     remembered: &mut Option<certgate_pki::crl::CrlFacts>,
 ) -> Result<Stored, Failure> {
     let url = &source.url;
-    let (st, u) = (state.to_owned(), url.clone());
-    let (cached, meta) = tokio::task::spawn_blocking(move || {
+    // The stored copy is read only on this process's first fetch from the source (what a new
+    // list must not be older than); later the newest list in force says that, and a large list
+    // is not read back from disk at every refresh.
+    let (st, u, first) = (state.to_owned(), url.clone(), remembered.is_none());
+    let (cached, stored, meta) = tokio::task::spawn_blocking(move || {
+        let path = crl_cache::crl_path(&st, &u);
         (
-            std::fs::read(crl_cache::crl_path(&st, &u)).ok(),
+            first.then(|| std::fs::read(&path).ok()).flatten(),
+            path.is_file(),
             crl_cache::read_meta(&st, &u),
         )
     })
     .await
     .map_err(|e| Failure::Fetch(e.to_string()))?;
+    let in_force = remembered.as_ref().and_then(|f| {
+        newest
+            .lock()
+            .ok()
+            .and_then(|n| n.get(&(source.trust.clone(), f.list_key())).cloned())
+    });
+    // The stored copy vanished (a cleaned state directory) while this process has the list in
+    // force: store it again, so that a restart without network still has it.
+    if !stored && let Some(known) = &in_force {
+        let (st, u, known) = (state.to_owned(), url.clone(), Arc::clone(known));
+        let restored = tokio::task::spawn_blocking(move || {
+            let meta = Meta {
+                url: u.clone(),
+                facts: Some(known.facts()),
+                ..Meta::default()
+            };
+            crl_cache::write(&st, &u, Some(known.der()), &meta)
+        })
+        .await;
+        if let Ok(Err(e)) = restored {
+            tracing::error!(trust = %source.trust, url = %url, error = %e, "the stored copy of a CRL is gone and cannot be written again");
+        }
+    }
     let mut meta = meta.unwrap_or_else(|| Meta {
         url: url.clone(),
         ..Meta::default()
     });
     // Validators only with a copy to fall back on (a deleted cache gets a full download).
-    let validators = if cached.is_some() {
+    let validators = if stored {
         (meta.etag.clone(), meta.last_modified.clone())
     } else {
         (None, None)
@@ -507,7 +535,9 @@ async fn fetch_and_store(
                 }
                 _ => None,
             };
-            let same = cached.as_deref() == Some(der.as_slice());
+            // Stored already: the copy on disk is the list that was in force.
+            let same = stored && in_force.as_ref().is_some_and(|k| k.der() == der.as_slice())
+                || cached.as_deref() == Some(der.as_slice());
             *remembered = Some(facts.clone());
             meta.facts = Some(facts);
             meta.etag = etag;
