@@ -100,8 +100,9 @@ pub fn parse(text: &[u8]) -> Result<Vec<Block>, PemError> {
             if marker(line, "BEGIN").is_some() {
                 break;
             }
-            match line.split_once(':') {
-                Some((name, value)) if body.is_empty() && !name.contains(' ') => {
+            // Headers come before the body: a body line is not searched for one.
+            match body.is_empty().then(|| line.split_once(':')).flatten() {
+                Some((name, value)) if !name.contains(' ') => {
                     headers.push((name.trim().to_owned(), value.trim().to_owned()));
                 }
                 _ => body.push_str(line),

@@ -510,6 +510,11 @@ async fn fetch_and_store(
             })
             .await
             .map_err(|e| Failure::Fetch(e.to_string()))??;
+            // Whether the copy on disk already is this list, then let go of the list in force
+            // here: installing frees it, off the async threads.
+            let same = stored && in_force.as_ref().is_some_and(|k| k.der() == der.as_slice())
+                || cached.as_deref() == Some(der.as_slice());
+            drop(in_force);
             // Not older than the newest version of that list this process has had in force,
             // from this source or another, whatever the state directory says now.
             let key = (source.trust.clone(), facts.list_key());
@@ -535,9 +540,6 @@ async fn fetch_and_store(
                 }
                 _ => None,
             };
-            // Stored already: the copy on disk is the list that was in force.
-            let same = stored && in_force.as_ref().is_some_and(|k| k.der() == der.as_slice())
-                || cached.as_deref() == Some(der.as_slice());
             *remembered = Some(facts.clone());
             meta.facts = Some(facts);
             meta.etag = etag;
