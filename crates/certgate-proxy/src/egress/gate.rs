@@ -129,7 +129,7 @@ pub enum Judged {
 }
 
 /// Where a redirect may lead: the key under which the follow-up request will be recognised
-/// ([`GateState::expect`]), or why it may not be followed.
+/// (remembered in [`GateState`]), or why it may not be followed.
 pub type RedirectCheck<'a> = &'a (dyn Fn(&str) -> Result<String, String> + Sync);
 
 fn unverifiable(reason: impl Into<String>) -> Judgement {

@@ -260,7 +260,7 @@ intercept_ca = "egress-ca"
         )
         .as_bytes(),
     );
-    let proxy = Serve::start(d, "egress.toml", 2);
+    let proxy = Serve::start_logging(d, "egress.toml", 2, &d.join("egress.log"));
     let (pp, admin) = (proxy.port("egress"), proxy.port("admin"));
     let url = |path: &str| format!("https://localhost:{pn}{path}");
 
@@ -348,6 +348,28 @@ intercept_ca = "egress-ca"
     assert!(verdicts("TRUSTED") >= 4.0, "{}", verdicts("TRUSTED"));
     assert!(verdicts("REVOKED") >= 1.0);
     assert!(verdicts("UNKNOWN") >= 3.0);
+    // And certgate's log says which download was refused, and why.
+    let log = std::fs::read_to_string(d.join("egress.log")).unwrap();
+    let refusal = |file: &str, status: &str, why: &str| {
+        log.lines().any(|l| {
+            l.contains("content trust: download refused")
+                && l.contains(&format!("/releases/{file}"))
+                && l.contains(&format!("\"status\":\"{status}\""))
+                && l.contains(why)
+        })
+    };
+    assert!(
+        refusal("unsigned.tar", "UNKNOWN", "no statement about it"),
+        "{log}"
+    );
+    assert!(
+        refusal("bobs.tar", "REVOKED", "revoked their keys"),
+        "{log}"
+    );
+    assert!(
+        refusal("changed.tar", "UNKNOWN", "no statement about it"),
+        "{log}"
+    );
 
     // The log goes away: once the gate's sync fails (no max_staleness in the policy), even the
     // signed file is refused.

@@ -33,13 +33,29 @@ impl Serve {
         listeners: usize,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Self {
+        Self::spawn(dir, config, listeners, env, Stdio::inherit())
+    }
+
+    /// Like [`Serve::start`], with the log (stderr) written to `log` for the test to read.
+    pub fn start_logging(dir: &Path, config: &str, listeners: usize, log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn(dir, config, listeners, &[], Stdio::from(file))
+    }
+
+    fn spawn(
+        dir: &Path,
+        config: &str,
+        listeners: usize,
+        env: &[(&str, &std::ffi::OsStr)],
+        stderr: Stdio,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_certgate"))
             .current_dir(dir)
             .args(["serve", "--config", config])
             .env("CERTGATE_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start certgate serve");
         let stdout = child.stdout.take().expect("stdout");
