@@ -25,10 +25,16 @@ impl EgressConfig {
             .find(|g| g.gates(url))
     }
 
-    /// Whether some gate's `verify` patterns may cover URLs of `https://host:port` (their origin
-    /// is this one, or has a wildcard).
-    fn gate_covers_origin(&self, host: &str, port: u16) -> bool {
-        let origin = gate_url(host, port, "/").unwrap_or_default();
+    /// Whether some gate's `verify` patterns may cover URLs of `https://host:port`: the origin
+    /// part of a pattern (up to its first `/` after the scheme) matches this origin.
+    pub(super) fn gate_covers_origin(&self, host: &str, port: u16) -> bool {
+        let Some(url) = gate_url(host, port, "/") else {
+            return false;
+        };
+        let origin = url
+            .strip_prefix("https://")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .unwrap_or_default();
         self.rules
             .iter()
             .filter_map(|r| r.gate.as_ref())
@@ -38,12 +44,12 @@ impl EgressConfig {
                     .strip_prefix("https://")
                     .and_then(|rest| rest.split('/').next())
                     .unwrap_or("*");
-                pattern_origin.contains('*') || origin == format!("https://{pattern_origin}/")
+                certgate_pattern::Glob::new(pattern_origin).matches(origin)
             })
     }
 
     /// The gate that lists `host:port` as an OCI registry, from any rule.
-    fn gate_for_registry(&self, host: &str, port: u16) -> Option<&Gate> {
+    pub(super) fn gate_for_registry(&self, host: &str, port: u16) -> Option<&Gate> {
         self.rules
             .iter()
             .filter_map(|r| r.gate.as_ref())

@@ -409,6 +409,21 @@ async fn connect(
         path: None,
     };
     let outside = cfg.interceptor.as_ref().is_some_and(|i| !i.covers(&host));
+    // A destination a content-trust gate covers is never tunneled blind: the gate would not see
+    // what it serves.
+    let gated = cfg.gate_covers_origin(&host, port) || cfg.gate_for_registry(&host, port).is_some();
+    if gated && (outside || select(&cfg.rules, &dest).is_none()) {
+        tracing::warn!(%host, port, "CONNECT refused: a content-trust gate covers {host}:{port}, but it cannot be intercepted (no egress rule for it, or outside the interception CA's name constraints)");
+        return (
+            text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{host}:{port}: downloads from it must be checked (content trust), but certgate cannot intercept it: add an egress rule for it, and an interception CA that covers it"
+                ),
+            ),
+            "refused",
+        );
+    }
     if outside && select(&cfg.rules, &dest).is_some() {
         tracing::warn!(%host, port, "{host} has an egress rule but is outside the interception CA's name constraints: tunneled blind (regenerate the CA with `certgate egress ca --config ... --force` to intercept it)");
     }

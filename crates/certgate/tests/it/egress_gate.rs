@@ -730,6 +730,8 @@ fn a_hostile_upstream_cannot_get_unsigned_bytes_through() {
             .unwrap(),
     );
     wait_port("hostile upstream", ph);
+    // A port a verify pattern names but no rule intercepts (nothing listens there).
+    let unruled = free_port();
     write(
         d,
         "egress.toml",
@@ -747,7 +749,7 @@ intercept_ca = "egress-ca"
   trust = "servers"
   trust_policy = "policy.toml"
   trust_log_ca = ["root.pem"]
-  verify = ["https://localhost:{ph}/releases/*"]
+  verify = ["https://localhost:{ph}/releases/*", "https://localhost:{unruled}/*"]
   oci = ["localhost:{ph}"]
   # A more specific rule without a gate, under the gated prefix: the gate still applies.
   [[egress.rule]]
@@ -813,6 +815,15 @@ intercept_ca = "egress-ca"
         assert_ne!(code, 0, "{path}");
         assert!(!got.windows(4).any(|w| w == b"EVIL"), "{path}");
     }
+    // A gated origin that no rule intercepts is never tunneled blind: the CONNECT is refused.
+    let out = Command::new(&curl_bin)
+        .current_dir(d)
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_connect}", "-x"])
+        .arg(format!("http://127.0.0.1:{pp}"))
+        .arg(format!("https://localhost:{unruled}/x"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "{out:?}");
     // Schemes other than http and https are not proxied (they were sent on, unjudged).
     let out = Command::new(&curl_bin)
         .current_dir(d)
