@@ -58,7 +58,13 @@ impl EgressConfig {
 
     /// Where a gated answer from `https://host:port{path}` may redirect: the key its follow-up
     /// request will have, or why not.
-    fn redirect_target(&self, location: &str, host: &str, port: u16) -> Result<String, String> {
+    fn redirect_target(
+        &self,
+        location: &str,
+        host: &str,
+        port: u16,
+        came_by_proxy: bool,
+    ) -> Result<String, String> {
         let (scheme, t_host, t_port, t_path) =
             if location.starts_with('/') && !location.starts_with("//") {
                 let uri: Uri = location
@@ -81,6 +87,14 @@ impl EgressConfig {
                 let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
                 if scheme != "https" && scheme != "http" {
                     return Err(format!("a `{scheme}` URL, which certgate cannot check"));
+                }
+                // An app that reached this download through CONNECT may fetch an http:// URL
+                // directly (HTTPS_PROXY alone is common): certgate would never see it.
+                if scheme == "http" && !came_by_proxy {
+                    return Err(
+                        "an http:// URL, which an app that uses CONNECT may fetch without certgate"
+                            .to_owned(),
+                    );
                 }
                 let authority = uri
                     .authority()
@@ -117,7 +131,8 @@ impl EgressConfig {
     }
 }
 
-/// Sends `req` on with `rule`'s identity; when a gate judges it (the target of an allowed
+/// Sends `req` on with `rule`'s identity (`came_by_proxy`: an absolute-form request, not one
+/// inside an intercepted `CONNECT`); when a gate judges it (the target of an allowed
 /// redirect, a gated OCI registry's manifest or blob, a file a `verify` pattern covers), the
 /// answer is judged before the app has it.
 pub(crate) async fn originate_gated(
@@ -126,6 +141,7 @@ pub(crate) async fn originate_gated(
     host: &str,
     port: u16,
     mut req: Request<Incoming>,
+    came_by_proxy: bool,
 ) -> Response<OutBody> {
     let raw_path = req.uri().path().to_owned();
     let url = gate_url(host, port, &raw_path);
@@ -192,7 +208,7 @@ pub(crate) async fn originate_gated(
     }
     gate::prepare_request(req.headers_mut());
     let resp = originate(rule, host, port, req).await;
-    let redirect = |location: &str| cfg.redirect_target(location, host, port);
+    let redirect = |location: &str| cfg.redirect_target(location, host, port, came_by_proxy);
     gate::judge_response(&g, &cfg.gate_state, &shown, judged, resp, &redirect).await
 }
 

@@ -202,7 +202,7 @@ pub(super) async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept
             let resp = match rule {
                 Some(rule) => {
                     tracing::debug!(rule = %rule.name, %host, %path, "intercepted request");
-                    super::enforce::originate_gated(&cfg, rule, &host, port, req).await
+                    super::enforce::originate_gated(&cfg, rule, &host, port, req, false).await
                 }
                 None => super::gate::widen(text(StatusCode::BAD_GATEWAY, "no egress rule")),
             };

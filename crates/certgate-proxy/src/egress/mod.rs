@@ -304,7 +304,7 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<OutBo
         path: Some(&path),
     };
     if let Some(rule) = select(&cfg.rules, &tls_dest) {
-        let resp = enforce::originate_gated(cfg, rule, &host, tls_port, req).await;
+        let resp = enforce::originate_gated(cfg, rule, &host, tls_port, req, true).await;
         return (resp, "originate");
     }
     if scheme != "http" {

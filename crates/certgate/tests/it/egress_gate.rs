@@ -662,6 +662,8 @@ def answer(path):
         return "200 OK", [], evil_layer
     if path == "/releases/dot.tar":
         return "302 Found", [("Location", "https://localhost.:%d/releases/evil.tar" % port)], b""
+    if path == "/releases/plain.tar":
+        return "302 Found", [("Location", "http://localhost:%d/releases/evil.tar" % port)], b""
     if path == "/releases/away.tar":
         return "302 Found", [("Location", "https://elsewhere.example/evil.tar")], evil
     if path == "/releases/r404.tar":
@@ -789,6 +791,13 @@ intercept_ca = "egress-ca"
     // Redirects: to a host certgate would not see, refused; to `host.`, followed and judged.
     let (code, _) = curl(&curl_bin, d, pp, &url("/releases/away.tar"), &["-f"]);
     assert_eq!(code, 22, "a redirect to an unchecked host is refused");
+    // Inside CONNECT, a redirect to http:// is refused: an app with only HTTPS_PROXY would
+    // fetch it without certgate.
+    let (code, _) = curl(&curl_bin, d, pp, &url("/releases/plain.tar"), &["-f"]);
+    assert_eq!(
+        code, 22,
+        "a redirect to http:// from an intercepted download is refused"
+    );
     let (code, got) = curl(&curl_bin, d, pp, &url("/releases/dot.tar"), &["-L"]);
     assert!(
         code != 0 && got.len() < evil.len(),
