@@ -1,7 +1,7 @@
 //! The content-trust gate on egress: downloads whose URL a rule names are delivered only when the
 //! transparency log says their digest is TRUSTED.
 //!
-//! Files: the body is hashed (SHA-256) as it streams to the app, and its last chunk is held back
+//! Files: the body is hashed (SHA-256) as it streams to the app, and its last 64 KiB are held back
 //! until the verdict. TRUSTED: the last chunk goes out and the download completes. Anything else
 //! (UNTRUSTED, REVOKED, UNSUPPORTED, UNKNOWN, or a log that cannot be consulted): the body ends
 //! with an error, so the connection is cut and the app's download fails short of its length. So
@@ -289,7 +289,7 @@ fn empty() -> OutBody {
 /// The check a held body waits for, given the SHA-256 of everything it carried.
 type Check = Box<dyn FnOnce(&[u8; 32]) -> Judging + Send + Sync>;
 
-/// `resp` with its body hashed as it streams and its last chunk held until `check` passes.
+/// `resp` with its body hashed as it streams and its tail held until `check` passes.
 fn hold_until(gate: &Gate, url: &str, resp: Response<Body>, check: Check) -> Response<OutBody> {
     let (mut parts, body) = resp.into_parts();
     // Framed so that a refusal shows: with a length, a short body; without one, chunks with no
@@ -312,7 +312,9 @@ fn hold_until(gate: &Gate, url: &str, resp: Response<Body>, check: Check) -> Res
         inner: body,
         hash_tx: Some(tokio_util::sync::PollSender::new(tx)),
         hashing: Some(hashing),
-        held: None,
+        held: std::collections::VecDeque::new(),
+        held_len: 0,
+        releasing: false,
         check: Some(check),
         judging: None,
         done: false,
@@ -364,14 +366,24 @@ impl std::error::Error for Refused {}
 /// Chunks waiting for the hasher at most.
 const HASH_QUEUE: usize = 16;
 
-/// A body that is hashed as it streams, with its last chunk held until the verdict.
+/// Bytes of a gated body held back until the verdict, at least: a body this small reaches the
+/// app only when TRUSTED, and a larger one never whole. (The last chunk alone could be one byte,
+/// as small as the server likes.)
+pub const HOLD_BACK: usize = 64 * 1024;
+
+/// A body that is hashed as it streams, with its tail held until the verdict.
 struct Gated {
     inner: Body,
     /// Feeds the hasher; dropped at the end of the body.
     hash_tx: Option<tokio_util::sync::PollSender<Bytes>>,
     /// The hasher's result.
     hashing: Option<tokio::task::JoinHandle<[u8; 32]>>,
-    held: Option<Bytes>,
+    /// The tail of the body not yet delivered: at least [`HOLD_BACK`] bytes (or all of it)
+    /// until the verdict.
+    held: std::collections::VecDeque<Bytes>,
+    held_len: usize,
+    /// The verdict was TRUSTED: what is held goes out, then the end.
+    releasing: bool,
     /// What decides, once the upstream body ended.
     check: Option<Check>,
     /// The verdict being reached.
@@ -391,6 +403,9 @@ impl HttpBody for Gated {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
+            if this.releasing {
+                return Poll::Ready(this.held.pop_front().map(|b| Ok(Frame::data(b))));
+            }
             if this.done {
                 return Poll::Ready(None);
             }
@@ -407,7 +422,8 @@ impl HttpBody for Gated {
                 this.done = true;
                 record(&this.gate, &this.url, Some(&digest), &judgement);
                 if judgement.trusted || this.gate.force {
-                    return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                    this.releasing = true;
+                    continue;
                 }
                 return Poll::Ready(Some(Err(Box::new(Refused(format!(
                     "content trust: {} is {}: {}",
@@ -467,8 +483,14 @@ impl HttpBody for Gated {
                                 this.url
                             ))))));
                         }
-                        if let Some(previous) = this.held.replace(data) {
-                            return Poll::Ready(Some(Ok(Frame::data(previous))));
+                        this.held_len += data.len();
+                        this.held.push_back(data);
+                        // Deliver from the front what leaves at least HOLD_BACK held.
+                        if let Some(front) = this.held.front()
+                            && this.held_len - front.len() >= HOLD_BACK
+                        {
+                            this.held_len -= front.len();
+                            return Poll::Ready(this.held.pop_front().map(|b| Ok(Frame::data(b))));
                         }
                     }
                 }
@@ -481,7 +503,8 @@ impl HttpBody for Gated {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        // A TRUSTED body is over only once what was held back has gone out.
+        self.done && (!self.releasing || self.held.is_empty())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -855,10 +878,13 @@ mod tests {
         Chunks(chunks.iter().map(|c| Bytes::from_static(c)).collect()).boxed()
     }
 
-    /// Every frame the gated body yields: data until the first error.
+    /// Every frame the gated body yields: data until the first error, and (as hyper does) no
+    /// more once the body says it has ended.
     async fn drain(mut body: OutBody) -> (Vec<u8>, Option<String>) {
         let mut out = Vec::new();
-        while let Some(frame) = body.frame().await {
+        while !body.is_end_stream()
+            && let Some(frame) = body.frame().await
+        {
             match frame {
                 Ok(f) => out.extend_from_slice(&f.into_data().unwrap_or_default()),
                 Err(e) => return (out, Some(e.to_string())),
@@ -918,7 +944,8 @@ mod tests {
             drain(resp.into_body()).await,
             (b"one two three".to_vec(), None)
         );
-        // Changed on the server: everything but the held last chunk, then the refusal.
+        // Changed on the server: nothing of a body this small (all of it is held), then the
+        // refusal.
         let resp = judge(
             &g,
             &state,
@@ -927,8 +954,24 @@ mod tests {
         )
         .await;
         let (got, err) = drain(resp.into_body()).await;
-        assert_eq!(got, b"one two ".to_vec());
+        assert!(got.is_empty(), "{} bytes before the verdict", got.len());
         assert!(err.unwrap().contains("UNKNOWN"));
+        // A large body: at least HOLD_BACK bytes of it never leave before the verdict.
+        static BIG: [u8; 40 * 1024] = [b'x'; 40 * 1024];
+        let resp = judge(&g, &state, Judged::File, ok(chunked(&[&BIG, &BIG, &BIG]))).await;
+        let (got, err) = drain(resp.into_body()).await;
+        assert!(err.is_some());
+        assert_eq!(got.len(), BIG.len(), "only what leaves HOLD_BACK held");
+        let whole: Vec<u8> = [BIG; 3].concat();
+        let g_big = gate(&whole, false);
+        let resp = judge(
+            &g_big,
+            &state,
+            Judged::File,
+            ok(chunked(&[&BIG, &BIG, &BIG])),
+        )
+        .await;
+        assert_eq!(drain(resp.into_body()).await, (whole, None));
         // One chunk: nothing at all before the verdict.
         let one = Full::new(Bytes::from_static(b"evil"))
             .map_err(|n| match n {})
