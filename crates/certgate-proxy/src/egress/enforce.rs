@@ -41,6 +41,7 @@ impl EgressConfig {
             .flat_map(|g| &g.files)
             .any(|p| {
                 let pattern_origin = p
+                    .as_str()
                     .strip_prefix("https://")
                     .and_then(|rest| rest.split('/').next())
                     .unwrap_or("*");

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use certgate_pattern::Glob;
+pub use certgate_pattern::Glob;
 use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -67,7 +67,7 @@ pub struct Gate {
     pub trust: Arc<dyn ContentTrust>,
     /// URL patterns (`https://host[:port]/path`, `*` matches any run of characters) of files
     /// that must be TRUSTED.
-    pub files: Vec<String>,
+    pub files: Vec<Glob>,
     /// OCI registries (`host` for port 443, or `host:port`) whose image manifests must be
     /// TRUSTED, and whose blobs must belong to a manifest that was.
     pub oci: Vec<String>,
@@ -80,7 +80,7 @@ pub struct Gate {
 impl Gate {
     /// Whether `url` (`https://host[:port]/path`, without the query) is a gated file.
     pub fn gates(&self, url: &str) -> bool {
-        self.files.iter().any(|p| Glob::new(p).matches(url))
+        self.files.iter().any(|p| p.matches(url))
     }
 
     /// Whether `host:port` is a gated OCI registry.
@@ -849,7 +849,7 @@ mod tests {
     fn gate(trusted: &[u8], force: bool) -> Gate {
         Gate {
             trust: Arc::new(Only(sha2::Sha256::digest(trusted).into())),
-            files: vec!["https://dl.example/releases/*".to_owned()],
+            files: vec![Glob::new("https://dl.example/releases/*")],
             oci: vec![
                 "registry.example:5000".to_owned(),
                 "ghcr.example".to_owned(),

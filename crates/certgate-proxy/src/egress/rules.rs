@@ -282,3 +282,43 @@ pub fn tls_port(scheme: &str, port: u16) -> u16 {
         port
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authority(s: &str) -> http::uri::Authority {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn authorities_a_client_sends_are_acted_on_only_in_plain_form() {
+        for ok in [
+            "localhost:443",
+            "a-b.example:8443",
+            "127.0.0.1:5000",
+            "[::1]:443",
+            "LocalHost.:443",
+        ] {
+            assert!(valid_authority(&authority(ok)), "{ok}");
+        }
+        for bad in [
+            "user@localhost:443",
+            "evil.com%2F@localhost:443",
+            "*.localhost:443",
+            "localhost:024031",
+            "a..b:443",
+            "bad_host!:443",
+        ] {
+            let parsed: Result<http::uri::Authority, _> = bad.parse();
+            if let Ok(a) = parsed {
+                assert!(!valid_authority(&a), "{bad}");
+            }
+        }
+        // One trailing dot is the same host.
+        assert_eq!(
+            split_authority(&authority("LocalHost.:8443"), 443),
+            ("localhost".to_owned(), 8443)
+        );
+    }
+}

@@ -451,7 +451,7 @@ impl Resolver<'_> {
                 );
                 continue;
             }
-            files.push(pattern.clone());
+            files.push(certgate_proxy::egress::gate::Glob::new(pattern));
         }
         let key = format!("{prefix}.trust_policy");
         let (bytes, _) = self.read(policy, &key)?;

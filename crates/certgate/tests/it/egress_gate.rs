@@ -14,7 +14,7 @@ use sha2::Digest as _;
 
 use crate::egress::python_with;
 use crate::log::{ORIGIN, log_config, setup, vkey};
-use crate::revocation::eventually;
+use crate::revocation::{eventually, metric};
 use crate::server::Serve;
 use crate::{certgate_ok, free_port, text, wait_port};
 
@@ -23,14 +23,6 @@ fn write(d: &Path, name: &str, bytes: &[u8]) {
         std::fs::create_dir_all(parent).unwrap();
     }
     std::fs::write(d.join(name), bytes).unwrap();
-}
-
-fn metric(admin: u16, name: &str, label: &str) -> f64 {
-    crate::admin_get(admin, "/metrics")
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// `curl` through the proxy: its exit code and the bytes it wrote.

@@ -43,7 +43,7 @@ fn publish(d: &Path, name: &str, bytes: &[u8]) {
 }
 
 /// The sum of the samples of metric `name` whose labels contain `label` (`""`: all).
-fn metric(admin: u16, name: &str, label: &str) -> f64 {
+pub(crate) fn metric(admin: u16, name: &str, label: &str) -> f64 {
     crate::admin_get(admin, "/metrics")
         .lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
