@@ -1,11 +1,14 @@
-//! `certgate-loadgen`: a small mTLS HTTP/1.1 load generator (TLS 1.3, X25519, client
-//! certificate), used by `bench/run.sh` to measure certgate and nginx in the same run.
+//! `certgate-loadgen`: a small mTLS HTTP/1.1 and HTTP/2 load generator (TLS 1.3, X25519, client
+//! certificate, never resumption), used by `bench/run.sh` to measure certgate, nginx, HAProxy and
+//! Caddy in the same run.
 //!
 //! Modes: `handshake` (a new connection and full handshake per request), `keepalive` (requests
 //! over long-lived connections, with latency percentiles), `idle` (open connections and hold
 //! them, for memory measurements), `download` (one GET of a large body, for throughput) and
 //! `append` (keep-alive POSTs of unique 256-byte bodies, for a transparency log's `/add`).
-//! Prints one JSON line.
+//! `--http2` speaks HTTP/2 (ALPN `h2`) in `keepalive` and `idle`, with `--streams` concurrent
+//! streams on each connection. Prints one JSON line, which includes the load generator's own CPU
+//! share over the run (so a harness can show that it was not the bottleneck).
 //!
 //! How it reaches the server (`--via`): `direct` mTLS; `plain` TCP (e.g. into a certgate egress
 //! tunnel, which adds the TLS); `proxy-origin` (absolute-form `http://` requests to a forward
@@ -86,6 +89,12 @@ struct Args {
     /// known server on loopback; never anything else).
     #[arg(long)]
     no_verify_server: bool,
+    /// Speak HTTP/2 (ALPN `h2`); `keepalive` and `idle` only.
+    #[arg(long)]
+    http2: bool,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
 }
 
 /// Accepts any server (see `--no-verify-server`).
@@ -242,6 +251,11 @@ fn config(args: &Args) -> Result<Arc<rustls::ClientConfig>> {
     };
     // Every handshake is a full one, whatever the server offers.
     cfg.resumption = rustls::client::Resumption::disabled();
+    cfg.alpn_protocols = if args.http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(cfg))
 }
 
@@ -297,6 +311,39 @@ async fn connect(
     Ok(tls.connect(sni.clone(), tcp).await?)
 }
 
+type H2 = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// Opens a connection and starts HTTP/2 on it (the connection's driver runs as its own task).
+async fn h2_connect(dialer: &Dialer) -> Result<H2> {
+    let io = dialer.dial().await?;
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(io))
+            .await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// One HTTP/2 `GET`, its whole body read.
+async fn h2_request(send: &mut H2, uri: &hyper::Uri) -> Result<()> {
+    use http_body_util::BodyExt as _;
+    send.ready().await?;
+    let req = hyper::Request::get(uri.clone()).body(http_body_util::Empty::new())?;
+    let resp = send.send_request(req).await?;
+    if resp.status() != hyper::StatusCode::OK {
+        bail!("status: {}", resp.status());
+    }
+    resp.into_body().collect().await?;
+    Ok(())
+}
+
+/// CPU time this process has used, in nanoseconds (Linux `schedstat`), for the CPU share the
+/// JSON line reports.
+fn cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -317,6 +364,16 @@ async fn main() -> Result<()> {
         bail!("--via {:?} needs --proxy", args.via);
     }
     let target = dialer.target(&args.path);
+    if args.http2 && !matches!(args.mode, Mode::Keepalive | Mode::Idle) {
+        bail!("--http2 applies to --mode keepalive and idle");
+    }
+    if args.http2 && args.via != Via::Direct {
+        bail!("--http2 needs --via direct");
+    }
+    let uri: hyper::Uri = format!("https://{}{}", args.sni, args.path)
+        .parse()
+        .context("--sni and --path do not make a URL")?;
+    let cpu_before = cpu_ns();
     if let Mode::Download = args.mode {
         let mut s = dialer.dial().await?;
         let req = format!(
@@ -355,6 +412,28 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     let duration = Duration::from_secs(args.duration);
     match args.mode {
+        Mode::Idle if args.http2 => {
+            let mut held = Vec::with_capacity(args.connections);
+            for _ in 0..args.connections {
+                let opened = async {
+                    let mut send = h2_connect(&dialer).await?;
+                    h2_request(&mut send, &uri).await?;
+                    anyhow::Ok(send)
+                };
+                match opened.await {
+                    Ok(send) => held.push(send),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({"mode": "idle", "http2": true, "open": held.len(), "errors": errors.load(Ordering::Relaxed)})
+            );
+            tokio::time::sleep(duration).await;
+            return Ok(());
+        }
         Mode::Idle => {
             let mut held = Vec::with_capacity(args.connections);
             let req = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", args.sni).into_bytes();
@@ -389,7 +468,55 @@ async fn main() -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let mut tasks = Vec::new();
-    for conn in 0..args.connections {
+    let (h2_connections, h1_connections) = if args.http2 {
+        (args.connections, 0)
+    } else {
+        (0, args.connections)
+    };
+    for _ in 0..h2_connections {
+        let (dialer, stop, ok, errors) = (dialer.clone(), stop.clone(), ok.clone(), errors.clone());
+        let (uri, streams) = (uri.clone(), args.streams.max(1));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let send = match h2_connect(&dialer).await {
+                    Ok(send) => send,
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let mut workers = tokio::task::JoinSet::new();
+                for _ in 0..streams {
+                    let (mut send, uri) = (send.clone(), uri.clone());
+                    let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
+                    workers.spawn(async move {
+                        let mut latencies = Vec::new();
+                        while !stop.load(Ordering::Relaxed) {
+                            let t = Instant::now();
+                            match h2_request(&mut send, &uri).await {
+                                Ok(()) => {
+                                    ok.fetch_add(1, Ordering::Relaxed);
+                                    latencies.push(t.elapsed().as_micros() as u32);
+                                }
+                                Err(_) => {
+                                    errors.fetch_add(1, Ordering::Relaxed);
+                                    break;
+                                }
+                            }
+                        }
+                        latencies
+                    });
+                }
+                while let Some(done) = workers.join_next().await {
+                    latencies.extend(done.unwrap_or_default());
+                }
+            }
+            latencies
+        }));
+    }
+    for conn in 0..h1_connections {
         let (dialer, stop, ok, errors) = (dialer.clone(), stop.clone(), ok.clone(), errors.clone());
         let conn_header = if keepalive {
             ""
@@ -452,6 +579,10 @@ async fn main() -> Result<()> {
         latencies.extend(t.await.unwrap_or_default());
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_share = match (cpu_before, cpu_ns()) {
+        (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / 1e9 / secs,
+        _ => f64::NAN,
+    };
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -463,12 +594,16 @@ async fn main() -> Result<()> {
         "{}",
         serde_json::json!({
             "mode": if append { "append" } else if keepalive { "keepalive" } else { "handshake" },
+            "http2": args.http2,
+            "streams": if args.http2 { args.streams.max(1) } else { 1 },
             "requests": ok.load(Ordering::Relaxed),
             "errors": errors.load(Ordering::Relaxed),
             "seconds": secs,
             "rps": ok.load(Ordering::Relaxed) as f64 / secs,
             "p50_us": pct(0.50),
             "p99_us": pct(0.99),
+            "p999_us": pct(0.999),
+            "loadgen_cpu_share": cpu_share,
         })
     );
     Ok(())
