@@ -16,7 +16,8 @@ Measures, per server: full handshakes/s (a new connection per request, server ve
 the client so the client's share of the crypto stays small); HTTP/1.1 keep-alive requests/s over
 64 connections with p50/p99/p99.9; HTTP/2 requests/s over 16 connections x 16 streams; idle
 memory per HTTP/1.1 and per HTTP/2 connection (RSS growth of a freshly started server holding
-`--idle` connections); a 1 GiB download through the server vs straight from the upstream.
+`--idle` connections); a 1 GiB download through the server vs straight from the upstream; the
+server's user and kernel CPU per request and its system calls per request (`strace -c`).
 Throughput rounds alternate between the servers so that drift on a shared machine hits every one
 of them; each figure is the median over the rounds, with the spread (min-max) next to it.
 
@@ -54,10 +55,14 @@ def sh(*args, **kw):
     return done
 
 
-def cpu_seconds(pid):
-    """User + system CPU of a whole process (every thread), from /proc/PID/stat."""
+def cpu_split(pid):
+    """User and system CPU seconds of a whole process (every thread), from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_seconds(pid):
+    return sum(cpu_split(pid))
 
 
 def rss_kib(pid):
@@ -303,10 +308,14 @@ x_forwarded = false
 
     def measured(self, pid, fn):
         """Runs `fn` and adds the server's and the upstream's CPU share over it to its result."""
-        t0, s0, u0 = time.time(), cpu_seconds(pid), cpu_seconds(self.upstream_pid)
+        t0, s0, u0 = time.time(), cpu_split(pid), cpu_seconds(self.upstream_pid)
         result = fn()
         dt = time.time() - t0
-        result["server_cpu_share"] = (cpu_seconds(pid) - s0) / dt
+        s1 = cpu_split(pid)
+        result["server_cpu_share"] = (sum(s1) - sum(s0)) / dt
+        if result.get("requests"):
+            result["server_user_us_per_req"] = (s1[0] - s0[0]) * 1e6 / result["requests"]
+            result["server_sys_us_per_req"] = (s1[1] - s0[1]) * 1e6 / result["requests"]
         result["upstream_cpu_share"] = (cpu_seconds(self.upstream_pid) - u0) / dt
         return result
 
@@ -359,6 +368,29 @@ x_forwarded = false
         tls = self.load(PORTS["upstream_tls"], "--mode", "download", "--path", "/big")["mib_per_s"]
         return {"plain": plain, "tls": tls}
 
+    def syscalls(self, name, pid, http2, secs):
+        """System calls per request, counted by `strace -c` over a keep-alive run (strace slows
+        the server down; the counts per request are what matter, not the rate)."""
+        port = PORTS[name]
+        out = self.w / f"strace-{name}-{http2}.txt"
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", str(out)],
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        shape = (["--http2", "--connections", "16", "--streams", "16"] if http2
+                 else ["--connections", "64"])
+        res = self.load(port, "--mode", "keepalive", *shape, "--duration", secs)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+        calls = {}
+        for line in out.read_text().splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+                calls[f[-1]] = int(f[3])
+        n = max(res["requests"], 1)
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:4]
+        return {"per_request": sum(calls.values()) / n,
+                "top": {k: v / n for k, v in top}}
+
     def h2load_crosscheck(self, secs):
         """The load generator's HTTP/2 against h2load, on certgate's listener without client
         certificates, same connections and streams."""
@@ -410,6 +442,8 @@ def summarize(rounds):
                            "p999": mid.get("p999_us"),
                            "errors": sum(r[kind]["errors"] for r in rows),
                            "server_cpu": mid["server_cpu_share"],
+                           "user_us": mid.get("server_user_us_per_req"),
+                           "sys_us": mid.get("server_sys_us_per_req"),
                            "loadgen_cpu": mid["loadgen_cpu_share"],
                            "upstream_cpu": mid["upstream_cpu_share"]}
         s[name] = entry
@@ -455,12 +489,14 @@ def bar_panels(title, panels, path, unit_fmt=lambda v: f"{v:,.0f}"):
     path.write_text("\n".join(out) + "\n")
 
 
-def write_report(out_dir, args, s, idle, dl, direct, ceiling, cross, rounds, started):
+def write_report(out_dir, args, s, idle, dl, direct, ceiling, cross, rounds, started,
+                 sys_calls):
     figs = out_dir / "benchmarks"
     figs.mkdir(parents=True, exist_ok=True)
     (figs / "results.json").write_text(json.dumps(
         {"summary": s, "idle": idle, "download_mib_s": dl, "direct_mib_s": direct,
-         "crypto_ceiling_hs": ceiling, "h2load_crosscheck": cross, "rounds": rounds}, indent=1))
+         "crypto_ceiling_hs": ceiling, "h2load_crosscheck": cross, "syscalls": sys_calls,
+         "rounds": rounds}, indent=1))
     bar_panels("Throughput per server (median of rounds; whiskers: min-max)", [
         ("full mTLS handshakes/s", {n: (s[n]["hs"]["median"], s[n]["hs"]["min"],
                                         s[n]["hs"]["max"]) for n in SERVERS}),
@@ -577,6 +613,26 @@ def write_report(out_dir, args, s, idle, dl, direct, ceiling, cross, rounds, sta
         lines.append(f"| {label} | " + " | ".join(
             f"{s[n][kind]['server_cpu']:.2f} / {s[n][kind]['loadgen_cpu']:.2f} / "
             f"{s[n][kind]['upstream_cpu']:.2f}" for n in SERVERS) + " |")
+    lines += [
+        "",
+        "## Where the time goes per request",
+        "",
+        "The server's CPU per request over the median round, split into user space and kernel "
+        "(from /proc/PID/stat), and its system calls per request (`strace -c` over a separate "
+        f"{args.seconds} s keep-alive run, most frequent calls in brackets).",
+        "",
+        "| server | HTTP/1.1 µs user / kernel | HTTP/1.1 syscalls | HTTP/2 µs user / kernel "
+        "| HTTP/2 syscalls |",
+        "|---|---|---|---|---|",
+    ]
+    for n in SERVERS:
+        cells = []
+        for kind in ("h1", "h2"):
+            cells.append(f"{s[n][kind]['user_us']:.1f} / {s[n][kind]['sys_us']:.1f}")
+            sc = sys_calls[n][kind]
+            cells.append(f"{sc['per_request']:.2f} ("
+                         + ", ".join(f"{k} {v:.2f}" for k, v in sc["top"].items()) + ")")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     errs = {n: {k: s[n][k]["errors"] for k in ("hs", "h1", "h2")} for n in SERVERS}
     lines += [
         "",
@@ -608,7 +664,7 @@ def main():
     ap.add_argument("--idle", type=int, default=9900)
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     args = ap.parse_args()
-    for tool in ("nginx", "haproxy", "caddy", "h2load", "taskset", "openssl"):
+    for tool in ("nginx", "haproxy", "caddy", "h2load", "taskset", "openssl", "strace"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing (bench/run.sh installs it)")
     started = time.time()
@@ -632,6 +688,8 @@ def main():
                 print(f"round {r} {n}: hs {res['hs']['rps']:.0f}/s  h1 {res['h1']['rps']:.0f}/s"
                       f"  h2 {res['h2']['rps']:.0f}/s", file=sys.stderr, flush=True)
         cross = b.h2load_crosscheck(secs)
+        sys_calls = {n: {"h1": b.syscalls(n, pids[n], False, secs),
+                         "h2": b.syscalls(n, pids[n], True, secs)} for n in SERVERS}
         direct_runs, dl_runs = [], {n: [] for n in SERVERS}
         for _ in range(2):
             direct_runs.append(b.download_direct())
@@ -650,7 +708,8 @@ def main():
                   flush=True)
         ceiling = crypto_ceiling()
         s = summarize(rounds)
-        write_report(args.out, args, s, idle, dl, direct, ceiling, cross, rounds, started)
+        write_report(args.out, args, s, idle, dl, direct, ceiling, cross, rounds, started,
+                     sys_calls)
         print((args.out / "benchmarks.md").read_text())
     finally:
         b.stop_all()

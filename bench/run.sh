@@ -3,7 +3,7 @@
 #
 #   bash bench/run.sh [SECONDS] [IDLE_CONNECTIONS] [ROUNDS]
 #
-# Installs the peers (Debian's nginx-light, haproxy, caddy, nghttp2-client for h2load) if they
+# Installs the peers (Debian's nginx-light, haproxy, caddy, nghttp2-client for h2load, strace) if they
 # are missing, builds certgate and certgate-loadgen, then runs bench/compare.py, which writes
 # docs/benchmarks.md and its plots under docs/benchmarks/ (see that script for the set-up).
 set -euo pipefail
@@ -12,7 +12,7 @@ SECS=${1:-5}
 IDLE=${2:-9900}
 ROUNDS=${3:-3}
 missing=()
-for tool in nginx:nginx-light haproxy:haproxy caddy:caddy h2load:nghttp2-client taskset:util-linux; do
+for tool in nginx:nginx-light haproxy:haproxy caddy:caddy h2load:nghttp2-client strace:strace taskset:util-linux; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
