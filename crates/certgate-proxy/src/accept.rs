@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::server::TlsStream;
 
 /// Accepts until `shutdown` turns true, spawning `handle(tcp, peer, shutdown)` per connection
 /// with at most `max` open at once; then stops accepting and waits up to `drain` (read when
@@ -61,5 +62,35 @@ pub(crate) async fn run<F, Fut>(
             listener = name,
             "drain timeout: closing the remaining connections"
         );
+    }
+}
+
+/// The TLS handshake of a listener that reads the connection itself (tunnels, Gemini), within
+/// `timeout`, counted in the handshake metrics and logged when it fails.
+pub(crate) async fn tls_handshake(
+    name: &str,
+    kind: &'static str,
+    tls: &Arc<rustls::ServerConfig>,
+    timeout: Duration,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<TlsStream<TcpStream>> {
+    let _ = tcp.set_nodelay(true);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => {
+            crate::metrics::handshake(name, "ok", "");
+            Some(t)
+        }
+        Ok(Err(e)) => {
+            crate::metrics::handshake(name, "failed", crate::metrics::handshake_reason(&e));
+            tracing::info!(target: "certgate::handshake", listener = %name, kind, %peer, error = %e, "handshake failed");
+            None
+        }
+        Err(_) => {
+            crate::metrics::handshake(name, "timeout", "");
+            tracing::info!(target: "certgate::handshake", listener = %name, kind, %peer, "handshake timed out");
+            None
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! and forwards the verified identity in the formats each route asks for.
 //!
 //! Policy is a pure function (`policy`), PROXY headers are pure bytes (`proxy_protocol`); sockets
-//! live in `ingress` (HTTP) and `tunnel` (TCP).
+//! live in `ingress` (HTTP), `tunnel` (TCP) and `gemini`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -13,6 +13,7 @@ pub mod admin;
 mod conn;
 pub mod egress;
 pub mod front;
+pub mod gemini;
 mod idle;
 pub mod ingress;
 pub mod local;
@@ -26,6 +27,7 @@ pub mod route;
 pub mod tunnel;
 pub mod upstream;
 
+pub use gemini::{GeminiConfig, GeminiRoute, GeminiUpstream, LiveGemini};
 pub use ingress::{IngressConfig, LiveConfig, serve, strip_identity_headers};
 pub use message::Limits;
 pub use policy::{Access, Condition, Decision, Glob, Rule};

@@ -42,3 +42,19 @@ pub(crate) fn still_admitted(
         _ => Ok(()),
     }
 }
+
+/// Waits for changes (reloads, new CRLs) until `judge` refuses the connection after one, and
+/// returns why; never resolves once the listener is gone (its connections drain instead).
+pub(crate) async fn until_refused(
+    mut changes: tokio::sync::watch::Receiver<()>,
+    mut judge: impl FnMut() -> Result<(), String>,
+) -> String {
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending::<String>().await;
+        }
+        if let Err(why) = judge() {
+            return why;
+        }
+    }
+}

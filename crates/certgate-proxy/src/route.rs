@@ -48,15 +48,15 @@ pub struct Route {
     pub front: Option<crate::front::FrontProxy>,
 }
 
-impl Route {
-    fn path_matches(&self, path: &str) -> bool {
-        let prefix = self.path.trim_end_matches('/');
-        prefix.is_empty()
-            || path == prefix
-            || path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
-    }
+/// Whether `path` is under `prefix`, on whole segments (`/admin` covers `/admin` and `/admin/x`,
+/// not `/administrator`).
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Picks the route for a request: the most specific host (exact, then wildcard, then any), then
@@ -64,8 +64,18 @@ impl Route {
 /// prefixes match whole segments, case-sensitively (`/admin` matches `/admin/x`, not
 /// `/administrator` or `/Admin`).
 pub fn select<'r>(routes: &'r [Route], host: Option<&str>, path: &str) -> Option<&'r Route> {
-    let host_rank = |r: &Route| -> Option<u8> {
-        match (&r.host, host) {
+    select_by(routes, |r| (r.host.as_ref(), r.path.as_str()), host, path)
+}
+
+/// [`select`] for any kind of route: `key` gives a route's host pattern and path prefix.
+pub fn select_by<'r, R>(
+    routes: &'r [R],
+    key: impl Fn(&R) -> (Option<&SniPattern>, &str),
+    host: Option<&str>,
+    path: &str,
+) -> Option<&'r R> {
+    let host_rank = |pattern: Option<&SniPattern>| -> Option<u8> {
+        match (pattern, host) {
             (None, _) => Some(0),
             (Some(p @ SniPattern::Exact(_)), Some(h)) if p.matches(h) => Some(2),
             (Some(p @ SniPattern::Wildcard(_)), Some(h)) if p.matches(h) => Some(1),
@@ -74,8 +84,13 @@ pub fn select<'r>(routes: &'r [Route], host: Option<&str>, path: &str) -> Option
     };
     routes
         .iter()
-        .filter(|r| r.path_matches(path))
-        .filter_map(|r| host_rank(r).map(|rank| (rank, r.path.trim_end_matches('/').len(), r)))
+        .filter_map(|r| {
+            let (pattern, prefix) = key(r);
+            if !prefix_matches(prefix, path) {
+                return None;
+            }
+            host_rank(pattern).map(|rank| (rank, prefix.trim_end_matches('/').len(), r))
+        })
         .max_by_key(|(rank, len, _)| (*rank, *len))
         .map(|(_, _, r)| r)
 }

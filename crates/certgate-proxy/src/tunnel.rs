@@ -12,7 +12,6 @@ use rustls_pki_types::UnixTime;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::policy::{self, Access, Decision};
 use crate::proxy_protocol::{self, Mode, TlsFacts};
@@ -79,32 +78,26 @@ pub async fn serve(
 async fn connection(
     cfg: &TunnelConfig,
     live: &LiveTunnel,
-    mut changes: watch::Receiver<()>,
+    changes: watch::Receiver<()>,
     tcp: TcpStream,
     peer: SocketAddr,
 ) {
-    let _ = tcp.set_nodelay(true);
     let local = match tcp.local_addr() {
         Ok(a) => a,
         Err(_) => return,
     };
-    let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
     let _open = crate::metrics::Gauge::open(&cfg.name);
-    let mut tls = match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(t)) => {
-            crate::metrics::handshake(&cfg.name, "ok", "");
-            t
-        }
-        Ok(Err(e)) => {
-            crate::metrics::handshake(&cfg.name, "failed", crate::metrics::handshake_reason(&e));
-            tracing::info!(target: "certgate::handshake", tunnel = %cfg.name, %peer, error = %e, "handshake failed");
-            return;
-        }
-        Err(_) => {
-            crate::metrics::handshake(&cfg.name, "timeout", "");
-            tracing::info!(target: "certgate::handshake", tunnel = %cfg.name, %peer, "handshake timed out");
-            return;
-        }
+    let Some(mut tls) = crate::accept::tls_handshake(
+        &cfg.name,
+        "tunnel",
+        &cfg.tls,
+        cfg.handshake_timeout,
+        tcp,
+        peer,
+    )
+    .await
+    else {
+        return;
     };
     let (_, conn) = tls.get_ref();
     let client =
@@ -148,25 +141,14 @@ async fn connection(
         None => (String::new(), false),
     };
     let started = std::time::Instant::now();
-    let revoked = async {
-        loop {
-            if changes.changed().await.is_err() {
-                return std::future::pending::<String>().await;
-            }
-            let new = live.load_full();
-            let admitted =
-                crate::recheck::still_admitted(&client, new.client_auth, new.trust.as_deref())
-                    .and_then(|()| match policy::identity(&new.access, &client) {
-                        Decision::Deny { reason, .. } => {
-                            Err(format!("the new policy refuses it ({reason})"))
-                        }
-                        Decision::Allow => Ok(()),
-                    });
-            if let Err(why) = admitted {
-                return why;
-            }
+    let revoked = crate::recheck::until_refused(changes, || {
+        let new = live.load_full();
+        crate::recheck::still_admitted(&client, new.client_auth, new.trust.as_deref())?;
+        match policy::identity(&new.access, &client) {
+            Decision::Deny { reason, .. } => Err(format!("the new policy refuses it ({reason})")),
+            Decision::Allow => Ok(()),
         }
-    };
+    });
     let (up, down) = tokio::select! {
         result = tokio::io::copy_bidirectional(&mut tls, &mut upstream) => result.unwrap_or((0, 0)),
         why = revoked => {
@@ -187,7 +169,7 @@ async fn connection(
     );
 }
 
-fn tls_facts(conn: &rustls::ServerConnection, client: &ClientCert) -> TlsFacts {
+pub(crate) fn tls_facts(conn: &rustls::ServerConnection, client: &ClientCert) -> TlsFacts {
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",

@@ -12,18 +12,37 @@ pub(super) fn identity_headers(
     conn: &Conn,
     formats: &[Format],
 ) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = identity_pairs(
+        &conn.client,
+        formats,
+        cfg.forward_unverified,
+        &cfg.proxy_info,
+    );
+    if let Some(via) = &conn.via
+        && formats.contains(&Format::Certgate)
+        && let Ok(v) = HeaderValue::from_str(via)
+    {
+        out.push((HeaderName::from_static("x-client-forwarded-by"), v));
+    }
+    out
+}
+
+/// The identity headers of `formats` for `client` (any listener that forwards to HTTP).
+pub(crate) fn identity_pairs(
+    client: &certgate_pki::ClientCert,
+    formats: &[Format],
+    forward_unverified: bool,
+    proxy_info: &forward::ProxyInfo,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
     // A format without a verification field would hand the app a certificate anybody could
     // have made, looking the same as a verified one.
-    let unvouched = conn
-        .client
-        .presented()
-        .is_some_and(|p| p.verified().is_none());
+    let unvouched = client.presented().is_some_and(|p| p.verified().is_none());
     for f in formats {
-        if unvouched && !f.states_verification() && !cfg.forward_unverified {
+        if unvouched && !f.states_verification() && !forward_unverified {
             continue;
         }
-        for (name, value) in forward::encode(*f, &conn.client, &cfg.proxy_info) {
+        for (name, value) in forward::encode(*f, client, proxy_info) {
             // Every encoder produces visible ASCII or escaped text; skip rather than panic if not.
             match HeaderValue::from_str(&value) {
                 Ok(v) => out.push((HeaderName::from_static(name), v)),
@@ -33,12 +52,6 @@ pub(super) fn identity_headers(
                 ),
             }
         }
-    }
-    if let Some(via) = &conn.via
-        && formats.contains(&Format::Certgate)
-        && let Ok(v) = HeaderValue::from_str(via)
-    {
-        out.push((HeaderName::from_static("x-client-forwarded-by"), v));
     }
     out
 }

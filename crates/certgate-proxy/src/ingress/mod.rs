@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 
 mod access_log;
 mod builtin;
-mod decorate;
+pub(crate) mod decorate;
 mod proxy;
 mod request;
 

@@ -332,7 +332,7 @@ impl Resolver<'_> {
         Some(*v.get_ref())
     }
 
-    fn formats(&mut self, f: &Spanned<Vec<String>>, key: &str) -> Vec<Format> {
+    pub(super) fn formats(&mut self, f: &Spanned<Vec<String>>, key: &str) -> Vec<Format> {
         let mut out = Vec::new();
         for name in f.get_ref() {
             match Format::parse(name) {
@@ -355,10 +355,10 @@ impl Resolver<'_> {
 
     /// `upstream = "http://host:port" | "https://host:port" | "unix:/path" | "echo"`, with
     /// `upstream_trust` (required for https) and `upstream_identity` (optional client certificate).
-    fn upstream(
+    pub(super) fn upstream(
         &mut self,
         u: &Spanned<String>,
-        r: &RawRoute,
+        (upstream_trust, upstream_identity): (Option<&Spanned<String>>, Option<&Spanned<String>>),
         prefix: &str,
         identities: &[ConfiguredIdentity],
         trusts: &[Arc<TrustBundle>],
@@ -411,7 +411,7 @@ impl Resolver<'_> {
             return None;
         };
         if scheme == "http" {
-            if r.upstream_trust.is_some() || r.upstream_identity.is_some() {
+            if upstream_trust.is_some() || upstream_identity.is_some() {
                 self.error(
                     Some(at),
                     &key,
@@ -424,7 +424,7 @@ impl Resolver<'_> {
                 client: Box::new(self.pools.http()),
             });
         }
-        let Some(trust_name) = &r.upstream_trust else {
+        let Some(trust_name) = upstream_trust else {
             self.error(
                 Some(at),
                 &format!("{prefix}.upstream_trust"),
@@ -438,7 +438,7 @@ impl Resolver<'_> {
             return None;
         };
         self.server_trusts.insert(trust.name().to_owned());
-        let identity = match &r.upstream_identity {
+        let identity = match upstream_identity {
             None => None,
             Some(name) => match identities.iter().find(|i| i.name == *name.get_ref()) {
                 Some(i) => Some(&i.credential),
@@ -460,6 +460,40 @@ impl Resolver<'_> {
         }
     }
 
+    /// A route's `host`: a host name or `*.domain` pattern; `None` (any host) when not set.
+    pub(super) fn route_host(
+        &mut self,
+        h: Option<&Spanned<String>>,
+        prefix: &str,
+    ) -> Option<SniPattern> {
+        let h = h?;
+        let p = SniPattern::parse(h.get_ref());
+        if p.is_none() {
+            self.error(
+                Some(h.span().start),
+                &format!("{prefix}.host"),
+                format!("`{}` is not a host name or `*.domain` pattern", h.get_ref()),
+            );
+        }
+        p
+    }
+
+    /// A route's `path` prefix: starts with `/`; `/` when not set.
+    pub(super) fn route_path(&mut self, p: Option<&Spanned<String>>, prefix: &str) -> String {
+        match p {
+            None => "/".to_owned(),
+            Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+            Some(p) => {
+                self.error(
+                    Some(p.span().start),
+                    &format!("{prefix}.path"),
+                    format!("`{}` must start with `/`", p.get_ref()),
+                );
+                "/".to_owned()
+            }
+        }
+    }
+
     fn route(
         &mut self,
         raw: &Spanned<RawRoute>,
@@ -471,32 +505,8 @@ impl Resolver<'_> {
         let at = raw.span().start;
         let r = raw.get_ref();
         let errors_before = self.errors.len();
-        let host = match &r.host {
-            None => None,
-            Some(h) => {
-                let p = SniPattern::parse(h.get_ref());
-                if p.is_none() {
-                    self.error(
-                        Some(h.span().start),
-                        &format!("{prefix}.host"),
-                        format!("`{}` is not a host name or `*.domain` pattern", h.get_ref()),
-                    );
-                }
-                p
-            }
-        };
-        let path = match &r.path {
-            None => "/".to_owned(),
-            Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
-            Some(p) => {
-                self.error(
-                    Some(p.span().start),
-                    &format!("{prefix}.path"),
-                    format!("`{}` must start with `/`", p.get_ref()),
-                );
-                "/".to_owned()
-            }
-        };
+        let host = self.route_host(r.host.as_ref(), prefix);
+        let path = self.route_path(r.path.as_ref(), prefix);
         let upstream = match &r.upstream {
             None => {
                 self.error(
@@ -506,7 +516,13 @@ impl Resolver<'_> {
                 );
                 None
             }
-            Some(u) => self.upstream(u, r, prefix, identities, trusts),
+            Some(u) => self.upstream(
+                u,
+                (r.upstream_trust.as_ref(), r.upstream_identity.as_ref()),
+                prefix,
+                identities,
+                trusts,
+            ),
         };
         let allow = self.rules(&r.allow, prefix);
         let front = match &r.forwarded_cert {

@@ -20,6 +20,7 @@ use toml::Spanned;
 use crate::files;
 
 pub mod egress;
+pub mod gemini;
 pub mod ingress;
 mod listener;
 pub mod log;
@@ -42,6 +43,8 @@ struct RawConfig {
     ingress: Vec<Spanned<ingress::RawIngress>>,
     #[serde(default)]
     tunnel: Vec<Spanned<tunnel::RawTunnel>>,
+    #[serde(default)]
+    gemini: Vec<Spanned<gemini::RawGemini>>,
     egress: Option<Spanned<egress::RawEgress>>,
     log: Option<Spanned<log::RawLog>>,
     witness: Option<Spanned<witness::RawWitness>>,
@@ -255,6 +258,8 @@ pub struct Config {
     pub ingresses: Vec<ingress::Ingress>,
     /// `[[tunnel]]` listeners.
     pub tunnels: Vec<tunnel::Tunnel>,
+    /// `[[gemini]]` listeners.
+    pub geminis: Vec<gemini::Gemini>,
     /// `[egress]`: the forward proxy, its rules, and egress tunnels.
     pub egress: Option<egress::Egress>,
     /// `[log]`: the transparency log.
@@ -411,6 +416,7 @@ fn resolve(
     let mut listener_names = HashSet::new();
     let ingresses = r.ingresses(&raw.ingress, &identities, &trusts, &mut listener_names);
     let tunnels = r.tunnels(&raw.tunnel, &identities, &trusts, &mut listener_names);
+    let geminis = r.geminis(&raw.gemini, &identities, &trusts, &mut listener_names);
     let egress = raw
         .egress
         .as_ref()
@@ -437,6 +443,7 @@ fn resolve(
             trusts,
             ingresses,
             tunnels,
+            geminis,
             egress,
             log,
             witness,

@@ -521,7 +521,7 @@ fn hex_sha256(data: &[u8]) -> String {
 /// A rustls client that presents `chain` but signs with `key`: it holds someone else's
 /// certificate without that certificate's private key.
 #[derive(Debug)]
-struct Presents(std::sync::Arc<rustls::sign::CertifiedKey>);
+pub(crate) struct Presents(pub(crate) std::sync::Arc<rustls::sign::CertifiedKey>);
 
 impl rustls::client::ResolvesClientCert for Presents {
     fn resolve(

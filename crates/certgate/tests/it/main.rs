@@ -14,6 +14,7 @@ mod egress_fallback;
 mod egress_gate;
 mod first_hour;
 mod front;
+mod gemini;
 mod guides;
 mod handshake;
 mod ingress;

@@ -76,6 +76,7 @@ impl Serve {
                 if let Some(n) = [
                     "ingress=",
                     "tunnel=",
+                    "gemini=",
                     "admin=",
                     "egress=",
                     "egress-tunnel=",

@@ -127,6 +127,12 @@ fn spawn(
             stopped,
             changes,
         )),
+        Live::Gemini(g) => tokio::spawn(certgate_proxy::gemini::serve(
+            Arc::clone(g),
+            listener,
+            stopped,
+            changes,
+        )),
         Live::Egress(e) => tokio::spawn(certgate_proxy::egress::serve(
             Arc::clone(e),
             listener,
@@ -160,6 +166,7 @@ fn bound_addrs(listeners: &BTreeMap<String, Listener>) -> Vec<(String, SocketAdd
 enum Live {
     Ingress(LiveConfig),
     Tunnel(certgate_proxy::LiveTunnel),
+    Gemini(certgate_proxy::LiveGemini),
     Egress(certgate_proxy::egress::LiveEgress),
     EgressTunnel(certgate_proxy::egress::LiveEgressTunnel),
 }
@@ -187,6 +194,10 @@ fn listener_specs(
         let live = Live::Tunnel(Arc::new(ArcSwap::from(Arc::clone(&t.config))));
         out.push(("tunnel", t.config.name.clone(), t.listen, live));
     }
+    for g in &cfg.geminis {
+        let live = Live::Gemini(Arc::new(ArcSwap::from(Arc::clone(&g.config))));
+        out.push(("gemini", g.config.name.clone(), g.listen, live));
+    }
     if let Some(e) = &cfg.egress {
         if let Some(addr) = e.listen {
             let live = Live::Egress(Arc::new(ArcSwap::from(Arc::clone(&e.config))));
@@ -206,6 +217,7 @@ impl Live {
         match self {
             Self::Ingress(l) => l.load().limits.max_connections,
             Self::Tunnel(l) => l.load().max_connections,
+            Self::Gemini(l) => l.load().max_connections,
             Self::Egress(l) => l.load().max_connections,
             Self::EgressTunnel(l) => l.load().max_connections,
         }
@@ -216,6 +228,7 @@ impl Live {
         match (self, new) {
             (Self::Ingress(l), Self::Ingress(n)) => l.store(n.load_full()),
             (Self::Tunnel(l), Self::Tunnel(n)) => l.store(n.load_full()),
+            (Self::Gemini(l), Self::Gemini(n)) => l.store(n.load_full()),
             (Self::Egress(l), Self::Egress(n)) => l.store(n.load_full()),
             (Self::EgressTunnel(l), Self::EgressTunnel(n)) => l.store(n.load_full()),
             _ => {}
@@ -248,7 +261,7 @@ pub async fn serve(
         return Err(fail(
             exit::CONFIG,
             format!(
-                "{}: nothing to serve: the config declares no [[ingress]], [[tunnel]], [egress] listen, [[egress.tunnel]], [log] or [witness]",
+                "{}: nothing to serve: the config declares no [[ingress]], [[tunnel]], [[gemini]], [egress] listen, [[egress.tunnel]], [log] or [witness]",
                 cfg.path.display()
             ),
         ));
@@ -354,7 +367,7 @@ pub async fn serve(
     let path = cfg.path.clone();
     let mut seen = fingerprint(&cfg.files);
     let mut files = cfg.files;
-    drop((cfg.ingresses, cfg.tunnels, cfg.egress));
+    drop((cfg.ingresses, cfg.tunnels, cfg.geminis, cfg.egress));
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut metrics_tick = tokio::time::interval(EXPIRY_METRICS_EVERY);

@@ -12,6 +12,7 @@ pub(super) fn status(cfg: &config::Config, addrs: &[(String, SocketAddr)]) -> se
         .iter()
         .map(|i| ("ingress", &i.config.name, i.config.client_auth, i.config.trust.as_ref().map(|t| t.name().to_owned()), routes(&i.config)))
         .chain(cfg.tunnels.iter().map(|t| ("tunnel", &t.config.name, t.config.client_auth, t.config.trust.as_ref().map(|b| b.name().to_owned()), vec![serde_json::json!({ "name": t.config.name, "path": "", "upstream": t.config.target.to_string(), "access": access_label(&t.config.access) })])))
+        .chain(cfg.geminis.iter().map(|g| ("gemini", &g.config.name, g.config.client_auth, g.config.trust.as_ref().map(|b| b.name().to_owned()), gemini_routes(&g.config))))
         .map(|(kind, name, mode, trust, routes)| {
             let addr = addrs.iter().find(|(n, _)| n == name).map(|(_, a)| a.to_string());
             serde_json::json!({ "kind": kind, "name": name, "addr": addr, "client_auth": mode.name(), "trust": trust, "routes": routes })
@@ -139,6 +140,31 @@ fn upstream_label(u: &certgate_proxy::Upstream) -> String {
         Upstream::ForwardAuth => "forward-auth".to_owned(),
         Upstream::Local(_) => "the log API".to_owned(),
     }
+}
+
+/// The routes of a Gemini listener, for the status document.
+fn gemini_routes(cfg: &certgate_proxy::GeminiConfig) -> Vec<serde_json::Value> {
+    use certgate_proxy::{GeminiUpstream, UpstreamKey};
+    cfg.routes
+        .iter()
+        .map(|r| {
+            let upstream = match &r.upstream {
+                GeminiUpstream::Cgi(path) => format!("cgi:{}", path.display()),
+                GeminiUpstream::Http { authority, client } => match client.key() {
+                    UpstreamKey::Http => format!("http://{authority}"),
+                    UpstreamKey::Https { .. } => format!("https://{authority}"),
+                    UpstreamKey::Unix(path) => format!("unix:{}", path.display()),
+                },
+            };
+            serde_json::json!({
+                "name": r.name,
+                "host": r.host.as_ref().map(|h| h.to_string()),
+                "path": r.path,
+                "upstream": upstream,
+                "access": access_label(&r.access),
+            })
+        })
+        .collect()
 }
 
 /// Who may use a route, for people.

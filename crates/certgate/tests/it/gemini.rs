@@ -1,0 +1,634 @@
+//! The Gemini listener against real clients on loopback: a rustls client, Python's `ssl` with a
+//! certificate it made itself, `openssl s_client`; CGI scripts and a Python `http.server` app
+//! behind it. Hostile request lines, forged possession, and policy answered as 59/53/60/61/62.
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use certgate_testkit::{Spec, TestPki, require_peer, self_signed, tempdir};
+
+use crate::ingress::write_pki;
+use crate::server::Serve;
+
+/// A CGI script that prints its Gemini variables (and records that it ran).
+const ENV_SCRIPT: &str = r#"#!/usr/bin/env python3
+import os
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ran.log"), "a") as f:
+    f.write(os.environ.get("GEMINI_URL", "") + "\n")
+print("20 text/plain\r")
+for k in sorted(os.environ):
+    print(f"{k}={os.environ[k]}")
+"#;
+
+/// An HTTP app: each path answers one way; `/app/headers` echoes the request headers as JSON.
+const APP: &str = r##"
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        p = self.path
+        status, headers, body = 200, {"Content-Type": "text/gemini"}, b""
+        if p.startswith("/app/headers"):
+            body = json.dumps({"path": p, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+            headers = {"Content-Type": "application/json"}
+        elif p == "/app/missing": status = 404
+        elif p == "/app/gone": status = 410
+        elif p == "/app/moved": status, headers = 301, {"Location": "/app/headers"}
+        elif p == "/app/found": status, headers = 302, {"Location": "other"}
+        elif p == "/app/forbidden": status = 403
+        elif p == "/app/login": status = 401
+        elif p == "/app/fail": status = 500
+        elif p == "/app/busy": status, headers = 429, {"Retry-After": "7"}
+        elif p == "/app/ask": headers = {"Gemini-Status": "10 Your name?"}
+        elif p == "/app/bad-status": headers = {"Gemini-Status": "99 no such status"}
+        else: body = b"# hello\n"
+        self.send_response(status)
+        for k, v in headers.items(): self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"##;
+
+struct Capsule {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    pki: TestPki,
+    server: Serve,
+    _app: crate::Peer,
+    alice: certgate_testkit::Cert,
+    bob: certgate_testkit::Cert,
+}
+
+impl Capsule {
+    fn port(&self) -> u16 {
+        self.server.port("capsule")
+    }
+
+    fn ran(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("cgi-bin/ran.log")).map_or(0, |s| s.lines().count())
+    }
+}
+
+/// The capsule with its scripts and app, or `None` when Python is missing (see `require_peer!`).
+fn start() -> Option<Capsule> {
+    let python = certgate_testkit::peer("python3")?;
+    let dir = tempdir();
+    let d = dir.path().to_owned();
+    let pki = write_pki(&d);
+    let alice = self_signed(&Spec::client("alice"));
+    let bob = self_signed(&Spec::client("bob"));
+    for (name, c) in [("alice", &alice), ("bob", &bob)] {
+        c.write(&d, name);
+    }
+    std::fs::create_dir_all(d.join("cgi-bin/sub")).unwrap();
+    for script in ["cgi-bin/env.py", "cgi-bin/sub/env.py"] {
+        std::fs::write(d.join(script), ENV_SCRIPT).unwrap();
+        chmod_x(&d.join(script));
+    }
+    std::fs::write(d.join("cgi-bin/notes.txt"), "not a script").unwrap();
+    std::fs::write(d.join("app.py"), APP).unwrap();
+    let app_port = crate::free_port();
+    let app = crate::Peer(
+        Command::new(&python)
+            .arg(d.join("app.py"))
+            .arg(app_port.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    crate::wait_port("the Python app", app_port);
+    let alice_hash = alice_sha256(&alice);
+    std::fs::write(
+        d.join("c.toml"),
+        format!(
+            r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+crl = ["int.crl"]
+
+[[gemini]]
+name = "capsule"
+listen = "127.0.0.1:0"
+identity = "server"
+trust = "clients"
+  [[gemini.route]]
+  path = "/"
+  upstream = "cgi:cgi-bin/env.py"
+  [[gemini.route]]
+  path = "/cgi"
+  upstream = "cgi:cgi-bin"
+  [[gemini.route]]
+  path = "/members"
+  upstream = "cgi:cgi-bin/env.py"
+  require_client_cert = true
+  allow = [{{ cert_sha256 = "{alice_hash}" }}]
+  [[gemini.route]]
+  path = "/staff"
+  upstream = "cgi:cgi-bin/env.py"
+  require_verified = true
+  [[gemini.route]]
+  path = "/app"
+  upstream = "http://127.0.0.1:{app_port}"
+"#
+        ),
+    )
+    .unwrap();
+    let server = Serve::start(&d, "c.toml", 1);
+    Some(Capsule {
+        _dir: dir,
+        dir: d,
+        pki,
+        server,
+        _app: app,
+        alice,
+        bob,
+    })
+}
+
+fn chmod_x(p: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn alice_sha256(c: &certgate_testkit::Cert) -> String {
+    certgate_pki::CertHash::of(&c.der).to_hex()
+}
+
+/// A Gemini client with a self-signed certificate (or none), trusting the test root.
+fn client(
+    pki: &TestPki,
+    cert: Option<(&certgate_testkit::Cert, &str)>,
+) -> Arc<rustls::ClientConfig> {
+    let auth = match cert {
+        None => crate::tls::Auth::None,
+        Some((c, key_pem)) => {
+            let key = rustls_pki_types::PrivateKeyDer::try_from(
+                certgate_pki::pem::parse(key_pem.as_bytes()).unwrap()[0]
+                    .der
+                    .clone(),
+            )
+            .unwrap();
+            crate::tls::Auth::Cert(vec![c.der.clone().into()], key)
+        }
+    };
+    crate::tls::config(&pki.root.der, &[&rustls::version::TLS13], auth)
+}
+
+/// Sends raw bytes and returns everything the server answered ("" if the handshake failed).
+fn raw(port: u16, cfg: Arc<rustls::ClientConfig>, bytes: &[u8], close_write: bool) -> String {
+    let Ok(mut s) = crate::tls::connect(port, cfg, Duration::from_secs(10)) else {
+        return String::new();
+    };
+    if s.write_all(bytes).is_err() {
+        return String::new();
+    }
+    let _ = s.flush();
+    if close_write {
+        s.conn.send_close_notify();
+        let _ = s.flush();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn get(c: &Capsule, cfg: &Arc<rustls::ClientConfig>, url: &str) -> String {
+    raw(
+        c.port(),
+        Arc::clone(cfg),
+        format!("{url}\r\n").as_bytes(),
+        false,
+    )
+}
+
+fn status(resp: &str) -> &str {
+    resp.get(..2).unwrap_or("")
+}
+
+#[test]
+fn policy_answers_60_61_62_and_cgi_gets_the_identity() {
+    let Some(c) = start() else { return };
+    let port = c.port();
+    let base = format!("gemini://localhost:{port}");
+    let anonymous = client(&c.pki, None);
+    let alice = client(&c.pki, Some((&c.alice, &c.alice.key_pem)));
+    let bob = client(&c.pki, Some((&c.bob, &c.bob.key_pem)));
+    let verified = {
+        let key = rustls_pki_types::PrivateKeyDer::try_from(
+            certgate_pki::pem::parse(c.pki.client.key_pem.as_bytes()).unwrap()[0]
+                .der
+                .clone(),
+        )
+        .unwrap();
+        crate::tls::config(
+            &c.pki.root.der,
+            &[&rustls::version::TLS13],
+            crate::tls::Auth::Cert(
+                vec![
+                    c.pki.client.der.clone().into(),
+                    c.pki.intermediate.der.clone().into(),
+                ],
+                key,
+            ),
+        )
+    };
+
+    let open = get(&c, &anonymous, &format!("{base}/hello?q=a%20b"));
+    assert!(open.starts_with("20 text/plain\r\n"), "{open}");
+    assert!(
+        open.contains(&format!(
+            "GEMINI_URL=gemini://localhost:{port}/hello?q=a%20b\n"
+        )),
+        "{open}"
+    );
+    assert!(
+        open.contains("QUERY_STRING=q=a%20b\n") && open.contains("SERVER_PROTOCOL=GEMINI\n"),
+        "{open}"
+    );
+    assert!(
+        !open.contains("TLS_CLIENT_HASH") && !open.contains("AUTH_TYPE"),
+        "{open}"
+    );
+    // Nothing of certgate's own environment reaches a script.
+    assert!(!open.contains("CERTGATE_LOG"), "{open}");
+
+    assert_eq!(
+        status(&get(&c, &anonymous, &format!("{base}/members"))),
+        "60"
+    );
+    assert_eq!(status(&get(&c, &bob, &format!("{base}/members"))), "61");
+    let member = get(&c, &alice, &format!("{base}/members/page"));
+    assert!(member.starts_with("20 "), "{member}");
+    let hash = alice_sha256(&c.alice).to_ascii_uppercase();
+    assert!(
+        member.contains(&format!("TLS_CLIENT_HASH=SHA256:{hash}\n")),
+        "{member}"
+    );
+    assert!(
+        member.contains("AUTH_TYPE=CERTIFICATE\n") && member.contains("REMOTE_USER=alice\n"),
+        "{member}"
+    );
+    assert!(member.contains("TLS_CLIENT_AUTHORISED=0\n"), "{member}");
+    assert!(
+        member.contains("SCRIPT_NAME=/members\n") && member.contains("PATH_INFO=/page\n"),
+        "{member}"
+    );
+
+    // A transient certificate where a verified one is required: 62. A CA-issued one: served.
+    assert_eq!(status(&get(&c, &alice, &format!("{base}/staff"))), "62");
+    assert_eq!(status(&get(&c, &anonymous, &format!("{base}/staff"))), "60");
+    let staff = get(&c, &verified, &format!("{base}/staff"));
+    assert!(staff.contains("TLS_CLIENT_AUTHORISED=1\n"), "{staff}");
+    let serial = certgate_testkit::serial_of(&c.pki.client)
+        .iter()
+        .fold(0u128, |n, b| n << 8 | u128::from(*b));
+    assert!(
+        staff.contains(&format!("TLS_CLIENT_SERIAL_NUMBER={serial}\n")),
+        "{staff}"
+    );
+
+    // Someone else's certificate without its key (a CertificateVerify made with another key).
+    let key_of = |pem: &str| {
+        let der = rustls_pki_types::PrivateKeyDer::try_from(
+            certgate_pki::pem::parse(pem.as_bytes()).unwrap()[0]
+                .der
+                .clone(),
+        )
+        .unwrap();
+        rustls::crypto::aws_lc_rs::sign::any_supported_type(&der).unwrap()
+    };
+    let stolen = Arc::new(rustls::sign::CertifiedKey::new(
+        vec![c.alice.der.clone().into()],
+        key_of(&c.bob.key_pem),
+    ));
+    let forged = crate::tls::config(
+        &c.pki.root.der,
+        &[&rustls::version::TLS13],
+        crate::tls::Auth::Resolver(Arc::new(crate::ingress::Presents(stolen))),
+    );
+    let got = get(&c, &forged, &format!("{base}/members"));
+    assert!(
+        !got.starts_with("20"),
+        "a certificate without its key was accepted: {got}"
+    );
+}
+
+#[test]
+fn cgi_directories_find_scripts_and_nothing_else() {
+    let Some(c) = start() else { return };
+    let base = format!("gemini://localhost:{}", c.port());
+    let anon = client(&c.pki, None);
+    let deep = get(&c, &anon, &format!("{base}/cgi/sub/env.py/extra/path"));
+    assert!(deep.starts_with("20 "), "{deep}");
+    assert!(
+        deep.contains("SCRIPT_NAME=/cgi/sub/env.py\n") && deep.contains("PATH_INFO=/extra/path\n"),
+        "{deep}"
+    );
+    // Dot segments are resolved before routing: this is `/c.toml`, for the `/` route's script.
+    let up = get(&c, &anon, &format!("{base}/cgi/sub/../../c.toml"));
+    assert!(
+        up.contains(&format!("GEMINI_URL={base}/c.toml\n")) && !up.contains("[[gemini]]"),
+        "{up}"
+    );
+    for path in [
+        "/cgi/notes.txt",
+        "/cgi/missing.py",
+        "/cgi/sub",
+        "/cgi/sub/.hidden",
+        "/cgi/%252E%252E/c.toml",
+    ] {
+        let got = get(&c, &anon, &format!("{base}{path}"));
+        assert!(
+            got.starts_with("51 ") || got.starts_with("59 "),
+            "{path}: {got}"
+        );
+        assert!(!got.contains("[[gemini]]"), "{path}: {got}");
+    }
+}
+
+#[test]
+fn hostile_request_lines_get_59_or_53_and_reach_no_script() {
+    let Some(c) = start() else { return };
+    let port = c.port();
+    let anon = client(&c.pki, None);
+    let ok = get(&c, &anon, &format!("gemini://localhost:{port}/"));
+    assert!(ok.starts_with("20 "), "{ok}");
+    let before = c.ran();
+    let long = format!("gemini://localhost:{port}/{}\r\n", "a".repeat(1100));
+    let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
+        (
+            "no CRLF",
+            format!("gemini://localhost:{port}/").into_bytes(),
+            true,
+            "59",
+        ),
+        (
+            "bare LF",
+            format!("gemini://localhost:{port}/\n").into_bytes(),
+            true,
+            "59",
+        ),
+        ("over 1024 bytes", long.into_bytes(), false, "59"),
+        ("relative URL", b"/index.gmi\r\n".to_vec(), false, "59"),
+        (
+            "no scheme",
+            b"localhost/index.gmi\r\n".to_vec(),
+            false,
+            "59",
+        ),
+        (
+            "https scheme",
+            format!("https://localhost:{port}/\r\n").into_bytes(),
+            false,
+            "53",
+        ),
+        (
+            "other host",
+            format!("gemini://example.org:{port}/\r\n").into_bytes(),
+            false,
+            "53",
+        ),
+        (
+            "other port",
+            b"gemini://localhost:1/\r\n".to_vec(),
+            false,
+            "53",
+        ),
+        (
+            "userinfo",
+            format!("gemini://a@localhost:{port}/\r\n").into_bytes(),
+            false,
+            "59",
+        ),
+        (
+            "space",
+            format!("gemini://localhost:{port}/a b\r\n").into_bytes(),
+            false,
+            "59",
+        ),
+        (
+            "encoded slash",
+            format!("gemini://localhost:{port}/a%2Fb\r\n").into_bytes(),
+            false,
+            "59",
+        ),
+        (
+            "NUL",
+            format!("gemini://localhost:{port}/a%00\r\n").into_bytes(),
+            false,
+            "59",
+        ),
+        (
+            "fragment",
+            format!("gemini://localhost:{port}/#x\r\n").into_bytes(),
+            false,
+            "59",
+        ),
+        (
+            "not UTF-8",
+            [
+                format!("gemini://localhost:{port}/").as_bytes(),
+                b"\xff\r\n",
+            ]
+            .concat(),
+            false,
+            "59",
+        ),
+        (
+            "CR inside",
+            format!("gemini://localhost:{port}/a\rb\r\n").into_bytes(),
+            false,
+            "59",
+        ),
+    ];
+    for (what, bytes, close, want) in cases {
+        let got = raw(port, Arc::clone(&anon), &bytes, close);
+        assert_eq!(status(&got), want, "{what}: {got:?}");
+        assert!(
+            got.ends_with("\r\n") && got.lines().count() == 1,
+            "{what}: {got:?}"
+        );
+    }
+    assert_eq!(c.ran(), before, "a refused request reached the CGI script");
+    // The normal form is what the script sees.
+    let norm = get(&c, &anon, &format!("GEMINI://LOCALHOST.:{port}/a/./b/../c"));
+    assert!(
+        norm.contains(&format!("GEMINI_URL=gemini://localhost:{port}/a/c\n")),
+        "{norm}"
+    );
+}
+
+#[test]
+fn http_upstream_translation_and_identity_headers() {
+    let Some(c) = start() else { return };
+    let base = format!("gemini://localhost:{}", c.port());
+    let alice = client(&c.pki, Some((&c.alice, &c.alice.key_pem)));
+    let head = get(&c, &alice, &format!("{base}/app/headers?x=1"));
+    assert!(head.starts_with("20 application/json\r\n"), "{head}");
+    let body: serde_json::Value = serde_json::from_str(head.split_once("\r\n").unwrap().1).unwrap();
+    let h = &body["headers"];
+    assert_eq!(body["path"], "/app/headers?x=1");
+    assert_eq!(h["x-client-cert-sha256"], alice_sha256(&c.alice));
+    // Self-signed: the certgate format says it did not verify.
+    assert_ne!(h["x-client-verify"], "SUCCESS", "{h}");
+    assert_eq!(h["x-forwarded-proto"], "gemini");
+    // Encoded CR LF in the URL stays encoded: no header can be smuggled to the app.
+    let smuggle = get(
+        &c,
+        &alice,
+        &format!(
+            "{base}/app/headers%0D%0AX-Client-Verify:%20SUCCESS?%0D%0AX-Client-Verify:%20SUCCESS"
+        ),
+    );
+    if smuggle.starts_with("20") {
+        let body: serde_json::Value =
+            serde_json::from_str(smuggle.split_once("\r\n").unwrap().1).unwrap();
+        assert_ne!(body["headers"]["x-client-verify"], "SUCCESS", "{smuggle}");
+    }
+    let anon = client(&c.pki, None);
+    for (path, want) in [
+        ("/app/page", "20 text/gemini\r\n# hello\n".to_owned()),
+        ("/app/missing", "51 not found\r\n".to_owned()),
+        ("/app/gone", "52 gone\r\n".to_owned()),
+        ("/app/moved", format!("31 {base}/app/headers\r\n")),
+        ("/app/found", format!("30 {base}/app/other\r\n")),
+        (
+            "/app/login",
+            "60 a client certificate is required\r\n".to_owned(),
+        ),
+        (
+            "/app/forbidden",
+            "61 the client certificate is not authorised here\r\n".to_owned(),
+        ),
+        ("/app/busy", "44 7\r\n".to_owned()),
+        ("/app/ask", "10 Your name?\r\n".to_owned()),
+    ] {
+        assert_eq!(get(&c, &anon, &format!("{base}{path}")), want, "{path}");
+    }
+    assert_eq!(status(&get(&c, &anon, &format!("{base}/app/fail"))), "42");
+    assert_eq!(
+        status(&get(&c, &anon, &format!("{base}/app/bad-status"))),
+        "42"
+    );
+}
+
+#[test]
+fn python_client_with_its_own_certificate_and_openssl_s_client() {
+    let Some(c) = start() else { return };
+    let python = require_peer!("python3");
+    let ossl = require_peer!("openssl");
+    let d = &c.dir;
+    // A certificate Python's user made with OpenSSL, as a Gemini client would.
+    let made = certgate_testkit::openssl(
+        &ossl,
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "mine.key",
+            "-out",
+            "mine.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=made-by-me",
+        ],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.load_cert_chain("mine.pem", "mine.key")
+with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as s:
+    with ctx.wrap_socket(s, server_hostname="localhost") as t:
+        t.sendall(sys.argv[2].encode() + b"\r\n")
+        out = b""
+        while True:
+            b = t.recv(4096)
+            if not b: break
+            out += b
+print(out.decode())
+"#;
+    std::fs::write(d.join("client.py"), script).unwrap();
+    let url = format!("gemini://localhost:{}/hello", c.port());
+    let out = Command::new(&python)
+        .current_dir(d)
+        .args(["client.py", &c.port().to_string(), &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("20 text/plain"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read_to_string(d.join("mine.pem")).unwrap();
+    let der = certgate_pki::pem::parse(pem.as_bytes()).unwrap()[0]
+        .der
+        .clone();
+    let want = certgate_pki::CertHash::of(&der)
+        .to_hex()
+        .to_ascii_uppercase();
+    assert!(
+        text.contains(&format!("TLS_CLIENT_HASH=SHA256:{want}\n")),
+        "{text}"
+    );
+    assert!(text.contains("REMOTE_USER=made-by-me\n"), "{text}");
+
+    let mut s_client = Command::new(&ossl)
+        .current_dir(d)
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", c.port()),
+            "-servername",
+            "localhost",
+            "-cert",
+            "mine.pem",
+            "-key",
+            "mine.key",
+            "-quiet",
+            "-ign_eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    s_client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{url}\r\n").as_bytes())
+        .unwrap();
+    let out = s_client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("20 text/plain"), "{text}");
+    assert!(
+        text.contains(&format!("TLS_CLIENT_HASH=SHA256:{want}\n")),
+        "{text}"
+    );
+}
