@@ -40,19 +40,18 @@ pub fn peer(program: &str) -> Option<PathBuf> {
     });
     if found.is_none() {
         let package = match program {
-            "nginx" => "nginx-light",
-            "nghttp" | "h2load" => "nghttp2-client",
-            "chromium" => "chromium",
-            "docker-registry" => "docker-registry",
-            other => other,
+            "nginx" => "the Debian package `nginx-light`".to_owned(),
+            "nghttp" | "h2load" => "the Debian package `nghttp2-client`".to_owned(),
+            "jetforce" => "the Python package `jetforce` (pip)".to_owned(),
+            other => format!("the Debian package `{other}`"),
         };
         if peers_required() {
             panic!(
-                "peer `{program}` is required (CERTGATE_REQUIRE_PEERS=1) but not on PATH; install the Debian package `{package}` (scripts/test does)"
+                "peer `{program}` is required (CERTGATE_REQUIRE_PEERS=1) but not on PATH; install {package} (scripts/test does)"
             );
         }
         eprintln!(
-            "\n!!!!!!!! SKIPPING: peer `{program}` is not installed (Debian package `{package}`); this test did not run !!!!!!!!\n"
+            "\n!!!!!!!! SKIPPING: peer `{program}` is not installed ({package}); this test did not run !!!!!!!!\n"
         );
     }
     found

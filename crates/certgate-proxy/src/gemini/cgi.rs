@@ -110,12 +110,14 @@ pub(crate) struct Facts<'a> {
     pub(crate) tls_version: &'a str,
     pub(crate) tls_cipher: &'a str,
     pub(crate) client: &'a ClientCert,
+    pub(crate) variables: super::CgiVariables,
 }
 
 /// The environment of a CGI script: RFC 3875's variables, Jetforce's (`GEMINI_URL`,
 /// `TLS_CLIENT_HASH` as `SHA256:` and upper-case hex, `TLS_CLIENT_HASH_B64`, dates as
 /// `%Y-%m-%dT%H:%M:%SZ`, the serial in decimal, `TLS_CLIENT_AUTHORISED`) and molly-brown's
-/// (`TLS_CLIENT_ISSUER`, `TLS_CLIENT_SUBJECT` and their `_CN`s).
+/// (`TLS_CLIENT_ISSUER`, `TLS_CLIENT_SUBJECT` and their `_CN`s); where the two disagree,
+/// `facts.variables` decides.
 pub(crate) fn environment(
     req: &Request,
     script: &Script,
@@ -144,6 +146,19 @@ pub(crate) fn environment(
         ("TLS_CIPHER", facts.tls_cipher.to_owned()),
         ("PATH", "/usr/local/bin:/usr/bin:/bin".to_owned()),
     ];
+    let molly = facts.variables == super::CgiVariables::MollyBrown;
+    if molly {
+        let info = script
+            .path_info
+            .strip_prefix('/')
+            .unwrap_or(&script.path_info);
+        for (k, v) in &mut env {
+            if *k == "PATH_INFO" {
+                *v = info.to_owned();
+            }
+        }
+        env.push(("SCRIPT_PATH", script.path.display().to_string()));
+    }
     if let Some(peer) = facts.client.presented() {
         let id = &peer.identity;
         let digest = &id.cert_sha256.0;
@@ -161,11 +176,18 @@ pub(crate) fn environment(
         };
         let cn = id.common_name.clone().unwrap_or_default();
         env.extend([
-            ("AUTH_TYPE", "CERTIFICATE".to_owned()),
+            (
+                "AUTH_TYPE",
+                if molly { "Certificate" } else { "CERTIFICATE" }.to_owned(),
+            ),
             ("REMOTE_USER", cn.clone()),
             (
                 "TLS_CLIENT_HASH",
-                format!("SHA256:{}", hex::encode_upper(digest)),
+                if molly {
+                    hex::encode(digest)
+                } else {
+                    format!("SHA256:{}", hex::encode_upper(digest))
+                },
             ),
             (
                 "TLS_CLIENT_HASH_B64",

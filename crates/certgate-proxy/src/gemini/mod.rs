@@ -92,7 +92,25 @@ pub enum GeminiUpstream {
         client: Box<crate::upstream::UpstreamClient>,
     },
     /// A CGI script (a file), or a directory of them.
-    Cgi(PathBuf),
+    Cgi {
+        /// The script or directory (absolute).
+        target: PathBuf,
+        /// Whose spelling of the variables the two Gemini servers disagree on.
+        variables: CgiVariables,
+    },
+}
+
+/// The CGI variables Jetforce and molly-brown spell differently. Every other variable of both
+/// is always set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CgiVariables {
+    /// Jetforce's: `TLS_CLIENT_HASH=SHA256:` and upper-case hex, `AUTH_TYPE=CERTIFICATE`,
+    /// `PATH_INFO` with its leading `/` (RFC 3875).
+    #[default]
+    Jetforce,
+    /// molly-brown's: `TLS_CLIENT_HASH` as lower-case hex, `AUTH_TYPE=Certificate`, `PATH_INFO`
+    /// without its leading `/`, and `SCRIPT_PATH` (the script's file).
+    MollyBrown,
 }
 
 /// The live configuration of a Gemini listener (see [`crate::LiveConfig`]).
@@ -359,7 +377,7 @@ impl Ctx<'_> {
             GeminiUpstream::Http { authority, client } => {
                 http::respond(self, authority, client, tls).await
             }
-            GeminiUpstream::Cgi(target) => self.cgi(target, tls).await,
+            GeminiUpstream::Cgi { target, variables } => self.cgi(target, *variables, tls).await,
         };
         Outcome {
             status,
@@ -368,7 +386,12 @@ impl Ctx<'_> {
         }
     }
 
-    async fn cgi(&self, target: &std::path::Path, tls: &mut TlsStream<TcpStream>) -> (u8, u64) {
+    async fn cgi(
+        &self,
+        target: &std::path::Path,
+        variables: CgiVariables,
+        tls: &mut TlsStream<TcpStream>,
+    ) -> (u8, u64) {
         let Some(script) = cgi::locate(target, &self.route.path, &self.req.path.forward) else {
             let _ = response::header(tls, 51, "not found").await;
             return (51, 0);
@@ -379,6 +402,7 @@ impl Ctx<'_> {
             tls_version: &self.facts.version,
             tls_cipher: self.facts.cipher.as_deref().unwrap_or(""),
             client: self.client,
+            variables,
         };
         let env = cgi::environment(self.req, &script, &facts);
         let mut child = match cgi::spawn(&script, &env) {

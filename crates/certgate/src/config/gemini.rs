@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use certgate_pki::TrustBundle;
 use certgate_pki::forward::{Format, ProxyInfo};
+use certgate_proxy::gemini::CgiVariables;
 use certgate_proxy::{GeminiConfig, GeminiRoute, GeminiUpstream, Upstream};
 use serde::Deserialize;
 use toml::Spanned;
@@ -54,6 +55,7 @@ struct RawGeminiRoute {
     forward: Option<Spanned<Vec<String>>>,
     upstream_trust: Option<Spanned<String>>,
     upstream_identity: Option<Spanned<String>>,
+    cgi_variables: Option<Spanned<String>>,
 }
 
 /// A resolved `[[gemini]]`.
@@ -211,9 +213,11 @@ impl Resolver<'_> {
                 None
             }
             Some(u) => match u.get_ref().strip_prefix("cgi:") {
-                Some(p) => self
-                    .cgi_target(p, u.span().start, &key)
-                    .map(GeminiUpstream::Cgi),
+                Some(p) => {
+                    let variables = self.cgi_variables(r.cgi_variables.as_ref(), prefix);
+                    self.cgi_target(p, u.span().start, &key)
+                        .map(|target| GeminiUpstream::Cgi { target, variables })
+                }
                 None if u.get_ref() == "echo" || u.get_ref() == "forward-auth" => {
                     self.error(
                         Some(u.span().start),
@@ -266,6 +270,22 @@ impl Resolver<'_> {
             upstream: upstream?,
             forward,
         })
+    }
+
+    /// `cgi_variables = "jetforce" | "molly-brown"`: whose spelling of the disputed variables.
+    fn cgi_variables(&mut self, v: Option<&Spanned<String>>, prefix: &str) -> CgiVariables {
+        match v.map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "jetforce")) => CgiVariables::Jetforce,
+            Some((_, "molly-brown")) => CgiVariables::MollyBrown,
+            Some((v, other)) => {
+                self.error(
+                    Some(v.span().start),
+                    &format!("{prefix}.cgi_variables"),
+                    format!("`{other}` is not `jetforce` or `molly-brown`"),
+                );
+                CgiVariables::Jetforce
+            }
+        }
     }
 
     /// `cgi:PATH`: an executable file, or a directory of them (relative to the config file).

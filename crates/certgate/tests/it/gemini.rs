@@ -632,3 +632,169 @@ print(out.decode())
         "{text}"
     );
 }
+
+/// A CGI script for the differential tests: its status depends on the query and on whether a
+/// certificate came, its body lists the variables both servers set.
+const DIFF_SCRIPT: &str = r#"#!/bin/sh
+case "$QUERY_STRING" in
+  status=51) printf '51 Not here\r\n'; exit 0 ;;
+  status=10) printf '10 Your name?\r\n'; exit 0 ;;
+  status=30) printf '30 gemini://localhost/elsewhere\r\n'; echo "not sent"; exit 0 ;;
+esac
+if [ -z "$TLS_CLIENT_HASH" ]; then printf '60 Certificate needed\r\n'; exit 0; fi
+printf '20 text/plain\r\n'
+for v in $VARS; do printf '%s=%s\n' "$v" "$(printenv "$v")"; done
+"#;
+
+/// The same requests through certgate and through a real Gemini server running the same script:
+/// the same status lines and bodies, and the same identity variables.
+fn differential(
+    reference: &str,
+    vars: &str,
+    flavour: &str,
+    reference_args: impl FnOnce(&Path, u16) -> Command,
+    prefix: &str,
+) {
+    let Some(c) = start() else { return };
+    let d = &c.dir;
+    let docs = d.join("docs");
+    std::fs::create_dir_all(docs.join("cgi-bin")).unwrap();
+    let script = DIFF_SCRIPT.replace("$VARS", vars);
+    std::fs::write(docs.join("cgi-bin/show.sh"), script).unwrap();
+    chmod_x(&docs.join("cgi-bin/show.sh"));
+    let ref_port = crate::free_port();
+    let mut cmd = reference_args(d, ref_port);
+    let _reference = crate::Peer(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    crate::wait_port(reference, ref_port);
+    std::fs::write(
+        d.join("diff.toml"),
+        format!(
+            r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+
+[[gemini]]
+name = "diff"
+listen = "127.0.0.1:0"
+identity = "server"
+  [[gemini.route]]
+  path = "{prefix}"
+  upstream = "cgi:docs/cgi-bin"
+  cgi_variables = "{flavour}"
+"#
+        ),
+    )
+    .unwrap();
+    let ours = Serve::start(d, "diff.toml", 1);
+    let our_port = ours.port("diff");
+    let alice = client(&c.pki, Some((&c.alice, &c.alice.key_pem)));
+    let anonymous = client(&c.pki, None);
+    let mut compared = 0;
+    for who in [&alice, &anonymous] {
+        for query in ["", "?status=51", "?status=10", "?status=30", "?a=%20b"] {
+            let path = format!("{prefix}/show.sh/extra/path{query}");
+            let theirs = raw(
+                ref_port,
+                Arc::clone(who),
+                format!("gemini://localhost:{ref_port}{path}\r\n").as_bytes(),
+                false,
+            );
+            let mine = raw(
+                our_port,
+                Arc::clone(who),
+                format!("gemini://localhost:{our_port}{path}\r\n").as_bytes(),
+                false,
+            );
+            assert!(!theirs.is_empty(), "{reference} answered nothing to {path}");
+            // Each URL names its own server's port; everything else must be equal.
+            let theirs = theirs.replace(&format!(":{ref_port}/"), ":PORT/");
+            let mine = mine.replace(&format!(":{our_port}/"), ":PORT/");
+            // One deliberate difference: a body after a header other than 2x is not sent (the
+            // protocol has none there; both reference servers pass on what the script printed).
+            let theirs = match theirs.split_once("\r\n") {
+                Some((head, body)) if !head.starts_with('2') && !body.is_empty() => {
+                    format!("{head}\r\n")
+                }
+                _ => theirs,
+            };
+            assert_eq!(
+                mine, theirs,
+                "{path}: certgate (left) and {reference} (right) differ"
+            );
+            compared += 1;
+        }
+    }
+    let identity = raw(
+        our_port,
+        Arc::clone(&alice),
+        format!("gemini://localhost:{our_port}{prefix}/show.sh\r\n").as_bytes(),
+        false,
+    );
+    let hash = alice_sha256(&c.alice);
+    assert!(identity.to_ascii_lowercase().contains(&hash), "{identity}");
+    assert_eq!(compared, 10);
+}
+
+#[test]
+fn cgi_matches_molly_brown() {
+    let molly = require_peer!("molly-brown");
+    differential(
+        "molly-brown",
+        "TLS_CLIENT_HASH TLS_CLIENT_SUBJECT TLS_CLIENT_SUBJECT_CN TLS_CLIENT_ISSUER TLS_CLIENT_ISSUER_CN AUTH_TYPE QUERY_STRING PATH_INFO SERVER_NAME SERVER_PROTOCOL GATEWAY_INTERFACE REQUEST_METHOD REMOTE_ADDR",
+        "molly-brown",
+        |d, port| {
+            let docs = d.join("docs");
+            std::fs::write(
+                d.join("molly.conf"),
+                format!(
+                    "Port = {port}\nHostname = \"localhost\"\nCertPath = \"{dir}/server.pem\"\nKeyPath = \"{dir}/server.key\"\nDocBase = \"{docs}/\"\nAccessLog = \"{dir}/molly-access.log\"\nErrorLog = \"{dir}/molly-error.log\"\nCGIPaths = [ \"{docs}/cgi-bin/\" ]\n",
+                    dir = d.display(),
+                    docs = docs.display()
+                ),
+            )
+            .unwrap();
+            let mut cmd = Command::new(&molly);
+            cmd.current_dir(d).args(["-c", "molly.conf"]);
+            cmd
+        },
+        "/cgi-bin",
+    );
+}
+
+#[test]
+fn cgi_matches_jetforce() {
+    let jetforce = require_peer!("jetforce");
+    differential(
+        "jetforce",
+        "TLS_CLIENT_HASH TLS_CLIENT_HASH_B64 TLS_CLIENT_NOT_BEFORE TLS_CLIENT_NOT_AFTER TLS_CLIENT_SERIAL_NUMBER TLS_CLIENT_AUTHORISED AUTH_TYPE REMOTE_USER QUERY_STRING SCRIPT_NAME PATH_INFO GEMINI_URL SERVER_NAME SERVER_PROTOCOL HOSTNAME REMOTE_ADDR",
+        "jetforce",
+        |d, port| {
+            let mut cmd = Command::new(&jetforce);
+            cmd.current_dir(d).args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--hostname",
+                "localhost",
+                "--tls-certfile",
+                "server.pem",
+                "--tls-keyfile",
+                "server.key",
+                "--dir",
+                "docs",
+                "--cgi-dir",
+                "cgi-bin",
+            ]);
+            cmd
+        },
+        "/cgi-bin",
+    );
+}

@@ -149,7 +149,7 @@ fn gemini_routes(cfg: &certgate_proxy::GeminiConfig) -> Vec<serde_json::Value> {
         .iter()
         .map(|r| {
             let upstream = match &r.upstream {
-                GeminiUpstream::Cgi(path) => format!("cgi:{}", path.display()),
+                GeminiUpstream::Cgi { target, .. } => format!("cgi:{}", target.display()),
                 GeminiUpstream::Http { authority, client } => match client.key() {
                     UpstreamKey::Http => format!("http://{authority}"),
                     UpstreamKey::Https { .. } => format!("https://{authority}"),
