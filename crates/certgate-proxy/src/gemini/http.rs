@@ -31,7 +31,7 @@ pub(super) async fn respond(
     let req = match request(ctx) {
         Some(r) => r,
         None => {
-            let _ = response::header(tls, 59, "the URL cannot be sent upstream").await;
+            let _ = ctx.header(tls, 59, "the URL cannot be sent upstream").await;
             return (59, 0);
         }
     };
@@ -39,12 +39,12 @@ pub(super) async fn respond(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(gemini = %ctx.cfg.name, route = %ctx.route.name, error = %e, "upstream request failed");
-            let _ = response::header(tls, 43, "the upstream cannot be reached").await;
+            let _ = ctx.header(tls, 43, "the upstream cannot be reached").await;
             return (43, 0);
         }
     };
     let (status, meta) = translate(ctx, resp.status(), resp.headers());
-    if response::header(tls, status, &meta).await.is_err() || status / 10 != 2 {
+    if ctx.header(tls, status, &meta).await.is_err() || status / 10 != 2 {
         return (status, 0);
     }
     let mut body = resp.into_body();

@@ -16,6 +16,7 @@ mod response;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use certgate_pki::forward::{Format, ProxyInfo};
@@ -203,6 +204,7 @@ async fn connection(
             url = req.url();
             let ctx = Ctx {
                 cfg,
+                header_sent: AtomicBool::new(false),
                 route,
                 req: &req,
                 client: &client,
@@ -211,19 +213,37 @@ async fn connection(
                 facts: &facts,
             };
             let watched = admitted_while(live, changes, &client, &route.name);
-            let respond = tokio::time::timeout(cfg.response_timeout, ctx.respond(&mut tls));
-            tokio::select! {
-                r = respond => match r {
-                    Ok(o) => o,
-                    Err(_) => {
-                        tracing::warn!(gemini = %cfg.name, %peer, route = %route.name, "response timed out; closing");
-                        Outcome { status: 0, route: route.name.clone(), bytes: 0 }
+            let ended = {
+                let respond = tokio::time::timeout(cfg.response_timeout, ctx.respond(&mut tls));
+                tokio::select! {
+                    r = respond => r.map_err(|_| None),
+                    why = watched => Err(Some(why)),
+                }
+            };
+            match ended {
+                Ok(o) => o,
+                Err(None) => {
+                    tracing::warn!(gemini = %cfg.name, %peer, route = %route.name, "response timed out; closing");
+                    let status = if ctx.header_sent.load(Ordering::Relaxed) {
+                        0
+                    } else {
+                        let _ = response::header(&mut tls, 42, "the response took too long").await;
+                        42
+                    };
+                    Outcome {
+                        status,
+                        route: route.name.clone(),
+                        bytes: 0,
                     }
-                },
-                why = watched => {
+                }
+                Err(Some(why)) => {
                     crate::metrics::closed(&cfg.name, "no_longer_admitted");
                     tracing::info!(gemini = %cfg.name, %peer, reason = %why, "response cut after a reload: its client is no longer admitted");
-                    Outcome { status: 0, route: route.name.clone(), bytes: 0 }
+                    Outcome {
+                        status: 0,
+                        route: route.name.clone(),
+                        bytes: 0,
+                    }
                 }
             }
         }
@@ -363,6 +383,8 @@ async fn admitted_while(
 /// One request being answered.
 struct Ctx<'a> {
     cfg: &'a GeminiConfig,
+    /// A response header went out: a time-out after it can only close the connection.
+    header_sent: AtomicBool,
     route: &'a GeminiRoute,
     req: &'a Request,
     client: &'a ClientCert,
@@ -372,6 +394,17 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Writes the response header (once).
+    async fn header(
+        &self,
+        tls: &mut TlsStream<TcpStream>,
+        status: u8,
+        meta: &str,
+    ) -> std::io::Result<()> {
+        self.header_sent.store(true, Ordering::Relaxed);
+        response::header(tls, status, meta).await
+    }
+
     async fn respond(&self, tls: &mut TlsStream<TcpStream>) -> Outcome {
         let (status, bytes) = match &self.route.upstream {
             GeminiUpstream::Http { authority, client } => {
@@ -393,7 +426,7 @@ impl Ctx<'_> {
         tls: &mut TlsStream<TcpStream>,
     ) -> (u8, u64) {
         let Some(script) = cgi::locate(target, &self.route.path, &self.req.path.forward) else {
-            let _ = response::header(tls, 51, "not found").await;
+            let _ = self.header(tls, 51, "not found").await;
             return (51, 0);
         };
         let facts = cgi::Facts {
@@ -409,7 +442,9 @@ impl Ctx<'_> {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(gemini = %self.cfg.name, script = %script.path.display(), error = %e, "cannot start the CGI script");
-                let _ = response::header(tls, 42, "the CGI script could not be started").await;
+                let _ = self
+                    .header(tls, 42, "the CGI script could not be started")
+                    .await;
                 return (42, 0);
             }
         };
@@ -426,6 +461,7 @@ impl Ctx<'_> {
         let sent = response::relay(
             stdout,
             tls,
+            &self.header_sent,
             self.cfg.max_response_bytes,
             &self.cfg.name,
             &script.path.display().to_string(),

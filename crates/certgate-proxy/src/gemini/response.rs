@@ -54,6 +54,7 @@ pub(crate) async fn header<W: AsyncWrite + Unpin>(
 pub(crate) async fn relay<R, W>(
     mut from: R,
     to: &mut W,
+    header_sent: &std::sync::atomic::AtomicBool,
     max: u64,
     listener: &str,
     script: &str,
@@ -81,6 +82,7 @@ where
         let line = buf[..i].strip_suffix(b"\r").unwrap_or(&buf[..i]);
         std::str::from_utf8(line).ok().and_then(status_line)
     });
+    header_sent.store(true, std::sync::atomic::Ordering::Relaxed);
     let Some((status, meta)) = parsed else {
         tracing::warn!(
             gemini = listener,
@@ -158,7 +160,9 @@ mod tests {
 
     async fn run(script_output: &[u8], max: u64) -> (u8, u64, Vec<u8>) {
         let mut out = Vec::new();
-        let (s, n) = relay(script_output, &mut out, max, "t", "s").await;
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        let (s, n) = relay(script_output, &mut out, &sent, max, "t", "s").await;
+        assert!(sent.into_inner());
         (s, n, out)
     }
 

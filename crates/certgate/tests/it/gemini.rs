@@ -92,6 +92,26 @@ fn start() -> Option<Capsule> {
         chmod_x(&d.join(script));
     }
     std::fs::write(d.join("cgi-bin/notes.txt"), "not a script").unwrap();
+    for (name, body) in [
+        (
+            "stream.sh",
+            "printf '20 text/plain\\r\\n'\ni=0\nwhile [ $i -lt 100 ]; do echo \"tick $i\"; sleep 0.1; i=$((i+1)); done\n",
+        ),
+        (
+            "flood.sh",
+            "printf '20 text/plain\\r\\n'\nhead -c 1000000 /dev/zero | tr '\\0' a\n",
+        ),
+        ("hang.sh", "sleep 30\n"),
+        (
+            "forks.sh",
+            "printf '20 text/plain\\r\\nstarted\\n'\n(sleep 30 &)\n",
+        ),
+        ("noheader.sh", "echo '<html>'\n"),
+    ] {
+        let path = d.join("cgi-bin").join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        chmod_x(&path);
+    }
     std::fs::write(d.join("app.py"), APP).unwrap();
     let app_port = crate::free_port();
     let app = crate::Peer(
@@ -122,9 +142,15 @@ name = "capsule"
 listen = "127.0.0.1:0"
 identity = "server"
 trust = "clients"
+response_timeout_secs = 3
+max_response_bytes = 100000
   [[gemini.route]]
   path = "/"
   upstream = "cgi:cgi-bin/env.py"
+  [[gemini.route]]
+  path = "/stream"
+  upstream = "cgi:cgi-bin/stream.sh"
+  allow = [{{ cert_sha256 = "{alice_hash}" }}]
   [[gemini.route]]
   path = "/cgi"
   upstream = "cgi:cgi-bin"
@@ -797,4 +823,138 @@ fn cgi_matches_jetforce() {
         },
         "/cgi-bin",
     );
+}
+
+/// Debian's `amfora` browser in a tmux pane: with its configured client certificate it shows
+/// the page and the script's view of the certificate; without one it shows its "certificate
+/// required" dialog (status 60).
+#[test]
+fn amfora_in_tmux_with_and_without_a_client_certificate() {
+    let amfora = require_peer!("amfora");
+    let tmux = require_peer!("tmux");
+    let Some(c) = start() else { return };
+    let d = &c.dir;
+    let port = c.port();
+    for (profile, with_cert) in [("with", true), ("without", false)] {
+        let cfg = d.join(format!("amfora-{profile}"));
+        std::fs::create_dir_all(cfg.join("amfora")).unwrap();
+        let mut text = String::from("[a-general]\nhome = \"about:newtab\"\n");
+        if with_cert {
+            text.push_str(&format!(
+                "[auth]\n[auth.certs]\n\"localhost:{port}\" = '{dir}/alice.pem'\n[auth.keys]\n\"localhost:{port}\" = '{dir}/alice.key'\n",
+                dir = d.display()
+            ));
+        }
+        std::fs::write(cfg.join("amfora/config.toml"), text).unwrap();
+        let session = format!("certgate-amfora-{profile}-{port}");
+        let command = format!(
+            "env HOME={dir} XDG_CONFIG_HOME={cfg} XDG_CACHE_HOME={cfg}/cache XDG_DATA_HOME={cfg}/data TERM=xterm-256color {amfora} gemini://localhost:{port}/members/page",
+            dir = d.display(),
+            cfg = cfg.display(),
+            amfora = amfora.display()
+        );
+        let started = Command::new(&tmux)
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "140",
+                "-y",
+                "40",
+                &command,
+            ])
+            .status()
+            .unwrap();
+        assert!(started.success(), "tmux did not start");
+        let want = if with_cert {
+            "TLS_CLIENT_HASH=SHA256:"
+        } else {
+            "Client Certificate Required"
+        };
+        let mut screen = String::new();
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(100));
+            let out = Command::new(&tmux)
+                .args(["capture-pane", "-p", "-t", &session])
+                .output()
+                .unwrap();
+            screen = String::from_utf8_lossy(&out.stdout).into_owned();
+            if screen.contains(want) {
+                break;
+            }
+        }
+        let _ = Command::new(&tmux)
+            .args(["kill-session", "-t", &session])
+            .status();
+        assert!(
+            screen.contains(want),
+            "amfora ({profile} certificate) shows:\n{screen}"
+        );
+        if with_cert {
+            let hash = alice_sha256(&c.alice).to_ascii_uppercase();
+            assert!(
+                screen.contains(&hash[..40]),
+                "amfora shows another certificate hash:\n{screen}"
+            );
+            assert!(screen.contains("REMOTE_USER=alice"), "{screen}");
+        }
+    }
+}
+
+#[test]
+fn scripts_that_hang_flood_or_misbehave_are_bounded() {
+    let Some(c) = start() else { return };
+    let base = format!("gemini://localhost:{}", c.port());
+    let anon = client(&c.pki, None);
+    let t = std::time::Instant::now();
+    assert_eq!(
+        get(&c, &anon, &format!("{base}/cgi/hang.sh")),
+        "42 the response took too long\r\n"
+    );
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    let flood = get(&c, &anon, &format!("{base}/cgi/flood.sh"));
+    assert_eq!(
+        flood.len(),
+        "20 text/plain\r\n".len() + 100_000,
+        "cut at max_response_bytes"
+    );
+    // A script's child that keeps its output open holds the response only until the time-out.
+    let t = std::time::Instant::now();
+    let forks = get(&c, &anon, &format!("{base}/cgi/forks.sh"));
+    assert!(forks.starts_with("20 text/plain\r\nstarted\n"), "{forks}");
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    assert_eq!(
+        get(&c, &anon, &format!("{base}/cgi/noheader.sh")),
+        "42 the CGI script failed\r\n"
+    );
+}
+
+#[test]
+fn a_reload_that_refuses_the_client_cuts_its_response() {
+    let Some(c) = start() else { return };
+    let base = format!("gemini://localhost:{}", c.port());
+    let alice = client(&c.pki, Some((&c.alice, &c.alice.key_pem)));
+    let mut s = crate::tls::connect(c.port(), alice, Duration::from_secs(10)).unwrap();
+    s.write_all(format!("{base}/stream\r\n").as_bytes())
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = s.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("20 text/plain"));
+    // The pin now names bob: alice's open response must end within about a second.
+    let config = std::fs::read_to_string(c.dir.join("c.toml")).unwrap();
+    let config = config.replace(&alice_sha256(&c.alice), &alice_sha256(&c.bob));
+    std::fs::write(c.dir.join("c.toml"), config).unwrap();
+    let t = std::time::Instant::now();
+    c.server.signal("HUP");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let elapsed = t.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "the response went on for {elapsed:?}"
+    );
+    let ticks = String::from_utf8_lossy(&rest).matches("tick").count();
+    assert!(ticks < 40, "{ticks} ticks after the reload");
 }
