@@ -279,4 +279,26 @@ mod tests {
         let over_cr = [b"gemini://a/".as_slice(), &[b'a'; MAX_REQUEST - 10], b"\r"].concat();
         assert!(line_end(&over_cr).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends: no panic, and a request that parses has one spelling (its
+        /// normal form parses to the same request), so what routing judged is what a script
+        /// or upstream reads.
+        #[test]
+        fn any_line_has_at_most_one_reading(
+            line in proptest::string::string_regex(
+                "(gemini|GEMINI|https|)(://|:/|)([a-zA-Z0-9.@:\\[\\]_-]|%[0-9a-fA-F]{2}){0,20}(/|/\\.|/\\.\\.|%2[eEfF]|%5[cC]|%00|[a-z;?#=&%\\\\ \\t\\r\\n~]|\\u{e9}){0,30}"
+            ).unwrap(),
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            for input in [line.as_bytes(), &bytes[..]] {
+                let _ = line_end(input);
+                if let Ok(req) = parse(input, 11965) {
+                    let again = parse(req.url().as_bytes(), 11965).expect("the normal form parses");
+                    proptest::prop_assert_eq!(&again, &req);
+                    proptest::prop_assert!(!req.url().contains(['\r', '\n', ' ', '#']));
+                }
+            }
+        }
+    }
 }

@@ -243,6 +243,13 @@ impl Resolver<'_> {
                 },
             },
         };
+        if let (Some(v), Some(GeminiUpstream::Http { .. })) = (&r.cgi_variables, &upstream) {
+            self.error(
+                Some(v.span().start),
+                &format!("{prefix}.cgi_variables"),
+                "applies to `cgi:` upstreams only",
+            );
+        }
         let allow = self.rules(&r.allow, prefix);
         let forward = match &r.forward {
             Some(f) => self.formats(f, &format!("{prefix}.forward")),

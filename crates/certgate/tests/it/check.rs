@@ -350,3 +350,62 @@ fn quickstart_runs_a_gateway_that_curl_can_use() {
     );
     assert_eq!(results[2], "a client certificate is required\n");
 }
+
+#[test]
+fn gemini_sections_report_each_error_with_line_and_key() {
+    let dir = tempdir();
+    let d = dir.path();
+    make_ca(d);
+    std::fs::write(d.join("not-executable.sh"), "#!/bin/sh\n").unwrap();
+    let config = r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+
+[[gemini]]
+name = "capsule"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "require_and_verify"
+  [[gemini.route]]
+  upstream = "cgi:missing-dir"
+  [[gemini.route]]
+  path = "/x"
+  upstream = "cgi:not-executable.sh"
+  [[gemini.route]]
+  path = "/y"
+  upstream = "echo"
+  [[gemini.route]]
+  path = "z"
+  upstream = "cgi:."
+  cgi_variables = "apache"
+  [[gemini.route]]
+  path = "/app"
+  upstream = "http://127.0.0.1:8080"
+  cgi_variables = "jetforce"
+
+[[gemini]]
+name = "empty"
+listen = "127.0.0.1:0"
+identity = "server"
+"#;
+    std::fs::write(d.join("certgate.toml"), config).unwrap();
+    let out = certgate(d, "check --config certgate.toml");
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let t = text(&out);
+    for want in [
+        "certgate.toml:11: `gemini.capsule.client_auth`: `require_and_verify` verifies client certificates, so it needs `trust",
+        "certgate.toml:13: `gemini.capsule.route[0].upstream`:",
+        "missing-dir: No such file",
+        "certgate.toml:16: `gemini.capsule.route[1].upstream`:",
+        "not-executable.sh is not executable (chmod +x it)",
+        "certgate.toml:19: `gemini.capsule.route[2].upstream`: `echo` is not a Gemini upstream",
+        "certgate.toml:21: `gemini.capsule.route[3].path`: `z` must start with `/`",
+        "certgate.toml:23: `gemini.capsule.route[3].cgi_variables`: `apache` is not `jetforce` or `molly-brown`",
+        "certgate.toml:27: `gemini.capsule.route[4].cgi_variables`: applies to `cgi:` upstreams only",
+        "`gemini.empty.route`: no routes; add at least one [[gemini.route]]",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+}

@@ -274,6 +274,15 @@ fn behind_a_waf() {
 }
 
 #[test]
+fn gemini() {
+    follow(
+        "gemini.md",
+        &[1965, 8080, 9090],
+        &["openssl", "python3", "sha256sum"],
+    );
+}
+
+#[test]
 fn transient_certs() {
     follow(
         "transient-certs.md",
@@ -326,6 +335,7 @@ fn log_on_postgres() {
 /// The guides the tests above follow; every guide must be one of them.
 const FOLLOWED: &[&str] = &[
     "behind-a-waf.md",
+    "gemini.md",
     "transient-certs.md",
     "content-trust.md",
     "http-app.md",
