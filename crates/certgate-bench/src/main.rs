@@ -7,7 +7,7 @@
 //! them, for memory measurements), `download` (one GET of a large body, for throughput) and
 //! `append` (keep-alive POSTs of unique 256-byte bodies, for a transparency log's `/add`).
 //! `--http2` speaks HTTP/2 (ALPN `h2`) in `keepalive` and `idle`, with `--streams` concurrent
-//! streams on each connection. Prints one JSON line, which includes the load generator's own CPU
+//! streams on each connection; `--gemini` speaks Gemini in `handshake` and `idle`. Prints one JSON line, which includes the load generator's own CPU
 //! share over the run (so a harness can show that it was not the bottleneck).
 //!
 //! How it reaches the server (`--via`): `direct` mTLS; `plain` TCP (e.g. into a certgate egress
@@ -95,6 +95,13 @@ struct Args {
     /// Concurrent streams per HTTP/2 connection.
     #[arg(long, default_value_t = 1)]
     streams: usize,
+    /// Speak Gemini (`handshake` only: one request line per connection, the whole response
+    /// read until the server closes; a response other than `20` counts as an error).
+    #[arg(long)]
+    gemini: bool,
+    /// Present no client certificate (to servers that request but do not require one).
+    #[arg(long)]
+    no_client_cert: bool,
 }
 
 /// Accepts any server (see `--no-verify-server`).
@@ -239,24 +246,45 @@ fn config(args: &Args) -> Result<Arc<rustls::ClientConfig>> {
         .supported_schemes();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?;
-    let mut cfg = if args.no_verify_server {
+    let builder = if args.no_verify_server {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServer(schemes)))
-            .with_client_auth_cert(chain, key.der)?
     } else {
-        builder
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key.der)?
+        builder.with_root_certificates(roots)
+    };
+    let mut cfg = if args.no_client_cert {
+        builder.with_no_client_auth()
+    } else {
+        builder.with_client_auth_cert(chain, key.der)?
     };
     // Every handshake is a full one, whatever the server offers.
     cfg.resumption = rustls::client::Resumption::disabled();
-    cfg.alpn_protocols = if args.http2 {
+    cfg.alpn_protocols = if args.gemini {
+        Vec::new()
+    } else if args.http2 {
         vec![b"h2".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
     Ok(Arc::new(cfg))
+}
+
+/// Sends one Gemini request line and reads the response until the server closes.
+async fn gemini_request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    line: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    s.write_all(line).await?;
+    buf.clear();
+    // A server may close without close_notify once the response is out (Jetforce does).
+    let _ = s.read_to_end(buf).await;
+    if !buf.starts_with(b"20") {
+        let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
+        bail!("gemini: {head}");
+    }
+    Ok(())
 }
 
 /// Sends one request and reads the whole response (Content-Length or until close).
@@ -367,6 +395,9 @@ async fn main() -> Result<()> {
     if args.http2 && !matches!(args.mode, Mode::Keepalive | Mode::Idle) {
         bail!("--http2 applies to --mode keepalive and idle");
     }
+    if args.gemini && !matches!(args.mode, Mode::Handshake | Mode::Idle) {
+        bail!("--gemini applies to --mode handshake and idle (one request per connection)");
+    }
     if args.http2 && args.via != Via::Direct {
         bail!("--http2 needs --via direct");
     }
@@ -412,6 +443,25 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     let duration = Duration::from_secs(args.duration);
     match args.mode {
+        Mode::Idle if args.gemini => {
+            // Connections with the handshake done and no request line yet: what a server holds
+            // for a client that is slow to send.
+            let mut held = Vec::with_capacity(args.connections);
+            for _ in 0..args.connections {
+                match dialer.dial().await {
+                    Ok(s) => held.push(s),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({"mode": "idle", "gemini": true, "open": held.len(), "errors": errors.load(Ordering::Relaxed)})
+            );
+            tokio::time::sleep(duration).await;
+            return Ok(());
+        }
         Mode::Idle if args.http2 => {
             let mut held = Vec::with_capacity(args.connections);
             for _ in 0..args.connections {
@@ -523,11 +573,17 @@ async fn main() -> Result<()> {
         } else {
             "Connection: close\r\n"
         };
-        let req = format!(
-            "GET {target} HTTP/1.1\r\nHost: {}\r\n{conn_header}\r\n",
-            args.sni
-        )
-        .into_bytes();
+        let req = if args.gemini {
+            let port = args.addr.rsplit_once(':').map_or("1965", |(_, p)| p);
+            format!("gemini://{}:{port}{}\r\n", args.sni, args.path).into_bytes()
+        } else {
+            format!(
+                "GET {target} HTTP/1.1\r\nHost: {}\r\n{conn_header}\r\n",
+                args.sni
+            )
+            .into_bytes()
+        };
+        let gemini = args.gemini;
         let (target, host) = (target.clone(), args.sni.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -555,6 +611,9 @@ async fn main() -> Result<()> {
                         stream = Some(dialer.dial().await?);
                     }
                     let s = stream.as_mut().context("no stream")?;
+                    if gemini {
+                        return gemini_request(s, this, &mut buf).await;
+                    }
                     request(s, this, &mut buf).await
                 }
                 .await;

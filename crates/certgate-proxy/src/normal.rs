@@ -59,6 +59,19 @@ fn unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// Characters a path segment may hold as data (RFC 3986 `pchar`) besides unreserved ones:
+/// `%40` and `@` are the same to every app that decodes its path, so only one spelling may
+/// reach routing. `/`, `?`, `#`, `%` and `;` keep their escapes: decoding them would change
+/// the path's structure.
+fn segment_data(b: u8) -> bool {
+    matches!(
+        b,
+        b':' | b'@' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'='
+    )
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -118,13 +131,12 @@ pub fn path(raw: &str) -> Result<NormalPath, Malformed> {
                         kept_slash = true;
                         text.extend_from_slice(b"%2F");
                     }
-                    v if unreserved(v) => text.push(v),
+                    v if unreserved(v) || segment_data(v) => text.push(v),
                     v => {
-                        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
                         text.extend_from_slice(&[
                             b'%',
-                            DIGITS[usize::from(v >> 4)],
-                            DIGITS[usize::from(v & 15)],
+                            HEX_DIGITS[usize::from(v >> 4)],
+                            HEX_DIGITS[usize::from(v & 15)],
                         ]);
                     }
                 }
@@ -135,8 +147,18 @@ pub fn path(raw: &str) -> Result<NormalPath, Malformed> {
             // hyper has already refused control characters and spaces; refuse them here too, so
             // the function stands on its own.
             0..=0x20 | 0x7f => return Err(Malformed("a control character or space in the path")),
+            0x80.. => {
+                // Raw UTF-8 (an IRI, as Gemini clients send it) is percent-encoded (RFC 3987
+                // §3.1): `/büro` and `/b%C3%BCro` are one path to routing and to the upstream.
+                decoded.push(b);
+                text.extend_from_slice(&[
+                    b'%',
+                    HEX_DIGITS[usize::from(b >> 4)],
+                    HEX_DIGITS[usize::from(b & 15)],
+                ]);
+                i += 1;
+            }
             _ => {
-                // Raw bytes >= 0x80 are copied: `raw` is UTF-8, so `text` stays UTF-8.
                 decoded.push(b);
                 text.push(b);
                 i += 1;
@@ -355,8 +377,11 @@ mod tests {
             ("/a%3fb", "/a%3Fb"),
             ("/a%3Fb%20c", "/a%3Fb%20c"),
             ("/a%e2%82%ac", "/a%E2%82%AC"),
-            ("/caf\u{e9}", "/caf\u{e9}"),
-            ("/caf\u{e9}/%61", "/caf\u{e9}/a"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+            ("/caf\u{e9}/%61", "/caf%C3%A9/a"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/p%2Bq/%40me%3a1", "/p+q/@me:1"),
+            ("/a%3b/b%23", "/a%3B/b%23"),
             ("/admin;x=1/y", "/admin;x=1/y"),
             ("/...", "/..."),
         ] {

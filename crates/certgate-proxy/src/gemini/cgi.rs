@@ -26,10 +26,11 @@ pub(crate) struct Script {
 }
 
 /// Finds the script for `path` (normal form) on a route with prefix `prefix` whose target is
-/// `target`: a file is the script for every path under the route; a directory holds scripts,
-/// the first path segment after the prefix naming one (walking into subdirectories), as
-/// Jetforce's CGI directories do. `None` when no executable file matches, or when the match
-/// would leave the directory (a symbolic link pointing out of it).
+/// `target`: a file is the script for every path under the route; in a directory, the first
+/// path segment after the prefix names a script directly in it (a subdirectory is not entered:
+/// it may be another route's target, with its own policy). `None` when no executable file
+/// matches, for hidden files, or when the match would leave the directory (a symbolic link
+/// pointing out of it).
 pub(crate) fn locate(target: &Path, prefix: &str, path: &str) -> Option<Script> {
     let prefix = prefix.trim_end_matches('/');
     let rest = path.strip_prefix(prefix)?;
@@ -42,53 +43,33 @@ pub(crate) fn locate(target: &Path, prefix: &str, path: &str) -> Option<Script> 
         });
     }
     let root = target.canonicalize().ok()?;
-    let mut dir = root.clone();
-    let mut consumed = prefix.to_owned();
-    let mut segments = rest.split('/').filter(|s| !s.is_empty()).peekable();
-    while let Some(seg) = segments.next() {
-        let name = percent_encoding::percent_decode_str(seg)
-            .decode_utf8()
-            .ok()?
-            .into_owned();
-        // The normal form has no dot segments; their decoded spellings and `/` or NUL hidden
-        // in an escape are refused here as well, so a name is always one entry of `dir`.
-        if name.is_empty()
-            || name == "."
-            || name == ".."
-            || name.contains(['/', '\0'])
-            || name.starts_with('.')
-        {
-            return None;
-        }
-        let candidate = dir.join(&name).canonicalize().ok()?;
-        if !candidate.starts_with(&root) {
-            return None;
-        }
-        consumed.push('/');
-        consumed.push_str(seg);
-        let meta = std::fs::metadata(&candidate).ok()?;
-        if meta.is_dir() {
-            dir = candidate;
-            continue;
-        }
-        if !executable(&meta) {
-            return None;
-        }
-        let mut info = String::new();
-        for s in segments.by_ref() {
-            info.push('/');
-            info.push_str(s);
-        }
-        if path.ends_with('/') && !info.is_empty() {
-            info.push('/');
-        }
-        return Some(Script {
-            path: candidate,
-            script_name: consumed,
-            path_info: info,
-        });
+    let rest = rest.strip_prefix('/')?;
+    let (seg, info) = match rest.split_once('/') {
+        Some((seg, info)) => (seg, format!("/{info}")),
+        None => (rest, String::new()),
+    };
+    let name = percent_encoding::percent_decode_str(seg)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    // The normal form has no dot segments; their decoded spellings and `/` or NUL hidden in an
+    // escape are refused here as well, so a name is always one entry of the directory.
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
+        return None;
     }
-    None
+    let candidate = root.join(&name).canonicalize().ok()?;
+    if candidate.parent() != Some(root.as_path()) {
+        return None;
+    }
+    let meta = std::fs::metadata(&candidate).ok()?;
+    if !executable(&meta) {
+        return None;
+    }
+    Some(Script {
+        path: candidate,
+        script_name: format!("{prefix}/{seg}"),
+        path_info: info,
+    })
 }
 
 #[cfg(unix)]
@@ -174,7 +155,10 @@ pub(crate) fn environment(
                 t.second()
             )
         };
-        let cn = id.common_name.clone().unwrap_or_default();
+        // Names come from the certificate, which the client may have made: control characters
+        // (a CR LF a script would print into its page, a NUL no environment can hold) are
+        // written as `\xHH`.
+        let cn = printable(id.common_name.as_deref().unwrap_or_default());
         env.extend([
             (
                 "AUTH_TYPE",
@@ -200,16 +184,31 @@ pub(crate) fn environment(
                 "TLS_CLIENT_AUTHORISED",
                 if peer.verified().is_some() { "1" } else { "0" }.to_owned(),
             ),
-            ("TLS_CLIENT_SUBJECT", id.subject.clone()),
+            ("TLS_CLIENT_SUBJECT", printable(&id.subject)),
             ("TLS_CLIENT_SUBJECT_CN", cn),
-            ("TLS_CLIENT_ISSUER", id.issuer.clone()),
+            ("TLS_CLIENT_ISSUER", printable(&id.issuer)),
             (
                 "TLS_CLIENT_ISSUER_CN",
-                issuer_cn(&id.issuer).unwrap_or_default(),
+                printable(&issuer_cn(&id.issuer).unwrap_or_default()),
             ),
         ]);
     }
     env
+}
+
+/// `text` with control characters written as `\xHH`.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            for b in c.to_string().bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The `CN` of an RFC 4514 name (the first one, unescaped as far as `\,` goes).
@@ -258,22 +257,43 @@ fn decimal(hex_serial: &str) -> String {
     digits.iter().rev().map(|d| char::from(b'0' + d)).collect()
 }
 
+/// A running script, in a process group of its own: dropping it (the response ended, timed out
+/// or was cut) kills the script and everything it started that is still in its group.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) child: tokio::process::Child,
+    group: Option<rustix::process::Pid>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(group) = self.group {
+            // The group may be gone already (ESRCH): nothing left to stop.
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// Starts `script` with `env`, stdout piped, stdin closed, stderr piped (for the log).
-pub(crate) fn spawn(
-    script: &Script,
-    env: &[(&'static str, String)],
-) -> std::io::Result<tokio::process::Child> {
+pub(crate) fn spawn(script: &Script, env: &[(&'static str, String)]) -> std::io::Result<Running> {
     let mut cmd = tokio::process::Command::new(&script.path);
     cmd.env_clear()
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        .process_group(0);
     if let Some(dir) = script.path.parent() {
         cmd.current_dir(dir);
     }
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    // `process_group(0)`: the group's id is the script's process id.
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    Ok(Running { child, group })
 }
 
 /// Logs what a script writes to standard error (its first 16 lines, each cut at 1 KiB), so a
@@ -312,6 +332,14 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            printable("a\r\nb\0c\u{85}d é"),
+            "a\\x0d\\x0ab\\x00c\\xc2\\x85d é"
+        );
+    }
+
+    #[test]
     fn issuer_common_name() {
         assert_eq!(
             issuer_cn("CN=Root CA,O=Example").as_deref(),
@@ -340,15 +368,15 @@ mod tests {
             std::fs::set_permissions(bin.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
         }
         std::os::unix::fs::symlink("/bin/sh", bin.join("escape")).unwrap();
-        let s = locate(&bin, "/app", "/app/hello/x/y").unwrap();
+        let s = locate(&bin, "/app", "/app/hello/x/y/").unwrap();
         assert_eq!(
             (s.script_name.as_str(), s.path_info.as_str()),
-            ("/app/hello", "/x/y")
+            ("/app/hello", "/x/y/")
         );
-        let s = locate(&bin, "/app/", "/app/sub/deep").unwrap();
+        let s = locate(&bin, "/app/", "/app/hello").unwrap();
         assert_eq!(
             (s.script_name.as_str(), s.path_info.as_str()),
-            ("/app/sub/deep", "")
+            ("/app/hello", "")
         );
         assert_eq!(
             locate(&bin, "/app", "/app/h%65llo").unwrap().path,
@@ -358,12 +386,15 @@ mod tests {
             "/app/data.txt",
             "/app/missing",
             "/app/sub",
+            "/app/sub/deep",
             "/app/",
+            "/app",
             "/app/.hidden",
             "/app/escape",
             "/app/%2E%2E/cgi/hello",
             "/app/a%2Fb",
             "/app/%00",
+            "/application/hello",
         ] {
             assert_eq!(locate(&bin, "/app", refused), None, "{refused}");
         }

@@ -44,9 +44,13 @@ pub(super) async fn respond(
         }
     };
     let (status, meta) = translate(ctx, resp.status(), resp.headers());
-    if ctx.header(tls, status, &meta).await.is_err() || status / 10 != 2 {
+    if status / 10 != 2 {
+        let _ = ctx.header(tls, status, &meta).await;
         return (status, 0);
     }
+    // The header goes out with the first piece of the body: one TLS record and one write for a
+    // small page instead of two.
+    let mut out = format!("{status:02} {meta}\r\n").into_bytes();
     let mut body = resp.into_body();
     let max = ctx.cfg.max_response_bytes;
     let mut sent = 0u64;
@@ -59,14 +63,29 @@ pub(super) async fn respond(
         };
         let room = usize::try_from(max - sent).unwrap_or(usize::MAX);
         let take = data.len().min(room);
-        if tls.write_all(&data[..take]).await.is_err() {
-            break;
+        let written = if out.is_empty() {
+            tls.write_all(&data[..take]).await
+        } else {
+            ctx.header_sent
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            out.extend_from_slice(&data[..take]);
+            let w = tls.write_all(&out).await;
+            out = Vec::new();
+            w
+        };
+        if written.is_err() {
+            return (status, sent);
         }
         sent += take as u64;
         if take < data.len() {
             tracing::warn!(gemini = %ctx.cfg.name, route = %ctx.route.name, max_bytes = max, "the upstream's response is over the limit; cut");
             break;
         }
+    }
+    if !out.is_empty() {
+        ctx.header_sent
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tls.write_all(&out).await;
     }
     let _ = tls.flush().await;
     (status, sent)
@@ -115,7 +134,8 @@ fn translate(ctx: &Ctx<'_>, status: StatusCode, headers: &http::HeaderMap) -> (u
             .and_then(|v: &HeaderValue| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(line) = text(header::HeaderName::from_static("gemini-status")) {
+    if let Some(value) = headers.get("gemini-status") {
+        let line = value.to_str().map(str::trim).unwrap_or("");
         if let Some(own) = response::status_line(line) {
             return own;
         }
@@ -170,6 +190,9 @@ fn absolute(ctx: &Ctx<'_>, location: &str) -> Option<String> {
     {
         return None;
     }
+    // A space ends a URL for every client: the rest would read as a second field.
+    let encoded = location.replace(' ', "%20");
+    let location = encoded.as_str();
     if location.contains("://") {
         return Some(location.to_owned());
     }

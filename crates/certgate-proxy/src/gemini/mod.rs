@@ -33,6 +33,9 @@ use crate::policy::{self, Access, Decision};
 use request::{Refusal, Request};
 pub use response::status_line;
 
+/// How long a refusal or the end of a response may take to reach a client that does not read.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A resolved `[[gemini]]` listener.
 #[derive(Debug)]
 pub struct GeminiConfig {
@@ -193,7 +196,11 @@ async fn connection(
     let outcome = match line.and_then(|l| judge(cfg, &l, port, sni.as_deref(), &client)) {
         Err(refusal) => {
             tracing::debug!(gemini = %cfg.name, %peer, status = refusal.status, reason = refusal.reason, "request refused");
-            let _ = response::header(&mut tls, refusal.status, refusal.reason).await;
+            let _ = tokio::time::timeout(
+                CLOSE_TIMEOUT,
+                response::header(&mut tls, refusal.status, refusal.reason),
+            )
+            .await;
             Outcome {
                 status: refusal.status,
                 route: String::new(),
@@ -227,7 +234,11 @@ async fn connection(
                     let status = if ctx.header_sent.load(Ordering::Relaxed) {
                         0
                     } else {
-                        let _ = response::header(&mut tls, 42, "the response took too long").await;
+                        let _ = tokio::time::timeout(
+                            CLOSE_TIMEOUT,
+                            response::header(&mut tls, 42, "the response took too long"),
+                        )
+                        .await;
                         42
                     };
                     Outcome {
@@ -248,7 +259,9 @@ async fn connection(
             }
         }
     };
-    let _ = tls.shutdown().await;
+    // A client that stops reading cannot hold the connection open: close_notify gets a moment
+    // to go out, then the connection is dropped.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, tls.shutdown()).await;
     let (hash, verified) = match client.presented() {
         Some(p) => (p.identity.cert_sha256.to_hex(), p.verified().is_some()),
         None => (String::new(), false),
@@ -438,7 +451,7 @@ impl Ctx<'_> {
             variables,
         };
         let env = cgi::environment(self.req, &script, &facts);
-        let mut child = match cgi::spawn(&script, &env) {
+        let mut running = match cgi::spawn(&script, &env) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(gemini = %self.cfg.name, script = %script.path.display(), error = %e, "cannot start the CGI script");
@@ -448,6 +461,7 @@ impl Ctx<'_> {
                 return (42, 0);
             }
         };
+        let child = &mut running.child;
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(cgi::log_stderr(
                 self.cfg.name.clone(),
@@ -467,9 +481,10 @@ impl Ctx<'_> {
             &script.path.display().to_string(),
         )
         .await;
-        // The script has had its say; one that still runs (or hangs after closing its output)
-        // is killed when `child` drops.
+        // The script has had its say; one that still runs (or hangs after closing its output),
+        // and whatever it left running, is killed when `running` drops.
         let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+        drop(running);
         sent
     }
 }

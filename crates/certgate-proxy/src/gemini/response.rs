@@ -92,28 +92,33 @@ where
         let _ = header(to, 42, "the CGI script failed").await;
         return (42, 0);
     };
-    if header(to, status, &meta).await.is_err() || status / 10 != 2 {
+    if status / 10 != 2 {
+        let _ = header(to, status, &meta).await;
         return (status, 0);
     }
+    // The header goes out with what the script printed after it so far: one write.
+    let mut out = format!("{status:02} {meta}\r\n").into_bytes();
     let mut sent = 0u64;
     let mut pending = buf.split_off(line_end.map_or(buf.len(), |i| i + 1));
     loop {
-        if !pending.is_empty() {
-            let room = usize::try_from(max - sent).unwrap_or(usize::MAX);
-            let take = pending.len().min(room);
-            if to.write_all(&pending[..take]).await.is_err() {
+        let room = usize::try_from(max - sent).unwrap_or(usize::MAX);
+        let take = pending.len().min(room);
+        out.extend_from_slice(&pending[..take]);
+        if !out.is_empty() {
+            if to.write_all(&out).await.is_err() {
                 return (status, sent);
             }
-            sent += take as u64;
-            if take < pending.len() {
-                tracing::warn!(
-                    gemini = listener,
-                    script,
-                    max_bytes = max,
-                    "the CGI script's output is over the limit; cut"
-                );
-                return (status, sent);
-            }
+            out.clear();
+        }
+        sent += take as u64;
+        if take < pending.len() {
+            tracing::warn!(
+                gemini = listener,
+                script,
+                max_bytes = max,
+                "the CGI script's output is over the limit; cut"
+            );
+            return (status, sent);
         }
         match from.read(&mut chunk).await {
             Ok(0) | Err(_) => break,

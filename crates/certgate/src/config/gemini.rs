@@ -130,6 +130,7 @@ impl Resolver<'_> {
                 routes.push(route);
             }
         }
+        self.cgi_overlaps(&routes, raw, &prefix);
         let mut limits = certgate_proxy::Limits::default();
         if let Some(v) = &raw.max_connections
             && let Some(n) = self.positive(v, &format!("{prefix}.max_connections"))
@@ -277,6 +278,41 @@ impl Resolver<'_> {
             upstream: upstream?,
             forward,
         })
+    }
+
+    /// A script one route names must not also be reachable through another route's CGI
+    /// directory, where that route's policy (perhaps none) would apply to it instead.
+    fn cgi_overlaps(&mut self, routes: &[GeminiRoute], raw: &RawGemini, prefix: &str) {
+        let cgi = |r: &GeminiRoute| match &r.upstream {
+            GeminiUpstream::Cgi { target, .. } => Some(target.clone()),
+            GeminiUpstream::Http { .. } => None,
+        };
+        for (j, route) in routes.iter().enumerate() {
+            let Some(script) = cgi(route) else { continue };
+            for other in routes {
+                let Some(dir) = cgi(other) else { continue };
+                if dir.is_dir() && script.parent() == Some(dir.as_path()) {
+                    let at = raw
+                        .route
+                        .get(j)
+                        .and_then(|r| r.get_ref().upstream.as_ref())
+                        .map(|u| u.span().start);
+                    let name = script.file_name().map(|n| n.to_string_lossy().into_owned());
+                    self.error(
+                        at,
+                        &format!("{prefix}.route[{j}].upstream"),
+                        format!(
+                            "{} is also reachable as `{}/{}` through route `{}` (its directory), under that route's rules; move the script out of {}",
+                            script.display(),
+                            other.path.trim_end_matches('/'),
+                            name.unwrap_or_default(),
+                            other.name,
+                            dir.display()
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// `cgi_variables = "jetforce" | "molly-brown"`: whose spelling of the disputed variables.

@@ -478,17 +478,52 @@ impl Resolver<'_> {
         p
     }
 
-    /// A route's `path` prefix: starts with `/`; `/` when not set.
+    /// A route's `path` prefix: starts with `/`; `/` when not set. Put in the normal form
+    /// requests are matched in (non-ASCII text and spaces percent-encoded, unreserved and
+    /// segment characters decoded, dot segments resolved), so that every spelling of the path a
+    /// client can send reaches this route and not a wider one.
     pub(super) fn route_path(&mut self, p: Option<&Spanned<String>>, prefix: &str) -> String {
-        match p {
-            None => "/".to_owned(),
-            Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
-            Some(p) => {
+        let Some(p) = p else {
+            return "/".to_owned();
+        };
+        let key = format!("{prefix}.path");
+        let at = Some(p.span().start);
+        let raw = p.get_ref();
+        if !raw.starts_with('/') {
+            self.error(at, &key, format!("`{raw}` must start with `/`"));
+            return "/".to_owned();
+        }
+        if raw.contains(['?', '#', ';']) || raw.chars().any(char::is_control) {
+            self.error(
+                at,
+                &key,
+                format!("`{raw}`: a route path matches a path only; `?`, `#`, `;` and control characters cannot appear in what it is compared with"),
+            );
+            return "/".to_owned();
+        }
+        let mut encoded = String::with_capacity(raw.len());
+        for c in raw.chars() {
+            if c == ' ' || !c.is_ascii() {
+                let mut utf8 = [0u8; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    encoded.push_str(&format!("%{b:02X}"));
+                }
+            } else {
+                encoded.push(c);
+            }
+        }
+        match certgate_proxy::normal::path(&encoded) {
+            Ok(n) if n.encoded_slash => {
                 self.error(
-                    Some(p.span().start),
-                    &format!("{prefix}.path"),
-                    format!("`{}` must start with `/`", p.get_ref()),
+                    at,
+                    &key,
+                    format!("`{raw}`: an encoded slash (`%2F`) cannot be matched"),
                 );
+                "/".to_owned()
+            }
+            Ok(n) => n.forward,
+            Err(why) => {
+                self.error(at, &key, format!("`{raw}`: {why}"));
                 "/".to_owned()
             }
         }

@@ -357,6 +357,16 @@ fn gemini_sections_report_each_error_with_line_and_key() {
     let d = dir.path();
     make_ca(d);
     std::fs::write(d.join("not-executable.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::create_dir_all(d.join("scripts")).unwrap();
+    std::fs::write(d.join("scripts/admin.sh"), "#!/bin/sh\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            d.join("scripts/admin.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
     let config = r#"version = 1
 [[identity]]
 name = "server"
@@ -384,6 +394,21 @@ client_auth = "require_and_verify"
   path = "/app"
   upstream = "http://127.0.0.1:8080"
   cgi_variables = "jetforce"
+  [[gemini.route]]
+  path = "/q?x=1"
+  upstream = "http://127.0.0.1:8080"
+
+[[gemini]]
+name = "overlap"
+listen = "127.0.0.1:0"
+identity = "server"
+  [[gemini.route]]
+  path = "/"
+  upstream = "cgi:scripts"
+  [[gemini.route]]
+  path = "/admin"
+  upstream = "cgi:scripts/admin.sh"
+  require_client_cert = true
 
 [[gemini]]
 name = "empty"
@@ -404,6 +429,9 @@ identity = "server"
         "certgate.toml:21: `gemini.capsule.route[3].path`: `z` must start with `/`",
         "certgate.toml:23: `gemini.capsule.route[3].cgi_variables`: `apache` is not `jetforce` or `molly-brown`",
         "certgate.toml:27: `gemini.capsule.route[4].cgi_variables`: applies to `cgi:` upstreams only",
+        "certgate.toml:29: `gemini.capsule.route[5].path`: `/q?x=1`: a route path matches a path only",
+        "`gemini.overlap.route[1].upstream`:",
+        "admin.sh is also reachable as `/admin.sh` through route `*/` (its directory), under that route's rules",
         "`gemini.empty.route`: no routes; add at least one [[gemini.route]]",
     ] {
         assert!(t.contains(want), "missing {want:?} in:\n{t}");

@@ -71,7 +71,7 @@ impl Capsule {
     }
 
     fn ran(&self) -> usize {
-        std::fs::read_to_string(self.dir.join("cgi-bin/ran.log")).map_or(0, |s| s.lines().count())
+        std::fs::read_to_string(self.dir.join("bin/ran.log")).map_or(0, |s| s.lines().count())
     }
 }
 
@@ -87,7 +87,8 @@ fn start() -> Option<Capsule> {
         c.write(&d, name);
     }
     std::fs::create_dir_all(d.join("cgi-bin/sub")).unwrap();
-    for script in ["cgi-bin/env.py", "cgi-bin/sub/env.py"] {
+    std::fs::create_dir_all(d.join("bin")).unwrap();
+    for script in ["bin/env.py", "cgi-bin/env.py", "cgi-bin/sub/env.py"] {
         std::fs::write(d.join(script), ENV_SCRIPT).unwrap();
         chmod_x(&d.join(script));
     }
@@ -108,7 +109,13 @@ fn start() -> Option<Capsule> {
         ),
         ("noheader.sh", "echo '<html>'\n"),
     ] {
-        let path = d.join("cgi-bin").join(name);
+        let path = d
+            .join(if name == "stream.sh" {
+                "bin"
+            } else {
+                "cgi-bin"
+            })
+            .join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
         chmod_x(&path);
     }
@@ -146,22 +153,22 @@ response_timeout_secs = 3
 max_response_bytes = 100000
   [[gemini.route]]
   path = "/"
-  upstream = "cgi:cgi-bin/env.py"
+  upstream = "cgi:bin/env.py"
   [[gemini.route]]
   path = "/stream"
-  upstream = "cgi:cgi-bin/stream.sh"
+  upstream = "cgi:bin/stream.sh"
   allow = [{{ cert_sha256 = "{alice_hash}" }}]
   [[gemini.route]]
   path = "/cgi"
   upstream = "cgi:cgi-bin"
   [[gemini.route]]
   path = "/members"
-  upstream = "cgi:cgi-bin/env.py"
+  upstream = "cgi:bin/env.py"
   require_client_cert = true
   allow = [{{ cert_sha256 = "{alice_hash}" }}]
   [[gemini.route]]
   path = "/staff"
-  upstream = "cgi:cgi-bin/env.py"
+  upstream = "cgi:bin/env.py"
   require_verified = true
   [[gemini.route]]
   path = "/app"
@@ -355,10 +362,12 @@ fn cgi_directories_find_scripts_and_nothing_else() {
     let Some(c) = start() else { return };
     let base = format!("gemini://localhost:{}", c.port());
     let anon = client(&c.pki, None);
-    let deep = get(&c, &anon, &format!("{base}/cgi/sub/env.py/extra/path"));
+    let deep = get(&c, &anon, &format!("{base}/cgi/env.py/extra/path"));
     assert!(deep.starts_with("20 "), "{deep}");
+    // A subdirectory is not entered: it may be another route's, with other rules.
+    assert!(get(&c, &anon, &format!("{base}/cgi/sub/env.py")).starts_with("51 "));
     assert!(
-        deep.contains("SCRIPT_NAME=/cgi/sub/env.py\n") && deep.contains("PATH_INFO=/extra/path\n"),
+        deep.contains("SCRIPT_NAME=/cgi/env.py\n") && deep.contains("PATH_INFO=/extra/path\n"),
         "{deep}"
     );
     // Dot segments are resolved before routing: this is `/c.toml`, for the `/` route's script.
@@ -957,4 +966,170 @@ fn a_reload_that_refuses_the_client_cuts_its_response() {
     );
     let ticks = String::from_utf8_lossy(&rest).matches("tick").count();
     assert!(ticks < 40, "{ticks} ticks after the reload");
+}
+
+/// A protected route's path in every spelling a client can send (raw UTF-8, its escapes in
+/// either case, escaped segment characters, escaped unreserved ones) reaches that route, never
+/// the open one beside it; so does a route path written in any spelling in the config.
+#[test]
+fn route_paths_in_any_spelling_keep_their_policy() {
+    let Some(c) = start() else { return };
+    let d = &c.dir;
+    std::fs::create_dir_all(d.join("secret")).unwrap();
+    std::fs::write(d.join("secret/env.py"), ENV_SCRIPT).unwrap();
+    chmod_x(&d.join("secret/env.py"));
+    let mut config = String::from(
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+
+[[gemini]]
+name = "spell"
+listen = "127.0.0.1:0"
+identity = "server"
+  [[gemini.route]]
+  path = "/"
+  upstream = "cgi:bin/env.py"
+"#,
+    );
+    for path in ["/büro", "/p+q", "/%7Ebob", "/a b", "/b%C3%A4r", "/@me"] {
+        config.push_str(&format!(
+            "  [[gemini.route]]\n  path = \"{path}\"\n  upstream = \"cgi:secret/env.py\"\n  require_client_cert = true\n"
+        ));
+    }
+    std::fs::write(d.join("spell.toml"), config).unwrap();
+    let server = Serve::start(d, "spell.toml", 1);
+    let port = server.port("spell");
+    let anon = client(&c.pki, None);
+    for path in [
+        "/büro/x",
+        "/b%C3%BCro/x",
+        "/b%c3%bcro/x",
+        "/p+q/z",
+        "/p%2Bq/z",
+        "/p%2bq",
+        "/~bob/s",
+        "/%7Ebob/s",
+        "/%7ebob",
+        "/a%20b/x",
+        "/bär/s",
+        "/b%C3%A4r/s",
+        "/@me",
+        "/%40me/x",
+        "/./b%C3%BCro/../büro/x",
+    ] {
+        let got = raw(
+            port,
+            Arc::clone(&anon),
+            format!("gemini://localhost:{port}{path}\r\n").as_bytes(),
+            false,
+        );
+        assert!(
+            got.starts_with("60 "),
+            "{path} reached the open route: {got}"
+        );
+    }
+    let open = raw(
+        port,
+        Arc::clone(&anon),
+        format!("gemini://localhost:{port}/bureau\r\n").as_bytes(),
+        false,
+    );
+    assert!(open.starts_with("20 "), "{open}");
+}
+
+/// Clients that stop reading give their connection slot back once the response time is up, and
+/// processes a script leaves behind are killed with it.
+#[test]
+fn stalled_readers_and_left_behind_processes_are_cleaned_up() {
+    let Some(c) = start() else { return };
+    let d = &c.dir;
+    std::fs::write(
+        d.join("cgi-bin/orphan.sh"),
+        "#!/bin/sh\nprintf '20 text/plain\\r\\n'\n(exec sleep 4321) >/dev/null 2>&1 &\necho started\n",
+    )
+    .unwrap();
+    chmod_x(&d.join("cgi-bin/orphan.sh"));
+    std::fs::write(
+        d.join("cgi-bin/big.sh"),
+        "#!/bin/sh\nprintf '20 text/plain\\r\\n'\nhead -c 50000000 /dev/zero | tr '\\0' a\n",
+    )
+    .unwrap();
+    chmod_x(&d.join("cgi-bin/big.sh"));
+    std::fs::write(
+        d.join("small.toml"),
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+
+[[gemini]]
+name = "small"
+listen = "127.0.0.1:0"
+identity = "server"
+max_connections = 2
+response_timeout_secs = 2
+  [[gemini.route]]
+  path = "/"
+  upstream = "cgi:cgi-bin"
+"#,
+    )
+    .unwrap();
+    let server = Serve::start(d, "small.toml", 1);
+    let port = server.port("small");
+    let anon = client(&c.pki, None);
+    let got = raw(
+        port,
+        Arc::clone(&anon),
+        format!("gemini://localhost:{port}/orphan.sh\r\n").as_bytes(),
+        false,
+    );
+    assert!(got.contains("started"), "{got}");
+    let mut left = true;
+    for _ in 0..50 {
+        let found = Command::new("pgrep")
+            .args(["-f", "sleep 4321"])
+            .output()
+            .unwrap();
+        left = found.status.success();
+        if !left {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !left,
+        "the script's background process outlived its response"
+    );
+
+    // Two clients take both slots with a 50 MB response they never read.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = crate::tls::connect(port, Arc::clone(&anon), Duration::from_secs(30)).unwrap();
+        s.write_all(format!("gemini://localhost:{port}/big.sh\r\n").as_bytes())
+            .unwrap();
+        s.flush().unwrap();
+        stalled.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Both slots are taken: a third client waits (its connection sits in the accept queue)
+    // until the response time-out and the close allowance free one, then is served.
+    let t = std::time::Instant::now();
+    let served = raw(
+        port,
+        Arc::clone(&anon),
+        format!("gemini://localhost:{port}/env.py\r\n").as_bytes(),
+        false,
+    );
+    let waited = t.elapsed();
+    assert!(
+        waited > Duration::from_secs(1),
+        "served at once ({waited:?}): the slots were not held"
+    );
+    assert!(served.starts_with("20 "), "no slot came free: {served:?}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    drop(stalled);
 }
