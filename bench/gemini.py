@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Gemini: certgate against molly-brown and Jetforce, in one run, one core each.
 
-    python3 bench/gemini.py [--seconds 5] [--rounds 3] [--idle 2000]
+    python3 bench/gemini.py [--seconds 5] [--rounds 3] [--idle 2000] [--out docs]
 
 Run by `bench/gemini.sh`, which installs the peers and builds certgate and the load generator.
 
@@ -19,7 +19,7 @@ Measures, per server: requests/s, each a new connection with a full TLS 1.3 hand
 client certificate (Gemini has one request per connection, so this is also handshakes/s), with
 p50/p99 latency; the same without a client certificate; RSS per idle connection (handshake done,
 no request line yet) of a freshly started server. Rounds alternate between the servers; figures
-are medians with the spread. Prints a Markdown table.
+are medians with the spread. Writes `OUT/benchmarks-gemini.md` and prints it.
 """
 
 import argparse
@@ -49,6 +49,15 @@ def core_busy(core):
             idle = v[3] + v[4]
             return sum(v) - idle, sum(v)
     raise RuntimeError(f"no cpu{core} in /proc/stat")
+
+
+def peer_version(argv, fallback):
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return fallback
+    line = (done.stdout or done.stderr).strip().splitlines()
+    return line[0] if line and done.returncode == 0 else fallback
 
 
 class Gemini:
@@ -196,6 +205,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--idle", type=int, default=2000)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
     ap.add_argument("--upstream-core", type=int, default=0,
                     help="where certgate's upstream runs: 1 (with the load generator) or 0 (with certgate)")
     args = ap.parse_args()
@@ -239,27 +249,40 @@ def main():
             v = sorted(rounds[n]["cert"], key=lambda x: x["rps"])[len(rounds[n]["cert"]) // 2]
             return f"{v['p50_us']:,} / {v['p99_us']:,}"
 
-        print(f"\n{args.rounds} alternating rounds of {args.seconds} s, {args.connections} connections, one core per server; "
+        out = []
+        out.append(f"{args.rounds} alternating rounds of {args.seconds} s, {args.connections} connections, one core per server; "
               f"idle: {args.idle} connections.\n")
-        print("| measure | certgate | molly-brown | jetforce | certgate / molly-brown | certgate / jetforce |")
-        print("|---|---|---|---|---|---|")
+        out.append("| measure | certgate | molly-brown | jetforce | certgate / molly-brown | certgate / jetforce |")
+        out.append("|---|---|---|---|---|---|")
         for key, label in (("cert", "requests/s, client certificate (each a full handshake)"),
                            ("none", "requests/s, no client certificate")):
             c, m, j = (med[n][key]["median"] for n in SERVERS)
-            print(f"| {label} | {' | '.join(fmt(med[n][key]) for n in SERVERS)} | {c / m:.2f}x | {c / j:.2f}x |")
-        print(f"| p50 / p99 latency µs (client certificate) | {' | '.join(lat(n, 'cert') for n in SERVERS)} | | |")
+            out.append(f"| {label} | {' | '.join(fmt(med[n][key]) for n in SERVERS)} | {c / m:.2f}x | {c / j:.2f}x |")
+        out.append(f"| p50 / p99 latency µs (client certificate) | {' | '.join(lat(n, 'cert') for n in SERVERS)} | | |")
         kib = {n: idle[n]["bytes_per_conn"] / 1024 for n in SERVERS}
         cells = " | ".join(f"{kib[n]:.1f} KiB ({idle[n]['open']:,} open)" for n in SERVERS)
-        print(f"| RSS per idle connection | {cells} "
+        out.append(f"| RSS per idle connection | {cells} "
               f"| {kib['certgate'] / kib['molly-brown']:.2f}x | {kib['certgate'] / kib['jetforce']:.2f}x |")
-        print("\nServer CPU per request (client certificate, median round): " + ", ".join(
+        out.append("\nServer CPU per request (client certificate, median round): " + ", ".join(
             f"{n} {statistics.median(x['server_cpu_share'] / x['rps'] * 1e6 for x in rounds[n]['cert']):.0f} µs"
             for n in SERVERS) + "; core 1 (load generator, and certgate's upstream) busy: " + ", ".join(
             f"{n} {statistics.median(x['core1_busy'] for x in rounds[n]['cert']):.2f}" for n in SERVERS))
-        print("Server CPU share in the median round (client certificate): " + ", ".join(
+        out.append("Server CPU share in the median round (client certificate): " + ", ".join(
             f"{n} {statistics.median(x['server_cpu_share'] for x in rounds[n]['cert']):.2f}" for n in SERVERS)
             + "; load generator: " + ", ".join(
             f"{n} {statistics.median(x['loadgen_cpu_share'] for x in rounds[n]['cert']):.2f}" for n in SERVERS))
+        versions = ", ".join(v for v in (peer_version(["molly-brown", "-h"], "molly-brown (Debian package)"),
+                                          peer_version(["jetforce", "-V"], None)) if v)
+        text = (
+            "# Benchmarks: Gemini, certgate against molly-brown and Jetforce\n\n"
+            "Regenerate with `bash bench/gemini.sh " + f"{args.seconds} {args.idle} {args.rounds}`.\n\n"
+            + time.strftime("This run: %Y-%m-%d %H:%M UTC", time.gmtime()) + f", {os.cpu_count()} cores; {versions}.\n\n"
+            + __doc__.split("\n\n", 2)[2].split("\n\nMeasures")[0].replace("\n", " ") + "\n\n"
+            + "\n".join(out) + "\n"
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "benchmarks-gemini.md").write_text(text)
+        print(text)
     finally:
         for n in list(g.procs):
             g.stop(n)
