@@ -12,7 +12,7 @@ pub const DEFAULT_MIME: &str = "text/gemini; charset=utf-8";
 
 /// Parses and checks a response header line (without its line end): two digits, a first digit
 /// from 1 to 6, then nothing or a space and a META of at most 1024 bytes with no control
-/// characters. A `20` without META gets [`DEFAULT_MIME`].
+/// characters. A `20` without META gets `text/gemini; charset=utf-8`.
 pub fn status_line(line: &str) -> Option<(u8, String)> {
     let b = line.as_bytes();
     if b.len() < 2 || !b[0].is_ascii_digit() || !b[1].is_ascii_digit() {
