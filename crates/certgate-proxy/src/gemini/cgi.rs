@@ -158,7 +158,7 @@ pub(crate) fn environment(
         // Names come from the certificate, which the client may have made: control characters
         // (a CR LF a script would print into its page, a NUL no environment can hold) are
         // written as `\xHH`.
-        let cn = printable(id.common_name.as_deref().unwrap_or_default());
+        let cn = printable(id.common_name.as_deref().unwrap_or_default(), true);
         env.extend([
             (
                 "AUTH_TYPE",
@@ -184,23 +184,26 @@ pub(crate) fn environment(
                 "TLS_CLIENT_AUTHORISED",
                 if peer.verified().is_some() { "1" } else { "0" }.to_owned(),
             ),
-            ("TLS_CLIENT_SUBJECT", printable(&id.subject)),
+            ("TLS_CLIENT_SUBJECT", printable(&id.subject, false)),
             ("TLS_CLIENT_SUBJECT_CN", cn),
-            ("TLS_CLIENT_ISSUER", printable(&id.issuer)),
+            ("TLS_CLIENT_ISSUER", printable(&id.issuer, false)),
             (
                 "TLS_CLIENT_ISSUER_CN",
-                printable(&issuer_cn(&id.issuer).unwrap_or_default()),
+                printable(&issuer_cn(&id.issuer).unwrap_or_default(), true),
             ),
         ]);
     }
     env
 }
 
-/// `text` with control characters written as `\xHH`.
-fn printable(text: &str) -> String {
+/// `text` with control characters written as `\xHH`, and with `\` written as `\\` when
+/// `backslash` (a plain value; RFC 4514 names already escape theirs).
+fn printable(text: &str, backslash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
+        if backslash && c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() {
             for b in c.to_string().bytes() {
                 out.push_str(&format!("\\x{b:02x}"));
             }
@@ -211,26 +214,48 @@ fn printable(text: &str) -> String {
     out
 }
 
-/// The `CN` of an RFC 4514 name (the first one, unescaped as far as `\,` goes).
+/// The value of the first `CN` of an RFC 4514 name, unescaped (`\,` and `\HH` hex pairs).
 fn issuer_cn(dn: &str) -> Option<String> {
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let mut escaped = false;
-    for c in dn.chars() {
-        match (escaped, c) {
-            (true, c) => {
-                cur.push(c);
-                escaped = false;
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut cur = Vec::new();
+    let b = dn.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match (hex, b.get(i + 1)) {
+                    (Some(v), _) => {
+                        cur.push(v);
+                        i += 3;
+                    }
+                    (None, Some(&c)) => {
+                        cur.push(c);
+                        i += 2;
+                    }
+                    (None, None) => i += 1,
+                }
             }
-            (false, '\\') => escaped = true,
-            (false, ',') => parts.push(std::mem::take(&mut cur)),
-            (false, c) => cur.push(c),
+            b',' => {
+                parts.push(std::mem::take(&mut cur));
+                i += 1;
+            }
+            c => {
+                cur.push(c);
+                i += 1;
+            }
         }
     }
     parts.push(cur);
-    parts
-        .iter()
-        .find_map(|p| p.trim().strip_prefix("CN=").map(str::to_owned))
+    parts.iter().find_map(|p| {
+        let text = String::from_utf8_lossy(p);
+        text.trim_matches(' ')
+            .strip_prefix("CN=")
+            .map(str::to_owned)
+    })
 }
 
 /// A serial number in lower-case hex (any length) as a decimal string.
@@ -334,9 +359,11 @@ mod tests {
     #[test]
     fn control_characters_are_escaped() {
         assert_eq!(
-            printable("a\r\nb\0c\u{85}d é"),
+            printable("a\r\nb\0c\u{85}d é", false),
             "a\\x0d\\x0ab\\x00c\\xc2\\x85d é"
         );
+        // A literal `\x0a` cannot pass for a real line feed.
+        assert_eq!(printable("a\\x0a\n", true), "a\\\\x0a\\x0a");
     }
 
     #[test]
@@ -350,6 +377,11 @@ mod tests {
             Some("a,b")
         );
         assert_eq!(issuer_cn("O=Example"), None);
+        assert_eq!(
+            issuer_cn("CN=a\\7fb\\0d\\0a").as_deref(),
+            Some("a\u{7f}b\r\n")
+        );
+        assert_eq!(issuer_cn("CN=b\\c3\\bcro").as_deref(), Some("büro"));
     }
 
     #[test]

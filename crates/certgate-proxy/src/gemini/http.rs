@@ -131,11 +131,14 @@ fn translate(ctx: &Ctx<'_>, status: StatusCode, headers: &http::HeaderMap) -> (u
     let text = |name: header::HeaderName| {
         headers
             .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .and_then(|v: &HeaderValue| std::str::from_utf8(v.as_bytes()).ok())
             .map(str::trim)
     };
     if let Some(value) = headers.get("gemini-status") {
-        let line = value.to_str().map(str::trim).unwrap_or("");
+        // UTF-8, as Gemini is (`10 Entrez votre âge`); HTTP calls bytes >= 0x80 obs-text.
+        let line = std::str::from_utf8(value.as_bytes())
+            .map(str::trim)
+            .unwrap_or("");
         if let Some(own) = response::status_line(line) {
             return own;
         }
@@ -190,8 +193,19 @@ fn absolute(ctx: &Ctx<'_>, location: &str) -> Option<String> {
     {
         return None;
     }
-    // A space ends a URL for every client: the rest would read as a second field.
-    let encoded = location.replace(' ', "%20");
+    // A space ends a URL for every client (the rest would read as a second field), and a URL
+    // is ASCII: both are percent-encoded.
+    let mut encoded = String::with_capacity(location.len());
+    for c in location.chars() {
+        if c == ' ' || !c.is_ascii() {
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            encoded.push(c);
+        }
+    }
     let location = encoded.as_str();
     if location.contains("://") {
         return Some(location.to_owned());

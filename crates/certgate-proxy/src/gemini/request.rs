@@ -154,10 +154,23 @@ pub fn parse(line: &[u8], port: u16) -> Result<Request, Refusal> {
     {
         return Err(bad("invalid percent-encoding in the query"));
     }
+    // Raw UTF-8 in the query is percent-encoded as in the path (RFC 3987 §3.1): HTTP
+    // upstreams get an ASCII request line, scripts one spelling of the input.
+    let query = query.map(|q| {
+        let mut out = String::with_capacity(q.len());
+        for b in q.bytes() {
+            if b.is_ascii() {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    });
     Ok(Request {
         authority,
         path,
-        query: query.map(str::to_owned),
+        query,
     })
 }
 
@@ -209,6 +222,10 @@ mod tests {
             Some(11965)
         );
         assert_eq!(ok("gemini://[::1]/%7Euser").path.forward, "/~user");
+        assert_eq!(
+            ok("gemini://a/b\u{fc}ro?\u{e2}ge=1").url(),
+            "gemini://a/b%C3%BCro?%C3%A2ge=1"
+        );
     }
 
     #[test]

@@ -280,37 +280,62 @@ impl Resolver<'_> {
         })
     }
 
-    /// A script one route names must not also be reachable through another route's CGI
-    /// directory, where that route's policy (perhaps none) would apply to it instead.
+    /// A script one route names must not also be reachable through another route with other
+    /// rules: the same file or directory named twice, or the file sitting in the other route's
+    /// CGI directory under any name (a hard or symbolic link too). Files are compared by device
+    /// and inode, so no spelling of a path escapes the check.
     fn cgi_overlaps(&mut self, routes: &[GeminiRoute], raw: &RawGemini, prefix: &str) {
-        let cgi = |r: &GeminiRoute| match &r.upstream {
-            GeminiUpstream::Cgi { target, .. } => Some(target.clone()),
-            GeminiUpstream::Http { .. } => None,
-        };
+        use std::os::unix::fs::MetadataExt as _;
+        let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let targets: Vec<Option<(PathBuf, (u64, u64))>> = routes
+            .iter()
+            .map(|r| match &r.upstream {
+                GeminiUpstream::Cgi { target, .. } => id(target).map(|i| (target.clone(), i)),
+                GeminiUpstream::Http { .. } => None,
+            })
+            .collect();
         for (j, route) in routes.iter().enumerate() {
-            let Some(script) = cgi(route) else { continue };
-            for other in routes {
-                let Some(dir) = cgi(other) else { continue };
-                if dir.is_dir() && script.parent() == Some(dir.as_path()) {
-                    let at = raw
-                        .route
-                        .get(j)
-                        .and_then(|r| r.get_ref().upstream.as_ref())
-                        .map(|u| u.span().start);
-                    let name = script.file_name().map(|n| n.to_string_lossy().into_owned());
-                    self.error(
-                        at,
-                        &format!("{prefix}.route[{j}].upstream"),
-                        format!(
-                            "{} is also reachable as `{}/{}` through route `{}` (its directory), under that route's rules; move the script out of {}",
-                            script.display(),
-                            other.path.trim_end_matches('/'),
-                            name.unwrap_or_default(),
-                            other.name,
-                            dir.display()
-                        ),
-                    );
+            let Some((path, ident)) = &targets[j] else {
+                continue;
+            };
+            for (k, other) in routes.iter().enumerate() {
+                let Some((other_path, other_ident)) = &targets[k] else {
+                    continue;
+                };
+                if k == j || route.access == other.access {
+                    continue;
                 }
+                let how = if ident == other_ident {
+                    format!("route `{}` names it too", other.name)
+                } else if other_path.is_dir()
+                    && let Some(name) = std::fs::read_dir(other_path)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .find(|e| id(&e.path()) == Some(*ident))
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                {
+                    format!(
+                        "it is `{}/{name}` in route `{}`'s directory",
+                        other.path.trim_end_matches('/'),
+                        other.name
+                    )
+                } else {
+                    continue;
+                };
+                let at = raw
+                    .route
+                    .get(j)
+                    .and_then(|r| r.get_ref().upstream.as_ref())
+                    .map(|u| u.span().start);
+                self.error(
+                    at,
+                    &format!("{prefix}.route[{j}].upstream"),
+                    format!(
+                        "{} is also reachable under other rules: {how}; give each route its own script or directory",
+                        path.display()
+                    ),
+                );
             }
         }
     }

@@ -513,6 +513,13 @@ impl Resolver<'_> {
             }
         }
         match certgate_proxy::normal::path(&encoded) {
+            // `%3B` is data to every app that decodes its path, while a raw `;` starts segment
+            // parameters, which matching leaves out: `/k;l` would match `/k` and reach the app
+            // as the same path as `/k%3Bl`.
+            Ok(n) if n.forward.to_ascii_uppercase().contains("%3B") => {
+                self.error(at, &key, format!("`{raw}`: `%3B` (`;`) cannot be matched"));
+                "/".to_owned()
+            }
             Ok(n) if n.encoded_slash => {
                 self.error(
                     at,

@@ -366,6 +366,15 @@ fn gemini_sections_report_each_error_with_line_and_key() {
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
+        std::fs::create_dir_all(d.join("other")).unwrap();
+        std::fs::write(d.join("other/tool.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            d.join("other/tool.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        // The protected tool, hard-linked into the open directory under another name.
+        std::fs::hard_link(d.join("other/tool.sh"), d.join("scripts/innocent.sh")).unwrap();
     }
     let config = r#"version = 1
 [[identity]]
@@ -409,6 +418,14 @@ identity = "server"
   path = "/admin"
   upstream = "cgi:scripts/admin.sh"
   require_client_cert = true
+  [[gemini.route]]
+  path = "/adm"
+  upstream = "cgi:./scripts/"
+  require_client_cert = true
+  [[gemini.route]]
+  path = "/tool"
+  upstream = "cgi:other/tool.sh"
+  require_client_cert = true
 
 [[gemini]]
 name = "empty"
@@ -431,7 +448,10 @@ identity = "server"
         "certgate.toml:27: `gemini.capsule.route[4].cgi_variables`: applies to `cgi:` upstreams only",
         "certgate.toml:29: `gemini.capsule.route[5].path`: `/q?x=1`: a route path matches a path only",
         "`gemini.overlap.route[1].upstream`:",
-        "admin.sh is also reachable as `/admin.sh` through route `*/` (its directory), under that route's rules",
+        "admin.sh is also reachable under other rules: it is `/admin.sh` in route `*/`'s directory",
+        "`gemini.overlap.route[2].upstream`:",
+        "scripts is also reachable under other rules: route `*/` names it too",
+        "tool.sh is also reachable under other rules: it is `/innocent.sh` in route `*/`'s directory",
         "`gemini.empty.route`: no routes; add at least one [[gemini.route]]",
     ] {
         assert!(t.contains(want), "missing {want:?} in:\n{t}");

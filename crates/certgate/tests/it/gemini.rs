@@ -45,6 +45,8 @@ class H(BaseHTTPRequestHandler):
         elif p == "/app/busy": status, headers = 429, {"Retry-After": "7"}
         elif p == "/app/ask": headers = {"Gemini-Status": "10 Your name?"}
         elif p == "/app/bad-status": headers = {"Gemini-Status": "99 no such status"}
+        elif p == "/app/ask-fr": headers = {"Gemini-Status": "10 Entrez votre âge".encode().decode("latin-1")}
+        elif p == "/app/moved-fr": status, headers = 302, {"Location": "/app/b\u00fcro x".encode().decode("latin-1")}
         else: body = b"# hello\n"
         self.send_response(status)
         for k, v in headers.items(): self.send_header(k, v)
@@ -88,7 +90,13 @@ fn start() -> Option<Capsule> {
     }
     std::fs::create_dir_all(d.join("cgi-bin/sub")).unwrap();
     std::fs::create_dir_all(d.join("bin")).unwrap();
-    for script in ["bin/env.py", "cgi-bin/env.py", "cgi-bin/sub/env.py"] {
+    for script in [
+        "bin/env.py",
+        "bin/members.py",
+        "bin/staff.py",
+        "cgi-bin/env.py",
+        "cgi-bin/sub/env.py",
+    ] {
         std::fs::write(d.join(script), ENV_SCRIPT).unwrap();
         chmod_x(&d.join(script));
     }
@@ -163,12 +171,12 @@ max_response_bytes = 100000
   upstream = "cgi:cgi-bin"
   [[gemini.route]]
   path = "/members"
-  upstream = "cgi:bin/env.py"
+  upstream = "cgi:bin/members.py"
   require_client_cert = true
   allow = [{{ cert_sha256 = "{alice_hash}" }}]
   [[gemini.route]]
   path = "/staff"
-  upstream = "cgi:bin/env.py"
+  upstream = "cgi:bin/staff.py"
   require_verified = true
   [[gemini.route]]
   path = "/app"
@@ -548,6 +556,8 @@ fn http_upstream_translation_and_identity_headers() {
         ),
         ("/app/busy", "44 7\r\n".to_owned()),
         ("/app/ask", "10 Your name?\r\n".to_owned()),
+        ("/app/ask-fr", "10 Entrez votre âge\r\n".to_owned()),
+        ("/app/moved-fr", format!("30 {base}/app/b%C3%BCro%20x\r\n")),
     ] {
         assert_eq!(get(&c, &anon, &format!("{base}{path}")), want, "{path}");
     }
