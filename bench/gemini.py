@@ -271,7 +271,7 @@ def main():
             f"{n} {statistics.median(x['server_cpu_share'] for x in rounds[n]['cert']):.2f}" for n in SERVERS)
             + "; load generator: " + ", ".join(
             f"{n} {statistics.median(x['loadgen_cpu_share'] for x in rounds[n]['cert']):.2f}" for n in SERVERS))
-        versions = ", ".join(v for v in (peer_version(["molly-brown", "-h"], "molly-brown (Debian package)"),
+        versions = ", ".join(v for v in (peer_version(["dpkg-query", "-W", "-f", "molly-brown ${Version}", "molly-brown"], "molly-brown"),
                                           peer_version(["jetforce", "-V"], None)) if v)
         text = (
             "# Benchmarks: Gemini, certgate against molly-brown and Jetforce\n\n"
