@@ -3347,3 +3347,109 @@ trust = "clients"
     drop(server);
     f.assert_none("request smuggling");
 }
+
+/// Route paths with non-ASCII text and segment characters, protected in front of Python's
+/// `http.server` (which percent-decodes the path before opening a file): every spelling of such
+/// a path is judged by its route, none falls through to the public `/`, and route paths in the
+/// config are read in the same normal form (`/%7Ebob` protects `/~bob`).
+#[test]
+fn route_paths_with_non_ascii_and_segment_characters_keep_their_policy() {
+    let Some(python) = python_with_h2() else {
+        return;
+    };
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_server_pki(d);
+    let site = d.join("site");
+    for sub in ["büro", "p+q", "@me", "~bob"] {
+        std::fs::create_dir_all(site.join(sub)).unwrap();
+        std::fs::write(site.join(sub).join("secret.txt"), SECRET).unwrap();
+    }
+    std::fs::write(site.join("index.html"), "PUBLIC-INDEX").unwrap();
+    let log = d.join("files.log");
+    let files = Script::start(
+        &python,
+        d,
+        FILE_UPSTREAM,
+        &[site.to_str().unwrap(), log.to_str().unwrap()],
+    );
+    let mut config = format!(
+        r#"{CONFIG_HEAD}
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+  [[ingress.route]]
+  path = "/"
+  upstream = "http://127.0.0.1:{port}"
+"#,
+        port = files.port
+    );
+    for path in ["/büro", "/p+q", "/%40me", "/%7Ebob"] {
+        config.push_str(&format!(
+            "  [[ingress.route]]\n  path = \"{path}\"\n  upstream = \"http://127.0.0.1:{}\"\n  require_verified = true\n",
+            files.port
+        ));
+    }
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    let good = ClientId::of(
+        &signed_by(&Spec::client("alice"), &pki.intermediate),
+        &[&pki.intermediate],
+    );
+    // Control: the files are there for a verified client, through each route.
+    for path in [
+        "/b%C3%BCro/secret.txt",
+        "/p+q/secret.txt",
+        "/@me/secret.txt",
+        "/~bob/secret.txt",
+    ] {
+        let (r, _) = one(
+            port,
+            &pki.root.der,
+            &Dial::sni("localhost").with(&good),
+            &get(path, &["Host: localhost"]),
+        );
+        assert!(
+            r.status == 200 && r.body_text() == SECRET,
+            "control {path}: {}",
+            r.summary()
+        );
+    }
+    let mut f = Failures::default();
+    for path in [
+        "/b%C3%BCro/secret.txt",
+        "/b%c3%bcro/secret.txt",
+        "/b%C3%BCro/./secret.txt",
+        "//b%C3%BCro//secret.txt",
+        "/p+q/secret.txt",
+        "/p%2Bq/secret.txt",
+        "/p%2bq/secret.txt",
+        "/%70%2B%71/secret.txt",
+        "/@me/secret.txt",
+        "/%40me/secret.txt",
+        "/~bob/secret.txt",
+        "/%7Ebob/secret.txt",
+        "/%7ebob/secret.txt",
+    ] {
+        let (r, all) = one(
+            port,
+            &pki.root.der,
+            &Dial::sni("localhost"),
+            &get(path, &["Host: localhost"]),
+        );
+        f.check(!all.contains(SECRET), || {
+            format!("{path:?}: the secret leaked: {}", r.summary())
+        });
+        f.check(r.status == 401, || {
+            format!(
+                "{path:?}: want 401 from its protected route, got {}",
+                r.summary()
+            )
+        });
+    }
+    f.assert_none("route_paths_with_non_ascii_and_segment_characters_keep_their_policy");
+}
