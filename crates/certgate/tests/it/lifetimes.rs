@@ -335,6 +335,8 @@ fn an_egress_tunnel_holds_its_slot_and_meets_the_idle_timeout_and_the_drain() {
         !proxy_answers(proxy, Duration::from_millis(1500)),
         "a second connection was served while a tunnel held the only slot"
     );
+    // Traffic at once: 1.5 s of that check plus a 0.5 s pause would reach the 2 s idle timeout.
+    echo(&mut t, b"still here");
     for _ in 0..6 {
         std::thread::sleep(Duration::from_millis(500));
         echo(&mut t, b"still here");
