@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import CERTGATE, LOADGEN, cpu_seconds, median_spread, rss_kib, sh  # noqa: E402
+from compare import CERTGATE, LOADGEN, Bench, cpu_seconds, median_spread, rss_kib, sh  # noqa: E402
 
 SERVERS = ["certgate", "molly-brown", "jetforce"]
 PORTS = {"certgate": 19651, "molly-brown": 19652, "jetforce": 19653, "upstream": 19654}
@@ -60,11 +60,8 @@ def peer_version(argv, fallback):
     return line[0] if line and done.returncode == 0 else fallback
 
 
-class Gemini:
-    def __init__(self, work, args):
-        self.w = work
-        self.args = args
-        self.procs = {}
+class Gemini(Bench):
+    """Servers and load, as `compare.Bench` (whose `spawn` and `stop` it uses) with its own set-up."""
 
     def setup(self):
         w = self.w
@@ -116,14 +113,6 @@ AccessLog = "/dev/null"
 ErrorLog = "{w}/molly-error.log"
 """)
 
-    def spawn(self, name, core, argv, env=None):
-        log = open(self.w / f"{name}.out", "w")
-        proc = subprocess.Popen(["taskset", "-c", str(core)] + [str(a) for a in argv], cwd=self.w,
-                                stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
-        self.procs[name] = proc
-        return proc
-
     def start(self, name):
         w = self.w
         if name == "upstream":
@@ -148,16 +137,6 @@ ErrorLog = "{w}/molly-error.log"
         else:
             raise SystemExit(f"{name} did not listen on {PORTS[name]}")
         return self.procs[name].pid
-
-    def stop(self, name):
-        proc = self.procs.pop(name, None)
-        if proc and proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
 
     def load(self, name, *args, cert=True):
         auth = ["--cert", self.w / "me.pem", "--key", self.w / "me.key"]
@@ -284,8 +263,7 @@ def main():
         (args.out / "benchmarks-gemini.md").write_text(text)
         print(text)
     finally:
-        for n in list(g.procs):
-            g.stop(n)
+        g.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
 

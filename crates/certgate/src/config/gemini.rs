@@ -130,7 +130,10 @@ impl Resolver<'_> {
                 routes.push(route);
             }
         }
-        self.cgi_overlaps(&routes, raw, &prefix);
+        // Judged once every route resolved: the check reports routes by their index in the file.
+        if routes.len() == raw.route.len() {
+            self.cgi_overlaps(&routes, raw, &prefix);
+        }
         let mut limits = certgate_proxy::Limits::default();
         if let Some(v) = &raw.max_connections
             && let Some(n) = self.positive(v, &format!("{prefix}.max_connections"))
