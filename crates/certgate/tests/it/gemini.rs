@@ -1143,3 +1143,84 @@ response_timeout_secs = 2
     assert!(waited < Duration::from_secs(8), "{waited:?}");
     drop(stalled);
 }
+
+/// A client that sends no request line gets `59` after `request_timeout_secs`; what a script
+/// writes to standard error reaches the log; the admin status document lists the listener and
+/// its routes.
+#[test]
+fn request_timeout_script_errors_and_status() {
+    let Some(c) = start() else { return };
+    let d = &c.dir;
+    std::fs::write(
+        d.join("cgi-bin/complain.sh"),
+        "#!/bin/sh\necho 'disk on fire' >&2\nprintf '20 text/plain\\r\\nok\\n'\n",
+    )
+    .unwrap();
+    chmod_x(&d.join("cgi-bin/complain.sh"));
+    std::fs::write(
+        d.join("t.toml"),
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[gemini]]
+name = "timed"
+listen = "127.0.0.1:0"
+identity = "server"
+request_timeout_secs = 1
+  [[gemini.route]]
+  path = "/"
+  upstream = "cgi:cgi-bin"
+"#,
+    )
+    .unwrap();
+    let log = d.join("serve.log");
+    let server = Serve::start_logging(d, "t.toml", 2, &log);
+    let port = server.port("timed");
+    let anon = client(&c.pki, None);
+    let t = std::time::Instant::now();
+    let got = raw(port, Arc::clone(&anon), b"", false);
+    assert_eq!(got, "59 no complete request line in time\r\n");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+
+    let got = raw(
+        port,
+        Arc::clone(&anon),
+        format!("gemini://localhost:{port}/complain.sh\r\n").as_bytes(),
+        false,
+    );
+    assert_eq!(got, "20 text/plain\r\nok\n");
+    let mut logged = String::new();
+    for _ in 0..50 {
+        logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if logged.contains("disk on fire") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        logged.contains("disk on fire") && logged.contains("complain.sh"),
+        "{logged}"
+    );
+
+    let status = crate::admin_get(server.port("admin"), "/status");
+    let body: serde_json::Value =
+        serde_json::from_str(status.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let listener = body["listeners"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["kind"] == "gemini"))
+        .unwrap_or_else(|| panic!("no gemini listener in {body}"));
+    assert_eq!(listener["name"], "timed");
+    let upstream = listener["routes"][0]["upstream"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        upstream.starts_with("cgi:") && upstream.ends_with("cgi-bin"),
+        "{listener}"
+    );
+}
