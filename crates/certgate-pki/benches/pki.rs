@@ -140,6 +140,12 @@ fn crl_100k(c: &mut Criterion) {
     group.bench_function("webpki_parse", |b| {
         b.iter(|| webpki::OwnedCertRevocationList::from_der(black_box(&crl_der)).unwrap())
     });
+    let pem = certgate_pki::pem::encode("X509 CRL", &crl_der);
+    group.bench_function("pem_decode", |b| {
+        b.iter(|| {
+            certgate_pki::crl::crl_der(black_box(pem.as_bytes()), &Origin::other("crl")).unwrap()
+        })
+    });
     group.bench_function("parse_crl_for_files", |b| {
         b.iter(|| verify::parse_crl(black_box(&crl_der), &Origin::other("crl")).unwrap())
     });

@@ -11,7 +11,7 @@
 use std::fmt;
 
 use rustls_pki_types::CertificateDer;
-use x509_parser::asn1_rs::{Any, BitString, Class, FromDer as _, Tag};
+use x509_parser::asn1_rs::{Any, Class, FromDer as _, Tag};
 use x509_parser::extensions::X509Extension;
 use x509_parser::prelude::X509Certificate;
 use x509_parser::time::ASN1Time;
@@ -246,8 +246,13 @@ pub(crate) struct Lean<'a> {
     /// The DER of tbsCertList, what the signature covers.
     tbs: &'a [u8],
     signature_algorithm: AlgorithmIdentifier<'a>,
-    signature: BitString<'a>,
+    /// The DER contents of the signatureAlgorithm SEQUENCE.
+    signature_algorithm_der: &'a [u8],
+    /// The signature bits (the BIT STRING without its unused-bits octet, which must be 0).
+    signature_bits: &'a [u8],
     pub(crate) issuer: X509Name<'a>,
+    /// The contents of revokedCertificates (empty when absent).
+    revoked_certs: &'a [u8],
     pub(crate) this_update: i64,
     pub(crate) next_update: Option<i64>,
     /// The number of revoked entries.
@@ -277,10 +282,18 @@ impl<'a> Lean<'a> {
         let tbs_der = &content[..content.len() - after_tbs.len()];
         let (after_alg, signature_algorithm) =
             AlgorithmIdentifier::from_der(after_tbs).map_err(|e| e.to_string())?;
-        let (rest, signature) = BitString::from_der(after_alg).map_err(|e| e.to_string())?;
+        let signature_algorithm_der = any(after_tbs)?.1.data;
+        let (rest, signature) = any(after_alg)?;
         if !rest.is_empty() {
             return Err("bytes after the signature".to_owned());
         }
+        if signature.tag() != Tag::BitString {
+            return Err("the signature is not a BIT STRING".to_owned());
+        }
+        let signature_bits = match signature.data.split_first() {
+            Some((0, bits)) => bits,
+            _ => return Err("the signature BIT STRING has unused bits".to_owned()),
+        };
         if tbs.tag() != Tag::Sequence {
             return Err("tbsCertList is not a SEQUENCE".to_owned());
         }
@@ -298,12 +311,16 @@ impl<'a> Lean<'a> {
             i = rest;
         }
         let mut revoked = 0;
+        let mut revoked_certs: &[u8] = &[];
         if !i.is_empty() {
             let (rest, a) = any(i)?;
             if a.class() == Class::Universal && a.tag() == Tag::Sequence {
+                revoked_certs = a.data;
                 let mut entries = a.data;
                 while !entries.is_empty() {
-                    entries = any(entries)?.0;
+                    entries = crate::revocation::tlv(entries)
+                        .map_err(|e| format!("revoked entry {revoked}: {e}"))?
+                        .2;
                     revoked += 1;
                 }
                 i = rest;
@@ -333,8 +350,10 @@ impl<'a> Lean<'a> {
         Ok(Self {
             tbs: tbs_der,
             signature_algorithm,
-            signature,
+            signature_algorithm_der,
+            signature_bits,
             issuer,
+            revoked_certs,
             this_update: this_update.timestamp(),
             next_update,
             revoked,
@@ -358,6 +377,28 @@ impl<'a> Lean<'a> {
     /// The partition it is, if any (see [`CrlFacts::scope`]).
     pub(crate) fn scope(&self) -> Option<String> {
         scope(&self.extensions)
+    }
+
+    /// The contents of revokedCertificates (empty when the list revokes nothing).
+    pub(crate) fn revoked_certs(&self) -> &'a [u8] {
+        self.revoked_certs
+    }
+
+    /// Its IssuingDistributionPoint, if any.
+    pub(crate) fn idp(&self) -> Option<&x509_parser::extensions::IssuingDistributionPoint<'a>> {
+        self.extensions
+            .iter()
+            .find_map(|ext| match ext.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::IssuingDistributionPoint(idp) => {
+                    Some(idp)
+                }
+                _ => None,
+            })
+    }
+
+    /// What the signature covers, the signatureAlgorithm's DER contents and the signature bits.
+    pub(crate) fn signed_parts(&self) -> (&'a [u8], &'a [u8], &'a [u8]) {
+        (self.tbs, self.signature_algorithm_der, self.signature_bits)
     }
 }
 
@@ -433,16 +474,15 @@ pub fn check_and_load(
             detail: "signed with SHA-1, which is not accepted".to_owned(),
         });
     }
-    if let Err(e) = x509_parser::verify::verify_signature(
-        signer.public_key(),
-        &crl.signature_algorithm,
-        &crl.signature,
-        crl.tbs,
-    ) {
-        return Err(CrlRefused::BadSignature {
-            issuer,
-            detail: e.to_string(),
-        });
+    // With the algorithms (and key-size floors) a bundle verifies with, so a list accepted
+    // here is one the verifier accepts too; the list in force remembers the key.
+    let signer_spki = crate::revocation::der_contents(signer.public_key().raw).unwrap_or_default();
+    let (tbs, algorithm, signature) = crl.signed_parts();
+    let algorithms = crate::verify::signature_algorithms();
+    if let Err(detail) =
+        crate::revocation::verify_signature(signer_spki, algorithm, tbs, signature, algorithms)
+    {
+        return Err(CrlRefused::BadSignature { issuer, detail });
     }
     let (this_update, next_update) = (crl.this_update, crl.next_update);
     if this_update > now + SKEW_SECS {
@@ -507,10 +547,11 @@ pub fn check_and_load(
         }
         not_older(&facts, prev)?;
     }
-    // webpki, which uses the CRL, parses it too; refuse here what it would refuse there.
-    let owned = webpki::OwnedCertRevocationList::from_der(der)
-        .map_err(|e| CrlRefused::Malformed(format!("{e:?}")))?;
-    let loaded = crate::verify::LoadedCrl::from_parts(owned, der.to_vec(), &facts);
+    // The index parses every entry with webpki's parser: a list webpki would refuse is refused.
+    let list =
+        crate::revocation::RevocationList::new(der.to_vec()).map_err(CrlRefused::Malformed)?;
+    list.signed_with(signer_spki);
+    let loaded = crate::verify::LoadedCrl::from_parts(list, &facts);
     Ok((facts, loaded))
 }
 
@@ -821,7 +862,7 @@ mod tests {
                 if s.is_empty() { "0".to_owned() } else { s }
             });
             assert_eq!(lean.number(), number);
-            assert_eq!(lean.signature.data, full.signature_value.data);
+            assert_eq!(lean.signature_bits, full.signature_value.data.as_ref());
         }
         assert_eq!(Lean::parse(&lists[2]).unwrap().revoked, 50);
         assert_eq!(

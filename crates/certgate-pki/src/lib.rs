@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod name_constraints;
 pub mod peer;
 pub mod pem;
+mod revocation;
 mod sigcache;
 pub mod verify;
 

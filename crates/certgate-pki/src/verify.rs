@@ -12,10 +12,7 @@ use arc_swap::ArcSwap;
 
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use serde::Serialize;
-use webpki::{
-    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
-    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
-};
+use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer as _;
 
@@ -104,8 +101,8 @@ impl fmt::Debug for TrustBundle {
 /// A CRL as read from a file, before it joins a bundle.
 #[derive(Debug)]
 pub struct LoadedCrl {
-    crl: CertRevocationList<'static>,
-    der: Vec<u8>,
+    /// The list and its index of revoked serials (see `revocation`).
+    list: crate::revocation::RevocationList,
     /// nextUpdate, unix seconds (`u64::MAX` when absent).
     next_update: u64,
     /// Number of revoked serials.
@@ -134,15 +131,13 @@ impl LoadedCrl {
         }
     }
 
-    /// A CRL parsed by webpki, described by `facts` (from the same DER).
+    /// An indexed CRL, described by `facts` (from the same DER).
     pub(crate) fn from_parts(
-        crl: OwnedCertRevocationList,
-        der: Vec<u8>,
+        list: crate::revocation::RevocationList,
         facts: &crate::crl::CrlFacts,
     ) -> Self {
         Self {
-            crl: CertRevocationList::Owned(crl),
-            der,
+            list,
             next_update: facts
                 .next_update
                 .and_then(|n| u64::try_from(n).ok())
@@ -157,7 +152,17 @@ impl LoadedCrl {
 
     /// The CRL's DER.
     pub fn der(&self) -> &[u8] {
-        &self.der
+        self.list.der()
+    }
+
+    /// Whether the list names `serial` (the INTEGER's contents, as in the certificate).
+    pub fn revokes(&self, serial: &[u8]) -> bool {
+        self.list.revokes(serial)
+    }
+
+    /// The list, for revocation checks.
+    pub(crate) fn list(&self) -> &crate::revocation::RevocationList {
+        &self.list
     }
 
     /// Whether `other` is a version of the same list: the same issuer and scope.
@@ -221,37 +226,23 @@ impl LoadedCrl {
     }
 }
 
+/// The signature algorithms chains and CRLs are verified with (the TLS provider's).
+pub(crate) fn signature_algorithms() -> &'static [&'static dyn SignatureVerificationAlgorithm] {
+    rustls::crypto::aws_lc_rs::default_provider()
+        .signature_verification_algorithms
+        .all
+}
+
 /// Parses a CRL (PEM `X509 CRL` or DER).
 pub fn parse_crl(bytes: &[u8], origin: &Origin) -> Result<LoadedCrl> {
     let der = crate::crl::crl_der(bytes, origin)?;
-    let crl = OwnedCertRevocationList::from_der(&der).map_err(|e| Error::BadCrl {
+    let bad = |reason: String| Error::BadCrl {
         origin: origin.clone(),
-        reason: format!("{e:?}"),
-    })?;
-    let (revoked, next_update, issuer, number, this_update, scope) =
-        match crate::crl::Lean::parse(&der) {
-            Ok(c) => (
-                c.revoked,
-                c.next_update
-                    .and_then(|t| u64::try_from(t).ok())
-                    .unwrap_or(u64::MAX),
-                crate::dn::rfc4514(&c.issuer),
-                c.number(),
-                c.this_update,
-                c.scope(),
-            ),
-            Err(_) => (0, u64::MAX, String::new(), None, 0, None),
-        };
-    Ok(LoadedCrl {
-        crl: CertRevocationList::Owned(crl),
-        der,
-        next_update,
-        revoked,
-        issuer,
-        number,
-        this_update,
-        scope,
-    })
+        reason,
+    };
+    let facts = crate::crl::facts_of(&der).map_err(bad)?;
+    let list = crate::revocation::RevocationList::new(der).map_err(bad)?;
+    Ok(LoadedCrl::from_parts(list, &facts))
 }
 
 impl TrustBundle {
@@ -287,11 +278,7 @@ impl TrustBundle {
             stale_grace_secs: 0,
             grace_uses: std::sync::atomic::AtomicU64::new(0),
             learned_crl_urls: None,
-            algorithms: crate::sigcache::wrap(
-                rustls::crypto::aws_lc_rs::default_provider()
-                    .signature_verification_algorithms
-                    .all,
-            ),
+            algorithms: crate::sigcache::wrap(signature_algorithms()),
         })
     }
 
@@ -301,7 +288,7 @@ impl TrustBundle {
             .load()
             .crls
             .iter()
-            .map(|c| c.der.clone())
+            .map(|c| c.der().to_vec())
             .collect()
     }
 
@@ -322,7 +309,7 @@ impl TrustBundle {
             return Installed::NoSuchList;
         };
         let old = &set.crls[i];
-        if old.der == crl.der || crate::crl::not_older(&crl.facts(), &old.facts()).is_err() {
+        if old.der() == crl.der() || crate::crl::not_older(&crl.facts(), &old.facts()).is_err() {
             return Installed::NotNewer;
         }
         let mut crls = set.crls.clone();
@@ -360,7 +347,7 @@ impl TrustBundle {
             part(b'i', c);
         }
         for c in &self.crls.load().crls {
-            part(b'c', &c.der);
+            part(b'c', c.der());
         }
         let rule = match self.unknown_revocation {
             UnknownRevocation::Allow => b"allow".as_slice(),
@@ -535,30 +522,13 @@ impl TrustBundle {
             Purpose::Client => KeyUsage::client_auth(),
             Purpose::Server => KeyUsage::server_auth(),
         };
-        let crl_refs: Vec<&CertRevocationList<'_>> = set.crls.iter().map(|c| &c.crl).collect();
         // Within the grace period after the earliest nextUpdate, CRLs are used as they are;
-        // before it they are fresh, and after it webpki refuses them (`crl_expired`).
-        // webpki counts a CRL as expired from the second of its nextUpdate on.
+        // before it they are fresh, and after it they are refused (`crl_expired`), from the
+        // second of nextUpdate on.
         let stale = now.as_secs() >= set.valid_until;
         let in_grace = stale
             && self.stale_grace_secs > 0
             && now.as_secs() <= set.valid_until.saturating_add(self.stale_grace_secs);
-        let expiration = if in_grace {
-            self.grace_uses
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ExpirationPolicy::Ignore
-        } else {
-            ExpirationPolicy::Enforce
-        };
-        let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
-            b.with_depth(RevocationCheckDepth::Chain)
-                .with_status_policy(match self.unknown_revocation {
-                    UnknownRevocation::Allow => UnknownStatusPolicy::Allow,
-                    UnknownRevocation::Deny => UnknownStatusPolicy::Deny,
-                })
-                .with_expiration_policy(expiration)
-                .build()
-        });
         let algorithms: Vec<&dyn SignatureVerificationAlgorithm> = self
             .algorithms
             .iter()
@@ -570,7 +540,8 @@ impl TrustBundle {
             intermediates,
             now,
             usage,
-            revocation,
+            // Revocation is checked below, on the path found (see `revocation`).
+            None,
             None,
         ) {
             Ok(path) => path,
@@ -588,13 +559,27 @@ impl TrustBundle {
             }
             Err(e) => return reject_webpki(&e),
         };
-        // webpki checks revocation only when it has CRLs. A bundle that must know the status of
-        // every certificate but has no CRL at all (none fetched yet) knows nothing.
+        // A bundle that must know the status of every certificate but has no CRL at all (none
+        // fetched yet) knows nothing.
         if set.crls.is_empty() && self.unknown_revocation == UnknownRevocation::Deny {
             return reject(
                 Reason::RevocationUnknown,
                 "the trust has no CRL yet, and a certificate no CRL covers is refused".to_owned(),
             );
+        }
+        if in_grace {
+            self.grace_uses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let policy = crate::revocation::Policy {
+            crls: &set.crls,
+            deny_unknown: self.unknown_revocation == UnknownRevocation::Deny,
+            enforce_next_update: !in_grace,
+            now: now.as_secs(),
+            algorithms: &algorithms,
+        };
+        if let Err(r) = crate::revocation::check_path(&policy, &path) {
+            return Verdict::Rejected(r);
         }
         // webpki checks EKU but not the keyUsage bits; RFC 5280 §4.2.1.3 says they bind too.
         if let Err(r) = check_key_usage(leaf, purpose) {
@@ -756,7 +741,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: Reason, detail: String) -> Self {
+    pub(crate) fn new(reason: Reason, detail: String) -> Self {
         Self { reason, detail }
     }
 }
@@ -831,7 +816,7 @@ fn reject(reason: Reason, detail: String) -> Verdict {
     Verdict::Rejected(Rejection::new(reason, detail))
 }
 
-fn fmt_time(t: UnixTime) -> String {
+pub(crate) fn fmt_time(t: UnixTime) -> String {
     let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()

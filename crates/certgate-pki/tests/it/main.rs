@@ -5,5 +5,6 @@
 mod forward_oracle;
 mod identity_prop;
 mod openssl_interop;
+mod revocation_oracle;
 mod robustness;
 mod verify;
