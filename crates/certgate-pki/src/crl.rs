@@ -445,24 +445,36 @@ pub fn facts_of(der: &[u8]) -> Result<CrlFacts, String> {
     })
 }
 
-/// [`check_from`], keeping the parsed CRL ready to put in force: a large CRL is parsed once
-/// by each of the two parsers, never more.
-pub fn check_and_load(
-    der: &[u8],
-    issuers: &[CertificateDer<'_>],
-    now: i64,
-    previous: Option<&CrlFacts>,
-    source: Option<&str>,
-) -> Result<(CrlFacts, crate::verify::LoadedCrl), CrlRefused> {
+/// The facts of `der` (a CRL) once its signature verified with the key of one of `issuers`
+/// (the trust's CAs and known intermediates): the one whose subject is the CRL's issuer, byte
+/// for byte. No time or number checks: for CRL files and stored copies, whose contents must
+/// come from the CA as much as a fetched list's, before they count or set a rollback floor.
+pub fn verify_signed(der: &[u8], issuers: &[CertificateDer<'_>]) -> Result<CrlFacts, CrlRefused> {
     let crl = Lean::parse(der).map_err(CrlRefused::Malformed)?;
+    signed_by_issuer(&crl, issuers)?;
+    Ok(CrlFacts {
+        issuer: crate::dn::rfc4514(&crl.issuer),
+        number: crl.number(),
+        this_update: crl.this_update,
+        next_update: crl.next_update,
+        revoked: crl.revoked,
+        scope: crl.scope(),
+    })
+}
+
+/// Finds the CRL's signer among `issuers` and verifies its signature (SHA-1 refused); returns
+/// the signer's SPKI contents.
+fn signed_by_issuer(crl: &Lean<'_>, issuers: &[CertificateDer<'_>]) -> Result<Vec<u8>, CrlRefused> {
     let issuer = crate::dn::rfc4514(&crl.issuer);
     let signer = issuers.iter().find_map(|der| {
         X509Certificate::from_der(der.as_ref())
             .ok()
             .filter(|(_, c)| c.subject().as_raw() == crl.issuer.as_raw())
-            .map(|(_, c)| c)
+            .and_then(|(_, c)| {
+                crate::revocation::der_contents(c.public_key().raw).map(<[u8]>::to_vec)
+            })
     });
-    let Some(signer) = signer else {
+    let Some(signer_spki) = signer else {
         return Err(CrlRefused::UnknownIssuer(issuer));
     };
     let alg = &crl.signature_algorithm.algorithm;
@@ -475,15 +487,26 @@ pub fn check_and_load(
         });
     }
     // With the algorithms (and key-size floors) a bundle verifies with, so a list accepted
-    // here is one the verifier accepts too; the list in force remembers the key.
-    let signer_spki = crate::revocation::der_contents(signer.public_key().raw).unwrap_or_default();
+    // here is one the verifier accepts too.
     let (tbs, algorithm, signature) = crl.signed_parts();
     let algorithms = crate::verify::signature_algorithms();
-    if let Err(detail) =
-        crate::revocation::verify_signature(signer_spki, algorithm, tbs, signature, algorithms)
-    {
-        return Err(CrlRefused::BadSignature { issuer, detail });
-    }
+    crate::revocation::verify_signature(&signer_spki, algorithm, tbs, signature, algorithms)
+        .map_err(|detail| CrlRefused::BadSignature { issuer, detail })?;
+    Ok(signer_spki)
+}
+
+/// [`check_from`], keeping the parsed CRL ready to put in force: a large CRL is parsed once
+/// by each of the two parsers, never more.
+pub fn check_and_load(
+    der: &[u8],
+    issuers: &[CertificateDer<'_>],
+    now: i64,
+    previous: Option<&CrlFacts>,
+    source: Option<&str>,
+) -> Result<(CrlFacts, crate::verify::LoadedCrl), CrlRefused> {
+    let crl = Lean::parse(der).map_err(CrlRefused::Malformed)?;
+    let issuer = crate::dn::rfc4514(&crl.issuer);
+    let signer_spki = signed_by_issuer(&crl, issuers)?;
     let (this_update, next_update) = (crl.this_update, crl.next_update);
     if this_update > now + SKEW_SECS {
         return Err(CrlRefused::NotYetValid { this_update });
@@ -550,7 +573,7 @@ pub fn check_and_load(
     // The index parses every entry with webpki's parser: a list webpki would refuse is refused.
     let list =
         crate::revocation::RevocationList::new(der.to_vec()).map_err(CrlRefused::Malformed)?;
-    list.signed_with(signer_spki);
+    list.signed_with(&signer_spki);
     let loaded = crate::verify::LoadedCrl::from_parts(list, &facts);
     Ok((facts, loaded))
 }

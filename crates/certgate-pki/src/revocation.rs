@@ -9,16 +9,23 @@
 //! indexed as `(hash, offset, length)` triples in one sorted array that points into the DER the
 //! CRL keeps anyway: one allocation and one sort per list.
 //!
-//! The check on a path follows webpki's (RFC 5280 §6.3 as webpki implements it): every
-//! certificate below the trust anchor is looked up in the first CRL that is *authoritative* for
-//! it (same issuer name, byte for byte; an IssuingDistributionPoint's scope and distribution
-//! points must cover it), that CRL's signature must verify with the issuer's key, its
-//! nextUpdate must not have passed (unless the caller's grace period applies), an issuer with a
-//! keyUsage extension must assert cRLSign, and the serial must not be listed. A certificate no
-//! CRL covers is refused or let through by the bundle's policy. One difference, on the safe
-//! side: webpki checks revocation while it builds a path and may fall back to another path when
-//! one is revoked; this check runs on the path webpki chose, so a revoked intermediate refuses
-//! the chain even when a cross-signed alternative exists.
+//! The check on a path follows webpki's (RFC 5280 §6.3 as webpki implements it), from the
+//! anchor down: every certificate below the trust anchor is looked up in the CRLs that are
+//! *authoritative* for it (same issuer name, byte for byte; an IssuingDistributionPoint's scope
+//! and distribution points must cover it); each one's signature must verify with the issuer's
+//! key and its nextUpdate must not have passed (unless the caller's grace period applies); an
+//! issuer with a keyUsage extension must assert cRLSign; and no such CRL may list the serial. A
+//! certificate no CRL covers is refused or let through by the bundle's policy.
+//!
+//! Where it is stricter than webpki, on purpose:
+//! - webpki consults only the first authoritative CRL, so a partition of a CA's list listed
+//!   before the full list (or any covering list without the serial) un-revoked what the full
+//!   list revokes; here every covering list is consulted;
+//! - webpki lets a partition cover a certificate without distribution points; here only the
+//!   full list does;
+//! - webpki checks revocation while it builds a path and may fall back to another path when
+//!   one is revoked; this check runs on the path webpki chose, so a revoked intermediate refuses
+//!   the chain even when a cross-signed alternative exists.
 
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
@@ -131,6 +138,11 @@ impl RevocationList {
         &self.der
     }
 
+    /// The DER contents of the issuer Name, as certificates name their issuer.
+    pub(crate) fn issuer_der(&self) -> &[u8] {
+        &self.der[self.issuer.clone()]
+    }
+
     /// Whether the list revokes `serial` (INTEGER contents).
     pub(crate) fn revokes(&self, serial: &[u8]) -> bool {
         let h = self.hasher.hash_one(serial);
@@ -144,10 +156,12 @@ impl RevocationList {
             })
     }
 
-    /// Whether the list decides about `cert`: same issuer, and within its scope when it has one
-    /// (webpki's rule: a certificate without distribution points is covered; one with them is
-    /// covered when one of its full-name URIs, in a point that names neither a CRL issuer nor
-    /// reasons, is among the list's).
+    /// Whether the list decides about `cert`: same issuer name, byte for byte, and, for a
+    /// partition (an IssuingDistributionPoint naming distribution points), a certificate of the
+    /// role it covers that names one of its URIs in a distribution point that names neither a
+    /// CRL issuer nor reasons. Unlike webpki, a partition never covers a certificate without
+    /// distribution points: that one is covered by its CA's full list, and a partition that does
+    /// not list its serial must not stand in for it.
     fn authoritative(&self, cert: &webpki::Cert<'_>, role: Role) -> bool {
         if self.der[self.issuer.clone()] != *cert.issuer() {
             return false;
@@ -164,28 +178,20 @@ impl RevocationList {
         let Ok((_, parsed)) = X509Certificate::from_der(der.as_ref()) else {
             return false;
         };
-        let mut has_points = false;
-        for ext in parsed.extensions() {
-            use x509_parser::extensions::ParsedExtension;
-            if let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() {
-                has_points = true;
-                for p in points.iter() {
-                    if p.crl_issuer.is_some() || p.reasons.is_some() {
-                        continue;
-                    }
-                    if full_name_uris(p.distribution_point.as_ref())
+        parsed.extensions().iter().any(|ext| {
+            let x509_parser::extensions::ParsedExtension::CRLDistributionPoints(points) =
+                ext.parsed_extension()
+            else {
+                return false;
+            };
+            points.iter().any(|p| {
+                p.crl_issuer.is_none()
+                    && p.reasons.is_none()
+                    && full_name_uris(p.distribution_point.as_ref())
                         .iter()
                         .any(|u| scope.uris.contains(u))
-                    {
-                        return true;
-                    }
-                }
-            } else if ext.oid == x509_parser::oid_registry::OID_X509_EXT_CRL_DISTRIBUTION_POINTS {
-                // Present but not understood: it names points, none of which can be matched.
-                has_points = true;
-            }
-        }
-        !has_points
+            })
+        })
     }
 
     /// Verifies the list's signature with `issuer_spki` (SPKI contents), once per key.
@@ -450,11 +456,12 @@ fn check_one(
     issuer: Option<&webpki::Cert<'_>>,
     anchor: &rustls_pki_types::TrustAnchor<'_>,
 ) -> Result<(), Rejection> {
-    let Some(crl) = policy
+    let mut covering = policy
         .crls
         .iter()
-        .find(|c| c.list().authoritative(cert, role))
-    else {
+        .filter(|c| c.list().authoritative(cert, role))
+        .peekable();
+    if covering.peek().is_none() {
         if policy.deny_unknown {
             return Err(Rejection::new(
                 Reason::RevocationUnknown,
@@ -462,8 +469,7 @@ fn check_one(
             ));
         }
         return Ok(());
-    };
-    let issuer_name = || crl.facts().issuer;
+    }
     let spki_full;
     let issuer_spki: &[u8] = match issuer {
         Some(c) => {
@@ -477,45 +483,51 @@ fn check_one(
         }
         None => anchor.subject_public_key_info.as_ref(),
     };
-    crl.list()
-        .check_signature(issuer_spki, policy.algorithms)
-        .map_err(|why| {
-            Rejection::new(
-                Reason::BadSignature,
-                format!("the CRL of {} is not usable: {why}", issuer_name()),
-            )
-        })?;
-    if policy.enforce_next_update && policy.now >= crl.next_update() {
-        return Err(Rejection::new(
-            Reason::CrlExpired,
-            format!(
-                "the CRL of {} expired at {}; publish a new one",
-                issuer_name(),
-                crate::verify::fmt_time(rustls_pki_types::UnixTime::since_unix_epoch(
-                    std::time::Duration::from_secs(crl.next_update())
-                ))
-            ),
-        ));
-    }
     if let Some(issuer) = issuer {
         check_crl_sign(issuer)?;
     }
-    if crl.list().revokes(cert.serial()) {
-        return Err(Rejection::new(
-            Reason::Revoked,
-            match role {
-                Role::EndEntity => format!(
-                    "the certificate (serial {}) is revoked by the CRL of {}",
-                    hex::encode(cert.serial()),
-                    issuer_name()
+    // Every list that covers the certificate is consulted (webpki stops at the first): a
+    // partition of a CA's list, or an older copy from elsewhere, that does not name a serial
+    // must not outvote the list that does.
+    for crl in covering {
+        let issuer_name = || crl.facts().issuer;
+        crl.list()
+            .check_signature(issuer_spki, policy.algorithms)
+            .map_err(|why| {
+                Rejection::new(
+                    Reason::BadSignature,
+                    format!("the CRL of {} is not usable: {why}", issuer_name()),
+                )
+            })?;
+        if policy.enforce_next_update && policy.now >= crl.next_update() {
+            return Err(Rejection::new(
+                Reason::CrlExpired,
+                format!(
+                    "the CRL of {} expired at {}; publish a new one",
+                    issuer_name(),
+                    crate::verify::fmt_time(rustls_pki_types::UnixTime::since_unix_epoch(
+                        std::time::Duration::from_secs(crl.next_update())
+                    ))
                 ),
-                Role::Issuer => format!(
-                    "an intermediate CA of the chain (serial {}) is revoked by the CRL of {}",
-                    hex::encode(cert.serial()),
-                    issuer_name()
-                ),
-            },
-        ));
+            ));
+        }
+        if crl.list().revokes(cert.serial()) {
+            return Err(Rejection::new(
+                Reason::Revoked,
+                match role {
+                    Role::EndEntity => format!(
+                        "the certificate (serial {}) is revoked by the CRL of {}",
+                        hex::encode(cert.serial()),
+                        issuer_name()
+                    ),
+                    Role::Issuer => format!(
+                        "an intermediate CA of the chain (serial {}) is revoked by the CRL of {}",
+                        hex::encode(cert.serial()),
+                        issuer_name()
+                    ),
+                },
+            ));
+        }
     }
     Ok(())
 }

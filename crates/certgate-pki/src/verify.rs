@@ -165,9 +165,12 @@ impl LoadedCrl {
         &self.list
     }
 
-    /// Whether `other` is a version of the same list: the same issuer and scope.
+    /// Whether `other` is a version of the same list: the same issuer and scope. Issuers are
+    /// compared as encoded, byte for byte, as certificates are matched to lists: two names that
+    /// read alike but are encoded differently (PrintableString and UTF8String) are two lists, so
+    /// one can never displace the other as "newer".
     fn same_list(&self, other: &LoadedCrl) -> bool {
-        !self.issuer.is_empty() && self.issuer == other.issuer && self.scope == other.scope
+        self.list.issuer_der() == other.list.issuer_der() && self.scope == other.scope
     }
 }
 

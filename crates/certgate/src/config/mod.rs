@@ -872,6 +872,10 @@ impl Resolver<'_> {
                     }
                 }
             }
+            // A CRL whose issuer is one of the trust's CAs or intermediates counts only if that
+            // certificate's key signed it: a file anyone could have written must not stand in
+            // for (or outrank) the CA's list.
+            let issuers: Vec<_> = cas.iter().chain(&intermediates).cloned().collect();
             let mut crls = Vec::new();
             for (j, crl) in raw.crl.iter().enumerate() {
                 let key = format!("{prefix}.crl[{j}]");
@@ -881,15 +885,25 @@ impl Resolver<'_> {
                     ok = false;
                     continue;
                 };
-                match verify::parse_crl(&bytes, &origin) {
+                let checked = verify::parse_crl(&bytes, &origin)
+                    .map_err(|e| e.to_string())
+                    .and_then(
+                        |c| match certgate_pki::crl::verify_signed(c.der(), &issuers) {
+                            // The list of an intermediate the trust does not name: its signature is
+                            // checked against the intermediate a client presents, at each use.
+                            Ok(_) | Err(certgate_pki::crl::CrlRefused::UnknownIssuer(_)) => Ok(c),
+                            Err(e) => Err(format!("the CRL in {origin} is refused: {e}")),
+                        },
+                    );
+                match checked {
                     Ok(c) => crls.push(c),
                     Err(e) => {
-                        self.error(Some(crl.span().start), &key, e.to_string());
+                        self.error(Some(crl.span().start), &key, e);
                         ok = false;
                     }
                 }
             }
-            let fetched = self.crl_urls(raw, &name, &prefix, &mut crls);
+            let fetched = self.crl_urls(raw, &name, &prefix, &issuers, &mut crls);
             let unknown = match raw
                 .crl_unknown_status
                 .as_ref()

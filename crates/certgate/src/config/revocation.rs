@@ -38,6 +38,7 @@ impl Resolver<'_> {
         raw: &RawTrust,
         name: &str,
         prefix: &str,
+        issuers: &[rustls_pki_types::CertificateDer<'static>],
         crls: &mut Vec<LoadedCrl>,
     ) -> Fetched {
         let mut ok = true;
@@ -76,7 +77,15 @@ impl Resolver<'_> {
             // only when the trust had no version of that list). Watching the stored copy made
             // every refresh a full reload, which parsed the list again.
             let cached = match std::fs::read(&path) {
-                Ok(bytes) => match verify::parse_crl(&bytes, &certgate_pki::Origin::file(&path)) {
+                // The stored copy is checked like a download: a file in the state directory
+                // that no CA of the trust signed is not a CRL of this trust.
+                Ok(bytes) => match verify::parse_crl(&bytes, &certgate_pki::Origin::file(&path))
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| {
+                        certgate_pki::crl::verify_signed(c.der(), issuers)
+                            .map(|_| c)
+                            .map_err(|e| e.to_string())
+                    }) {
                     Ok(c) => {
                         crls.push(c);
                         true

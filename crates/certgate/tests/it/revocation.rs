@@ -1429,3 +1429,89 @@ trust = "clients"
     );
     assert!(metric(admin, "certgate_reloads_total", "result=\"rejected\"") >= 1.0);
 }
+
+/// Found by an attacker pass: CRL files and the stored copies of fetched CRLs were used without
+/// checking who signed them, so a list made with another key under the CA's name could displace
+/// the CA's own (higher number, nothing revoked), or, stored in the state directory, set a
+/// rollback floor no genuine list passes. Now a file under the name of a CA or intermediate the
+/// trust names must be signed with its key (a forged one is a configuration error naming it),
+/// and a stored copy counts only if a CA of the trust signed it (a forged one is ignored and
+/// the CA's next list applies).
+#[test]
+fn crl_files_and_stored_copies_count_only_when_signed_by_the_trust() {
+    let nginx = require_peer!("nginx");
+    let curl = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = crate::ingress::write_pki(d);
+    std::fs::write(d.join("int.pem"), &pki.intermediate.pem).unwrap();
+    let revoked_serial = serial_of(d, "revoked.pem");
+    // The same name as the intermediate, another key.
+    let impostor = certgate_testkit::self_signed(&certgate_testkit::Spec::ca(
+        "certgate test intermediate",
+        Some(0),
+    ));
+    let forged = crl_numbered(&impostor, &[], 999_999, DAY * 7);
+
+    // A forged CRL file: `check` and `serve` refuse the config, naming the file.
+    std::fs::write(d.join("forged.crl"), &forged).unwrap();
+    let files: Vec<String> = config(free_port(), "")
+        .lines()
+        .map(|l| match l {
+            l if l.starts_with("crl_url") => "crl = [\"forged.crl\"]".to_owned(),
+            l if l.starts_with("crl_refresh_secs") => String::new(),
+            l => l.to_owned(),
+        })
+        .collect();
+    std::fs::write(d.join("files.toml"), files.join("\n")).unwrap();
+    let out = crate::certgate(d, &["check", "--config", "files.toml"]);
+    let text = crate::text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("trust.clients.crl[0]")
+            && text.contains("forged.crl")
+            && text.contains("signature"),
+        "{text}"
+    );
+
+    // A forged stored copy of a fetched list: ignored; the CA's next list applies.
+    let port = free_port();
+    let _nginx = crl_server(&nginx, d, port);
+    publish(d, "root.crl", &crl_numbered(&pki.root, &[], 1, DAY * 7));
+    let first = crl_numbered(&pki.intermediate, &[], 1, DAY * 7);
+    publish(d, "int.crl", &first);
+    std::fs::write(d.join("c.toml"), config(port, "")).unwrap();
+    {
+        let server = Serve::start(d, "c.toml", 2);
+        let web = server.port("web");
+        eventually("the fetched CRLs are used", Duration::from_secs(15), || {
+            get(&curl, d, web, "good").0 == "200"
+        });
+        eventually("the list is stored", Duration::from_secs(10), || {
+            stored_copy(d, &first).is_some()
+        });
+    }
+    let stored = stored_copy(d, &first).unwrap();
+    std::fs::write(&stored, &forged).unwrap();
+    publish(
+        d,
+        "int.crl",
+        &crl_numbered(&pki.intermediate, &[revoked_serial], 2, DAY * 7),
+    );
+    let server = Serve::start(d, "c.toml", 2);
+    let web = server.port("web");
+    eventually("the CA's list applies", Duration::from_secs(25), || {
+        let (code, body) = get(&curl, d, web, "revoked");
+        code == "403" && body.contains("revoked")
+    });
+    assert_eq!(get(&curl, d, web, "good").0, "200");
+}
+
+/// The file in the state directory that holds `der`, if any.
+fn stored_copy(d: &Path, der: &[u8]) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(d.join("state/crl"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| std::fs::read(p).is_ok_and(|b| b == der))
+}

@@ -487,15 +487,20 @@ async fn fetch_and_store(
             // What a new list must not be older than: the last one this process took from
             // this source, or (first fetch) the stored copy itself, never the facts file next to
             // it, which an edit could set to a number no genuine list would ever pass.
-            let previous = remembered.clone().or_else(|| {
-                cached
-                    .as_deref()
-                    .and_then(|c| certgate_pki::crl::facts_of(c).ok())
-            });
+            // The stored copy counts only if a CA of the trust signed it: a file anyone with
+            // access to the state directory wrote must not set a floor no genuine list passes.
+            let remembered_facts = remembered.clone();
+            // Read back only on the first fetch: cloned at most once per source.
+            let stored_copy = cached.clone();
             // Decoded, checked and parsed off the async threads: a list of 100,000 entries takes
             // tens of milliseconds, which handshakes waiting on a runtime thread would feel.
             let source_url = url.clone();
             let (der, facts, loaded) = tokio::task::spawn_blocking(move || {
+                let previous = remembered_facts.or_else(|| {
+                    stored_copy
+                        .as_deref()
+                        .and_then(|c| certgate_pki::crl::verify_signed(c, &certs).ok())
+                });
                 let der = certgate_pki::crl::crl_der(&bytes, &Origin::inline(&source_url))
                     .map_err(|e| Failure::Fetch(e.to_string()))?;
                 let (facts, loaded) = certgate_pki::crl::check_and_load(

@@ -525,6 +525,14 @@ fn install_crl_files(
         else {
             continue;
         };
+        match certgate_pki::crl::verify_signed(crl.der(), &bundle.issuer_certificates()) {
+            // An intermediate the trust does not name: checked at each use, as when loaded.
+            Ok(_) | Err(certgate_pki::crl::CrlRefused::UnknownIssuer(_)) => {}
+            Err(e) => {
+                tracing::warn!(trust = %trust, file = %path.display(), error = %e, "CRL file refused");
+                continue;
+            }
+        }
         if bundle.install_crl(Arc::new(crl)) == certgate_pki::verify::Installed::Replaced {
             tracing::warn!(trust = %trust, file = %path.display(), "the config does not load, but this newer CRL is in force");
             changed.push(trust.clone());
