@@ -27,6 +27,9 @@ const SKEW_SECS: i64 = 300;
 pub struct CrlFacts {
     /// The issuer (RFC 4514).
     pub issuer: String,
+    /// The issuer as encoded: hex of its DER (empty in facts stored by earlier versions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub issuer_der: String,
     /// The CRL number as lower-case hex without leading zeros, when the CRL has one.
     pub number: Option<String>,
     /// thisUpdate, unix seconds.
@@ -42,22 +45,33 @@ pub struct CrlFacts {
 }
 
 impl CrlFacts {
-    /// Whether `other` describes a version of the same list (issuer and scope).
+    /// Whether `other` describes a version of the same list (issuer as encoded, and scope).
     pub fn same_list(&self, other: &CrlFacts) -> bool {
-        self.issuer == other.issuer && self.scope == other.scope
+        self.issuer == other.issuer
+            && self.issuer_der == other.issuer_der
+            && self.scope == other.scope
     }
 
-    /// A key naming the list (issuer and scope), for maps.
+    /// A key naming the list (issuer and scope), for maps. The issuer is the name as encoded
+    /// (hex of its DER) when known: two names that read alike but are encoded differently are
+    /// two lists, as certificates are matched to lists byte for byte, so a list under a
+    /// look-alike name can never set the floor of the CA's own.
     pub fn list_key(&self) -> String {
+        let issuer = if self.issuer_der.is_empty() {
+            &self.issuer
+        } else {
+            &self.issuer_der
+        };
         match &self.scope {
-            None => self.issuer.clone(),
-            Some(s) => format!("{} (partition {s})", self.issuer),
+            None => issuer.clone(),
+            Some(s) => format!("{issuer} (partition {s})"),
         }
     }
 }
 
-/// The distribution points a CRL's IssuingDistributionPoint names, space-separated (`None` for
-/// a CRL that covers all of its issuer's certificates).
+/// What a partitioned CRL covers, from its IssuingDistributionPoint (`None` for a CRL that covers
+/// all of its issuer's certificates): the kind of certificates when it is limited to one, and the
+/// distribution points it names, sorted and quoted (so that no two scopes read alike).
 fn scope(extensions: &[X509Extension<'_>]) -> Option<String> {
     use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
     extensions.iter().find_map(|ext| {
@@ -75,7 +89,14 @@ fn scope(extensions: &[X509Extension<'_>]) -> Option<String> {
             })
             .collect();
         uris.sort();
-        Some(uris.join(" "))
+        let kind = if idp.only_contains_user_certs {
+            "end-entity certificates at "
+        } else if idp.only_contains_ca_certs {
+            "CA certificates at "
+        } else {
+            ""
+        };
+        Some(format!("{kind}{uris:?}"))
     })
 }
 
@@ -379,6 +400,11 @@ impl<'a> Lean<'a> {
         scope(&self.extensions)
     }
 
+    /// The issuer Name's DER contents as hex (what [`CrlFacts::issuer_der`] holds).
+    pub(crate) fn issuer_der_hex(&self) -> String {
+        hex::encode(crate::revocation::der_contents(self.issuer.as_raw()).unwrap_or_default())
+    }
+
     /// The contents of revokedCertificates (empty when the list revokes nothing).
     pub(crate) fn revoked_certs(&self) -> &'a [u8] {
         self.revoked_certs
@@ -437,6 +463,7 @@ pub fn facts_of(der: &[u8]) -> Result<CrlFacts, String> {
     let crl = Lean::parse(der)?;
     Ok(CrlFacts {
         issuer: crate::dn::rfc4514(&crl.issuer),
+        issuer_der: crl.issuer_der_hex(),
         number: crl.number(),
         this_update: crl.this_update,
         next_update: crl.next_update,
@@ -454,6 +481,7 @@ pub fn verify_signed(der: &[u8], issuers: &[CertificateDer<'_>]) -> Result<CrlFa
     signed_by_issuer(&crl, issuers)?;
     Ok(CrlFacts {
         issuer: crate::dn::rfc4514(&crl.issuer),
+        issuer_der: crl.issuer_der_hex(),
         number: crl.number(),
         this_update: crl.this_update,
         next_update: crl.next_update,
@@ -549,6 +577,7 @@ pub fn check_and_load(
     }
     let facts = CrlFacts {
         issuer,
+        issuer_der: crl.issuer_der_hex(),
         number: crl.number(),
         this_update,
         next_update,
@@ -782,7 +811,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             part.scope.as_deref(),
-            Some("http://elsewhere.example/part2.crl")
+            Some(r#"["http://elsewhere.example/part2.crl"]"#)
         );
         assert!(!part.same_list(&first));
         assert!(matches!(
@@ -890,7 +919,7 @@ mod tests {
         assert_eq!(Lean::parse(&lists[2]).unwrap().revoked, 50);
         assert_eq!(
             Lean::parse(&lists[3]).unwrap().scope().as_deref(),
-            Some("http://a.example/1.crl http://b.example/2.crl")
+            Some(r#"["http://a.example/1.crl", "http://b.example/2.crl"]"#)
         );
         let mut trailing = lists[1].clone();
         trailing.push(0);

@@ -121,6 +121,7 @@ impl LoadedCrl {
     pub fn facts(&self) -> crate::crl::CrlFacts {
         crate::crl::CrlFacts {
             issuer: self.issuer.clone(),
+            issuer_der: hex::encode(self.list.issuer_der()),
             number: self.number.clone(),
             this_update: self.this_update,
             next_update: (self.next_update != u64::MAX)

@@ -448,3 +448,84 @@ fn a_partition_never_replaces_the_full_list() {
         Some(Reason::Revoked)
     );
 }
+
+/// Found by an attacker pass: partitions with the same distribution point, one for end-entity
+/// certificates and one for CA certificates, are two lists (one could displace the other as
+/// "newer" and leave the end-entity certificates uncovered); and a list under a name that reads
+/// like the CA's but is encoded differently is a list of its own, never the CA's.
+#[test]
+fn lists_are_told_apart_by_scope_kind_and_by_encoded_issuer() {
+    let pki = TestPki::new();
+    let now = time::OffsetDateTime::now_utc();
+    let partition = |scope, number: u64, revoked: &[Vec<u8>]| {
+        rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: Some(rcgen::CrlIssuingDistributionPoint {
+                distribution_point: rcgen::CrlDistributionPoint {
+                    uris: vec!["http://pki.example/p.crl".to_owned()],
+                },
+                scope: Some(scope),
+            }),
+            revoked_certs: revoked
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(s),
+                    revocation_time: now - Duration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&pki.intermediate.issuer())
+        .unwrap()
+        .der()
+        .to_vec()
+    };
+    let users = partition(rcgen::CrlScope::UserCertsOnly, 5, &[serial_of(&pki.client)]);
+    let cas = partition(rcgen::CrlScope::CaCertsOnly, 9, &[]);
+    let b = bundle(&pki.root, &[users.clone(), cas.clone()]);
+    assert_eq!(b.crl_count(), 2, "two lists, not two versions of one");
+    let facts = |der: &[u8]| certgate_pki::crl::facts_of(der).unwrap();
+    assert_ne!(facts(&users).list_key(), facts(&cas).list_key());
+
+    // The intermediate's name as a PrintableString, under another key.
+    let mut look_alike = rcgen::CertificateParams::default();
+    look_alike.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        rcgen::DnValue::PrintableString("certgate test intermediate".try_into().unwrap()),
+    );
+    look_alike.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    look_alike.key_usages = vec![KeyUsagePurpose::CrlSign, KeyUsagePurpose::KeyCertSign];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let forged = rcgen::CertificateRevocationListParams {
+        this_update: now - Duration::minutes(1),
+        next_update: now + Duration::days(7),
+        crl_number: rcgen::SerialNumber::from(999_999u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&rcgen::Issuer::from_params(&look_alike, &key))
+    .unwrap()
+    .der()
+    .to_vec();
+    let genuine = crl(&pki.intermediate, &[serial_of(&pki.client)], 7);
+    let (f, g) = (facts(&forged), facts(&genuine));
+    assert_eq!(f.issuer, g.issuer, "they read alike");
+    assert_ne!(f.list_key(), g.list_key());
+    assert!(!f.same_list(&g));
+    for crls in [
+        [forged.clone(), genuine.clone()],
+        [genuine.clone(), forged.clone()],
+    ] {
+        let b = bundle(&pki.root, &crls);
+        let c = chain(&[&pki.client, &pki.intermediate]);
+        assert_eq!(
+            reason(&b.verify(&c, Purpose::Client, UnixTime::now())),
+            Some(Reason::Revoked)
+        );
+    }
+}

@@ -1428,6 +1428,23 @@ trust = "clients"
         || get(&curl, d, web, "good").0 == "403",
     );
     assert!(metric(admin, "certgate_reloads_total", "result=\"rejected\"") >= 1.0);
+
+    // The config is mended and the older list put back (found by an attacker pass: the list
+    // put in force while the config was broken was not remembered, so this un-revoked `good`).
+    std::fs::write(d.join("c.toml"), &text).unwrap();
+    std::fs::write(d.join("cur.crl"), &new).unwrap();
+    let ok_reloads = metric(admin, "certgate_reloads_total", "result=\"ok\"");
+    server.signal("HUP");
+    eventually(
+        "the mended config is loaded",
+        Duration::from_secs(10),
+        || metric(admin, "certgate_reloads_total", "result=\"ok\"") > ok_reloads,
+    );
+    assert_eq!(
+        get(&curl, d, web, "good").0,
+        "403",
+        "un-revoked by a reload"
+    );
 }
 
 /// Found by an attacker pass: CRL files and the stored copies of fetched CRLs were used without

@@ -133,6 +133,18 @@ impl Fetcher {
         }
     }
 
+    /// Remembers the lists `trusts` hold now (CRL files put in force while the config did not
+    /// load): a later reload with an older file must not take them back.
+    pub(super) fn remember_in_force(&self, trusts: &[Arc<TrustBundle>]) {
+        if let Ok(mut newest) = self.newest.lock() {
+            for t in trusts {
+                for crl in t.crls() {
+                    remember(&mut newest, t.name(), &crl);
+                }
+            }
+        }
+    }
+
     /// Starts, keeps or stops tasks so that exactly the config's sources are fetched.
     pub(super) fn update(&mut self, cfg: &config::Config) {
         if self.state != cfg.state_dir {

@@ -473,6 +473,7 @@ pub async fn serve(
                         .await
                         .unwrap_or_default();
                 if !installed.is_empty() {
+                    fetcher.remember_in_force(&trusts);
                     for l in listeners.values() {
                         l.changed.send_replace(());
                     }
