@@ -161,6 +161,32 @@ fn reopen_keeps_everything_and_cas_refuses_a_stale_writer() {
         vec![b"a".to_vec(), b"b".to_vec()]
     );
     assert!(Store::create(&dir.path().join("log.redb"), "x", "y").is_err());
+
+    // After a reopen, duplicates of entries from before (the index is rebuilt from the file)
+    // and of the same batch get their first index; new entries follow.
+    let more: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    let c = store.append_batch(2, &more, &mut sign).unwrap();
+    assert_eq!(c.size, 302);
+    drop(store);
+    let store = Store::open(&dir.path().join("log.redb")).unwrap();
+    let again = [
+        b"b".to_vec(),
+        b"new".to_vec(),
+        299u32.to_be_bytes().to_vec(),
+        b"new".to_vec(),
+        b"a".to_vec(),
+    ];
+    let c = store.append_batch(302, &again, &mut sign).unwrap();
+    assert_eq!(
+        c.indexes,
+        vec![(1, true), (302, false), (301, true), (302, true), (0, true)]
+    );
+    assert_eq!(c.size, 303);
+    // And without a reopen, from the index kept up to date after each commit.
+    let c = store
+        .append_batch(303, &[b"new".to_vec(), b"newer".to_vec()], &mut sign)
+        .unwrap();
+    assert_eq!(c.indexes, vec![(302, true), (303, false)]);
 }
 
 /// Counts the reads that reach the real store under it.
