@@ -2,7 +2,7 @@
 //! size and signed checkpoint.
 //!
 //! Duplicates (the same entry again gets its first index) are found through an index in
-//! memory, [`Seen`], built from the leaf hashes the file stores on the first append after the
+//! memory (`Seen`), built from the leaf hashes the file stores on the first append after the
 //! store is opened, and updated after each commit. Why not a table in the file, as logs made by
 //! earlier versions have (it is left alone and no longer written): a leaf hash is random, so each
 //! new entry dirtied another page of that tree; with 64 writers that was about one 4 KiB page
