@@ -400,6 +400,19 @@ impl<'a> Lean<'a> {
         scope(&self.extensions)
     }
 
+    /// What it says about itself.
+    pub(crate) fn facts(&self) -> CrlFacts {
+        CrlFacts {
+            issuer: crate::dn::rfc4514(&self.issuer),
+            issuer_der: self.issuer_der_hex(),
+            number: self.number(),
+            this_update: self.this_update,
+            next_update: self.next_update,
+            revoked: self.revoked,
+            scope: self.scope(),
+        }
+    }
+
     /// The issuer Name's DER contents as hex (what [`CrlFacts::issuer_der`] holds).
     pub(crate) fn issuer_der_hex(&self) -> String {
         hex::encode(crate::revocation::der_contents(self.issuer.as_raw()).unwrap_or_default())
@@ -461,15 +474,7 @@ pub fn check_from(
 /// without checking it again: what a newer list is compared with.
 pub fn facts_of(der: &[u8]) -> Result<CrlFacts, String> {
     let crl = Lean::parse(der)?;
-    Ok(CrlFacts {
-        issuer: crate::dn::rfc4514(&crl.issuer),
-        issuer_der: crl.issuer_der_hex(),
-        number: crl.number(),
-        this_update: crl.this_update,
-        next_update: crl.next_update,
-        revoked: crl.revoked,
-        scope: crl.scope(),
-    })
+    Ok(crl.facts())
 }
 
 /// The facts of `der` (a CRL) once its signature verified with the key of one of `issuers`
@@ -479,15 +484,7 @@ pub fn facts_of(der: &[u8]) -> Result<CrlFacts, String> {
 pub fn verify_signed(der: &[u8], issuers: &[CertificateDer<'_>]) -> Result<CrlFacts, CrlRefused> {
     let crl = Lean::parse(der).map_err(CrlRefused::Malformed)?;
     signed_by_issuer(&crl, issuers)?;
-    Ok(CrlFacts {
-        issuer: crate::dn::rfc4514(&crl.issuer),
-        issuer_der: crl.issuer_der_hex(),
-        number: crl.number(),
-        this_update: crl.this_update,
-        next_update: crl.next_update,
-        revoked: crl.revoked,
-        scope: crl.scope(),
-    })
+    Ok(crl.facts())
 }
 
 /// Finds the CRL's signer among `issuers` and verifies its signature (SHA-1 refused); returns
@@ -533,7 +530,6 @@ pub fn check_and_load(
     source: Option<&str>,
 ) -> Result<(CrlFacts, crate::verify::LoadedCrl), CrlRefused> {
     let crl = Lean::parse(der).map_err(CrlRefused::Malformed)?;
-    let issuer = crate::dn::rfc4514(&crl.issuer);
     let signer_spki = signed_by_issuer(&crl, issuers)?;
     let (this_update, next_update) = (crl.this_update, crl.next_update);
     if this_update > now + SKEW_SECS {
@@ -575,15 +571,7 @@ pub fn check_and_load(
             }
         }
     }
-    let facts = CrlFacts {
-        issuer,
-        issuer_der: crl.issuer_der_hex(),
-        number: crl.number(),
-        this_update,
-        next_update,
-        revoked: crl.revoked,
-        scope: crl.scope(),
-    };
+    let facts = crl.facts();
     if let Some(prev) = previous {
         if prev.issuer != facts.issuer {
             return Err(CrlRefused::IssuerChanged {

@@ -532,30 +532,13 @@ fn check_one(
     Ok(())
 }
 
-/// An issuer with a keyUsage extension must assert cRLSign for its CRLs to count (RFC 5280
-/// §4.2.1.3); without the extension any use is allowed, as webpki has it.
+/// An issuer with a keyUsage extension must assert cRLSign for its CRLs to count.
 fn check_crl_sign(issuer: &webpki::Cert<'_>) -> Result<(), Rejection> {
-    let der = issuer.der();
-    let Ok((_, parsed)) = X509Certificate::from_der(der.as_ref()) else {
-        return Err(Rejection::new(
-            Reason::Malformed,
-            "an intermediate does not parse".to_owned(),
-        ));
-    };
-    match parsed.key_usage() {
-        Ok(Some(ku)) if !ku.value.crl_sign() => Err(Rejection::new(
-            Reason::KeyUsage,
-            format!(
-                "intermediate CA {} signs CRLs but its keyUsage lacks cRLSign",
-                crate::dn::rfc4514(parsed.subject())
-            ),
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(Rejection::new(
-            Reason::Malformed,
-            format!("bad keyUsage extension: {e}"),
-        )),
-    }
+    crate::verify::check_ca_key_usage_allows(
+        issuer.der().as_ref(),
+        |ku| ku.crl_sign(),
+        "cRLSign (it cannot sign the CRLs that cover the chain)",
+    )
 }
 
 /// The contents of a DER TLV.

@@ -663,6 +663,17 @@ fn check_key_usage(leaf: &CertificateDer<'_>, purpose: Purpose) -> Result<(), Re
 }
 
 fn check_ca_key_usage(der: &[u8]) -> Result<(), Rejection> {
+    check_ca_key_usage_allows(der, |ku| ku.key_cert_sign(), "keyCertSign")
+}
+
+/// An intermediate CA whose keyUsage extension is present must assert the bit `allows`
+/// tests (named `bit` in the refusal); without the extension any use is allowed, as webpki has
+/// it (RFC 5280 §4.2.1.3).
+pub(crate) fn check_ca_key_usage_allows(
+    der: &[u8],
+    allows: fn(&x509_parser::extensions::KeyUsage) -> bool,
+    bit: &str,
+) -> Result<(), Rejection> {
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return Err(Rejection::new(
             Reason::Malformed,
@@ -670,10 +681,10 @@ fn check_ca_key_usage(der: &[u8]) -> Result<(), Rejection> {
         ));
     };
     match cert.key_usage() {
-        Ok(Some(ku)) if !ku.value.key_cert_sign() => Err(Rejection::new(
+        Ok(Some(ku)) if !allows(ku.value) => Err(Rejection::new(
             Reason::KeyUsage,
             format!(
-                "intermediate CA {} has a keyUsage without keyCertSign",
+                "intermediate CA {} has a keyUsage without {bit}",
                 crate::dn::rfc4514(cert.subject())
             ),
         )),
