@@ -6,8 +6,10 @@
 //! store is opened, and updated after each commit. Why not a table in the file, as logs made by
 //! earlier versions have (it is left alone and no longer written): a leaf hash is random, so each
 //! new entry dirtied another page of that tree; with 64 writers that was about one 4 KiB page
-//! written and fsynced per entry, and a third of the append rate. The index costs about 20 bytes
-//! of memory per entry (200 MB at ten million entries; a log that size belongs on PostgreSQL).
+//! written and fsynced per entry, and a third of the append rate. The index costs 20 to 40 bytes
+//! of memory per entry (as its hash table grows by doubling), and building it reads every
+//! stored hash once: on a log of 1.1 million entries the first append after a start took 0.97 s
+//! (a log of tens of millions belongs on PostgreSQL).
 //!
 //! A batch is one write transaction committed with `Durability::Immediate` (fsync) before any
 //! submitter hears its index. The transaction first compares the stored size with the size the
