@@ -81,6 +81,24 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// `s` with every non-ASCII character (and, with `space`, every space) percent-encoded as its
+/// UTF-8 bytes (RFC 3987 §3.1): how a URL or path typed with raw UTF-8 becomes the one ASCII
+/// spelling that [`path`] and upstreams compare.
+pub fn encode_non_ascii(s: &str, space: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() && !(space && c == ' ') {
+            out.push(c);
+        } else {
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
 /// Normalises a request path (without the query): RFC 3986 §6.2.2 (unreserved characters
 /// decoded, escapes upper-case), §5.2.4 dot-segment removal, and merged slashes (as nginx and
 /// most frameworks do). Refused: raw or encoded backslash, `%00`, invalid percent-encoding,
@@ -345,6 +363,13 @@ pub fn is_unusual_header_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_and_spaces_are_encoded_as_utf8_bytes() {
+        assert_eq!(encode_non_ascii("/a b/é€", true), "/a%20b/%C3%A9%E2%82%AC");
+        assert_eq!(encode_non_ascii("q=a b&é", false), "q=a b&%C3%A9");
+        assert_eq!(encode_non_ascii("/plain%20", true), "/plain%20");
+    }
 
     /// The forwarded path, as a route that refuses encoded slashes sees it.
     fn fwd(raw: &str) -> Result<String, Malformed> {

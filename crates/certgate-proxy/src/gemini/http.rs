@@ -195,17 +195,7 @@ fn absolute(ctx: &Ctx<'_>, location: &str) -> Option<String> {
     }
     // A space ends a URL for every client (the rest would read as a second field), and a URL
     // is ASCII: both are percent-encoded.
-    let mut encoded = String::with_capacity(location.len());
-    for c in location.chars() {
-        if c == ' ' || !c.is_ascii() {
-            let mut utf8 = [0u8; 4];
-            for b in c.encode_utf8(&mut utf8).bytes() {
-                encoded.push_str(&format!("%{b:02X}"));
-            }
-        } else {
-            encoded.push(c);
-        }
-    }
+    let encoded = crate::normal::encode_non_ascii(location, true);
     let location = encoded.as_str();
     if location.contains("://") {
         return Some(location.to_owned());

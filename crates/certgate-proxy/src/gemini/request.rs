@@ -156,17 +156,7 @@ pub fn parse(line: &[u8], port: u16) -> Result<Request, Refusal> {
     }
     // Raw UTF-8 in the query is percent-encoded as in the path (RFC 3987 §3.1): HTTP
     // upstreams get an ASCII request line, scripts one spelling of the input.
-    let query = query.map(|q| {
-        let mut out = String::with_capacity(q.len());
-        for b in q.bytes() {
-            if b.is_ascii() {
-                out.push(char::from(b));
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    });
+    let query = query.map(|q| crate::normal::encode_non_ascii(q, false));
     Ok(Request {
         authority,
         path,

@@ -501,17 +501,7 @@ impl Resolver<'_> {
             );
             return "/".to_owned();
         }
-        let mut encoded = String::with_capacity(raw.len());
-        for c in raw.chars() {
-            if c == ' ' || !c.is_ascii() {
-                let mut utf8 = [0u8; 4];
-                for b in c.encode_utf8(&mut utf8).bytes() {
-                    encoded.push_str(&format!("%{b:02X}"));
-                }
-            } else {
-                encoded.push(c);
-            }
-        }
+        let encoded = certgate_proxy::normal::encode_non_ascii(raw, true);
         match certgate_proxy::normal::path(&encoded) {
             // `%3B` is data to every app that decodes its path, while a raw `;` starts segment
             // parameters, which matching leaves out: `/k;l` would match `/k` and reach the app
