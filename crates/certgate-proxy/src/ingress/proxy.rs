@@ -65,6 +65,9 @@ pub(super) async fn proxy(
         None => body.map_err(Into::into).boxed(),
     });
     let upstream_started = crate::metrics::enabled().then(Instant::now);
+    // Sending starts with the first poll of the request: the upstream's writes leave in bursts
+    // (see `let_ready_connections_run`).
+    crate::conn::let_ready_connections_run().await;
     let result = client.request(authority, req).await;
     if let Some(upstream_started) = upstream_started {
         metrics::histogram!("certgate_upstream_seconds", "listener" => cfg.name.clone(), "route" => route.name.clone())
