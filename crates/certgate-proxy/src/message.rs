@@ -92,44 +92,42 @@ fn is_proxy_field(name: &HeaderName) -> bool {
 /// Removes hop-by-hop fields and those `Connection` names, and `Proxy`/`Proxy-*`;
 /// `keep_upgrade` keeps `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over the names, no hashing.
+    // Most requests carry none: one pass over the names, no hashing.
     if !headers
         .keys()
         .any(|n| HOP_BY_HOP.contains(n) || is_proxy_field(n))
     {
         return;
     }
-    let proxy_fields: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_proxy_field(n))
-        .cloned()
-        .collect();
-    for n in proxy_fields {
+    // Most responses carry `Connection: keep-alive` and nothing else: one more pass decides every
+    // name, and only the fields present are removed (one hash lookup each).
+    let doomed: Vec<HeaderName> = {
+        // Headers named in Connection are hop-by-hop too.
+        let listed: Vec<&str> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        headers
+            .keys()
+            .filter(|&n| {
+                if keep_upgrade && n == header::UPGRADE {
+                    return false;
+                }
+                is_proxy_field(n)
+                    || HOP_BY_HOP.contains(n)
+                    // `Connection: host` must not take away the `Host` that routing and policy
+                    // judged (the upstream client would fill in its own address, and a
+                    // name-based upstream would pick its default site).
+                    || (n != header::HOST && listed.iter().any(|t| t.eq_ignore_ascii_case(n.as_str())))
+            })
+            .cloned()
+            .collect()
+    };
+    for n in doomed {
         headers.remove(n);
-    }
-    // Headers named in Connection are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        // `Connection: host` must not take away the `Host` that routing and policy judged (the
-        // upstream client would fill in its own address, and a name-based upstream would pick
-        // its default site).
-        if n == header::HOST {
-            continue;
-        }
-        if !(keep_upgrade && n == header::UPGRADE) {
-            headers.remove(n);
-        }
-    }
-    for n in &HOP_BY_HOP {
-        if !(keep_upgrade && n == header::UPGRADE) {
-            headers.remove(n);
-        }
     }
 }
 
@@ -184,6 +182,23 @@ mod tests {
         let mut h = map(&[("connection", "close, HOST"), ("host", "pub.example")]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.get("host").unwrap(), "pub.example");
+        // Names listed in any spelling, across several `Connection` fields; every line of a
+        // repeated field goes.
+        let mut h = map(&[
+            ("connection", "X-Private , keep-alive"),
+            ("connection", "x-other"),
+            ("x-private", "1"),
+            ("x-private", "2"),
+            ("x-other", "3"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic eA=="),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["accept"]
+        );
         let mut plain = map(&[("accept", "*/*"), ("host", "a")]);
         strip_hop_by_hop(&mut plain, false);
         assert_eq!(plain.len(), 2);
