@@ -35,8 +35,20 @@ pub(super) async fn proxy(
     } else {
         None
     };
+    if let Some(coding) = other_transfer_coding(req.headers()) {
+        // hyper decodes only the chunked framing; forwarding the rest without its label would
+        // hand the app coded bytes as plain (RFC 9112 §6.1: 501 for a coding not understood).
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("Transfer-Encoding `{coding}` is not supported (only chunked)"),
+        );
+    }
+    let from_h2 = req.version() == Version::HTTP_2;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
+    if from_h2 {
+        join_cookies(headers);
+    }
     strip_hop_by_hop(headers, false);
     if let Some(protocols) = &upgrades {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -113,11 +125,95 @@ pub(super) async fn proxy(
         if let Some(client_upgrade) = client_upgrade {
             client_upgrade.relay(hyper::upgrade::on(&mut resp));
         }
+        // The switch keeps its `Upgrade`; the upstream's other hop-by-hop fields, and those its
+        // `Connection` names, stay here as on any other response.
+        strip_hop_by_hop(resp.headers_mut(), true);
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
+        if let Some(coding) = other_transfer_coding(resp.headers()) {
+            tracing::warn!(listener = %cfg.name, route = %route.name, upstream = %authority, coding, "the upstream answered with a transfer coding other than chunked; refused");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "the upstream answered with an unsupported transfer coding",
+            );
+        }
+        frame_response(resp.headers_mut());
         strip_hop_by_hop(resp.headers_mut(), false);
     }
+    // The version is hop-by-hop (RFC 9110 §6.2): certgate answers in its own, whatever the
+    // upstream spoke (an HTTP/1.0 upstream must not make an HTTP/1.1 client expect a close).
+    *resp.version_mut() = Version::HTTP_11;
     sanitize_response(resp.headers_mut());
     resp.map(|b| b.boxed())
+}
+
+/// The first transfer coding other than `chunked` in `Transfer-Encoding`, if any.
+pub(super) fn other_transfer_coding(headers: &HeaderMap) -> Option<String> {
+    for v in &headers.get_all(header::TRANSFER_ENCODING) {
+        let Ok(v) = v.to_str() else {
+            return Some(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        };
+        if let Some(t) = v
+            .split(',')
+            .map(str::trim)
+            .find(|t| !t.eq_ignore_ascii_case("chunked"))
+        {
+            return Some(t.to_owned());
+        }
+    }
+    None
+}
+
+/// The framing fields of a response hyper has read, made true for what is forwarded: hyper has
+/// decoded a chunked body, so a `Content-Length` beside `Transfer-Encoding` is wrong (RFC 9112
+/// §6.3: the chunked framing wins, and a proxy must remove the length); a list of equal lengths
+/// (`5, 5`, which hyper accepts) becomes the one length, which HTTP/2 clients require.
+pub(super) fn frame_response(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        return;
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(first), more) = (lengths.next(), lengths.next().is_some()) else {
+        return;
+    };
+    if !more && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    let one = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .and_then(|v| HeaderValue::from_str(v).ok());
+    match one {
+        Some(one) => {
+            headers.insert(header::CONTENT_LENGTH, one);
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
+
+/// Joins the `cookie` fields of an HTTP/2 request into one, with `; ` (RFC 9113 §8.2.3): HTTP/2
+/// clients send each cookie as its own field, and an HTTP/1.1 app reads repeated `Cookie`
+/// lines as one value joined with `,`, which is not how cookies are separated.
+pub(super) fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let joined: Vec<u8> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// The protocol name of an `Upgrade` token, lower-case (`WebSocket/13` -> `websocket`).
@@ -206,4 +302,74 @@ pub(super) fn body_over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = c.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in fields {
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn only_chunked_passes_as_a_transfer_coding() {
+        assert_eq!(other_transfer_coding(&map(&[])), None);
+        assert_eq!(
+            other_transfer_coding(&map(&[("transfer-encoding", "Chunked")])),
+            None
+        );
+        assert_eq!(
+            other_transfer_coding(&map(&[("transfer-encoding", "gzip, chunked")])).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            other_transfer_coding(&map(&[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", " x-custom ")
+            ]))
+            .as_deref(),
+            Some("x-custom")
+        );
+        assert_eq!(
+            other_transfer_coding(&map(&[("transfer-encoding", ",chunked")])).as_deref(),
+            Some("")
+        );
+    }
+
+    #[test]
+    fn a_forwarded_response_has_one_true_length() {
+        let mut h = map(&[("content-length", "3"), ("transfer-encoding", "chunked")]);
+        frame_response(&mut h);
+        assert!(h.get("content-length").is_none());
+        let mut h = map(&[("content-length", "5, 5")]);
+        frame_response(&mut h);
+        assert_eq!(h.get_all("content-length").iter().count(), 1);
+        assert_eq!(h.get("content-length").unwrap(), "5");
+        let mut h = map(&[("content-length", "7"), ("content-length", "7")]);
+        frame_response(&mut h);
+        assert_eq!(h.get_all("content-length").iter().count(), 1);
+        assert_eq!(h.get("content-length").unwrap(), "7");
+        let mut h = map(&[("content-length", "9")]);
+        frame_response(&mut h);
+        assert_eq!(h.get("content-length").unwrap(), "9");
+    }
+
+    #[test]
+    fn http2_cookie_fields_become_one_line() {
+        let mut h = map(&[("cookie", "a=1"), ("accept", "*/*"), ("cookie", "b=2")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
+        let mut h = map(&[("cookie", "a=1")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get("cookie").unwrap(), "a=1");
+    }
 }

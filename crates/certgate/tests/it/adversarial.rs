@@ -3453,3 +3453,167 @@ trust = "clients"
     }
     f.assert_none("route_paths_with_non_ascii_and_segment_characters_keep_their_policy");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A hostile upstream
+// ---------------------------------------------------------------------------------------------
+
+/// An upstream that answers each request with the raw response its path names: a switch that
+/// smuggles hop-by-hop fields, conflicting or listed lengths, an HTTP/1.0 head and a transfer
+/// coding hyper does not decode.
+const RAW_UPSTREAM: &str = r#"
+import socket, threading
+RESPONSES = {
+    "/switch": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 1\r\nProxy-Authenticate: Basic\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    "/clte": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "/double": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+    "/old": b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 5\r\n\r\nhello",
+    "/gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+}
+def serve(c):
+    buf = b""
+    try:
+        while True:
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            path = head.split(b" ")[1].decode()
+            c.sendall(RESPONSES.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+            if path == "/switch":
+                return
+    finally:
+        c.close()
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// What an upstream answers is forwarded with certgate's own framing and version: a `101`
+/// keeps only its `Upgrade` and `Connection: upgrade`; a length beside chunked framing goes, a
+/// list of equal lengths becomes one; an HTTP/1.0 head is answered as HTTP/1.1; a transfer
+/// coding other than chunked is refused (502) rather than forwarded unlabelled. Requests: a
+/// transfer coding other than chunked gets 501; an HTTP/2 request's cookie fields reach an
+/// HTTP/1.1 app as one `Cookie` joined with `; `.
+#[test]
+fn hostile_upstream_framing_and_hop_by_hop_fields_stop_here() {
+    let Some(python) = python_with_h2() else {
+        return;
+    };
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_server_pki(d);
+    let raw = Script::start(&python, d, RAW_UPSTREAM, &[]);
+    let wsgi = Script::start(&python, d, WSGI_UPSTREAM, &[]);
+    let config = format!(
+        r#"{CONFIG_HEAD}
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "none"
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+  [[ingress.route]]
+  path = "/app"
+  upstream = "http://127.0.0.1:{}"
+"#,
+        raw.port, wsgi.port
+    );
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    let root = pki.root.der.clone();
+    let how = Dial::sni("localhost");
+    let mut f = Failures::default();
+
+    let (r, _) = one(
+        port,
+        &root,
+        &how,
+        &get(
+            "/switch",
+            &[
+                "Host: localhost",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version: 13",
+            ],
+        ),
+    );
+    f.check(r.status == 101, || format!("switch: {}", r.summary()));
+    for leaked in ["x-secret", "keep-alive", "proxy-authenticate"] {
+        f.check(!r.head.contains(leaked), || {
+            format!("the 101 carried {leaked}: {}", r.summary())
+        });
+    }
+    f.check(
+        r.head.contains("\r\nupgrade: websocket\r\n") && r.head.contains("\r\nconnection: upgrade"),
+        || format!("the 101 lost its upgrade fields: {:?}", r.head),
+    );
+
+    let (r, _) = one(port, &root, &how, &get("/clte", &["Host: localhost"]));
+    f.check(r.status == 200 && r.body == b"hello", || {
+        format!("length beside chunked: {}", r.summary())
+    });
+    f.check(!r.head.contains("content-length: 3"), || {
+        format!(
+            "the upstream's length beside chunked was forwarded: {}",
+            r.summary()
+        )
+    });
+    let (r, _) = one(port, &root, &how, &get("/double", &["Host: localhost"]));
+    f.check(
+        r.status == 200 && r.head.contains("\r\ncontent-length: 5\r\n") && r.body == b"hello",
+        || format!("a list of lengths: {}", r.summary()),
+    );
+    let (r, _) = one(port, &root, &how, &get("/old", &["Host: localhost"]));
+    f.check(r.head.starts_with("http/1.1 200"), || {
+        format!(
+            "the upstream's HTTP/1.0 reached an HTTP/1.1 client: {}",
+            r.summary()
+        )
+    });
+    let (r, _) = one(port, &root, &how, &get("/gzip", &["Host: localhost"]));
+    f.check(r.status == 502, || {
+        format!("a gzip transfer coding was forwarded: {}", r.summary())
+    });
+    let (r, _) = one(
+        port,
+        &root,
+        &how,
+        b"POST /app HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    f.check(r.status == 501, || {
+        format!("a request's gzip transfer coding: {}", r.summary())
+    });
+
+    let h2 = h2_requests(
+        &python,
+        d,
+        port,
+        None,
+        &[(
+            Some("localhost"),
+            h2_get(
+                "/app",
+                Some("localhost"),
+                &[("cookie", "a=1"), ("cookie", "b=2")],
+            ),
+        )],
+    );
+    let v: serde_json::Value = serde_json::from_str(&h2[0].body).unwrap_or_default();
+    f.check(
+        h2[0].status == 200 && v["HTTP_COOKIE"] == "a=1; b=2",
+        || format!("HTTP/2 cookies reached the app as {:?}", v["HTTP_COOKIE"]),
+    );
+    drop(server);
+    f.assert_none("a hostile upstream's framing and hop-by-hop fields");
+}
