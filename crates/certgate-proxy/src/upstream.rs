@@ -253,6 +253,7 @@ impl UpstreamClient {
             req.headers_mut().insert(header::HOST, v);
         }
         let to = to.clone();
+        let head = req.method() == http::Method::HEAD;
         // Connecting is rare and its future large (a TLS handshake): boxed, so that the
         // request future every request builds and moves stays small.
         let (mut conn, mut reused) = match self.checkout(&to) {
@@ -284,6 +285,10 @@ impl UpstreamClient {
                 });
             }
             None
+        } else if Self::bodiless_yet_declares_one(head, &resp) {
+            // hyper reads no body here, so bytes the upstream sends after this head would be
+            // read as the next response on the connection: another client's. Not reused.
+            None
         } else {
             Some(conn)
         };
@@ -295,6 +300,25 @@ impl UpstreamClient {
             pool,
             to,
         }))
+    }
+
+    /// Whether a response that has no body (to `HEAD`, or a 1xx, 204 or 304) still declares one: a
+    /// `Transfer-Encoding`, or a `Content-Length` other than 0. A `HEAD` response or a 304 may say
+    /// the length of what it stands for; an upstream that also sends those bytes, in a later write,
+    /// would have them read as the answer to the connection's next request.
+    fn bodiless_yet_declares_one<B>(head: bool, resp: &Response<B>) -> bool {
+        let status = resp.status();
+        let bodiless = head
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        bodiless
+            && (resp.headers().contains_key(header::TRANSFER_ENCODING)
+                || resp
+                    .headers()
+                    .get_all(header::CONTENT_LENGTH)
+                    .iter()
+                    .any(|v| v.as_bytes().iter().any(|&b| b != b'0')))
     }
 
     /// The most recently used idle connection to `to` that is still open.

@@ -109,12 +109,14 @@ pub(super) async fn proxy(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // A switch nobody asked for (or to a protocol other than the one asked for) would hand
         // the client a raw channel to the upstream, past every per-request rule.
-        let agreed = upgrades.as_ref().is_some_and(|asked| {
-            resp.headers()
-                .get(header::UPGRADE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|p| upgrade_names(asked).any(|a| upgrade_name(p) == a))
-        });
+        // One `Upgrade` line naming one protocol: a second line would be relayed unchecked.
+        let agreed = resp.headers().get_all(header::UPGRADE).iter().count() == 1
+            && upgrades.as_ref().is_some_and(|asked| {
+                resp.headers()
+                    .get(header::UPGRADE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|p| upgrade_names(asked).any(|a| upgrade_name(p) == a))
+            });
         if !agreed || client_upgrade.is_none() {
             tracing::warn!(listener = %cfg.name, route = %route.name, upstream = %authority, "the upstream switched protocols without an allowed upgrade; refused");
             return text(
@@ -138,14 +140,31 @@ pub(super) async fn proxy(
                 "the upstream answered with an unsupported transfer coding",
             );
         }
-        frame_response(resp.headers_mut());
+        let status = resp.status();
+        frame_response(status, resp.headers_mut());
         strip_hop_by_hop(resp.headers_mut(), false);
     }
     // The version is hop-by-hop (RFC 9110 §6.2): certgate answers in its own, whatever the
     // upstream spoke (an HTTP/1.0 upstream must not make an HTTP/1.1 client expect a close).
     *resp.version_mut() = Version::HTTP_11;
     sanitize_response(resp.headers_mut());
-    resp.map(|b| b.boxed())
+    resp.map(|b| b.map_frame(clean_trailers).boxed())
+}
+
+/// A response's trailers go through the same removals as its head (hop-by-hop fields, framing,
+/// `Client-Cert` fields), so that an upstream cannot reach the client through them: HTTP/1.1
+/// clients never get trailers (hyper drops them), HTTP/2 clients do, and an HTTP/2 stream whose
+/// trailers carry a connection-specific field is reset by the h2 layer.
+pub(super) fn clean_trailers(
+    mut frame: hyper::body::Frame<bytes::Bytes>,
+) -> hyper::body::Frame<bytes::Bytes> {
+    if let Some(trailers) = frame.trailers_mut() {
+        strip_hop_by_hop(trailers, false);
+        trailers.remove(header::CONTENT_LENGTH);
+        trailers.remove(header::HOST);
+        sanitize_response(trailers);
+    }
+    frame
 }
 
 /// The first transfer coding other than `chunked` in `Transfer-Encoding`, if any.
@@ -165,11 +184,17 @@ pub(super) fn other_transfer_coding(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-/// The framing fields of a response hyper has read, made true for what is forwarded: hyper has
+/// The framing fields of a response hyper has read, made true for what is forwarded: a 1xx or
+/// 204 has no length; hyper has
 /// decoded a chunked body, so a `Content-Length` beside `Transfer-Encoding` is wrong (RFC 9112
 /// §6.3: the chunked framing wins, and a proxy must remove the length); a list of equal lengths
 /// (`5, 5`, which hyper accepts) becomes the one length, which HTTP/2 clients require.
-pub(super) fn frame_response(headers: &mut HeaderMap) {
+pub(super) fn frame_response(status: StatusCode, headers: &mut HeaderMap) {
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
+        // RFC 9110 §8.6: never a length on these (an HTTP/2 client resets the stream).
+        headers.remove(header::CONTENT_LENGTH);
+        return;
+    }
     if headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
         return;
@@ -347,19 +372,55 @@ mod tests {
     #[test]
     fn a_forwarded_response_has_one_true_length() {
         let mut h = map(&[("content-length", "3"), ("transfer-encoding", "chunked")]);
-        frame_response(&mut h);
+        frame_response(StatusCode::OK, &mut h);
         assert!(h.get("content-length").is_none());
         let mut h = map(&[("content-length", "5, 5")]);
-        frame_response(&mut h);
+        frame_response(StatusCode::OK, &mut h);
         assert_eq!(h.get_all("content-length").iter().count(), 1);
         assert_eq!(h.get("content-length").unwrap(), "5");
         let mut h = map(&[("content-length", "7"), ("content-length", "7")]);
-        frame_response(&mut h);
+        frame_response(StatusCode::OK, &mut h);
         assert_eq!(h.get_all("content-length").iter().count(), 1);
         assert_eq!(h.get("content-length").unwrap(), "7");
         let mut h = map(&[("content-length", "9")]);
-        frame_response(&mut h);
+        frame_response(StatusCode::OK, &mut h);
         assert_eq!(h.get("content-length").unwrap(), "9");
+        for status in [StatusCode::NO_CONTENT, StatusCode::CONTINUE] {
+            let mut h = map(&[("content-length", "44")]);
+            frame_response(status, &mut h);
+            assert!(h.get("content-length").is_none(), "{status}");
+        }
+        // A 304 may say the length of what it stands for.
+        let mut h = map(&[("content-length", "44")]);
+        frame_response(StatusCode::NOT_MODIFIED, &mut h);
+        assert_eq!(h.get("content-length").unwrap(), "44");
+    }
+
+    #[test]
+    fn trailers_lose_what_heads_lose() {
+        let trailers = map(&[
+            ("client-cert", ":AAAA:"),
+            ("client-cert-chain", ":BBB:"),
+            ("vary", "client-cert"),
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "99"),
+            ("keep-alive", "1"),
+            ("upgrade", "h2c"),
+            ("te", "gzip"),
+            ("grpc-status", "0"),
+        ]);
+        let frame = clean_trailers(hyper::body::Frame::trailers(trailers));
+        let t = frame.trailers_ref().unwrap();
+        let mut names: Vec<&str> = t.keys().map(http::HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["grpc-status", "vary"]);
+        assert_eq!(t.get("vary").unwrap(), "*");
+        let data = clean_trailers(hyper::body::Frame::data(bytes::Bytes::from_static(
+            b"hello",
+        )));
+        assert_eq!(data.into_data().unwrap(), "hello");
     }
 
     #[test]

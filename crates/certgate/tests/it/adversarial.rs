@@ -3462,14 +3462,20 @@ trust = "clients"
 /// smuggles hop-by-hop fields, conflicting or listed lengths, an HTTP/1.0 head and a transfer
 /// coding hyper does not decode.
 const RAW_UPSTREAM: &str = r#"
-import socket, threading
+import socket, threading, time
 RESPONSES = {
     "/switch": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 1\r\nProxy-Authenticate: Basic\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
     "/clte": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     "/double": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
     "/old": b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 5\r\n\r\nhello",
     "/gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "/switch2": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+    "/nocontent": b"HTTP/1.1 204 No Content\r\nContent-Length: 44\r\n\r\n",
+    "/ok": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 }
+# Sent 0.3 s after the head of a HEAD response, as if it were its body: on a reused connection,
+# the answer to whichever request comes next.
+STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
 def serve(c):
     buf = b""
     try:
@@ -3481,8 +3487,13 @@ def serve(c):
                 buf += d
             head, buf = buf.split(b"\r\n\r\n", 1)
             path = head.split(b" ")[1].decode()
+            if path == "/headbody":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 39\r\n\r\n")
+                time.sleep(0.3)
+                c.sendall(STRAY)
+                continue
             c.sendall(RESPONSES.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
-            if path == "/switch":
+            if path.startswith("/switch"):
                 return
     finally:
         c.close()
@@ -3557,6 +3568,55 @@ client_auth = "none"
     f.check(
         r.head.contains("\r\nupgrade: websocket\r\n") && r.head.contains("\r\nconnection: upgrade"),
         || format!("the 101 lost its upgrade fields: {:?}", r.head),
+    );
+
+    // A second `Upgrade` line would be relayed unchecked.
+    let (r, _) = one(
+        port,
+        &root,
+        &how,
+        &get(
+            "/switch2",
+            &[
+                "Host: localhost",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version: 13",
+            ],
+        ),
+    );
+    f.check(r.status == 502, || {
+        format!("a 101 with two Upgrade lines: {:?}", r.head)
+    });
+    // A HEAD whose upstream sends a body later: the next request, from another client, must
+    // not get it.
+    let head = std::thread::spawn({
+        let root = root.clone();
+        move || {
+            one(
+                port,
+                &root,
+                &Dial::sni("localhost"),
+                b"HEAD /headbody HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            )
+            .0
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (next, _) = one(port, &root, &how, &get("/ok", &["Host: localhost"]));
+    let head = head.join().unwrap();
+    f.check(head.status == 200, || format!("HEAD: {}", head.summary()));
+    f.check(next.status == 200 && next.body == b"ok", || {
+        format!(
+            "a HEAD response's late body reached the next client: {}",
+            next.summary()
+        )
+    });
+    let (r, _) = one(port, &root, &how, &get("/nocontent", &["Host: localhost"]));
+    f.check(
+        r.status == 204 && !r.head.contains("content-length"),
+        || format!("a 204 with a length: {:?}", r.head),
     );
 
     let (r, _) = one(port, &root, &how, &get("/clte", &["Host: localhost"]));
