@@ -65,6 +65,14 @@ def cpu_seconds(pid):
     return sum(cpu_split(pid))
 
 
+def sleeps(pid):
+    """How many times a single-threaded process has gone to sleep (voluntary context switches)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no voluntary_ctxt_switches for {pid}")
+
+
 def rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -309,13 +317,16 @@ x_forwarded = false
     def measured(self, pid, fn):
         """Runs `fn` and adds the server's and the upstream's CPU share over it to its result."""
         t0, s0, u0 = time.time(), cpu_split(pid), cpu_seconds(self.upstream_pid)
+        z0 = sleeps(self.upstream_pid)
         result = fn()
         dt = time.time() - t0
         s1 = cpu_split(pid)
+        result["upstream_sleeps"] = sleeps(self.upstream_pid) - z0
         result["server_cpu_share"] = (sum(s1) - sum(s0)) / dt
         if result.get("requests"):
             result["server_user_us_per_req"] = (s1[0] - s0[0]) * 1e6 / result["requests"]
             result["server_sys_us_per_req"] = (s1[1] - s0[1]) * 1e6 / result["requests"]
+            result["upstream_sleeps_per_req"] = result["upstream_sleeps"] / result["requests"]
         result["upstream_cpu_share"] = (cpu_seconds(self.upstream_pid) - u0) / dt
         return result
 
@@ -444,6 +455,7 @@ def summarize(rounds):
                            "server_cpu": mid["server_cpu_share"],
                            "user_us": mid.get("server_user_us_per_req"),
                            "sys_us": mid.get("server_sys_us_per_req"),
+                           "upstream_sleeps": mid.get("upstream_sleeps_per_req"),
                            "loadgen_cpu": mid["loadgen_cpu_share"],
                            "upstream_cpu": mid["upstream_cpu_share"]}
         s[name] = entry
@@ -619,11 +631,15 @@ def write_report(out_dir, args, s, idle, dl, direct, ceiling, cross, rounds, sta
         "",
         "The server's CPU per request over the median round, split into user space and kernel "
         "(from /proc/PID/stat), and its system calls per request (`strace -c` over a separate "
-        f"{args.seconds} s keep-alive run, most frequent calls in brackets).",
+        f"{args.seconds} s keep-alive run, most frequent calls in brackets). \"Upstream sleeps\" "
+        "counts how often the upstream nginx went to sleep per request (its voluntary context "
+        "switches): each sleep means the server's next write to it had to wake it on the other "
+        "core, which the kernel charges to the server's CPU; a server that writes to the upstream "
+        "in bursts keeps it awake.",
         "",
-        "| server | HTTP/1.1 µs user / kernel | HTTP/1.1 syscalls | HTTP/2 µs user / kernel "
-        "| HTTP/2 syscalls |",
-        "|---|---|---|---|---|",
+        "| server | HTTP/1.1 µs user / kernel | HTTP/1.1 syscalls | HTTP/1.1 upstream sleeps "
+        "| HTTP/2 µs user / kernel | HTTP/2 syscalls | HTTP/2 upstream sleeps |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n in SERVERS:
         cells = []
@@ -632,6 +648,7 @@ def write_report(out_dir, args, s, idle, dl, direct, ceiling, cross, rounds, sta
             sc = sys_calls[n][kind]
             cells.append(f"{sc['per_request']:.2f} ("
                          + ", ".join(f"{k} {v:.2f}" for k, v in sc["top"].items()) + ")")
+            cells.append(f"{s[n][kind]['upstream_sleeps']:.2f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     errs = {n: {k: s[n][k]["errors"] for k in ("hs", "h1", "h2")} for n in SERVERS}
     lines += [
