@@ -121,18 +121,7 @@ pub(super) fn sanitize_response(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::{HeaderMap, HeaderName, HeaderValue};
-
-    fn map(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in fields {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::message::header_map as map;
 
     #[test]
     fn responses_lose_client_cert_fields_and_vary_on_them_becomes_star() {
