@@ -3467,6 +3467,7 @@ RESPONSES = {
     "/switch": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 1\r\nProxy-Authenticate: Basic\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
     "/clte": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     "/double": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+    "/differ": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     "/old": b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 5\r\n\r\nhello",
     "/gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     "/switch2": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
@@ -3634,6 +3635,10 @@ client_auth = "none"
         r.status == 200 && r.head.contains("\r\ncontent-length: 5\r\n") && r.body == b"hello",
         || format!("a list of lengths: {}", r.summary()),
     );
+    let (r, _) = one(port, &root, &how, &get("/differ", &["Host: localhost"]));
+    f.check(r.status == 502, || {
+        format!("lengths that differ: {}", r.summary())
+    });
     let (r, _) = one(port, &root, &how, &get("/old", &["Host: localhost"]));
     f.check(r.head.starts_with("http/1.1 200"), || {
         format!(
