@@ -56,7 +56,7 @@ pub(crate) struct ClientUpgrade(UpgradeSlot);
 
 impl ClientUpgrade {
     /// Relay the client's connection to `upstream` after this request's `101`.
-    pub(crate) fn relay(self, upstream: hyper::upgrade::OnUpgrade) {
+    pub(crate) fn relay(self, upstream: crate::upstream::Upgraded) {
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some(upstream);
         }
@@ -339,31 +339,17 @@ impl Streams {
     }
 }
 
-type UpgradeSlot = Arc<Mutex<Option<hyper::upgrade::OnUpgrade>>>;
+type UpgradeSlot = Arc<Mutex<Option<crate::upstream::Upgraded>>>;
 
 /// Relays an upgraded connection (WebSocket) to the upstream's side until either ends, nothing
 /// moves for the idle timeout, or the drain timeout has passed since shutdown began.
 async fn relay<I: Io>(
     mut client: I,
-    upstream: hyper::upgrade::OnUpgrade,
+    mut upstream: crate::upstream::Upgraded,
     activity: &Activity,
     limits: &Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let upstream = match tokio::time::timeout(limits.handshake_timeout, upstream).await {
-        Ok(Ok(u)) => u,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            close(client).await;
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("upgrade failed: the upstream's side never came");
-            close(client).await;
-            return;
-        }
-    };
-    let mut upstream = TokioIo::new(upstream);
     let drained = async {
         let _ = shutdown.wait_for(|stop| *stop).await;
         tokio::time::sleep(limits.drain_timeout).await;
@@ -480,12 +466,12 @@ pub(crate) struct ServedBody {
 
 impl hyper::body::Body for ServedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::message::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 

@@ -9,8 +9,11 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 
+/// Any error, boxed, as bodies carry them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Response body type: streamed from the upstream, or generated here.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Connection and request limits of a listener.
 #[derive(Clone, Debug)]

@@ -196,16 +196,16 @@ pub(crate) async fn originate_gated(
         req.method() != Method::HEAD && (matches!(j, Judged::File) || req.method() == Method::GET)
     });
     let Some((g, judged)) = judged else {
-        return gate::widen(originate(rule, host, port, req).await);
+        return originate(rule, host, port, req).await;
     };
     if req.version() < http::Version::HTTP_11 {
         // An HTTP/1.0 answer ends by closing: a refusal would look like the end of the file.
-        return gate::widen(text(
+        return text(
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             format!(
                 "certgate egress: content trust: {shown}: a checked download needs HTTP/1.1, so that a refused one cannot look complete"
             ),
-        ));
+        );
     }
     gate::prepare_request(req.headers_mut());
     let resp = originate(rule, host, port, req).await;
@@ -214,8 +214,8 @@ pub(crate) async fn originate_gated(
 }
 
 fn refused_request(url: &str, why: &str) -> Response<OutBody> {
-    gate::widen(text(
+    text(
         StatusCode::BAD_REQUEST,
         format!("certgate egress: content trust: {url}: {why}"),
-    ))
+    )
 }

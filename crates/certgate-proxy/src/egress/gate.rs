@@ -28,16 +28,10 @@ use sha2::Digest as _;
 
 use crate::message::Body;
 
-/// Any error, boxed.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::message::BoxError;
 
 /// The body egress answers with: the upstream's, or a gated one, which can end in a refusal.
-pub type OutBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
-
-/// A response with the upstream's body, as egress answers.
-pub fn widen(resp: Response<Body>) -> Response<OutBody> {
-    resp.map(|b| b.map_err(BoxError::from).boxed())
-}
+pub type OutBody = Body;
 
 /// What the content-trust decision says about a digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,7 +192,7 @@ pub async fn judge_response(
         };
     }
     if status == StatusCode::NO_CONTENT {
-        return widen(resp);
+        return resp;
     }
     if status.is_client_error() || status.is_server_error() {
         let (mut parts, _) = resp.into_parts();
@@ -241,7 +235,7 @@ pub async fn judge_response(
             return refuse(gate, url, None, unverifiable(why));
         }
         record_as(gate, url, None, &unverifiable(why), "");
-        return widen(resp);
+        return resp;
     }
     match judged {
         Judged::File => {
@@ -467,7 +461,7 @@ impl HttpBody for Gated {
             match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Err(e)) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Some(Ok(frame)) => {
                     // Trailers are dropped: a gated download is judged on its bytes alone.
@@ -677,13 +671,13 @@ pub fn refuse(
     j: Judgement,
 ) -> Response<OutBody> {
     record_as(gate, url, digest, &j, "content trust: refused with 403");
-    widen(crate::message::text(
+    crate::message::text(
         StatusCode::FORBIDDEN,
         format!(
             "certgate egress: content trust: {url}: {}: {}\n",
             j.status, j.reason
         ),
-    ))
+    )
 }
 
 /// The judgement on `digest` now: TRUSTED by the log itself, or named by a manifest (or index)
@@ -732,6 +726,20 @@ fn judge_now<'a>(
     })
 }
 
+/// The whole of `body`, if it is at most `max` bytes.
+async fn read_at_most(mut body: Body, max: usize) -> Result<Bytes, BoxError> {
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if whole.len() + data.len() > max {
+                return Err(format!("longer than {max} bytes").into());
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
+}
+
 /// A manifest `200`: read whole, its digest recomputed (and compared with a digest reference),
 /// delivered only when TRUSTED or named by a TRUSTED index; what it names is remembered.
 async fn manifest(
@@ -742,9 +750,8 @@ async fn manifest(
     resp: Response<Body>,
 ) -> Response<OutBody> {
     let (mut parts, body) = resp.into_parts();
-    let limited = http_body_util::Limited::new(body, MANIFEST_MAX);
-    let bytes = match limited.collect().await {
-        Ok(b) => b.to_bytes(),
+    let bytes = match read_at_most(body, MANIFEST_MAX).await {
+        Ok(b) => b,
         Err(e) => {
             return refuse(
                 gate,
@@ -864,12 +871,12 @@ mod tests {
 
     impl HttpBody for Chunks {
         type Data = Bytes;
-        type Error = hyper::Error;
+        type Error = crate::message::BoxError;
 
         fn poll_frame(
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
         }
     }

@@ -204,7 +204,7 @@ pub(super) async fn intercept(upgraded: hyper::upgrade::Upgraded, job: Intercept
                     tracing::debug!(rule = %rule.name, %host, %path, "intercepted request");
                     super::enforce::originate_gated(&cfg, rule, &host, port, req, false).await
                 }
-                None => super::gate::widen(text(StatusCode::BAD_GATEWAY, "no egress rule")),
+                None => text(StatusCode::BAD_GATEWAY, "no egress rule"),
             };
             let url = access_log_on().then(|| format!("https://{host}:{port}{path}"));
             access(
@@ -285,7 +285,7 @@ pub(super) async fn originate(
     match rule.client.request(req).await {
         Ok(mut resp) => {
             strip_hop_by_hop(resp.headers_mut(), false);
-            resp.map(|b| b.boxed())
+            resp.map(|b| b.map_err(Into::into).boxed())
         }
         Err(e) => {
             if refused_the_certificate(&e) {

@@ -46,6 +46,9 @@ use crate::idle::{Activity, Tracked};
 use crate::message::{Body, strip_hop_by_hop, text};
 use gate::OutBody;
 
+/// A request body the egress forwards: the client's, as hyper reads it.
+pub(crate) type ForwardBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+
 /// The resolved `[egress]` forward proxy.
 #[derive(Debug)]
 pub struct EgressConfig {
@@ -70,7 +73,7 @@ pub struct EgressConfig {
     /// What the content-trust gates learnt (named digests, allowed redirects); shared by every
     /// rule's gate (a reload starts afresh).
     pub gate_state: Arc<gate::GateState>,
-    plain: Client<HttpConnector, Body>,
+    plain: Client<HttpConnector, ForwardBody>,
 }
 
 impl EgressConfig {
@@ -212,7 +215,7 @@ async fn handle(
     });
     let (resp, how) = if method == Method::CONNECT {
         let (resp, how) = connect(&cfg, peer, req, tunnel).await;
-        (gate::widen(resp), how)
+        (resp, how)
     } else {
         absolute(&cfg, req).await
     };
@@ -265,19 +268,19 @@ fn access(
 async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<OutBody>, &'static str) {
     let Some(authority) = req.uri().authority().cloned() else {
         return (
-            gate::widen(text(
+            text(
                 StatusCode::BAD_REQUEST,
                 "this is a forward proxy: send absolute-form requests (`GET http://host/path`) or CONNECT",
-            )),
+            ),
             "refused",
         );
     };
     if !valid_authority(&authority) {
         return (
-            gate::widen(text(
+            text(
                 StatusCode::BAD_REQUEST,
                 format!("`{authority}` is not a host and port this proxy acts on"),
-            )),
+            ),
             "refused",
         );
     }
@@ -288,10 +291,10 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<OutBo
         .to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
         return (
-            gate::widen(text(
+            text(
                 StatusCode::BAD_REQUEST,
                 format!("`{scheme}://` URLs are not proxied: only http:// and https://"),
-            )),
+            ),
             "refused",
         );
     }
@@ -309,10 +312,10 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<OutBo
     }
     if scheme != "http" {
         return (
-            gate::widen(text(
+            text(
                 StatusCode::BAD_REQUEST,
                 format!("no egress rule for {host}:{port}; use CONNECT for https:// URLs"),
-            )),
+            ),
             "refused",
         );
     }
@@ -322,18 +325,18 @@ async fn absolute(cfg: &EgressConfig, req: Request<Incoming>) -> (Response<OutBo
         path: Some(&path),
     };
     if !cfg.allowed(&plain_dest) {
-        return (gate::widen(not_allowed(&host, port)), "refused");
+        return (not_allowed(&host, port), "refused");
     }
     let mut req = req.map(|b| b.boxed());
     strip_hop_by_hop(req.headers_mut(), false);
     let resp = match cfg.plain.request(req).await {
         Ok(mut resp) => {
             strip_hop_by_hop(resp.headers_mut(), false);
-            resp.map(|b| b.boxed())
+            resp.map(|b| b.map_err(Into::into).boxed())
         }
         Err(e) => bad_gateway(&host, port, &e),
     };
-    (gate::widen(resp), "plain")
+    (resp, "plain")
 }
 
 /// The URL a gate matches for a request to `https://host:port` with `path`: the port only when

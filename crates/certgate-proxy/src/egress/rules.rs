@@ -11,7 +11,6 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::ServerName;
 
 use super::fallback::{Origin, OriginConnector, Remembered};
-use crate::message::Body;
 
 /// A host pattern: exact, `*.suffix` (one or more labels), or `*` (any host).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,7 +98,7 @@ pub struct EgressRule {
     pub origin: Origin,
     /// The content-trust gate for the downloads it names, if any.
     pub gate: Option<super::gate::Gate>,
-    pub(super) client: Client<OriginConnector, Body>,
+    pub(super) client: Client<OriginConnector, super::ForwardBody>,
 }
 
 impl std::fmt::Debug for EgressRule {

@@ -124,8 +124,10 @@ pub(super) async fn proxy(
                 "the upstream switched protocols unasked",
             );
         }
-        if let Some(client_upgrade) = client_upgrade {
-            client_upgrade.relay(hyper::upgrade::on(&mut resp));
+        if let Some(client_upgrade) = client_upgrade
+            && let Some(upstream) = resp.body_mut().take_upgrade()
+        {
+            client_upgrade.relay(upstream);
         }
         // The switch keeps its `Upgrade`; the upstream's other hop-by-hop fields, and those its
         // `Connection` names, stay here as on any other response.
@@ -148,7 +150,7 @@ pub(super) async fn proxy(
     // upstream spoke (an HTTP/1.0 upstream must not make an HTTP/1.1 client expect a close).
     *resp.version_mut() = Version::HTTP_11;
     sanitize_response(resp.headers_mut());
-    resp.map(|b| b.map_frame(clean_trailers).boxed())
+    resp.map(|b| b.map_frame(clean_trailers).map_err(Into::into).boxed())
 }
 
 /// A response's trailers go through the same removals as its head (hop-by-hop fields, framing,
@@ -298,23 +300,12 @@ pub(super) fn too_large(max: u64) -> Response<Body> {
 }
 
 /// Whether an upstream failure was the client's request body failing while it was forwarded
-/// (hyper's "error from user's Body stream", caused by the client connection's own error).
-pub(super) fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        let hyper_error = match c.downcast_ref::<crate::upstream::UpstreamError>() {
-            Some(crate::upstream::UpstreamError::Http(h)) => Some(h),
-            _ => c.downcast_ref::<hyper::Error>(),
-        };
-        if let Some(h) = hyper_error
-            && h.is_user()
-            && std::error::Error::source(h).is_some()
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+/// (cut short, malformed chunked framing, not the length it declared).
+pub(super) fn client_body_failed(e: &crate::upstream::UpstreamError) -> bool {
+    matches!(
+        e,
+        crate::upstream::UpstreamError::RequestBody(_) | crate::upstream::UpstreamError::BodyLength
+    )
 }
 
 /// Whether an upstream failure was the request body going over its limit mid-stream.

@@ -1,0 +1,910 @@
+//! Upstream HTTP/1.1 connections for the ingress, to `http://host:port`, `https://host:port`
+//! (with its own trust and optional client identity) and `unix:/path`, kept alive in a pool.
+//!
+//! The exchange is certgate's own: `wire` writes the request head and reads the response, on a
+//! plain buffered socket that the request's own task drives (while the request is sent and the
+//! response head awaited, and then while the response body streams). A request costs no channel
+//! hop and no task wake-up between the client's connection and the upstream, and its head is
+//! written once, straight from the request. The request body is sent while the response is read,
+//! since an upstream may answer before the body ends.
+//!
+//! When a response body ends, its connection goes back to the pool, unless the response forbids
+//! it (see `wire::response_framing`). One the upstream closed while idle is found at checkout and
+//! dropped; a request that then meets a closed pooled connection before any answer is retried
+//! once on a new connection, if none of its body was used and the method is idempotent (RFC 9110
+//! §9.2.2) or not even its head was written. A `101 Switching Protocols` hands the socket, and
+//! what the upstream sent after the head, to the upgrade ([`UpstreamBody::take_upgrade`]).
+
+pub mod wire;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::ErrorKind::WriteZero;
+use std::io::IoSlice;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::uri::Authority;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use wire::{Decoded, RequestFraming, ResponseFraming};
+
+pub use crate::message::BoxError;
+
+/// A request body on its way upstream: the client's, possibly under a size limit.
+pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// How long establishing a connection (TCP, and TLS for `https`) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections older than this are closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per client at most.
+const MAX_IDLE: usize = 256;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// TCP or Unix connect failed or timed out.
+    #[error("connecting to {to}: {source}")]
+    Connect {
+        /// Where to.
+        to: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake with an `https` upstream failed.
+    #[error("TLS with {to}: {source}")]
+    Tls {
+        /// Where to.
+        to: String,
+        /// What went wrong (the rustls error is its source).
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading from or writing to the upstream failed.
+    #[error("the upstream connection failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// The upstream closed the connection before its response was complete.
+    #[error("the upstream closed the connection before its response was complete")]
+    Closed,
+    /// The upstream's response breaks HTTP/1.1.
+    #[error(transparent)]
+    Response(#[from] wire::WireError),
+    /// The upstream sent more interim (1xx) responses than certgate reads before a final one.
+    #[error("the upstream sent more than {MAX_INTERIM} interim responses")]
+    Interim,
+    /// The client's request body failed while it was sent (cut short, malformed, over a limit).
+    #[error("the request body failed: {0}")]
+    RequestBody(#[source] BoxError),
+    /// The request body was not as long as its `Content-Length` said.
+    #[error("the request body does not match its Content-Length")]
+    BodyLength,
+}
+
+/// Pooled keep-alive connections to the upstreams of one route.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key: UpstreamKey,
+    connector: Connector,
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// What an upstream client is made from, as plain data. Two routes, or one route before and
+/// after a reload, whose keys are equal connect alike, so they can share one client and its
+/// pooled connections and TLS sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamKey {
+    /// Plain HTTP over TCP.
+    Http,
+    /// HTTP over the Unix socket at this path.
+    Unix(PathBuf),
+    /// HTTPS verified by a trust bundle with these contents
+    /// (`TrustBundle::contents_sha256`), presenting the client certificate chain with these
+    /// hashes, if any.
+    Https {
+        /// The trust bundle's contents.
+        trust: [u8; 32],
+        /// The client identity's chain, leaf first.
+        identity: Option<Vec<certgate_pki::CertHash>>,
+    },
+}
+
+/// The one place upstream clients are built: from a key, or taken over from the running
+/// configuration when its key is unchanged. A reload resolves the new configuration with the
+/// running listeners' pools (`Pools::of`), so routes whose upstream did not change keep their
+/// warm connections; a changed trust bundle, CRL or client identity gets a new client.
+#[derive(Clone, Debug, Default)]
+pub struct Pools {
+    clients: std::collections::HashMap<UpstreamKey, UpstreamClient>,
+}
+
+impl Pools {
+    /// The clients of `routes`, to be reused by the next configuration.
+    pub fn of<'r>(routes: impl IntoIterator<Item = &'r crate::Route>) -> Self {
+        let mut pools = Self::default();
+        for route in routes {
+            if let crate::Upstream::Remote { client, .. } = &route.upstream {
+                pools
+                    .clients
+                    .entry(client.inner.key.clone())
+                    .or_insert_with(|| (**client).clone());
+            }
+        }
+        pools
+    }
+
+    /// A plain HTTP client.
+    pub fn http(&mut self) -> UpstreamClient {
+        self.get_or(UpstreamKey::Http, || Connector::Http)
+    }
+
+    /// A client for the Unix socket at `path` (whatever the request URI's host).
+    pub fn unix(&mut self, path: PathBuf) -> UpstreamClient {
+        self.get_or(UpstreamKey::Unix(path.clone()), || Connector::Unix(path))
+    }
+
+    /// An HTTPS client that verifies the server against `trust` and presents `identity`, if
+    /// given; it speaks HTTP/1.1 (ALPN `http/1.1`).
+    pub fn https(
+        &mut self,
+        trust: &certgate_pki::TrustBundle,
+        identity: Option<&certgate_pki::Credential>,
+    ) -> Result<UpstreamClient, certgate_tls::Error> {
+        let key = UpstreamKey::Https {
+            trust: trust.contents_sha256(),
+            identity: identity.map(|c| {
+                c.chain
+                    .iter()
+                    .map(|der| certgate_pki::CertHash::of(der))
+                    .collect()
+            }),
+        };
+        if let Some(client) = self.clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let mut tls = certgate_tls::upstream_client_config(trust, identity)?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = Connector::Https(tokio_rustls::TlsConnector::from(Arc::new(tls)));
+        Ok(self.get_or(key, || connector))
+    }
+
+    fn get_or(
+        &mut self,
+        key: UpstreamKey,
+        connector: impl FnOnce() -> Connector,
+    ) -> UpstreamClient {
+        self.clients
+            .entry(key.clone())
+            .or_insert_with(|| UpstreamClient::new(key, connector()))
+            .clone()
+    }
+}
+
+enum Connector {
+    Http,
+    Https(tokio_rustls::TlsConnector),
+    Unix(PathBuf),
+}
+
+impl fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.inner.connector {
+            Connector::Http => "UpstreamClient::Http",
+            Connector::Https(_) => "UpstreamClient::Https",
+            Connector::Unix(_) => "UpstreamClient::Unix",
+        })
+    }
+}
+
+/// A connection's socket, whatever the transport.
+trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Io for T {}
+
+/// A connection to an upstream: its socket and what has been read from it and not yet used.
+struct Conn {
+    io: Box<dyn Io>,
+    buf: BytesMut,
+}
+
+impl Conn {
+    fn new(io: impl Io + 'static) -> Self {
+        Self {
+            io: Box::new(io),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether another request can be sent now: nothing unread is left over, and a read finds
+    /// the connection neither closed nor carrying bytes nobody asked for. tokio answers this
+    /// read from its cached readiness, without a system call, unless the socket has had an event
+    /// since its last short read.
+    fn reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut read = ReadBuf::new(&mut byte);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut read),
+            Poll::Pending
+        )
+    }
+
+    /// Reads what the socket has into the buffer, with room for at least `want` bytes.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < MIN_READ {
+            self.buf.reserve(want);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// Room made in a connection's buffer for a read of a response head.
+const HEAD_READ: usize = 16 * 1024;
+/// Room made for a read of a response body.
+const BODY_READ: usize = 64 * 1024;
+/// Less room than this and the buffer grows before a read.
+const MIN_READ: usize = 4 * 1024;
+/// Interim (1xx) responses skipped before a final one, at most.
+const MAX_INTERIM: usize = 16;
+
+/// Writes a request (head and body) to the connection, a step at a time, as the request's task
+/// polls it: the head and the first piece of the body leave in one `writev`.
+struct Sender {
+    /// The head, kept for a retry on a new connection.
+    head: Bytes,
+    /// Bytes to write, in order.
+    out: VecDeque<Bytes>,
+    body: Option<RequestBody>,
+    framing: RequestFraming,
+    /// Body bytes still due under `Content-Length`.
+    left: u64,
+    /// Bytes written so far, head included.
+    written: usize,
+    /// Some body bytes were taken from the request body (so it cannot be sent again).
+    body_taken: bool,
+    /// The upstream has sent a byte since the request began.
+    answered: bool,
+    flushed: bool,
+    /// Sending failed: the response may still be read (an upstream that answered early and
+    /// stopped reading), but the connection is not reused.
+    stopped: Option<UpstreamError>,
+}
+
+impl Sender {
+    fn new(head: Bytes, body: RequestBody, framing: RequestFraming) -> Self {
+        let mut sender = Self {
+            out: VecDeque::from([head.clone()]),
+            head,
+            body: None,
+            framing,
+            left: match framing {
+                RequestFraming::Length(n) => n,
+                _ => 0,
+            },
+            written: 0,
+            body_taken: false,
+            answered: false,
+            flushed: false,
+            stopped: None,
+        };
+        if body.is_end_stream() {
+            sender.end_body();
+        } else {
+            sender.body = Some(body);
+        }
+        sender
+    }
+
+    /// The same request from the start, for a new connection, if none of its body was taken.
+    fn rewind(self) -> Option<Self> {
+        if self.body_taken {
+            return None;
+        }
+        let mut sender = Self {
+            out: VecDeque::from([self.head.clone()]),
+            written: 0,
+            answered: false,
+            flushed: false,
+            stopped: None,
+            ..self
+        };
+        if sender.body.is_none() {
+            sender.end_body();
+        }
+        Some(sender)
+    }
+
+    fn head_written(&self) -> bool {
+        self.written >= self.head.len()
+    }
+
+    /// All of the request has been written and flushed.
+    fn done(&self) -> bool {
+        self.body.is_none() && self.out.is_empty() && self.flushed
+    }
+
+    fn end_body(&mut self) {
+        if self.framing == RequestFraming::Chunked {
+            self.out.push_back(Bytes::from_static(b"0\r\n\r\n"));
+        }
+    }
+
+    /// Sends until the request is written or the socket or the body has to wait.
+    fn poll_send(
+        &mut self,
+        io: &mut Box<dyn Io>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), UpstreamError>> {
+        loop {
+            if !self.out.is_empty() {
+                let mut slices = [IoSlice::new(&[]); 8];
+                let n = self
+                    .out
+                    .iter()
+                    .zip(&mut slices)
+                    .map(|(bytes, slice)| *slice = IoSlice::new(bytes))
+                    .count();
+                let mut wrote =
+                    match ready!(Pin::new(&mut **io).poll_write_vectored(cx, &slices[..n])) {
+                        Ok(0) => return Poll::Ready(Err(UpstreamError::Io(WriteZero.into()))),
+                        Ok(n) => n,
+                        Err(e) => return Poll::Ready(Err(UpstreamError::Io(e))),
+                    };
+                self.written += wrote;
+                self.flushed = false;
+                while let Some(front) = self.out.front_mut() {
+                    if wrote < front.len() {
+                        front.advance(wrote);
+                        break;
+                    }
+                    wrote -= front.len();
+                    self.out.pop_front();
+                }
+                continue;
+            }
+            if !self.flushed {
+                ready!(Pin::new(&mut **io).poll_flush(cx)).map_err(UpstreamError::Io)?;
+                self.flushed = true;
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                None => {
+                    self.body = None;
+                    if self.left > 0 {
+                        return Poll::Ready(Err(UpstreamError::BodyLength));
+                    }
+                    self.end_body();
+                }
+                Some(Err(e)) => {
+                    self.body = None;
+                    return Poll::Ready(Err(UpstreamError::RequestBody(e)));
+                }
+                // Request trailers are not forwarded: an app that reads them as fields would
+                // take them past the identity-field removal that heads go through.
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    self.body_taken = true;
+                    match self.framing {
+                        RequestFraming::Length(_) => {
+                            let len = data.len() as u64;
+                            if len > self.left {
+                                return Poll::Ready(Err(UpstreamError::BodyLength));
+                            }
+                            self.left -= len;
+                            self.out.push_back(data);
+                        }
+                        RequestFraming::Chunked => {
+                            self.out.push_back(wire::chunk_size_line(data.len()));
+                            self.out.push_back(data);
+                            self.out.push_back(Bytes::from_static(b"\r\n"));
+                        }
+                        RequestFraming::Empty => {
+                            return Poll::Ready(Err(UpstreamError::BodyLength));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what can be sent now, unless sending already failed; a write failure stops
+    /// sending (the response may still come), a request body failure is returned.
+    fn poll_alongside(
+        &mut self,
+        io: &mut Box<dyn Io>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), UpstreamError> {
+        if self.stopped.is_some() || self.done() {
+            return Ok(());
+        }
+        match self.poll_send(io, cx) {
+            Poll::Ready(Err(e @ UpstreamError::Io(_))) => {
+                self.stopped = Some(e);
+                Ok(())
+            }
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Sends the request and reads until the final response head (1xx other than 101 skipped).
+fn poll_head(
+    conn: &mut Conn,
+    sender: &mut Sender,
+    interim: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<Result<wire::Head, UpstreamError>> {
+    loop {
+        sender.poll_alongside(&mut conn.io, cx)?;
+        if let Some(head) = wire::parse_head(&mut conn.buf)? {
+            if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                *interim += 1;
+                if *interim > MAX_INTERIM {
+                    return Poll::Ready(Err(UpstreamError::Interim));
+                }
+                continue;
+            }
+            return Poll::Ready(Ok(head));
+        }
+        match ready!(conn.poll_fill(cx, HEAD_READ)) {
+            Ok(0) => {
+                return Poll::Ready(Err(sender.stopped.take().unwrap_or(UpstreamError::Closed)));
+            }
+            Ok(_) => sender.answered = true,
+            Err(e) => {
+                return Poll::Ready(Err(sender.stopped.take().unwrap_or(UpstreamError::Io(e))));
+            }
+        }
+    }
+}
+
+/// How a request's body is framed upstream: as the client framed it when it gave a length,
+/// else by what the body knows of itself.
+fn request_framing(parts: &http::request::Parts, body: &RequestBody) -> RequestFraming {
+    if let Ok(Some(n)) = wire::length(&parts.headers) {
+        return RequestFraming::Length(n);
+    }
+    if body.is_end_stream() {
+        // RFC 9110 §8.6: a length on requests whose method gives a body a meaning.
+        return match parts.method {
+            Method::POST | Method::PUT | Method::PATCH => RequestFraming::Length(0),
+            _ => RequestFraming::Empty,
+        };
+    }
+    match body.size_hint().exact() {
+        Some(n) => RequestFraming::Length(n),
+        None => RequestFraming::Chunked,
+    }
+}
+
+struct Idle {
+    to: Authority,
+    conn: Conn,
+    since: Instant,
+}
+impl UpstreamClient {
+    fn new(key: UpstreamKey, connector: Connector) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                key,
+                connector,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// What the client was built from.
+    pub fn key(&self) -> &UpstreamKey {
+        &self.inner.key
+    }
+
+    /// Sends `req` (origin-form URI) to `to` on a pooled or new connection and returns the
+    /// response head; its body streams from the connection, which returns to the pool when the
+    /// body ends. `Host` is set to `to` when the request has none.
+    pub async fn request(
+        &self,
+        to: &Authority,
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let (mut parts, body) = req.into_parts();
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(to.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        let framing = request_framing(&parts, &body);
+        let mut head = Vec::with_capacity(512);
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        wire::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
+        let mut sender = Sender::new(Bytes::from(head), body, framing);
+        let to = to.clone();
+        // Connecting is rare and its future large (a TLS handshake): boxed, so that the
+        // request future every request builds and moves stays small.
+        let (mut conn, mut reused) = match self.checkout(&to) {
+            Some(conn) => (conn, true),
+            None => (Box::pin(self.connect(&to)).await?, false),
+        };
+        let mut interim = 0;
+        let head = loop {
+            let result =
+                std::future::poll_fn(|cx| poll_head(&mut conn, &mut sender, &mut interim, cx))
+                    .await;
+            match result {
+                Ok(head) => break head,
+                // A pooled connection the upstream closed as it was taken: the request was not
+                // acted on, so it goes once more on a new connection, if it can be sent again
+                // and doing so is safe (an idempotent method, or not even the head went out).
+                Err(e @ (UpstreamError::Io(_) | UpstreamError::Closed))
+                    if reused
+                        && !sender.answered
+                        && (parts.method.is_idempotent() || !sender.head_written()) =>
+                {
+                    sender = sender.rewind().ok_or(e)?;
+                    conn = Box::pin(self.connect(&to)).await?;
+                    reused = false;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let status = head.status;
+        let (framing, keep_alive) = if status == StatusCode::SWITCHING_PROTOCOLS {
+            (ResponseFraming::None, false)
+        } else {
+            wire::response_framing(parts.method == Method::HEAD, &head)?
+        };
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        let pool = Arc::clone(&self.inner);
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection belongs to the upgrade now, with whatever the upstream sent after
+            // the head.
+            let upgrade = Upgraded {
+                io: conn.io,
+                leftover: conn.buf.freeze(),
+            };
+            return Ok(resp.map(|()| UpstreamBody {
+                exchange: None,
+                reading: Reading::Done,
+                keep_alive: false,
+                pool,
+                to,
+                upgrade: Some(upgrade),
+            }));
+        }
+        let mut body = UpstreamBody {
+            exchange: Some(Exchange { conn, sender }),
+            reading: match framing {
+                ResponseFraming::None => Reading::Length(0),
+                ResponseFraming::Length(n) => Reading::Length(n),
+                ResponseFraming::Chunked => Reading::Chunked(wire::Chunked::default()),
+                ResponseFraming::UntilClose => Reading::UntilClose,
+            },
+            keep_alive,
+            pool,
+            to,
+            upgrade: None,
+        };
+        if matches!(body.reading, Reading::Length(0)) {
+            body.finish();
+        }
+        Ok(resp.map(|()| body))
+    }
+
+    /// The most recently used idle connection to `to` that is still open.
+    fn checkout(&self, to: &Authority) -> Option<Conn> {
+        let mut idle = self.inner.idle.lock().ok()?;
+        // The oldest are at the front.
+        let stale = idle
+            .iter()
+            .take_while(|i| i.since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..stale);
+        while let Some(pos) = idle.iter().rposition(|i| &i.to == to) {
+            let mut candidate = idle.remove(pos).conn;
+            if candidate.reusable() {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, to: &Authority) -> Result<Conn, UpstreamError> {
+        let host = to.host().trim_start_matches('[').trim_end_matches(']');
+        let port = to.port_u16().unwrap_or(match self.inner.connector {
+            Connector::Https(_) => 443,
+            _ => 80,
+        });
+        let connect_error = |source| UpstreamError::Connect {
+            to: to.to_string(),
+            source,
+        };
+        let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+        match &self.inner.connector {
+            Connector::Http => {
+                let tcp = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    tokio::net::TcpStream::connect((host, port)),
+                )
+                .await
+                .map_err(|_| connect_error(timed_out()))?
+                .map_err(connect_error)?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Conn::new(tcp))
+            }
+            Connector::Https(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| connect_error(std::io::Error::other(e)))?;
+                let connect = async {
+                    let tcp = tokio::net::TcpStream::connect((host, port))
+                        .await
+                        .map_err(connect_error)?;
+                    let _ = tcp.set_nodelay(true);
+                    tls.connect(name, tcp)
+                        .await
+                        .map_err(|source| UpstreamError::Tls {
+                            to: to.to_string(),
+                            source,
+                        })
+                };
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| connect_error(timed_out()))??;
+                Ok(Conn::new(stream))
+            }
+            Connector::Unix(path) => {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path))
+                        .await
+                        .map_err(|_| connect_error(timed_out()))?
+                        .map_err(|source| UpstreamError::Connect {
+                            to: path.display().to_string(),
+                            source,
+                        })?;
+                Ok(Conn::new(stream))
+            }
+        }
+    }
+}
+
+/// The upstream's side of an upgraded connection (after a `101`): its socket, read first from
+/// the bytes the upstream sent after the head.
+pub struct Upgraded {
+    io: Box<dyn Io>,
+    leftover: Bytes,
+}
+
+impl fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("leftover", &self.leftover.len())
+            .finish()
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.leftover.is_empty() {
+            let n = this.leftover.len().min(buf.remaining());
+            buf.put_slice(&this.leftover.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A request in progress on its connection.
+struct Exchange {
+    conn: Conn,
+    sender: Sender,
+}
+
+/// Where a response body stands.
+enum Reading {
+    /// This many bytes still to come.
+    Length(u64),
+    Chunked(wire::Chunked),
+    UntilClose,
+    Done,
+}
+
+/// A response body from an upstream: read from its connection by whoever polls it (the request
+/// body, if the upstream answered before it ended, is still sent meanwhile), and the connection
+/// goes back to the pool as the body ends.
+pub struct UpstreamBody {
+    /// `None` once the body has ended or failed.
+    exchange: Option<Exchange>,
+    reading: Reading,
+    /// The response allows another request on the connection.
+    keep_alive: bool,
+    pool: Arc<Inner>,
+    to: Authority,
+    upgrade: Option<Upgraded>,
+}
+
+impl UpstreamBody {
+    /// After a `101`: the upstream's side of the upgraded connection (once).
+    pub fn take_upgrade(&mut self) -> Option<Upgraded> {
+        self.upgrade.take()
+    }
+
+    /// The body has ended: the connection goes back to the pool if it can carry another
+    /// request (all of this one sent, nothing more read than the response, still open).
+    fn finish(&mut self) {
+        self.reading = Reading::Done;
+        let Some(Exchange { mut conn, sender }) = self.exchange.take() else {
+            return;
+        };
+        if !self.keep_alive || !sender.done() || !conn.reusable() {
+            return;
+        }
+        if conn.buf.capacity() > BODY_READ {
+            conn.buf = BytesMut::new();
+        }
+        if let Ok(mut idle) = self.pool.idle.lock() {
+            if idle.len() >= MAX_IDLE {
+                idle.remove(0);
+            }
+            idle.push(Idle {
+                to: self.to.clone(),
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn fail(&mut self, e: UpstreamError) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        self.reading = Reading::Done;
+        self.exchange = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(Exchange { conn, sender }) = this.exchange.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Err(e) = sender.poll_alongside(&mut conn.io, cx) {
+                // The client's request body failed after the response began: the response
+                // goes on, the connection is not reused.
+                tracing::debug!(error = %e, "request body failed during the response");
+                sender.stopped = Some(e);
+            }
+            let frame = match &mut this.reading {
+                Reading::Done => return Poll::Ready(None),
+                Reading::Length(0) => None,
+                Reading::Length(left) if !conn.buf.is_empty() => {
+                    let take = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(conn.buf.len());
+                    *left -= take as u64;
+                    Some(Frame::data(conn.buf.split_to(take).freeze()))
+                }
+                Reading::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
+                    Ok(Decoded::Data(data)) => Some(Frame::data(data)),
+                    Ok(Decoded::Trailers(trailers)) => Some(Frame::trailers(trailers)),
+                    Ok(Decoded::End) => None,
+                    Ok(Decoded::NeedMore) => Some(Frame::data(Bytes::new())),
+                    Err(e) => return this.fail(e.into()),
+                },
+                Reading::UntilClose if !conn.buf.is_empty() => {
+                    Some(Frame::data(conn.buf.split().freeze()))
+                }
+                Reading::Length(_) | Reading::UntilClose => Some(Frame::data(Bytes::new())),
+            };
+            match frame {
+                None => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Some(frame) if frame.data_ref().is_none_or(|d| !d.is_empty()) => {
+                    if matches!(this.reading, Reading::Length(0)) {
+                        // The last bytes: the connection can serve the next request already.
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                // Nothing buffered: read.
+                Some(_) => {}
+            }
+            match ready!(conn.poll_fill(cx, BODY_READ)) {
+                Ok(0) if matches!(this.reading, Reading::UntilClose) => {
+                    this.reading = Reading::Done;
+                    this.exchange = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(UpstreamError::Closed),
+                Ok(_) => {}
+                Err(e) => return this.fail(UpstreamError::Io(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.reading, Reading::Done | Reading::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.reading {
+            Reading::Length(n) => SizeHint::with_exact(n),
+            Reading::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("to", &self.to)
+            .field("done", &matches!(self.reading, Reading::Done))
+            .finish()
+    }
+}
