@@ -908,3 +908,307 @@ impl fmt::Debug for UpstreamBody {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The exchange against scripted upstreams on loopback sockets: what goes on the wire, and
+    //! when a connection is reused, retried or given up.
+
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+
+    use http::HeaderMap;
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+
+    use super::*;
+
+    /// An upstream on loopback that hands each accepted connection to `serve` (on its own
+    /// thread), and reports each accept.
+    fn upstream(
+        serve: impl Fn(usize, TcpStream) + Send + Sync + 'static,
+    ) -> (Authority, mpsc::Receiver<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let to: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let (accepted, rx) = mpsc::channel();
+        let serve = Arc::new(serve);
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(conn) = conn else { return };
+                let _ = accepted.send(n);
+                let serve = Arc::clone(&serve);
+                std::thread::spawn(move || serve(n, conn));
+            }
+        });
+        (to, rx)
+    }
+
+    /// Reads one request head (through the blank line) and returns it with what followed.
+    fn read_head(conn: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = buf.split_off(end + 4);
+                return Some((String::from_utf8_lossy(&buf).into_owned(), rest));
+            }
+            let n = conn.read(&mut byte).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&byte[..n]);
+        }
+    }
+
+    /// Reads until the peer closes or `until` is in what was read.
+    fn read_until(conn: &mut TcpStream, mut got: Vec<u8>, until: &[u8]) -> Vec<u8> {
+        let mut byte = [0u8; 4096];
+        while !got.windows(until.len()).any(|w| w == until) {
+            match conn.read(&mut byte) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&byte[..n]),
+            }
+        }
+        got
+    }
+
+    fn get(path: &str) -> Request<RequestBody> {
+        Request::get(path)
+            .body(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap()
+    }
+
+    async fn text(resp: Response<UpstreamBody>) -> String {
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    fn client() -> UpstreamClient {
+        Pools::default().http()
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_goes_chunked_and_its_trailers_stay_here() {
+        let (tx, seen) = mpsc::channel();
+        let (to, _) = upstream(move |_, mut c| {
+            let (head, rest) = read_head(&mut c).unwrap();
+            let body = read_until(&mut c, rest, b"0\r\n\r\n");
+            let _ = tx.send((head, body));
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+        });
+        let mut trailers = HeaderMap::new();
+        trailers.insert("client-cert", HeaderValue::from_static(":c3B vb2Y=:"));
+        let frames = vec![
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"hello"))),
+            Ok(Frame::data(Bytes::from_static(b", world"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+        let req = Request::post("/up").body(body).unwrap();
+        let resp = client().request(&to, req).await.unwrap();
+        assert_eq!(text(resp).await, "ok");
+        let (head, body) = seen.recv().unwrap();
+        assert!(head.starts_with("POST /up HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{head}"
+        );
+        assert!(head.contains(&format!("\r\nhost: {to}\r\n")), "{head}");
+        assert_eq!(body, b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_body_of_known_length_goes_with_its_length() {
+        let (tx, seen) = mpsc::channel();
+        let (to, _) = upstream(move |_, mut c| {
+            let (head, rest) = read_head(&mut c).unwrap();
+            let body = read_until(&mut c, rest, b"hello");
+            let _ = tx.send((head, body));
+            c.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        });
+        let req = Request::put("/f")
+            .body(
+                Full::new(Bytes::from_static(b"hello"))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap();
+        let resp = client().request(&to, req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let (head, body) = seen.recv().unwrap();
+        assert!(head.contains("\r\ncontent-length: 5\r\n"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(body, b"hello");
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped_and_connections_reused() {
+        let (to, accepts) = upstream(|_, mut c| {
+            while read_head(&mut c).is_some() {
+                c.write_all(
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n\
+                      HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                )
+                .unwrap();
+            }
+        });
+        let client = client();
+        for _ in 0..3 {
+            let resp = client.request(&to, get("/")).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(text(resp).await, "ok");
+        }
+        assert_eq!(
+            accepts.try_iter().count(),
+            1,
+            "one connection for three requests"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_bytes_past_its_response_is_not_reused() {
+        let (to, accepts) = upstream(|_, mut c| {
+            if read_head(&mut c).is_some() {
+                // A response, and then a second one nobody asked for.
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!",
+                );
+                let _ = read_head(&mut c);
+            }
+        });
+        let client = client();
+        assert_eq!(
+            text(client.request(&to, get("/")).await.unwrap()).await,
+            "ok"
+        );
+        assert!(client.inner.idle.lock().unwrap().is_empty());
+        let _ = client.request(&to, get("/")).await;
+        assert_eq!(accepts.try_iter().count(), 2);
+    }
+
+    /// The second request on a connection meets it closed before any answer: a `GET` goes
+    /// again on a new connection; a `POST` whose body was sent does not (it may have been
+    /// acted on).
+    #[tokio::test]
+    async fn only_a_request_that_can_safely_go_again_is_retried() {
+        let (to, accepts) = upstream(|n, mut c| {
+            let _ = read_head(&mut c);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            if n % 2 == 0 {
+                // Reads the next request's head, and closes without an answer.
+                let _ = read_head(&mut c);
+            } else {
+                let _ = read_head(&mut c);
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        });
+        let client = client();
+        assert_eq!(
+            text(client.request(&to, get("/")).await.unwrap()).await,
+            "ok"
+        );
+        let again = client.request(&to, get("/")).await.unwrap();
+        assert_eq!(text(again).await, "ok");
+        assert_eq!(accepts.try_iter().count(), 2, "the GET went again");
+
+        let (to, accepts) = upstream(|_, mut c| {
+            let _ = read_head(&mut c);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            let _ = read_head(&mut c);
+        });
+        let client = self::client();
+        assert_eq!(
+            text(client.request(&to, get("/")).await.unwrap()).await,
+            "ok"
+        );
+        let post = Request::post("/")
+            .body(
+                Full::new(Bytes::from_static(b"pay"))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap();
+        let err = client.request(&to, post).await.unwrap_err();
+        // Closed, or reset as the body was written after the close.
+        assert!(
+            matches!(err, UpstreamError::Closed | UpstreamError::Io(_)),
+            "{err}"
+        );
+        assert_eq!(accepts.try_iter().count(), 1, "the POST did not go again");
+    }
+
+    /// An upstream that answers before it has read the body (and then stops reading) is heard:
+    /// its answer comes back, and the connection is not reused.
+    #[tokio::test]
+    async fn an_early_answer_arrives_while_the_body_is_still_going() {
+        let (to, accepts) = upstream(|_, mut c| {
+            let _ = read_head(&mut c);
+            let _ = c.write_all(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig");
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        tokio::spawn(async move {
+            // Far more than the socket buffers hold, a piece at a time.
+            for _ in 0..1024 {
+                let piece = Frame::data(Bytes::from(vec![b'x'; 64 * 1024]));
+                if tx.send(Ok(piece)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let body = StreamBody::new(tokio_stream_from(rx)).boxed();
+        let client = client();
+        let req = Request::post("/").body(body).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), client.request(&to, req))
+            .await
+            .expect("the answer came while the body was still being sent")
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(text(resp).await, "big");
+        assert!(client.inner.idle.lock().unwrap().is_empty());
+        assert_eq!(accepts.try_iter().count(), 1);
+    }
+
+    fn tokio_stream_from<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+
+    #[tokio::test]
+    async fn a_malformed_or_cut_response_is_an_error() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+            b"garbage\r\n\r\n",
+            b"",
+        ] {
+            let (to, _) = upstream(move |_, mut c| {
+                let _ = read_head(&mut c);
+                let _ = c.write_all(raw);
+            });
+            let outcome = match client().request(&to, get("/")).await {
+                Err(e) => Err(e.to_string()),
+                Ok(resp) => resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .map_err(|e| e.to_string()),
+            };
+            assert!(
+                outcome.is_err(),
+                "{:?} was taken: {outcome:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+}
