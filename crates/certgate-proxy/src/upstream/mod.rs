@@ -276,6 +276,10 @@ struct Sender {
     written: usize,
     /// Some body bytes were taken from the request body (so it cannot be sent again).
     body_taken: bool,
+    /// The body ended as its framing says, and its end (the last chunk) is queued or written.
+    /// A body that failed or came short never is: the upstream would read whatever comes next
+    /// on the connection, another client's request, as the rest of this body.
+    complete: bool,
     /// The upstream has sent a byte since the request began.
     answered: bool,
     flushed: bool,
@@ -297,6 +301,7 @@ impl Sender {
             },
             written: 0,
             body_taken: false,
+            complete: false,
             answered: false,
             flushed: false,
             stopped: None,
@@ -311,7 +316,7 @@ impl Sender {
 
     /// The same request from the start, for a new connection, if none of its body was taken.
     fn rewind(self) -> Option<Self> {
-        if self.body_taken {
+        if self.body_taken || (self.body.is_none() && !self.complete) {
             return None;
         }
         let mut sender = Self {
@@ -332,12 +337,14 @@ impl Sender {
         self.written >= self.head.len()
     }
 
-    /// All of the request has been written and flushed.
+    /// All of the request, body included, has been written and flushed.
     fn done(&self) -> bool {
-        self.body.is_none() && self.out.is_empty() && self.flushed
+        self.complete && self.out.is_empty() && self.flushed
     }
 
+    /// The body ended cleanly: its end goes out.
     fn end_body(&mut self) {
+        self.complete = true;
         if self.framing == RequestFraming::Chunked {
             self.out.push_back(Bytes::from_static(b"0\r\n\r\n"));
         }
@@ -435,7 +442,7 @@ impl Sender {
         io: &mut Box<dyn Io>,
         cx: &mut Context<'_>,
     ) -> Result<(), UpstreamError> {
-        if self.stopped.is_some() || self.done() {
+        if self.stopped.is_some() || self.done() || (self.body.is_none() && !self.complete) {
             return Ok(());
         }
         match self.poll_send(io, cx) {
@@ -793,7 +800,7 @@ impl UpstreamBody {
         let Some(Exchange { mut conn, sender }) = self.exchange.take() else {
             return;
         };
-        if !self.keep_alive || !sender.done() || !conn.reusable() {
+        if !self.keep_alive || !sender.done() || sender.stopped.is_some() || !conn.reusable() {
             return;
         }
         if conn.buf.capacity() > BODY_READ {
@@ -1172,6 +1179,48 @@ mod tests {
         assert_eq!(text(resp).await, "big");
         assert!(client.inner.idle.lock().unwrap().is_empty());
         assert_eq!(accepts.try_iter().count(), 1);
+    }
+
+    /// A request body that fails, or ends short of its length, after the upstream has answered
+    /// leaves the upstream waiting for the rest: that connection must never carry another
+    /// request, or the upstream reads it (another client's) as the rest of this body.
+    #[tokio::test]
+    async fn a_body_that_fails_after_the_answer_closes_the_connection() {
+        for fails in [true, false] {
+            let (to, accepts) = upstream(|_, mut c| {
+                while read_head(&mut c).is_some() {
+                    let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+            });
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+            tx.send(Ok(Frame::data(Bytes::from_static(b"abc"))))
+                .await
+                .unwrap();
+            let mut req = Request::post("/")
+                .body(StreamBody::new(tokio_stream_from(rx)).boxed())
+                .unwrap();
+            if !fails {
+                req.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+            }
+            let client = client();
+            let resp = client.request(&to, req).await.unwrap();
+            if fails {
+                tx.send(Err("the client's body broke".into()))
+                    .await
+                    .unwrap();
+            } else {
+                // Three bytes of ten, and the end.
+                drop(tx);
+            }
+            assert_eq!(text(resp).await, "ok");
+            assert!(
+                client.inner.idle.lock().unwrap().is_empty(),
+                "pooled with the body unfinished (failed: {fails})"
+            );
+            let _ = client.request(&to, get("/")).await;
+            assert_eq!(accepts.try_iter().count(), 2);
+        }
     }
 
     fn tokio_stream_from<T: Send + 'static>(

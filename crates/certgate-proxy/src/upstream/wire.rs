@@ -126,6 +126,9 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, WireError> {
     if len > MAX_HEAD_BYTES {
         return Err(WireError::HeadTooLarge);
     }
+    if has_bare_lf(&buf[..len]) {
+        return Err(WireError::Head(httparse::Error::NewLine));
+    }
     let code = resp.code.unwrap_or_default();
     let status = StatusCode::from_u16(code).map_err(|_| WireError::Status(code))?;
     let version = if resp.version == Some(0) {
@@ -371,7 +374,7 @@ impl Chunked {
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         match httparse::parse_headers(buf, &mut fields) {
             Ok(httparse::Status::Complete((len, parsed))) => {
-                if len > MAX_TRAILER_BYTES {
+                if len > MAX_TRAILER_BYTES || has_bare_lf(&buf[..len]) {
                     return Err(WireError::Trailers);
                 }
                 let base = buf.as_ptr() as usize;
@@ -423,6 +426,15 @@ fn after_size(size: u64, read: usize, named: bool, byte: u8) -> Result<State, Wi
         b'!'..=b'~' | 0x80.. if named => next(true),
         _ => Err(WireError::Chunked("a chunk-size line has a stray byte")),
     }
+}
+
+/// Whether a line ends in a bare LF (httparse accepts one; a reader that does not would see
+/// the lines differently).
+fn has_bare_lf(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -531,6 +543,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\nA\x00: 1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nA: 1\x00\r\n\r\n",
             "HTTP/1.1 200 OK\r\n: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\n\n",
         ] {
             assert!(head(bad).is_err(), "{bad:?} must be refused");
         }
@@ -661,6 +676,8 @@ mod tests {
             b"10000000000000000\r\n",
             b"0\r\nbad field\r\n\r\n",
             b"0\r\nA: 1\r\n folded\r\n\r\n",
+            b"0\r\n\n",
+            b"0\r\nA: 1\n\r\n",
         ] {
             assert!(
                 dechunk(bad, 1).is_err(),

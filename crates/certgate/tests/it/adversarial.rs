@@ -3682,3 +3682,109 @@ client_auth = "none"
     drop(server);
     f.assert_none("a hostile upstream's framing and hop-by-hop fields");
 }
+
+/// An upstream that answers `POST /upload` at once (the head now, the body a second later) and
+/// then reads and discards the request body, as RFC 9112 servers do; every other request is
+/// answered with its own request line, so a client can tell whose request it got the answer to.
+const EARLY_ANSWER_UPSTREAM: &str = r#"
+import re, socket, threading, time
+def serve(conn):
+    buf = b""
+    def fill():
+        nonlocal buf
+        d = conn.recv(65536)
+        if not d:
+            raise EOFError
+        buf += d
+    try:
+        while True:
+            while True:
+                buf = buf.lstrip(b"\r\n")
+                if b"\r\n\r\n" in buf:
+                    break
+                fill()
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            line = head.split(b"\r\n")[0]
+            m = re.search(rb"(?im)^content-length: *(\d+)", head)
+            n = int(m.group(1)) if m else 0
+            if line.startswith(b"POST /upload"):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+                time.sleep(1.0)
+                conn.sendall(b"ok")
+            while len(buf) < n:
+                fill()
+            buf = buf[n:]
+            if not line.startswith(b"POST /upload"):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(line), line))
+    except (EOFError, OSError):
+        conn.close()
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A client whose request body comes short (or breaks) after the upstream has begun to answer
+/// leaves that upstream waiting for the rest of the body. Were the connection reused, the
+/// upstream would read the next request, another client's, as that rest, and then run what that
+/// client smuggled into its own body: a request certgate never saw, on a route whose policy it
+/// never checked.
+#[test]
+fn a_request_body_cut_short_after_the_answer_smuggles_nothing() {
+    let Some(python) = python_with_h2() else {
+        return;
+    };
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_server_pki(d);
+    let upstream = Script::start(&python, d, EARLY_ANSWER_UPSTREAM, &[]);
+    let config = format!(
+        r#"{CONFIG_HEAD}
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "none"
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+"#,
+        upstream.port
+    );
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    let root = pki.root.der.clone();
+    let how = Dial::sni("localhost");
+
+    // The attacker: 5 of the 705 body bytes it declares, then the end of its sending side, while
+    // the upstream's answer is on its way.
+    let mut a = dial(port, &root, &how).unwrap();
+    a.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 705\r\n\r\nhello")
+        .unwrap();
+    a.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = a.sock.shutdown(std::net::Shutdown::Write);
+    let mut drained = Vec::new();
+    let _ = a.read_to_end(&mut drained);
+
+    // Next, a request whose body carries another request: the upstream must read it as a body.
+    let smuggled = b"GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut body = b"\r\n".repeat(600);
+    body.extend_from_slice(smuggled);
+    let mut raw = format!(
+        "POST /public HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let (b, all) = one(port, &root, &how, &raw);
+    drop(server);
+    assert!(
+        b.status == 200 && b.body_text() == "POST /public HTTP/1.1",
+        "the next request was not answered as itself (its body ran as a request?): {}\n{all}",
+        b.summary()
+    );
+}
