@@ -112,9 +112,16 @@ pub struct Head {
 /// Takes one complete response head off the front of `buf`: `Ok(None)` while it is still
 /// arriving. The field values share the head's bytes (no copy).
 pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, WireError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    // Left uninitialised until parsed: zeroing 128 fields (4 KiB) for every head made this
+    // function 2% of the CPU of an HTTP/1.1 keep-alive load.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(WireError::HeadTooLarge);
