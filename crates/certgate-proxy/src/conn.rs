@@ -401,7 +401,9 @@ where
             req.extensions_mut()
                 .insert(ClientUpgrade(Arc::clone(&upgrade)));
         }
-        let fut = handler(req);
+        // Boxed on its own, as for HTTP/2 (see `serve_http2`): the future below that waits
+        // for it then stays small to build and move.
+        let fut = Box::pin(handler(req));
         Box::pin(async move {
             let resp = fut.await;
             // hyper writes the response as soon as this future is ready.

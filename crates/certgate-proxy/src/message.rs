@@ -70,8 +70,9 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Hop-by-hop fields (RFC 9110 section 7.6.1, plus the legacy `Keep-Alive` and
-/// `Proxy-Connection`), `Upgrade` and h2c's `HTTP2-Settings` included.
-const HOP_BY_HOP: [HeaderName; 10] = [
+/// `Proxy-Connection`), `Upgrade` and h2c's `HTTP2-Settings` included. A `static`: a `const`
+/// array of names is built and dropped again at every use (per field of every message).
+static HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
