@@ -186,11 +186,11 @@ pub(super) fn other_transfer_coding(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-/// The framing fields of a response hyper has read, made true for what is forwarded: a 1xx or
-/// 204 has no length; hyper has decoded a chunked body, so a `Content-Length` beside
-/// `Transfer-Encoding` is wrong (RFC 9112 §6.3: the chunked framing wins, and a proxy must
-/// remove the length); a list of equal lengths (`5, 5`, which hyper accepts) becomes the one
-/// length, which HTTP/2 clients require.
+/// The framing fields of a response the upstream client has read, made true for what is
+/// forwarded: a 1xx or 204 has no length; a chunked body has been decoded, so a
+/// `Content-Length` beside `Transfer-Encoding` is wrong (RFC 9112 §6.3: the chunked framing
+/// wins, and a proxy must remove the length); a list of equal lengths (`5, 5`, which
+/// `upstream::wire` accepts) becomes the one length, which HTTP/2 clients require.
 pub(super) fn frame_response(status: StatusCode, headers: &mut HeaderMap) {
     if status.is_informational() || status == StatusCode::NO_CONTENT {
         // RFC 9110 §8.6: never a length on these (an HTTP/2 client resets the stream).
