@@ -44,7 +44,7 @@ pub(super) fn log_request(
     method: &http::Method,
     path: &str,
     status: StatusCode,
-    started: Instant,
+    started: Option<Instant>,
     stripped: usize,
     reason: Option<&str>,
 ) {
@@ -97,7 +97,7 @@ pub(super) fn log_request(
         method = %method,
         path,
         status = status.as_u16(),
-        duration_us = started.elapsed().as_micros() as u64,
+        duration_us = started.map_or(0, |s| s.elapsed().as_micros() as u64),
         client_spki_sha256 = %spki,
         client_subject = %subject,
         client_verified = verified,

@@ -23,11 +23,12 @@ use crate::route::{self, Upstream};
 
 pub(super) async fn handle(shared: &Shared, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
     let cfg = &shared.cfg;
-    let started = Instant::now();
+    let logged = tracing::enabled!(target: "certgate::access", tracing::Level::INFO);
+    // The clock is read only for the access log's duration.
+    let started = logged.then(Instant::now);
     let method = req.method().clone();
     // For the access log of a request refused before its path is in normal form.
-    let raw_path = tracing::enabled!(target: "certgate::access", tracing::Level::INFO)
-        .then(|| req.uri().path().to_owned());
+    let raw_path = logged.then(|| req.uri().path().to_owned());
     let mut trace = Trace::default();
     let mut resp = respond(shared, conn, req, &mut trace).await;
     if method == http::Method::HEAD && !trace.proxied {
