@@ -124,8 +124,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                     || HOP_BY_HOP.contains(n)
                     // `Connection: host` must not take away the `Host` that routing and policy
                     // judged (the upstream client would fill in its own address, and a
-                    // name-based upstream would pick its default site).
-                    || (n != header::HOST && listed.iter().any(|t| t.eq_ignore_ascii_case(n.as_str())))
+                    // name-based upstream would pick its default site), nor `Connection:
+                    // content-length` the length the body is framed and limited by (RFC 9110
+                    // §7.6.1: fields meant for every recipient are never connection options).
+                    || (n != header::HOST
+                        && n != header::CONTENT_LENGTH
+                        && listed.iter().any(|t| t.eq_ignore_ascii_case(n.as_str())))
             })
             .cloned()
             .collect()
@@ -187,9 +191,14 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
         assert!(h.get("connection").is_none());
-        let mut h = map(&[("connection", "close, HOST"), ("host", "pub.example")]);
+        let mut h = map(&[
+            ("connection", "close, HOST, Content-Length"),
+            ("host", "pub.example"),
+            ("content-length", "50000"),
+        ]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.get("host").unwrap(), "pub.example");
+        assert_eq!(h.get("content-length").unwrap(), "50000");
         // Names listed in any spelling, across several `Connection` fields; every line of a
         // repeated field goes.
         let mut h = map(&[

@@ -6,7 +6,7 @@ use std::time::Instant;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use super::decorate::{identity_headers, sanitize_response, set_forwarded};
 use super::{Conn, Shared};
@@ -43,6 +43,20 @@ pub(super) async fn proxy(
             format!("Transfer-Encoding `{coding}` is not supported (only chunked)"),
         );
     }
+    let limit = cfg.limits.max_body_bytes;
+    if let Some(max) = limit {
+        // A declared length over the limit is refused before anything goes upstream: the length
+        // the body is framed by (hyper's), whatever the fields say.
+        let declared = req.body().size_hint().exact().or_else(|| {
+            req.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+        if declared.is_some_and(|n| n > max) {
+            return too_large(max);
+        }
+    }
     let from_h2 = req.version() == Version::HTTP_2;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
@@ -57,18 +71,6 @@ pub(super) async fn proxy(
     set_forwarded(cfg, conn, host, headers);
     for (name, value) in identity_headers(cfg, conn, &route.forward) {
         headers.append(name, value);
-    }
-    let limit = cfg.limits.max_body_bytes;
-    if let Some(max) = limit {
-        // A declared length over the limit is refused before anything goes upstream.
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return too_large(max);
-        }
     }
     let req = req.map(|body| match limit {
         Some(max) => {

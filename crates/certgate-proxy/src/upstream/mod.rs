@@ -542,6 +542,10 @@ impl UpstreamClient {
             parts.headers.insert(header::HOST, v);
         }
         let framing = request_framing(&parts, &body);
+        if matches!(framing, RequestFraming::Length(n) if n > 0) && body.is_end_stream() {
+            // A length with no body to send: the upstream would wait for bytes never sent.
+            return Err(UpstreamError::BodyLength);
+        }
         let mut head = Vec::with_capacity(512);
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         wire::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);

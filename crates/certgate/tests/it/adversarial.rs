@@ -3686,8 +3686,10 @@ client_auth = "none"
 /// An upstream that answers `POST /upload` at once (the head now, the body a second later) and
 /// then reads and discards the request body, as RFC 9112 servers do; every other request is
 /// answered with its own request line, so a client can tell whose request it got the answer to.
+/// `GET /seen` answers with the request lines of every request it received whole, one a line.
 const EARLY_ANSWER_UPSTREAM: &str = r#"
 import re, socket, threading, time
+SEEN = []
 def serve(conn):
     buf = b""
     def fill():
@@ -3714,6 +3716,11 @@ def serve(conn):
             while len(buf) < n:
                 fill()
             buf = buf[n:]
+            if line.startswith(b"GET /seen"):
+                seen = b"\n".join(SEEN)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(seen), seen))
+                continue
+            SEEN.append(line)
             if not line.startswith(b"POST /upload"):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(line), line))
     except (EOFError, OSError):
@@ -3786,5 +3793,50 @@ client_auth = "none"
         b.status == 200 && b.body_text() == "POST /public HTTP/1.1",
         "the next request was not answered as itself (its body ran as a request?): {}\n{all}",
         b.summary()
+    );
+}
+
+/// A body over `max_body_bytes` is refused before anything goes upstream, also when the client
+/// names `Content-Length` as a connection option: were that field removed as hop-by-hop, the
+/// limit would frame the forwarded request as its first 1000 bytes, and the upstream would take
+/// a truncated upload for a whole one.
+#[test]
+fn a_length_named_in_connection_is_still_the_length() {
+    let Some(python) = python_with_h2() else {
+        return;
+    };
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = write_server_pki(d);
+    let upstream = Script::start(&python, d, EARLY_ANSWER_UPSTREAM, &[]);
+    let config = format!(
+        r#"{CONFIG_HEAD}
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "none"
+max_body_bytes = 1000
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+"#,
+        upstream.port
+    );
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    let root = pki.root.der.clone();
+    let how = Dial::sni("localhost");
+    let mut raw = b"PUT /store HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50000\r\nConnection: content-length\r\n\r\n".to_vec();
+    // Exactly the limit, and then nothing more for now.
+    raw.extend_from_slice(&[b'x'; 1000]);
+    let (r, _) = one(port, &root, &how, &raw);
+    let (seen, _) = one(port, &root, &how, &get("/seen", &["Host: localhost"]));
+    drop(server);
+    assert_eq!(r.status, 413, "{}", r.summary());
+    assert!(
+        seen.status == 200 && !seen.body_text().contains("/store"),
+        "the upstream took part of the body for a whole request: {}",
+        seen.summary()
     );
 }
