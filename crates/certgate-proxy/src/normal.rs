@@ -72,7 +72,8 @@ fn segment_data(b: u8) -> bool {
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of one hexadecimal digit, either case.
+pub(crate) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

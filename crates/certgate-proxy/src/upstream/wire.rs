@@ -12,6 +12,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::normal::hex;
+
 /// Largest response head read, in bytes (the status line and every field).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most fields in a response head, or in a trailer section.
@@ -442,15 +444,6 @@ fn has_bare_lf(bytes: &[u8]) -> bool {
         .iter()
         .enumerate()
         .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// The size line that goes before a chunk of `len` bytes.
