@@ -3734,6 +3734,28 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
+/// A listener `web` (no client certificates, `listener` added to its table) in front of
+/// [`EARLY_ANSWER_UPSTREAM`]: the upstream, the server and the root to trust.
+fn behind_early_answers(python: &Path, d: &Path, listener: &str) -> (Script, Serve, Vec<u8>) {
+    let pki = write_server_pki(d);
+    let upstream = Script::start(python, d, EARLY_ANSWER_UPSTREAM, &[]);
+    let config = format!(
+        r#"{CONFIG_HEAD}
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "none"
+{listener}  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+"#,
+        upstream.port
+    );
+    std::fs::write(d.join("c.toml"), config).unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    (upstream, server, pki.root.der.clone())
+}
+
 /// A client whose request body comes short (or breaks) after the upstream has begun to answer
 /// leaves that upstream waiting for the rest of the body. Were the connection reused, the
 /// upstream would read the next request, another client's, as that rest, and then run what that
@@ -3745,25 +3767,8 @@ fn a_request_body_cut_short_after_the_answer_smuggles_nothing() {
         return;
     };
     let dir = tempdir();
-    let d = dir.path();
-    let pki = write_server_pki(d);
-    let upstream = Script::start(&python, d, EARLY_ANSWER_UPSTREAM, &[]);
-    let config = format!(
-        r#"{CONFIG_HEAD}
-[[ingress]]
-name = "web"
-listen = "127.0.0.1:0"
-identity = "server"
-client_auth = "none"
-  [[ingress.route]]
-  upstream = "http://127.0.0.1:{}"
-"#,
-        upstream.port
-    );
-    std::fs::write(d.join("c.toml"), config).unwrap();
-    let server = Serve::start(d, "c.toml", 1);
+    let (_upstream, server, root) = behind_early_answers(&python, dir.path(), "");
     let port = server.port("web");
-    let root = pki.root.der.clone();
     let how = Dial::sni("localhost");
 
     // The attacker: 5 of the 705 body bytes it declares, then the end of its sending side, while
@@ -3806,26 +3811,9 @@ fn a_length_named_in_connection_is_still_the_length() {
         return;
     };
     let dir = tempdir();
-    let d = dir.path();
-    let pki = write_server_pki(d);
-    let upstream = Script::start(&python, d, EARLY_ANSWER_UPSTREAM, &[]);
-    let config = format!(
-        r#"{CONFIG_HEAD}
-[[ingress]]
-name = "web"
-listen = "127.0.0.1:0"
-identity = "server"
-client_auth = "none"
-max_body_bytes = 1000
-  [[ingress.route]]
-  upstream = "http://127.0.0.1:{}"
-"#,
-        upstream.port
-    );
-    std::fs::write(d.join("c.toml"), config).unwrap();
-    let server = Serve::start(d, "c.toml", 1);
+    let (_upstream, server, root) =
+        behind_early_answers(&python, dir.path(), "max_body_bytes = 1000\n");
     let port = server.port("web");
-    let root = pki.root.der.clone();
     let how = Dial::sni("localhost");
     let mut raw = b"PUT /store HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50000\r\nConnection: content-length\r\n\r\n".to_vec();
     // Exactly the limit, and then nothing more for now.
