@@ -22,12 +22,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::{Request, Response, Version, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -126,12 +127,10 @@ where
         // How long the current request head has been arriving, and the request count it began
         // after (a new request in between means a new head).
         let (mut head_for, mut head_after) = (Duration::ZERO, load.started());
-        // One wait for the shutdown signal across the loop: a new one on every wake-up would
-        // join and leave the signal's waiter list each time (1.2% of the CPU under an
-        // HTTP/1.1 keep-alive load).
+        // One wait for the shutdown signal across the loop (a new one on every wake-up would
+        // join and leave the signal's waiter list each time), polled only when signalled.
         let result = {
-            let stopping = shutdown.changed();
-            tokio::pin!(stopping);
+            let mut stopping = WhenWoken::new(shutdown.changed());
             loop {
                 tokio::select! {
                     biased;
@@ -248,9 +247,11 @@ where
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     let serving = async {
         tokio::pin!(conn);
+        let mut stopping = WhenWoken::new(shutdown.changed());
         tokio::select! {
+            biased;
             r = conn.as_mut() => r,
-            _ = shutdown.changed() => {
+            _ = &mut stopping => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -309,7 +310,6 @@ where
 impl Streams {
     /// Polls `conn` and every stream it starts until `conn` completes.
     async fn run_beside<T>(self, conn: impl Future<Output = T>) -> T {
-        use futures_util::stream::{FuturesUnordered, StreamExt as _};
         let mut running = FuturesUnordered::<StreamFuture>::new();
         tokio::pin!(conn);
         std::future::poll_fn(move |cx| {
@@ -435,6 +435,88 @@ where
 /// load the cost is one extra poll of the task and of the sockets, a few microseconds.
 pub(crate) async fn let_ready_connections_run() {
     tokio::task::yield_now().await;
+}
+
+/// A future that waits for a rare signal (a drain, a reload) beside a connection's traffic,
+/// polled only once its own waker fired, not each time the task it shares with the connection
+/// wakes.
+///
+/// Every poll of a waiting `watch::Receiver::changed` locks the signal's waiter list (which the
+/// listener's connections share), and a `FuturesUnordered` of one registers its waker anew on
+/// each poll. Polled on each wake-up, the two signals of an HTTP/1.1 connection were 1.3% of the
+/// CPU under a keep-alive load. Here a poll that is not the first and follows no wake-up of the
+/// inner future costs an atomic load and a waker comparison.
+pub(crate) struct WhenWoken<F> {
+    fut: Pin<Box<F>>,
+    signal: Arc<Signal>,
+    /// `signal` as a waker, handed to the inner future.
+    waker: Waker,
+    /// The task waker last stored in `signal`.
+    task: Option<Waker>,
+}
+
+/// Set when the inner future's waker fires; wakes the task that polls the [`WhenWoken`].
+#[derive(Default)]
+struct Signal {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl std::task::Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl<F: Future> WhenWoken<F> {
+    pub(crate) fn new(fut: F) -> Self {
+        let signal = Arc::new(Signal::default());
+        Self {
+            fut: Box::pin(fut),
+            waker: Waker::from(Arc::clone(&signal)),
+            signal,
+            task: None,
+        }
+    }
+}
+
+impl<F: Future> Future for WhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            // The first poll, or a poll from another task: store the task to wake, and poll the
+            // inner future whether or not it was woken.
+            *this
+                .signal
+                .task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
+            this.task = Some(cx.waker().clone());
+            this.signal.woken.store(true, Ordering::Relaxed);
+        }
+        // A plain load first: the common case (not woken) takes no locked instruction.
+        if !this.signal.woken.load(Ordering::Acquire)
+            || !this.signal.woken.swap(false, Ordering::AcqRel)
+        {
+            return Poll::Pending;
+        }
+        this.fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
+    }
 }
 
 /// The requests of one connection: how many have started, how many are being served.
@@ -662,5 +744,110 @@ mod tests {
         p.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, b"abcdef");
         assert!(!p.has_unread());
+    }
+
+    /// A future that counts its polls and is ready once `ready` is set (waking whoever polled it
+    /// last when `ready` is set through [`Gate::open`]).
+    #[derive(Clone, Default)]
+    struct Gate(Arc<Mutex<(usize, bool, Option<Waker>)>>);
+
+    impl Gate {
+        fn open(&self) {
+            let waker = {
+                let mut g = self.0.lock().unwrap();
+                g.1 = true;
+                g.2.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+        fn polls(&self) -> usize {
+            self.0.lock().unwrap().0
+        }
+        fn wait(&self) -> impl Future<Output = ()> + use<> {
+            let gate = self.clone();
+            std::future::poll_fn(move |cx| {
+                let mut g = gate.0.lock().unwrap();
+                g.0 += 1;
+                if g.1 {
+                    return Poll::Ready(());
+                }
+                g.2 = Some(cx.waker().clone());
+                Poll::Pending
+            })
+        }
+    }
+
+    /// Polled from a task's other wake-ups, the inner future is polled once (to register its
+    /// waker); once it is woken, it is polled again and completes, and its wake-up wakes the
+    /// task that polls the wrapper.
+    #[tokio::test]
+    async fn a_when_woken_future_is_polled_only_after_its_own_wake_up() {
+        let gate = Gate::default();
+        let mut waiting = WhenWoken::new(gate.wait());
+        let (task_waker, task_wakes) = counting_waker();
+        let mut cx = Context::from_waker(&task_waker);
+        for _ in 0..100 {
+            assert!(Pin::new(&mut waiting).poll(&mut cx).is_pending());
+        }
+        assert_eq!(gate.polls(), 1, "polled without a wake-up");
+        gate.open();
+        assert_eq!(
+            task_wakes.load(Ordering::SeqCst),
+            1,
+            "the task was not woken"
+        );
+        assert!(Pin::new(&mut waiting).poll(&mut cx).is_ready());
+        assert_eq!(gate.polls(), 2);
+    }
+
+    /// Moved to another task, it polls the inner future again at once (its last wake-up may have
+    /// gone to the old task) and wakes the new task from then on.
+    #[tokio::test]
+    async fn a_when_woken_future_follows_the_task_that_polls_it() {
+        let gate = Gate::default();
+        let mut waiting = WhenWoken::new(gate.wait());
+        let (first, _) = counting_waker();
+        assert!(
+            Pin::new(&mut waiting)
+                .poll(&mut Context::from_waker(&first))
+                .is_pending()
+        );
+        let (second, second_wakes) = counting_waker();
+        let mut cx = Context::from_waker(&second);
+        assert!(Pin::new(&mut waiting).poll(&mut cx).is_pending());
+        assert_eq!(gate.polls(), 2);
+        gate.open();
+        assert_eq!(second_wakes.load(Ordering::SeqCst), 1);
+        assert!(Pin::new(&mut waiting).poll(&mut cx).is_ready());
+    }
+
+    /// A drain signalled through a `watch` reaches a connection waiting in [`WhenWoken`].
+    #[tokio::test]
+    async fn a_when_woken_watch_sees_the_signal() {
+        let (tx, mut rx) = watch::channel(false);
+        let waiting = tokio::spawn(async move {
+            WhenWoken::new(rx.changed()).await.unwrap();
+            *rx.borrow()
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(true).unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the signal never arrived")
+            .unwrap();
+        assert!(seen);
+    }
+
+    fn counting_waker() -> (Waker, Arc<AtomicUsize>) {
+        struct Count(Arc<AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let n = Arc::new(AtomicUsize::new(0));
+        (Waker::from(Arc::new(Count(Arc::clone(&n)))), n)
     }
 }

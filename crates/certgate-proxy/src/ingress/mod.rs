@@ -214,16 +214,17 @@ async fn connection(
         }
     };
     tokio::pin!(serving);
-    let watching = watch_admission(
+    // Polled only when the drain or a reload signals, not on each of the connection's wake-ups.
+    let watching = crate::conn::WhenWoken::new(watch_admission(
         &live,
         &current,
         &conn.client,
         &mut changes,
         listener_shutdown,
         &stop,
-    );
-    tokio::pin!(watching);
+    ));
     let result = tokio::select! {
+        biased;
         r = serving.as_mut() => r,
         why = watching => {
             not_admitted.store(true, std::sync::atomic::Ordering::Release);
