@@ -103,40 +103,47 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     {
         return;
     }
-    // Most responses carry `Connection: keep-alive` and nothing else: one more pass decides every
-    // name, and only the fields present are removed (one hash lookup each).
-    let doomed: Vec<HeaderName> = {
-        // Headers named in Connection are hop-by-hop too.
-        let listed: Vec<&str> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        headers
+    // One more pass decides every name, and only the fields present are removed (one hash
+    // lookup each). Most messages that get here carry `Connection: keep-alive` and nothing else:
+    // that one field is removed without collecting the names first.
+    let (first, more) = {
+        let listed = headers.get_all(header::CONNECTION);
+        let mut doomed = headers
             .keys()
-            .filter(|&n| {
-                if keep_upgrade && n == header::UPGRADE {
-                    return false;
-                }
-                is_proxy_field(n)
-                    || HOP_BY_HOP.contains(n)
-                    // `Connection: host` must not take away the `Host` that routing and policy
-                    // judged (the upstream client would fill in its own address, and a
-                    // name-based upstream would pick its default site), nor `Connection:
-                    // content-length` the length the body is framed and limited by (RFC 9110
-                    // §7.6.1: fields meant for every recipient are never connection options).
-                    || (n != header::HOST
-                        && n != header::CONTENT_LENGTH
-                        && listed.iter().any(|t| t.eq_ignore_ascii_case(n.as_str())))
-            })
-            .cloned()
-            .collect()
+            .filter(|&n| hop_by_hop(n, &listed, keep_upgrade));
+        let first = doomed.next().cloned();
+        let more: Vec<HeaderName> = doomed.cloned().collect();
+        (first, more)
     };
-    for n in doomed {
+    for n in first.into_iter().chain(more) {
         headers.remove(n);
     }
+}
+
+/// Whether `name` is hop-by-hop: a hop-by-hop field, `Proxy`/`Proxy-*` or named in
+/// `Connection` (`listed`).
+fn hop_by_hop(
+    name: &HeaderName,
+    listed: &http::header::GetAll<'_, HeaderValue>,
+    keep_upgrade: bool,
+) -> bool {
+    if keep_upgrade && name == header::UPGRADE {
+        return false;
+    }
+    is_proxy_field(name)
+        || HOP_BY_HOP.contains(name)
+        // `Connection: host` must not take away the `Host` that routing and policy judged (the
+        // upstream client would fill in its own address, and a name-based upstream would pick
+        // its default site), nor `Connection: content-length` the length the body is framed and
+        // limited by (RFC 9110 §7.6.1: fields meant for every recipient are never connection
+        // options).
+        || (name != header::HOST
+            && name != header::CONTENT_LENGTH
+            && listed
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(name.as_str())))
 }
 
 /// A header map of `fields` in order, for tests.

@@ -147,16 +147,14 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, WireError> {
     };
     // Where each field sits in the head, so that its value can be a slice of the frozen head.
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(HeaderName, usize, usize)> = resp
-        .headers
-        .iter()
-        .map(|f| {
-            let name = HeaderName::from_bytes(f.name.as_bytes())
-                .map_err(|_| WireError::Head(httparse::Error::HeaderName))?;
-            let start = f.value.as_ptr() as usize - base;
-            Ok((name, start, start + f.value.len()))
-        })
-        .collect::<Result<_, WireError>>()?;
+    // Sized at once (collecting a `Result` grows the vector step by step).
+    let mut spans = Vec::with_capacity(resp.headers.len());
+    for f in resp.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| WireError::Head(httparse::Error::HeaderName))?;
+        let start = f.value.as_ptr() as usize - base;
+        spans.push((name, start, start + f.value.len()));
+    }
     let head = buf.split_to(len).freeze();
     let headers = fields_from(&head, spans)?;
     Ok(Some(Head {
