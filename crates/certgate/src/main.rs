@@ -22,6 +22,12 @@ use crate::cli::{Cli, Command};
 
 /// mimalloc: per-thread free lists and no arena locking on the request path (glibc's malloc was
 /// a measurable share of a proxied request), and freed pages go back to the OS.
+///
+/// Built without transparent huge pages (the `no_thp` feature): by default mimalloc marks its
+/// memory `MADV_HUGEPAGE`, and the 2 MiB pages that a server holding many small, long-lived
+/// connection states only partly uses stay resident whole. With 5,000 idle connections held,
+/// that was 16 KiB of resident memory per HTTP/2 connection (56.6 KiB against 40.7 KiB) and
+/// 0.3 KiB per HTTP/1.1 connection.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
