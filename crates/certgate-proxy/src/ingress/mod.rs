@@ -185,10 +185,10 @@ async fn connection(
     let not_admitted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handler = {
         let (current, conn) = (Arc::clone(&current), Arc::clone(&conn));
-        let not_admitted = Arc::clone(&not_admitted);
+        let (live, not_admitted) = (Arc::clone(&live), Arc::clone(&not_admitted));
         move |req| {
             let shared = Shared {
-                cfg: current.load_full(),
+                cfg: judged_by(&live, &current, &conn.client, &not_admitted),
                 no_longer_admitted: not_admitted.load(std::sync::atomic::Ordering::Acquire),
             };
             let conn = Arc::clone(&conn);
@@ -242,6 +242,39 @@ async fn connection(
     if let Err(e) = result {
         tracing::debug!(listener = %cfg.name, %peer, error = %e, "connection ended with an error");
     }
+}
+
+/// The configuration a new request on a connection is judged by: `current`, or, if a reload
+/// has swapped `live` since the connection last looked, the new one, once the connection's
+/// client is found still admitted under it (if not, `not_admitted` is set and the request is
+/// refused like every later one).
+///
+/// Asked at the start of every request, so that no request starts under a verdict a reload has
+/// overturned, whether or not `watch_admission` has run since: a client whose TLS handshake
+/// spans the reload (its certificate checked before, its `Finished` sent after, with requests
+/// in the same write) would otherwise have those requests served, and an HTTP/2 client up to
+/// 200 of them.
+fn judged_by(
+    live: &LiveConfig,
+    current: &ArcSwap<IngressConfig>,
+    client: &ClientCert,
+    not_admitted: &std::sync::atomic::AtomicBool,
+) -> Arc<IngressConfig> {
+    let cfg = current.load_full();
+    let latest = live.load();
+    if Arc::ptr_eq(&cfg, &latest) || not_admitted.load(std::sync::atomic::Ordering::Acquire) {
+        return cfg;
+    }
+    if latest.recheck_connections
+        && crate::recheck::still_admitted(client, latest.client_auth, latest.trust.as_deref())
+            .is_err()
+    {
+        not_admitted.store(true, std::sync::atomic::Ordering::Release);
+        return cfg;
+    }
+    let latest = arc_swap::Guard::into_inner(latest);
+    current.store(Arc::clone(&latest));
+    latest
 }
 
 /// How long a connection whose client is no longer admitted may finish what is in flight.

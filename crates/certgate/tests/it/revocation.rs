@@ -696,6 +696,26 @@ target = "127.0.0.1:{}"
     let mut line = String::new();
     std::io::BufRead::read_line(&mut lingering_out, &mut line).unwrap();
     assert_eq!(line.trim(), "ready 200", "{line}");
+    // A client whose TLS handshake spans the revocation: its certificate is checked before, its
+    // Finished goes after, with three requests in the same write.
+    let mut straddling = Command::new(&python)
+        .current_dir(d)
+        .args([
+            "-c",
+            STRADDLING,
+            &web.to_string(),
+            "root.pem",
+            "revoked.pem",
+            "revoked.key",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut straddling_out = std::io::BufReader::new(straddling.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut straddling_out, &mut line).unwrap();
+    assert_eq!(line.trim(), "certificate sent", "{line}");
 
     // The CA revokes one client; the new CRL is installed and the config reloaded.
     std::fs::write(
@@ -720,6 +740,29 @@ target = "127.0.0.1:{}"
         let mut c = rt.block_on(h2_connect(d, "revoked", web));
         rt.block_on(h2_get(&mut c)) == Ok(403)
     });
+    // The handshake that began before the revocation completes now; no request sent with it is
+    // served under the old verdict.
+    straddling
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut straddling_out, &mut line).unwrap();
+    let _ = straddling.wait();
+    let straddled: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        straddled["handshake"], true,
+        "the straddling client's handshake did not complete: the test saw nothing ({line})"
+    );
+    assert!(
+        !straddled["statuses"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(200)),
+        "requests sent with a handshake that spanned the revocation were served: {line}"
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(&mut lingering_out, &mut line).unwrap();
     let _ = lingering.wait();
@@ -844,6 +887,79 @@ while alive and time.time() < end:
         except Exception:
             alive = False
 print(json.dumps([status.get(sid, 0) for sid in after_goaway]), flush=True)
+"#;
+
+/// A TLS 1.3 client that sends its second flight in two parts: the record with its Certificate
+/// first (then prints `certificate sent` and waits for a line on stdin), then its
+/// CertificateVerify and Finished together with three pipelined `GET /h2`. Prints JSON: whether
+/// the handshake completed, and the status of each response it read within 5 s.
+const STRADDLING: &str = r#"
+import json, re, socket, ssl, sys
+port, ca, cert, key = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_verify_locations(ca)
+ctx.check_hostname = False
+ctx.load_cert_chain(cert, key)
+ctx.set_alpn_protocols(["http/1.1"])
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+def records(b):
+    recs = []
+    while b:
+        n = 5 + int.from_bytes(b[3:5], "big")
+        recs.append(b[:n])
+        b = b[n:]
+    return recs
+flights, done = 0, False
+while not done:
+    try:
+        tls.do_handshake()
+        done = True
+    except ssl.SSLWantReadError:
+        pass
+    data = out.read()
+    if data:
+        flights += 1
+        if flights == 2:
+            # (ChangeCipherSpec,) then Certificate, CertificateVerify and Finished, each in an
+            # encrypted record (type 23): only the first of those goes now.
+            recs = records(data)
+            first = next(i for i, r in enumerate(recs) if r[0] == 23)
+            s.sendall(b"".join(recs[:first + 1]))
+            print("certificate sent", flush=True)
+            sys.stdin.readline()
+            tls.write(b"GET /h2 HTTP/1.1\r\nHost: localhost\r\n\r\n" * 3)
+            s.sendall(b"".join(recs[first + 1:]) + out.read())
+        else:
+            s.sendall(data)
+    if done:
+        break
+    d = s.recv(65536)
+    if not d:
+        break
+    inc.write(d)
+got = b""
+s.settimeout(5)
+while done:
+    try:
+        d = s.recv(65536)
+    except (socket.timeout, OSError):
+        break
+    if not d:
+        break
+    inc.write(d)
+    while True:
+        try:
+            p = tls.read(65536)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLError):
+            break
+        if not p:
+            break
+        got += p
+statuses = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)]
+print(json.dumps({"handshake": done, "statuses": statuses}), flush=True)
 "#;
 
 /// `[ca]`: a running serve keeps its own CA's CRL signed (a 12 s validity here, so several
