@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use certgate_pki::{ClientCert, TrustBundle};
 use certgate_tls::ClientAuth;
+use futures_util::FutureExt as _;
 use rustls::ServerConfig;
 use rustls_pki_types::UnixTime;
 use tokio::io::AsyncWriteExt as _;
@@ -108,6 +109,20 @@ async fn connection(
         let _ = tls.shutdown().await;
         return;
     }
+    let mut revoked = crate::conn::WhenWoken::new(crate::recheck::until_refused(changes, || {
+        let new = live.load_full();
+        crate::recheck::still_admitted(&client, new.client_auth, new.trust.as_deref())?;
+        match policy::identity(&new.access, &client) {
+            Decision::Deny { reason, .. } => Err(format!("the new policy refuses it ({reason})")),
+            Decision::Allow => Ok(()),
+        }
+    }));
+    // A reload that came during the handshake is judged before the target hears of the client.
+    if let Some(why) = (&mut revoked).now_or_never() {
+        crate::metrics::closed(&cfg.name, "no_longer_admitted");
+        tracing::info!(tunnel = %cfg.name, %peer, reason = %why, "connection closed after a reload: its client is no longer admitted");
+        return;
+    }
     let facts = tls_facts(conn, &client);
     let header = match proxy_protocol::encode(cfg.proxy_protocol, peer, local, &facts) {
         Ok(h) => h,
@@ -141,21 +156,16 @@ async fn connection(
         None => (String::new(), false),
     };
     let started = std::time::Instant::now();
-    let revoked = crate::recheck::until_refused(changes, || {
-        let new = live.load_full();
-        crate::recheck::still_admitted(&client, new.client_auth, new.trust.as_deref())?;
-        match policy::identity(&new.access, &client) {
-            Decision::Deny { reason, .. } => Err(format!("the new policy refuses it ({reason})")),
-            Decision::Allow => Ok(()),
-        }
-    });
+    // The reload check first, on every wake-up it was woken for: no byte moves under a verdict a
+    // reload overturned.
     let (up, down) = tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut tls, &mut upstream) => result.unwrap_or((0, 0)),
+        biased;
         why = revoked => {
             crate::metrics::closed(&cfg.name, "no_longer_admitted");
             tracing::info!(tunnel = %cfg.name, %peer, reason = %why, "stream closed after a reload: its client is no longer admitted");
             (0, 0)
         }
+        result = tokio::io::copy_bidirectional(&mut tls, &mut upstream) => result.unwrap_or((0, 0)),
     };
     tracing::info!(
         target: "certgate::access",

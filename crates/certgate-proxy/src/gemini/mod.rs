@@ -219,12 +219,16 @@ async fn connection(
                 port,
                 facts: &facts,
             };
-            let watched = admitted_while(live, changes, &client, &route.name);
+            let watched =
+                crate::conn::WhenWoken::new(admitted_while(live, changes, &client, &route.name));
             let ended = {
                 let respond = tokio::time::timeout(cfg.response_timeout, ctx.respond(&mut tls));
+                // The reload check first: a reload that came during the handshake or the
+                // request is judged before any of the response is written.
                 tokio::select! {
-                    r = respond => r.map_err(|_| None),
+                    biased;
                     why = watched => Err(Some(why)),
+                    r = respond => r.map_err(|_| None),
                 }
             };
             match ended {

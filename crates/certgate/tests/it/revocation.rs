@@ -603,7 +603,12 @@ fn revoked_clients_lose_their_open_connections() {
     )
     .unwrap();
     let upgrade_echo = crate::lifetimes::Script::start(&python, crate::lifetimes::UPGRADE_ECHO);
-    let tcp_echo = crate::lifetimes::Script::start(&python, crate::lifetimes::TCP_ECHO);
+    // The tunnel's target echoes, and records what it receives.
+    let received = d.join("target-received");
+    let tcp_echo = crate::lifetimes::Script::start(
+        &python,
+        &RECORDING_ECHO.replace("RECORD", &received.display().to_string()),
+    );
     std::fs::write(
         d.join("c.toml"),
         format!(
@@ -698,24 +703,29 @@ target = "127.0.0.1:{}"
     assert_eq!(line.trim(), "ready 200", "{line}");
     // A client whose TLS handshake spans the revocation: its certificate is checked before, its
     // Finished goes after, with three requests in the same write.
-    let mut straddling = Command::new(&python)
-        .current_dir(d)
-        .args([
-            "-c",
-            STRADDLING,
-            &web.to_string(),
-            "root.pem",
-            "revoked.pem",
-            "revoked.key",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut straddling_out = std::io::BufReader::new(straddling.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut straddling_out, &mut line).unwrap();
-    assert_eq!(line.trim(), "certificate sent", "{line}");
+    let straddle = |port: u16, kind: &str| {
+        let mut child = Command::new(&python)
+            .current_dir(d)
+            .args([
+                "-c",
+                STRADDLING,
+                &port.to_string(),
+                "root.pem",
+                "revoked.pem",
+                "revoked.key",
+                kind,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "certificate sent", "{kind}: {line}");
+        (child, out)
+    };
+    let mut straddling = [straddle(web, "http"), straddle(tcp, "tcp")];
 
     // The CA revokes one client; the new CRL is installed and the config reloaded.
     std::fs::write(
@@ -742,26 +752,40 @@ target = "127.0.0.1:{}"
     });
     // The handshake that began before the revocation completes now; no request sent with it is
     // served under the old verdict.
-    straddling
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut straddling_out, &mut line).unwrap();
-    let _ = straddling.wait();
-    let straddled: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let mut straddled = Vec::new();
+    for (child, out) in &mut straddling {
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(out, &mut line).unwrap();
+        let _ = child.wait();
+        straddled.push(serde_json::from_str::<serde_json::Value>(line.trim()).unwrap());
+    }
+    let [http, tcp] = &straddled[..] else {
+        unreachable!()
+    };
     assert_eq!(
-        straddled["handshake"], true,
-        "the straddling client's handshake did not complete: the test saw nothing ({line})"
+        http["handshake"], true,
+        "the straddling client's handshake did not complete: the test saw nothing ({http})"
     );
     assert!(
-        !straddled["statuses"]
+        !http["statuses"]
             .as_array()
             .unwrap()
             .contains(&serde_json::json!(200)),
-        "requests sent with a handshake that spanned the revocation were served: {line}"
+        "requests sent with a handshake that spanned the revocation were served: {http}"
+    );
+    assert_eq!(
+        tcp["handshake"], true,
+        "the straddling tunnel client's handshake did not complete: the test saw nothing ({tcp})"
+    );
+    assert_eq!(
+        tcp["read"], 0,
+        "bytes sent through the tunnel with a handshake that spanned the revocation were echoed: {tcp}"
+    );
+    let target_got = std::fs::read(&received).unwrap_or_default();
+    assert!(
+        !target_got.windows(9).any(|w| w == b"straddled"),
+        "bytes sent through the tunnel with a handshake that spanned the revocation reached the target"
     );
     let mut line = String::new();
     std::io::BufRead::read_line(&mut lingering_out, &mut line).unwrap();
@@ -889,19 +913,44 @@ while alive and time.time() < end:
 print(json.dumps([status.get(sid, 0) for sid in after_goaway]), flush=True)
 "#;
 
+/// A TCP echo server (prints its port) that also appends every byte it receives to the file
+/// `RECORD` (replaced with a path before it runs).
+const RECORDING_ECHO: &str = r#"
+import socket, threading
+record = open("RECORD", "ab", buffering=0)
+lock = threading.Lock()
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    while True:
+        data = c.recv(1024)
+        if not data:
+            break
+        with lock:
+            record.write(data)
+        c.sendall(data)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
 /// A TLS 1.3 client that sends its second flight in two parts: the record with its Certificate
 /// first (then prints `certificate sent` and waits for a line on stdin), then its
-/// CertificateVerify and Finished together with three pipelined `GET /h2`. Prints JSON: whether
-/// the handshake completed, and the status of each response it read within 5 s.
+/// CertificateVerify and Finished together with three pipelined `GET /h2` (`http`) or the bytes
+/// `straddled` (`tcp`). Prints JSON: whether the handshake completed, the status of each response it
+/// read within 5 s and how many bytes it read.
 const STRADDLING: &str = r#"
 import json, re, socket, ssl, sys
-port, ca, cert, key = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+port, ca, cert, key, kind = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.minimum_version = ssl.TLSVersion.TLSv1_3
 ctx.load_verify_locations(ca)
 ctx.check_hostname = False
 ctx.load_cert_chain(cert, key)
-ctx.set_alpn_protocols(["http/1.1"])
+if kind == "http":
+    ctx.set_alpn_protocols(["http/1.1"])
 inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
 tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
 s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
@@ -930,7 +979,10 @@ while not done:
             s.sendall(b"".join(recs[:first + 1]))
             print("certificate sent", flush=True)
             sys.stdin.readline()
-            tls.write(b"GET /h2 HTTP/1.1\r\nHost: localhost\r\n\r\n" * 3)
+            if kind == "http":
+                tls.write(b"GET /h2 HTTP/1.1\r\nHost: localhost\r\n\r\n" * 3)
+            else:
+                tls.write(b"straddled")
             s.sendall(b"".join(recs[first + 1:]) + out.read())
         else:
             s.sendall(data)
@@ -959,7 +1011,7 @@ while done:
             break
         got += p
 statuses = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)]
-print(json.dumps({"handshake": done, "statuses": statuses}), flush=True)
+print(json.dumps({"handshake": done, "statuses": statuses, "read": len(got)}), flush=True)
 "#;
 
 /// `[ca]`: a running serve keeps its own CA's CRL signed (a 12 s validity here, so several
