@@ -120,7 +120,8 @@ async fn connection(
     // A reload that came during the handshake is judged before the target hears of the client.
     if let Some(why) = (&mut revoked).now_or_never() {
         crate::metrics::closed(&cfg.name, "no_longer_admitted");
-        tracing::info!(tunnel = %cfg.name, %peer, reason = %why, "connection closed after a reload: its client is no longer admitted");
+        tracing::info!(tunnel = %cfg.name, %peer, reason = %why, "stream closed after a reload: its client is no longer admitted");
+        let _ = tls.shutdown().await;
         return;
     }
     let facts = tls_facts(conn, &client);
