@@ -441,10 +441,10 @@ pub(crate) async fn let_ready_connections_run() {
 /// polled only once its own waker fired, not each time the task it shares with the connection
 /// wakes.
 ///
-/// Every poll of a waiting `watch::Receiver::changed` locks the signal's waiter list (which the
-/// listener's connections share), and a `FuturesUnordered` of one registers its waker anew on
-/// each poll. Polled on each wake-up, the two signals of an HTTP/1.1 connection were 1.3% of the
-/// CPU under a keep-alive load. Here a poll that is not the first and follows no wake-up of the
+/// Every poll of a waiting `watch::Receiver::changed` locks the signal's waiter list (for the
+/// drain and reload signals, a list all the listener's connections share), and a
+/// `FuturesUnordered` of one registers its waker anew on each poll. Polled on each wake-up, the
+/// signals an HTTP/1.1 connection waits for were 1.3% of the CPU under a keep-alive load. Here a poll that is not the first and follows no wake-up of the
 /// inner future costs an atomic load and a waker comparison.
 pub(crate) struct WhenWoken<F> {
     fut: Pin<Box<F>>,
