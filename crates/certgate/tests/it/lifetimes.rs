@@ -38,9 +38,12 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-/// A TCP echo server.
+/// A TCP echo server; given a file path as its argument, it also appends every byte it receives
+/// to that file.
 pub(crate) const TCP_ECHO: &str = r#"
-import socket, threading
+import socket, sys, threading
+record = open(sys.argv[1], "ab", buffering=0) if len(sys.argv) > 1 else None
+lock = threading.Lock()
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 s.listen(64)
@@ -50,6 +53,9 @@ def serve(c):
         data = c.recv(1024)
         if not data:
             break
+        if record:
+            with lock:
+                record.write(data)
         c.sendall(data)
 while True:
     c, _ = s.accept()
@@ -61,9 +67,15 @@ pub(crate) struct Script(std::process::Child, pub(crate) u16);
 
 impl Script {
     pub(crate) fn start(python: &Path, script: &str) -> Self {
+        Self::start_with(python, script, &[])
+    }
+
+    /// Starts `script` with `args` as its arguments (`sys.argv[1:]`).
+    pub(crate) fn start_with(python: &Path, script: &str, args: &[&str]) -> Self {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(python)
             .args(["-c", script])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();

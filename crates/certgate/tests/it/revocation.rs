@@ -605,9 +605,10 @@ fn revoked_clients_lose_their_open_connections() {
     let upgrade_echo = crate::lifetimes::Script::start(&python, crate::lifetimes::UPGRADE_ECHO);
     // The tunnel's target echoes, and records what it receives.
     let received = d.join("target-received");
-    let tcp_echo = crate::lifetimes::Script::start(
+    let tcp_echo = crate::lifetimes::Script::start_with(
         &python,
-        &RECORDING_ECHO.replace("RECORD", &received.display().to_string()),
+        crate::lifetimes::TCP_ECHO,
+        &[&received.display().to_string()],
     );
     std::fs::write(
         d.join("c.toml"),
@@ -683,49 +684,20 @@ target = "127.0.0.1:{}"
     }
 
     // A client that keeps opening streams on its open connection after the revocation.
-    let mut lingering = Command::new(&python)
-        .current_dir(d)
-        .args([
-            "-c",
-            LINGERING_H2,
-            &web.to_string(),
-            "root.pem",
-            "revoked.pem",
-            "revoked.key",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lingering_out = std::io::BufReader::new(lingering.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut lingering_out, &mut line).unwrap();
+    let (mut lingering, mut lingering_out, line) =
+        revoked_client(&python, d, LINGERING_H2, web, &[]);
     assert_eq!(line.trim(), "ready 200", "{line}");
     // A client whose TLS handshake spans the revocation: its certificate is checked before, its
     // Finished goes after, with three requests in the same write.
     let straddle = |port: u16, kind: &str| {
-        let mut child = Command::new(&python)
-            .current_dir(d)
-            .args([
-                "-c",
-                STRADDLING,
-                &port.to_string(),
-                "root.pem",
-                "revoked.pem",
-                "revoked.key",
-                kind,
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let (child, out, line) = revoked_client(&python, d, STRADDLING, port, &[kind]);
         assert_eq!(line.trim(), "certificate sent", "{kind}: {line}");
         (child, out)
     };
-    let mut straddling = [straddle(web, "http"), straddle(tcp, "tcp")];
+    // Four through the tunnel: the bug this guards against lost a race there about half the time.
+    let mut straddling: Vec<_> = std::iter::once(straddle(web, "http"))
+        .chain((0..4).map(|_| straddle(tcp, "tcp")))
+        .collect();
 
     // The CA revokes one client; the new CRL is installed and the config reloaded.
     std::fs::write(
@@ -760,7 +732,7 @@ target = "127.0.0.1:{}"
         let _ = child.wait();
         straddled.push(serde_json::from_str::<serde_json::Value>(line.trim()).unwrap());
     }
-    let [http, tcp] = &straddled[..] else {
+    let [http, tunnelled @ ..] = &straddled[..] else {
         unreachable!()
     };
     assert_eq!(
@@ -774,14 +746,16 @@ target = "127.0.0.1:{}"
             .contains(&serde_json::json!(200)),
         "requests sent with a handshake that spanned the revocation were served: {http}"
     );
-    assert_eq!(
-        tcp["handshake"], true,
-        "the straddling tunnel client's handshake did not complete: the test saw nothing ({tcp})"
-    );
-    assert_eq!(
-        tcp["read"], 0,
-        "bytes sent through the tunnel with a handshake that spanned the revocation were echoed: {tcp}"
-    );
+    for tcp in tunnelled {
+        assert_eq!(
+            tcp["handshake"], true,
+            "the straddling tunnel client's handshake did not complete: the test saw nothing ({tcp})"
+        );
+        assert_eq!(
+            tcp["read"], 0,
+            "bytes sent through the tunnel with a handshake that spanned the revocation were echoed: {tcp}"
+        );
+    }
     let target_got = std::fs::read(&received).unwrap_or_default();
     assert!(
         !target_got.windows(9).any(|w| w == b"straddled"),
@@ -833,6 +807,35 @@ target = "127.0.0.1:{}"
     // A new connection of the revoked client is refused too.
     let mut again = rt.block_on(h2_connect(d, "revoked", web));
     assert_eq!(rt.block_on(h2_get(&mut again)), Ok(403));
+}
+
+/// Starts the Python client `script` (run in `d`) as the revoked client, against `port`, with
+/// `extra` arguments after its port, CA, certificate and key; returns it, its output and the
+/// first line it printed.
+fn revoked_client(
+    python: &Path,
+    d: &Path,
+    script: &str,
+    port: u16,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    let mut child = Command::new(python)
+        .current_dir(d)
+        .args(["-c", script, &port.to_string()])
+        .args(["root.pem", "revoked.pem", "revoked.key"])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    (child, out, line)
 }
 
 /// An HTTP/2 client that, once told `go` on stdin, opens a new stream every 30 ms on its open
@@ -911,29 +914,6 @@ while alive and time.time() < end:
         except Exception:
             alive = False
 print(json.dumps([status.get(sid, 0) for sid in after_goaway]), flush=True)
-"#;
-
-/// A TCP echo server (prints its port) that also appends every byte it receives to the file
-/// `RECORD` (replaced with a path before it runs).
-const RECORDING_ECHO: &str = r#"
-import socket, threading
-record = open("RECORD", "ab", buffering=0)
-lock = threading.Lock()
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-s.listen(64)
-print(s.getsockname()[1], flush=True)
-def serve(c):
-    while True:
-        data = c.recv(1024)
-        if not data:
-            break
-        with lock:
-            record.write(data)
-        c.sendall(data)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
 /// A TLS 1.3 client that sends its second flight in two parts: the record with its Certificate
