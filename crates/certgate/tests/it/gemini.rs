@@ -865,14 +865,23 @@ fn amfora_in_tmux_with_and_without_a_client_certificate() {
             ));
         }
         std::fs::write(cfg.join("amfora/config.toml"), text).unwrap();
-        let session = format!("certgate-amfora-{profile}-{port}");
+        // Each run has a tmux server of its own on a socket in the test's directory: a
+        // server on the default socket may be shared with other tests or users, and one
+        // whose last session was just killed may still be exiting when the next one starts.
+        let socket = d.join(format!("tmux-{profile}"));
+        let tmux_cmd = || {
+            let mut cmd = Command::new(&tmux);
+            cmd.arg("-S").arg(&socket);
+            cmd
+        };
+        let session = format!("certgate-amfora-{profile}");
         let command = format!(
             "env HOME={dir} XDG_CONFIG_HOME={cfg} XDG_CACHE_HOME={cfg}/cache XDG_DATA_HOME={cfg}/data TERM=xterm-256color {amfora} gemini://localhost:{port}/members/page",
             dir = d.display(),
             cfg = cfg.display(),
             amfora = amfora.display()
         );
-        let started = Command::new(&tmux)
+        let started = tmux_cmd()
             .args([
                 "new-session",
                 "-d",
@@ -884,9 +893,13 @@ fn amfora_in_tmux_with_and_without_a_client_certificate() {
                 "40",
                 &command,
             ])
-            .status()
+            .output()
             .unwrap();
-        assert!(started.success(), "tmux did not start");
+        assert!(
+            started.status.success(),
+            "tmux did not start: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
         let want = if with_cert {
             "TLS_CLIENT_HASH=SHA256:"
         } else {
@@ -895,7 +908,7 @@ fn amfora_in_tmux_with_and_without_a_client_certificate() {
         let mut screen = String::new();
         for _ in 0..100 {
             std::thread::sleep(Duration::from_millis(100));
-            let out = Command::new(&tmux)
+            let out = tmux_cmd()
                 .args(["capture-pane", "-p", "-t", &session])
                 .output()
                 .unwrap();
@@ -904,9 +917,7 @@ fn amfora_in_tmux_with_and_without_a_client_certificate() {
                 break;
             }
         }
-        let _ = Command::new(&tmux)
-            .args(["kill-session", "-t", &session])
-            .status();
+        let _ = tmux_cmd().arg("kill-server").status();
         assert!(
             screen.contains(want),
             "amfora ({profile} certificate) shows:\n{screen}"
