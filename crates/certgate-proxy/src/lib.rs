@@ -23,6 +23,7 @@ pub mod normal;
 pub mod policy;
 pub mod proxy_protocol;
 mod recheck;
+mod reset;
 pub mod route;
 pub mod tunnel;
 pub mod upstream;

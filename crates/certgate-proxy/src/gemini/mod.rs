@@ -193,6 +193,8 @@ async fn connection(
         }),
     };
     let mut url = String::new();
+    // Set when a reload cut the response: the connection is then reset, with no close_notify.
+    let mut reset = false;
     let outcome = match line.and_then(|l| judge(cfg, &l, port, sni.as_deref(), &client)) {
         Err(refusal) => {
             tracing::debug!(gemini = %cfg.name, %peer, status = refusal.status, reason = refusal.reason, "request refused");
@@ -252,6 +254,9 @@ async fn connection(
                     }
                 }
                 Err(Some(why)) => {
+                    // Nothing more of the response reaches the client, queued or not.
+                    crate::reset::now(tls.get_ref().0);
+                    reset = true;
                     crate::metrics::closed(&cfg.name, "no_longer_admitted");
                     tracing::info!(gemini = %cfg.name, %peer, reason = %why, "response cut after a reload: its client is no longer admitted");
                     Outcome {
@@ -265,7 +270,9 @@ async fn connection(
     };
     // A client that stops reading cannot hold the connection open: close_notify gets a moment
     // to go out, then the connection is dropped.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, tls.shutdown()).await;
+    if !reset {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, tls.shutdown()).await;
+    }
     let (hash, verified) = match client.presented() {
         Some(p) => (p.identity.cert_sha256.to_hex(), p.verified().is_some()),
         None => (String::new(), false),

@@ -34,6 +34,7 @@ use request::handle;
 
 use crate::message::Limits;
 use crate::normal::{self, Underscores};
+use crate::reset::{Refused, ResetIfRefused};
 use crate::route::Route;
 
 /// A resolved `[[ingress]]` listener.
@@ -136,6 +137,10 @@ async fn connection(
 ) {
     let cfg = live.load_full();
     let _ = tcp.set_nodelay(true);
+    // Set when a reload no longer admits the client: its socket is then reset, not closed, so
+    // that what is still queued for it is dropped (see `crate::reset`).
+    let refused = Arc::new(Refused::default());
+    let tcp = ResetIfRefused::new(tcp, Arc::clone(&refused), REVOKED_GRACE);
     let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
     let started = Instant::now();
     let _open = crate::metrics::Gauge::open(&cfg.name);
@@ -182,14 +187,13 @@ async fn connection(
     // The configuration requests are judged by: the one accepted with, then each reload's, as
     // long as the client is still admitted under it.
     let current = Arc::new(ArcSwap::new(Arc::clone(&cfg)));
-    let not_admitted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handler = {
         let (current, conn) = (Arc::clone(&current), Arc::clone(&conn));
-        let (live, not_admitted) = (Arc::clone(&live), Arc::clone(&not_admitted));
+        let (live, refused) = (Arc::clone(&live), Arc::clone(&refused));
         move |req| {
             let shared = Shared {
-                cfg: judged_by(&live, &current, &conn.client, &not_admitted),
-                no_longer_admitted: not_admitted.load(std::sync::atomic::Ordering::Acquire),
+                cfg: judged_by(&live, &current, &conn.client, &refused),
+                no_longer_admitted: refused.is_marked(),
             };
             let conn = Arc::clone(&conn);
             async move { handle(&shared, &conn, req).await }
@@ -227,12 +231,12 @@ async fn connection(
         biased;
         r = serving.as_mut() => r,
         why = watching => {
-            not_admitted.store(true, std::sync::atomic::Ordering::Release);
+            refused.mark();
             crate::metrics::closed(&cfg.name, "no_longer_admitted");
             tracing::info!(listener = %cfg.name, %peer, reason = %why, "connection closed after a reload: its client is no longer admitted");
             let _ = stop.send(true);
             // Requests in flight (and HTTP/2 with its GOAWAY) get a moment; then it is cut,
-            // upgraded connections included.
+            // upgraded connections included, and its socket reset.
             match tokio::time::timeout(REVOKED_GRACE, serving.as_mut()).await {
                 Ok(r) => r,
                 Err(_) => Ok(()),
@@ -246,7 +250,7 @@ async fn connection(
 
 /// The configuration a new request on a connection is judged by: `current`, or, if a reload
 /// has swapped `live` since the connection last looked, the new one, once the connection's
-/// client is found still admitted under it (if not, `not_admitted` is set and the request is
+/// client is found still admitted under it (if not, `refused` is marked and the request is
 /// refused like every later one).
 ///
 /// Asked at the start of every request, so that no request starts under a verdict a reload has
@@ -258,18 +262,18 @@ fn judged_by(
     live: &LiveConfig,
     current: &ArcSwap<IngressConfig>,
     client: &ClientCert,
-    not_admitted: &std::sync::atomic::AtomicBool,
+    refused: &Refused,
 ) -> Arc<IngressConfig> {
     let cfg = current.load_full();
     let latest = live.load();
-    if Arc::ptr_eq(&cfg, &latest) || not_admitted.load(std::sync::atomic::Ordering::Acquire) {
+    if Arc::ptr_eq(&cfg, &latest) || refused.is_marked() {
         return cfg;
     }
     if latest.recheck_connections
         && crate::recheck::still_admitted(client, latest.client_auth, latest.trust.as_deref())
             .is_err()
     {
-        not_admitted.store(true, std::sync::atomic::Ordering::Release);
+        refused.mark();
         return cfg;
     }
     let latest = arc_swap::Guard::into_inner(latest);
@@ -277,7 +281,9 @@ fn judged_by(
     latest
 }
 
-/// How long a connection whose client is no longer admitted may finish what is in flight.
+/// How long a connection whose client is no longer admitted may finish what is in flight (and
+/// the client read it); its socket is reset when it ends, this long after the refusal at the
+/// earliest.
 const REVOKED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Passes the listener's drain on to `stop`, and after each reload asks whether `client` is

@@ -588,20 +588,7 @@ fn revoked_clients_lose_their_open_connections() {
     let python = require_peer!("python3");
     let dir = tempdir();
     let d = dir.path();
-    let pki = crate::ingress::write_pki(d);
-    let victim = certgate_pki::credential::parse_certificates(
-        &std::fs::read(d.join("revoked.pem")).unwrap(),
-        &certgate_pki::Origin::other("revoked"),
-    )
-    .unwrap();
-    let victim_serial =
-        hex::decode(certgate_pki::Identity::from_der(&victim[0]).unwrap().serial).unwrap();
-    std::fs::write(d.join("root.crl"), crl_numbered(&pki.root, &[], 1, DAY * 7)).unwrap();
-    std::fs::write(
-        d.join("cur.crl"),
-        crl_numbered(&pki.intermediate, &[], 1, DAY * 7),
-    )
-    .unwrap();
+    let revoker = Revoker::new(d);
     let upgrade_echo = crate::lifetimes::Script::start(&python, crate::lifetimes::UPGRADE_ECHO);
     // The tunnel's target echoes, and records what it receives.
     let received = d.join("target-received");
@@ -700,12 +687,7 @@ target = "127.0.0.1:{}"
         .collect();
 
     // The CA revokes one client; the new CRL is installed and the config reloaded.
-    std::fs::write(
-        d.join("cur.crl"),
-        crl_numbered(&pki.intermediate, &[victim_serial], 2, DAY * 7),
-    )
-    .unwrap();
-    server.signal("HUP");
+    revoker.revoke(&server);
     lingering
         .stdin
         .as_mut()
@@ -808,6 +790,215 @@ target = "127.0.0.1:{}"
     let mut again = rt.block_on(h2_connect(d, "revoked", web));
     assert_eq!(rt.block_on(h2_get(&mut again)), Ok(403));
 }
+
+/// The test PKI written to a directory (`crate::ingress::write_pki`) with empty CRLs for its
+/// root (`root.crl`) and intermediate (`cur.crl`); [`Revoker::revoke`] revokes the client
+/// `revoked.pem`.
+struct Revoker {
+    pki: TestPki,
+    dir: std::path::PathBuf,
+    serial: Vec<u8>,
+}
+
+impl Revoker {
+    fn new(d: &Path) -> Self {
+        let pki = crate::ingress::write_pki(d);
+        let victim = certgate_pki::credential::parse_certificates(
+            &std::fs::read(d.join("revoked.pem")).unwrap(),
+            &certgate_pki::Origin::other("revoked"),
+        )
+        .unwrap();
+        let serial =
+            hex::decode(certgate_pki::Identity::from_der(&victim[0]).unwrap().serial).unwrap();
+        std::fs::write(d.join("root.crl"), crl_numbered(&pki.root, &[], 1, DAY * 7)).unwrap();
+        std::fs::write(
+            d.join("cur.crl"),
+            crl_numbered(&pki.intermediate, &[], 1, DAY * 7),
+        )
+        .unwrap();
+        Self {
+            pki,
+            dir: d.to_owned(),
+            serial,
+        }
+    }
+
+    /// Installs a CRL that revokes `revoked.pem` and reloads `server`.
+    fn revoke(&self, server: &Serve) {
+        std::fs::write(
+            self.dir.join("cur.crl"),
+            crl_numbered(
+                &self.pki.intermediate,
+                std::slice::from_ref(&self.serial),
+                2,
+                DAY * 7,
+            ),
+        )
+        .unwrap();
+        server.signal("HUP");
+    }
+}
+
+/// A revoked client that reads slowly gets nothing more once its connection is cut: what was
+/// queued for it in the kernel is dropped (the socket is reset), over HTTPS (a download, cut
+/// after the in-flight grace) and through a TCP tunnel (cut at once). Closed the usual way, the
+/// megabytes already queued would go on draining to it after the cut.
+#[test]
+fn a_revoked_client_reading_slowly_gets_nothing_queued_after_the_cut() {
+    use std::io::Write as _;
+    let python = require_peer!("python3");
+    let dir = tempdir();
+    let d = dir.path();
+    let revoker = Revoker::new(d);
+    std::fs::create_dir_all(d.join("files")).unwrap();
+    std::fs::write(d.join("files/big.bin"), vec![b'x'; 64 << 20]).unwrap();
+    let files = d.join("files").display().to_string();
+    let http = crate::lifetimes::Script::start_with(&python, FILE_SERVER, &[&files]);
+    std::fs::write(
+        d.join("c.toml"),
+        format!(
+            r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+crl = ["root.crl", "cur.crl"]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{port}"
+  require_verified = true
+[[tunnel]]
+name = "tcp"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "require_and_verify"
+trust = "clients"
+target = "127.0.0.1:{port}"
+"#,
+            port = http.1
+        ),
+    )
+    .unwrap();
+    let server = Serve::start(d, "c.toml", 2);
+    let (web, tcp) = (server.port("web"), server.port("tcp"));
+    let mut readers: Vec<_> = [("https", web), ("tunnel", tcp)]
+        .into_iter()
+        .map(|(kind, port)| {
+            let (child, out, line) = revoked_client(&python, d, SLOW_READER, port, &[]);
+            assert!(line.starts_with("ready"), "{kind}: {line}");
+            (kind, child, out)
+        })
+        .collect();
+    revoker.revoke(&server);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    eventually("the revocation is in force", Duration::from_secs(5), || {
+        let mut c = rt.block_on(h2_connect(d, "revoked", web));
+        rt.block_on(h2_get(&mut c)) == Ok(403)
+    });
+    // Past the in-flight grace (a second) with a margin: both connections have been cut.
+    std::thread::sleep(Duration::from_millis(2500));
+    for (kind, child, out) in &mut readers {
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(out, &mut line).unwrap();
+        let _ = child.wait();
+        let got: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(
+            got["end"], "reset",
+            "{kind}: the revoked client's connection was not reset: {got}"
+        );
+        // Its own receive buffer (asked for 32 KiB) is all it may still read.
+        let after = got["after"].as_u64().unwrap();
+        assert!(
+            after < 512 * 1024,
+            "{kind}: the revoked client read {after} bytes after its connection was cut"
+        );
+    }
+}
+
+/// Serves the directory given as its argument over HTTP/1.0 (Python's `http.server`).
+const FILE_SERVER: &str = r#"
+import functools, http.server, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+handler.log_message = lambda *a: None
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// Asks for `/big.bin` over TLS with a small receive buffer, reads 256 KiB of it and prints
+/// `ready`; then, told `go` on stdin, reads what is left until the end and prints JSON: the
+/// bytes it read after `go` and how the stream ended (`reset`, `eof` or `timeout`).
+const SLOW_READER: &str = r#"
+import json, socket, ssl, sys
+port, ca, cert, key = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+ctx.load_cert_chain(cert, key)
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+sock.settimeout(10)
+sock.connect(("127.0.0.1", int(port)))
+# TLS over memory buffers, so that the socket's own errors (a reset) are seen as they are.
+incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+def send_pending():
+    data = outgoing.read()
+    if data:
+        sock.sendall(data)
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        send_pending()
+        data = sock.recv(65536)
+        if not data:
+            print("closed during the handshake", flush=True)
+            sys.exit(1)
+        incoming.write(data)
+send_pending()
+tls.write(b"GET /big.bin HTTP/1.0\r\nHost: localhost\r\n\r\n")
+send_pending()
+def decrypted():
+    n = 0
+    while True:
+        try:
+            n += len(tls.read(65536))
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            return n
+got = 0
+while got < 256 * 1024:
+    data = sock.recv(65536)
+    if not data:
+        print("ended early after", got, flush=True)
+        sys.exit(1)
+    incoming.write(data)
+    got += decrypted()
+print("ready", got, flush=True)
+sys.stdin.readline()
+after, end = 0, "eof"
+try:
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        incoming.write(data)
+        after += decrypted()
+except ConnectionResetError:
+    end = "reset"
+except socket.timeout:
+    end = "timeout"
+print(json.dumps({"after": after, "end": end}), flush=True)
+"#;
 
 /// Starts the Python client `script` (run in `d`) as the revoked client, against `port`, with
 /// `extra` arguments after its port, CA, certificate and key; returns it, its output and the
