@@ -32,6 +32,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Largest request body forwarded upstream (`None`: no limit); larger ones get 413.
     pub max_body_bytes: Option<u64>,
+    /// How long an upstream may keep a request waiting with nothing moving (to take more of the
+    /// request, or to answer) before the client gets 504.
+    pub upstream_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_body_bytes: None,
+            upstream_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -35,7 +35,10 @@ pub(super) async fn respond(
             return (59, 0);
         }
     };
-    let resp = match client.request(authority, req).await {
+    let resp = match client
+        .request(authority, req, ctx.cfg.response_timeout)
+        .await
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(gemini = %ctx.cfg.name, route = %ctx.route.name, error = %e, "upstream request failed");

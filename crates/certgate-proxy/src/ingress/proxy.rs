@@ -82,7 +82,9 @@ pub(super) async fn proxy(
     // Sending starts with the first poll of the request: the upstream's writes leave in bursts
     // (see `let_ready_connections_run`).
     crate::conn::let_ready_connections_run().await;
-    let result = client.request(authority, req).await;
+    let result = client
+        .request(authority, req, cfg.limits.upstream_timeout)
+        .await;
     if let Some(upstream_started) = upstream_started {
         metrics::histogram!("certgate_upstream_seconds", "listener" => cfg.name.clone(), "route" => route.name.clone())
             .record(upstream_started.elapsed().as_secs_f64());
@@ -105,6 +107,15 @@ pub(super) async fn proxy(
                 );
             }
             tracing::warn!(listener = %cfg.name, route = %route.name, upstream = %authority, error = %e, "upstream request failed");
+            if let crate::upstream::UpstreamError::Timeout(after) = e {
+                return text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the upstream did not answer: nothing moved for {} s",
+                        after.as_secs()
+                    ),
+                );
+            }
             return text(StatusCode::BAD_GATEWAY, "the upstream is unavailable");
         }
     };

@@ -81,6 +81,10 @@ pub enum UpstreamError {
     /// The upstream sent more interim (1xx) responses than certgate reads before a final one.
     #[error("the upstream sent more than {MAX_INTERIM} interim responses")]
     Interim,
+    /// The upstream took none of the request and sent nothing of its answer for this long,
+    /// while nothing but the upstream kept the request waiting.
+    #[error("the upstream kept the request waiting for {} s with nothing moving", .0.as_secs())]
+    Timeout(Duration),
     /// The client's request body failed while it was sent (cut short, malformed, over a limit).
     #[error("the request body failed: {0}")]
     RequestBody(#[source] BoxError),
@@ -283,6 +287,8 @@ struct Sender {
     /// The upstream has sent a byte since the request began.
     answered: bool,
     flushed: bool,
+    /// Sending waits for the client's body, not for the upstream.
+    waiting_on_client: bool,
     /// Sending failed: the response may still be read (an upstream that answered early and
     /// stopped reading), but the connection is not reused.
     stopped: Option<UpstreamError>,
@@ -304,6 +310,7 @@ impl Sender {
             complete: false,
             answered: false,
             flushed: false,
+            waiting_on_client: false,
             stopped: None,
         };
         if body.is_end_stream() {
@@ -324,6 +331,7 @@ impl Sender {
             written: 0,
             answered: false,
             flushed: false,
+            waiting_on_client: false,
             stopped: None,
             ..self
         };
@@ -331,6 +339,11 @@ impl Sender {
             sender.end_body();
         }
         Some(sender)
+    }
+
+    /// Sending waits for the client's body (the upstream keeps nothing waiting).
+    fn waits_on_client(&self) -> bool {
+        self.waiting_on_client && self.stopped.is_none() && !self.done()
     }
 
     fn head_written(&self) -> bool {
@@ -390,7 +403,9 @@ impl Sender {
             let Some(body) = self.body.as_mut() else {
                 return Poll::Ready(Ok(()));
             };
-            match ready!(Pin::new(body).poll_frame(cx)) {
+            let frame = Pin::new(body).poll_frame(cx);
+            self.waiting_on_client = frame.is_pending();
+            match ready!(frame) {
                 None => {
                     self.body = None;
                     if self.left > 0 {
@@ -456,15 +471,64 @@ impl Sender {
     }
 }
 
+/// How long an upstream may keep a request waiting with nothing moving. The clock runs only
+/// while the request waits on the upstream alone (to take more of the request, or to answer),
+/// not while it waits on the client's body, and starts again whenever a byte moves either way:
+/// a slow upload or a slow upstream that keeps answering is never cut, one that went silent is.
+struct Patience<'t> {
+    limit: Duration,
+    timer: Pin<&'t mut Option<tokio::time::Sleep>>,
+    /// A byte moved, or the request waited on the client, since the clock last started.
+    restart: bool,
+}
+
+impl<'t> Patience<'t> {
+    fn new(limit: Duration, timer: Pin<&'t mut Option<tokio::time::Sleep>>) -> Self {
+        Self {
+            limit,
+            timer,
+            restart: false,
+        }
+    }
+
+    /// The request waits: `Pending`, or the error once the upstream alone has kept it waiting
+    /// for the limit.
+    fn poll_wait(&mut self, on_client: bool, cx: &mut Context<'_>) -> Poll<UpstreamError> {
+        if on_client {
+            self.restart = true;
+            return Poll::Pending;
+        }
+        let restart = std::mem::take(&mut self.restart);
+        let timer = match self.timer.as_mut().as_pin_mut() {
+            Some(mut timer) => {
+                if restart {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.limit);
+                }
+                timer
+            }
+            None => {
+                self.timer.set(Some(tokio::time::sleep(self.limit)));
+                self.timer.as_mut().as_pin_mut().expect("just set")
+            }
+        };
+        timer.poll(cx).map(|()| UpstreamError::Timeout(self.limit))
+    }
+}
+
 /// Sends the request and reads until the final response head (1xx other than 101 skipped).
 fn poll_head(
     conn: &mut Conn,
     sender: &mut Sender,
     interim: &mut usize,
+    patience: &mut Patience<'_>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<wire::Head, UpstreamError>> {
     loop {
+        let written = sender.written;
         sender.poll_alongside(&mut conn.io, cx)?;
+        patience.restart |= sender.written != written;
         if let Some(head) = wire::parse_head(&mut conn.buf)? {
             if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
                 *interim += 1;
@@ -475,13 +539,19 @@ fn poll_head(
             }
             return Poll::Ready(Ok(head));
         }
-        match ready!(conn.poll_fill(cx, HEAD_READ)) {
-            Ok(0) => {
+        match conn.poll_fill(cx, HEAD_READ) {
+            Poll::Ready(Ok(0)) => {
                 return Poll::Ready(Err(sender.stopped.take().unwrap_or(UpstreamError::Closed)));
             }
-            Ok(_) => sender.answered = true,
-            Err(e) => {
+            Poll::Ready(Ok(_)) => {
+                sender.answered = true;
+                patience.restart = true;
+            }
+            Poll::Ready(Err(e)) => {
                 return Poll::Ready(Err(sender.stopped.take().unwrap_or(UpstreamError::Io(e))));
+            }
+            Poll::Pending => {
+                return patience.poll_wait(sender.waits_on_client(), cx).map(Err);
             }
         }
     }
@@ -529,11 +599,14 @@ impl UpstreamClient {
 
     /// Sends `req` (origin-form URI) to `to` on a pooled or new connection and returns the
     /// response head; its body streams from the connection, which returns to the pool when the
-    /// body ends. `Host` is set to `to` when the request has none.
+    /// body ends. `Host` is set to `to` when the request has none. An upstream that keeps the
+    /// request waiting for `patience` with nothing moving (see [`Patience`]) fails it with
+    /// [`UpstreamError::Timeout`].
     pub async fn request(
         &self,
         to: &Authority,
         req: Request<RequestBody>,
+        patience: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
         if !parts.headers.contains_key(header::HOST)
@@ -558,10 +631,13 @@ impl UpstreamClient {
             None => (Box::pin(self.connect(&to)).await?, false),
         };
         let mut interim = 0;
+        let timer = std::pin::pin!(None);
+        let mut patience = Patience::new(patience, timer);
         let head = loop {
-            let result =
-                std::future::poll_fn(|cx| poll_head(&mut conn, &mut sender, &mut interim, cx))
-                    .await;
+            let result = std::future::poll_fn(|cx| {
+                poll_head(&mut conn, &mut sender, &mut interim, &mut patience, cx)
+            })
+            .await;
             match result {
                 Ok(head) => break head,
                 // A pooled connection the upstream closed as it was taken: the request was not
@@ -1002,6 +1078,106 @@ mod tests {
         Pools::default().http()
     }
 
+    /// Time the scripted upstreams may keep a request waiting, unless a test says otherwise.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A request body sent a piece every `every`, `pieces` times.
+    fn slow_body(pieces: usize, every: Duration) -> RequestBody {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        tokio::spawn(async move {
+            for _ in 0..pieces {
+                tokio::time::sleep(every).await;
+                if tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"piece"))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        StreamBody::new(tokio_stream_from(rx)).boxed()
+    }
+
+    /// An upstream that takes the request and goes silent fails it after the patience, and
+    /// the connection is not kept.
+    #[tokio::test]
+    async fn an_upstream_that_goes_silent_is_given_up_after_the_patience() {
+        let (to, _) = upstream(|_, mut c| {
+            let _ = read_head(&mut c);
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let client = client();
+        let started = std::time::Instant::now();
+        let err = client
+            .request(&to, get("/"), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(err, UpstreamError::Timeout(d) if d == Duration::from_millis(300)),
+            "{err}"
+        );
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert!(client.inner.idle.lock().unwrap().is_empty());
+    }
+
+    /// Neither a client that sends its body slowly (the upstream waits on it, not the other
+    /// way round) nor an upstream that sends its head slowly but steadily meets the patience,
+    /// however long the whole takes.
+    #[tokio::test]
+    async fn slow_but_moving_requests_and_answers_are_not_cut() {
+        let (to, _) = upstream(|_, mut c| {
+            let (_, rest) = read_head(&mut c).unwrap();
+            let _ = read_until(&mut c, rest, b"0\r\n\r\n");
+            for b in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" {
+                let _ = c.write_all(&[*b]);
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        let patience = Duration::from_millis(300);
+        let req = Request::post("/")
+            .body(slow_body(4, Duration::from_millis(400)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let resp = client().request(&to, req, patience).await.unwrap();
+        assert_eq!(text(resp).await, "ok");
+        assert!(started.elapsed() > Duration::from_millis(1500));
+    }
+
+    /// An upstream that stops taking the request body (its buffers full) keeps the request
+    /// waiting as much as one that does not answer.
+    #[tokio::test]
+    async fn an_upstream_that_stops_reading_the_body_is_given_up() {
+        let (to, _) = upstream(|_, mut c| {
+            let _ = read_head(&mut c);
+            std::thread::sleep(Duration::from_secs(5));
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        tokio::spawn(async move {
+            // Far more than the socket buffers hold.
+            for _ in 0..1024 {
+                let piece = Frame::data(Bytes::from(vec![b'x'; 64 * 1024]));
+                if tx.send(Ok(piece)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let req = Request::post("/")
+            .body(StreamBody::new(tokio_stream_from(rx)).boxed())
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = client()
+            .request(&to, req, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UpstreamError::Timeout(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
     #[tokio::test]
     async fn a_body_of_unknown_length_goes_chunked_and_its_trailers_stay_here() {
         let (tx, seen) = mpsc::channel();
@@ -1021,7 +1197,7 @@ mod tests {
         ];
         let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
         let req = Request::post("/up").body(body).unwrap();
-        let resp = client().request(&to, req).await.unwrap();
+        let resp = client().request(&to, req, PATIENCE).await.unwrap();
         assert_eq!(text(resp).await, "ok");
         let (head, body) = seen.recv().unwrap();
         assert!(head.starts_with("POST /up HTTP/1.1\r\n"), "{head}");
@@ -1049,7 +1225,7 @@ mod tests {
                     .boxed(),
             )
             .unwrap();
-        let resp = client().request(&to, req).await.unwrap();
+        let resp = client().request(&to, req, PATIENCE).await.unwrap();
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
         let (head, body) = seen.recv().unwrap();
         assert!(head.contains("\r\ncontent-length: 5\r\n"), "{head}");
@@ -1070,7 +1246,7 @@ mod tests {
         });
         let client = client();
         for _ in 0..3 {
-            let resp = client.request(&to, get("/")).await.unwrap();
+            let resp = client.request(&to, get("/"), PATIENCE).await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK);
             assert_eq!(text(resp).await, "ok");
         }
@@ -1094,11 +1270,11 @@ mod tests {
         });
         let client = client();
         assert_eq!(
-            text(client.request(&to, get("/")).await.unwrap()).await,
+            text(client.request(&to, get("/"), PATIENCE).await.unwrap()).await,
             "ok"
         );
         assert!(client.inner.idle.lock().unwrap().is_empty());
-        let _ = client.request(&to, get("/")).await;
+        let _ = client.request(&to, get("/"), PATIENCE).await;
         assert_eq!(accepts.try_iter().count(), 2);
     }
 
@@ -1120,10 +1296,10 @@ mod tests {
         });
         let client = client();
         assert_eq!(
-            text(client.request(&to, get("/")).await.unwrap()).await,
+            text(client.request(&to, get("/"), PATIENCE).await.unwrap()).await,
             "ok"
         );
-        let again = client.request(&to, get("/")).await.unwrap();
+        let again = client.request(&to, get("/"), PATIENCE).await.unwrap();
         assert_eq!(text(again).await, "ok");
         assert_eq!(accepts.try_iter().count(), 2, "the GET went again");
 
@@ -1134,7 +1310,7 @@ mod tests {
         });
         let client = self::client();
         assert_eq!(
-            text(client.request(&to, get("/")).await.unwrap()).await,
+            text(client.request(&to, get("/"), PATIENCE).await.unwrap()).await,
             "ok"
         );
         let post = Request::post("/")
@@ -1144,7 +1320,7 @@ mod tests {
                     .boxed(),
             )
             .unwrap();
-        let err = client.request(&to, post).await.unwrap_err();
+        let err = client.request(&to, post, PATIENCE).await.unwrap_err();
         // Closed, or reset as the body was written after the close.
         assert!(
             matches!(err, UpstreamError::Closed | UpstreamError::Io(_)),
@@ -1175,7 +1351,7 @@ mod tests {
         let body = StreamBody::new(tokio_stream_from(rx)).boxed();
         let client = client();
         let req = Request::post("/").body(body).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(5), client.request(&to, req))
+        let resp = tokio::time::timeout(Duration::from_secs(5), client.request(&to, req, PATIENCE))
             .await
             .expect("the answer came while the body was still being sent")
             .unwrap();
@@ -1208,7 +1384,7 @@ mod tests {
                     .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
             }
             let client = client();
-            let resp = client.request(&to, req).await.unwrap();
+            let resp = client.request(&to, req, PATIENCE).await.unwrap();
             if fails {
                 tx.send(Err("the client's body broke".into()))
                     .await
@@ -1222,7 +1398,7 @@ mod tests {
                 client.inner.idle.lock().unwrap().is_empty(),
                 "pooled with the body unfinished (failed: {fails})"
             );
-            let _ = client.request(&to, get("/")).await;
+            let _ = client.request(&to, get("/"), PATIENCE).await;
             assert_eq!(accepts.try_iter().count(), 2);
         }
     }
@@ -1248,7 +1424,7 @@ mod tests {
                 let _ = read_head(&mut c);
                 let _ = c.write_all(raw);
             });
-            let outcome = match client().request(&to, get("/")).await {
+            let outcome = match client().request(&to, get("/"), PATIENCE).await {
                 Err(e) => Err(e.to_string()),
                 Ok(resp) => resp
                     .into_body()

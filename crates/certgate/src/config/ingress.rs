@@ -38,6 +38,7 @@ pub(super) struct RawIngress {
     max_header_bytes: Option<Spanned<u64>>,
     drain_timeout_secs: Option<Spanned<u64>>,
     idle_timeout_secs: Option<Spanned<u64>>,
+    upstream_timeout_secs: Option<Spanned<u64>>,
     max_body_bytes: Option<Spanned<u64>>,
     underscores: Option<Spanned<String>>,
     require_sni: Option<bool>,
@@ -171,6 +172,11 @@ impl Resolver<'_> {
             &raw.drain_timeout_secs,
             &format!("{prefix}.drain_timeout_secs"),
             &mut limits.drain_timeout,
+        );
+        self.secs(
+            &raw.upstream_timeout_secs,
+            &format!("{prefix}.upstream_timeout_secs"),
+            &mut limits.upstream_timeout,
         );
         if let Some(v) = &raw.max_body_bytes {
             limits.max_body_bytes = self.positive(v, &format!("{prefix}.max_body_bytes"));

@@ -522,3 +522,112 @@ fn trust_verify_gives_up_on_a_log_that_never_answers() {
     );
     drop(silent);
 }
+
+/// An upstream that hangs on `/hang`, and answers a `POST` with the size of the body it read
+/// (Python's `http.server`, HTTP/1.1 keep-alive).
+const SLOW_UPSTREAM: &str = r#"
+import http.server, time
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path == "/hang":
+            time.sleep(6)
+        self.answer(b"ok")
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.answer(b"got %d" % len(body))
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// An upstream that takes a request and goes silent is given up after
+/// `upstream_timeout_secs`: curl gets 504 with the reason, and the listener goes on serving.
+/// An upload that is slow on the client's side keeps the upstream waiting, not the other way
+/// round, and is served however long it takes.
+#[test]
+fn a_silent_upstream_gets_504_and_a_slow_upload_does_not() {
+    let python = require_peer!("python3");
+    let curl = require_peer!("curl");
+    let dir = tempdir();
+    let d = dir.path();
+    let pki = crate::ingress::write_pki(d);
+    let upstream = Script::start(&python, SLOW_UPSTREAM);
+    std::fs::write(
+        d.join("c.toml"),
+        format!(
+            r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+upstream_timeout_secs = 1
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+"#,
+            upstream.1
+        ),
+    )
+    .unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let port = server.port("web");
+    let get = |path: &str| {
+        let out = std::process::Command::new(&curl)
+            .current_dir(d)
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                "root.pem",
+                "--resolve",
+            ])
+            .arg(format!("localhost:{port}:127.0.0.1"))
+            .args(["-w", "\n%{http_code}"])
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let started = Instant::now();
+    let hung = get("/hang");
+    let took = started.elapsed();
+    assert!(hung.ends_with("\n504"), "{hung}");
+    assert!(hung.contains("nothing moved for 1 s"), "{hung}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "504 after {took:?}"
+    );
+    assert_eq!(get("/"), "ok\n200");
+
+    // Three bytes of body, one every 1.3 s: each pause longer than the upstream's limit.
+    let config = crate::tls::config(&pki.root.der, &[], crate::tls::Auth::None);
+    let mut tls = crate::tls::connect(port, config, Duration::from_secs(10)).unwrap();
+    tls.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\n")
+        .unwrap();
+    for b in b"abc" {
+        std::thread::sleep(Duration::from_millis(1300));
+        tls.write_all(&[*b]).unwrap();
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"got 3") {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
