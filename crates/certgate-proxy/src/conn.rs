@@ -48,6 +48,19 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
+/// Why a connection is asked to stop (the value of its stop signal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Stop {
+    #[default]
+    No,
+    /// The listener drains: requests in flight finish, then the connection closes; an upgraded
+    /// connection may go on for the drain timeout.
+    Drain,
+    /// The client is no longer admitted: requests in flight may finish (the caller bounds how
+    /// long), an upgraded connection ends at once, with no graceful close.
+    Cut,
+}
+
 /// Put in the extensions of an HTTP/1.1 request that asks for an upgrade. The handler that
 /// answers `101` hands over the upstream's side of the upgrade with [`ClientUpgrade::relay`];
 /// once the `101` has been written, the connection relays bytes both ways itself, so an upgraded
@@ -72,7 +85,7 @@ pub(crate) async fn serve_http1<I, F, Fut>(
     io: I,
     handler: F,
     limits: &Limits,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Stop>,
 ) -> Result<(), hyper::Error>
 where
     I: Io,
@@ -217,7 +230,7 @@ pub(crate) async fn serve_http2<I, F, Fut>(
     io: I,
     handler: F,
     limits: &Limits,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Stop>,
 ) -> Result<(), hyper::Error>
 where
     I: Io,
@@ -349,19 +362,32 @@ impl Streams {
 type UpgradeSlot = Arc<Mutex<Option<crate::upstream::Upgraded>>>;
 
 /// Relays an upgraded connection (WebSocket) to the upstream's side until either ends, nothing
-/// moves for the idle timeout, or the drain timeout has passed since shutdown began.
+/// moves for the idle timeout, the drain timeout has passed since a drain began, or the
+/// connection is cut ([`Stop::Cut`]: at once, and with no graceful close, so that nothing more
+/// reaches the client).
 async fn relay<I: Io>(
     mut client: I,
     mut upstream: crate::upstream::Upgraded,
     activity: &Activity,
     limits: &Limits,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Stop>,
 ) {
+    let mut cut = shutdown.clone();
     let drained = async {
-        let _ = shutdown.wait_for(|stop| *stop).await;
+        let _ = shutdown.wait_for(|stop| *stop != Stop::No).await;
         tokio::time::sleep(limits.drain_timeout).await;
     };
+    let cut = async {
+        if cut.wait_for(|stop| *stop == Stop::Cut).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
+        biased;
+        () = cut => {
+            tracing::debug!("upgraded connection cut");
+            return;
+        }
         r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "upgraded connection ended with an error");
@@ -696,7 +722,7 @@ mod tests {
     #[tokio::test]
     async fn a_last_response_survives_a_pause_in_reading() {
         let (client, server) = tokio::io::duplex(16 * 1024);
-        let (_tx, rx) = watch::channel(false);
+        let (_tx, rx) = watch::channel(Stop::No);
         let srv =
             tokio::spawn(
                 async move { serve_http1("t", server, big_handler(), &limits(5), rx).await },
@@ -719,7 +745,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_stops_reading_meets_the_idle_timeout() {
         let (client, server) = tokio::io::duplex(16 * 1024);
-        let (_tx, rx) = watch::channel(false);
+        let (_tx, rx) = watch::channel(Stop::No);
         let srv =
             tokio::spawn(
                 async move { serve_http1("t", server, big_handler(), &limits(1), rx).await },

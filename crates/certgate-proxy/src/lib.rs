@@ -10,6 +10,7 @@
 
 mod accept;
 pub mod admin;
+mod closing;
 mod conn;
 pub mod egress;
 pub mod front;
@@ -23,7 +24,6 @@ pub mod normal;
 pub mod policy;
 pub mod proxy_protocol;
 mod recheck;
-mod reset;
 pub mod route;
 pub mod tunnel;
 pub mod upstream;

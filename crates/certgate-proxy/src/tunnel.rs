@@ -165,7 +165,7 @@ async fn connection(
             crate::metrics::closed(&cfg.name, "no_longer_admitted");
             tracing::info!(tunnel = %cfg.name, %peer, reason = %why, "stream closed after a reload: its client is no longer admitted");
             // Nothing more reaches the client, not even what is queued for it.
-            crate::reset::now(tls.get_ref().0);
+            crate::closing::reset_now(tls.get_ref().0);
             (0, 0)
         }
         result = tokio::io::copy_bidirectional(&mut tls, &mut upstream) => result.unwrap_or((0, 0)),

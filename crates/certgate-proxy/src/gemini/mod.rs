@@ -255,7 +255,7 @@ async fn connection(
                 }
                 Err(Some(why)) => {
                     // Nothing more of the response reaches the client, queued or not.
-                    crate::reset::now(tls.get_ref().0);
+                    crate::closing::reset_now(tls.get_ref().0);
                     reset = true;
                     crate::metrics::closed(&cfg.name, "no_longer_admitted");
                     tracing::info!(gemini = %cfg.name, %peer, reason = %why, "response cut after a reload: its client is no longer admitted");

@@ -32,9 +32,10 @@ mod request;
 
 use request::handle;
 
+use crate::closing::{ClientSocket, Refused};
+use crate::conn::Stop;
 use crate::message::Limits;
 use crate::normal::{self, Underscores};
-use crate::reset::{Refused, ResetIfRefused};
 use crate::route::Route;
 
 /// A resolved `[[ingress]]` listener.
@@ -138,9 +139,9 @@ async fn connection(
     let cfg = live.load_full();
     let _ = tcp.set_nodelay(true);
     // Set when a reload no longer admits the client: its socket is then reset, not closed, so
-    // that what is still queued for it is dropped (see `crate::reset`).
+    // that what is still queued for it is dropped (see `crate::closing`).
     let refused = Arc::new(Refused::default());
-    let tcp = ResetIfRefused::new(tcp, Arc::clone(&refused), REVOKED_GRACE);
+    let tcp = ClientSocket::new(tcp, Arc::clone(&refused), REVOKED_GRACE);
     let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
     let started = Instant::now();
     let _open = crate::metrics::Gauge::open(&cfg.name);
@@ -201,7 +202,7 @@ async fn connection(
     };
     // Serving sees one stop signal: the listener's (drain), or this connection's own when a
     // reload no longer admits its client.
-    let (stop, shutdown) = watch::channel(false);
+    let (stop, shutdown) = watch::channel(Stop::No);
     let serving = async {
         if h2 {
             // hyper's HTTP/2 connection state is large and lives in the future: keep it out of
@@ -234,9 +235,9 @@ async fn connection(
             refused.mark();
             crate::metrics::closed(&cfg.name, "no_longer_admitted");
             tracing::info!(listener = %cfg.name, %peer, reason = %why, "connection closed after a reload: its client is no longer admitted");
-            let _ = stop.send(true);
-            // Requests in flight (and HTTP/2 with its GOAWAY) get a moment; then it is cut,
-            // upgraded connections included, and its socket reset.
+            let _ = stop.send(Stop::Cut);
+            // Requests in flight (and HTTP/2 with its GOAWAY) get a moment; then it is cut and
+            // its socket reset. An upgraded connection is cut at once.
             match tokio::time::timeout(REVOKED_GRACE, serving.as_mut()).await {
                 Ok(r) => r,
                 Err(_) => Ok(()),
@@ -295,7 +296,7 @@ async fn watch_admission(
     client: &ClientCert,
     changes: &mut watch::Receiver<()>,
     mut listener_shutdown: watch::Receiver<bool>,
-    stop: &watch::Sender<bool>,
+    stop: &watch::Sender<Stop>,
 ) -> String {
     let (mut draining, mut reloads_over) = (false, false);
     loop {
@@ -304,7 +305,7 @@ async fn watch_admission(
                 // The listener drains (or is gone): the connection finishes as it always did.
                 draining = true;
                 if r.is_err() || *listener_shutdown.borrow() {
-                    let _ = stop.send(true);
+                    let _ = stop.send(Stop::Drain);
                 }
             }
             r = changes.changed(), if !reloads_over => {

@@ -600,8 +600,10 @@ impl UpstreamClient {
     /// Sends `req` (origin-form URI) to `to` on a pooled or new connection and returns the
     /// response head; its body streams from the connection, which returns to the pool when the
     /// body ends. `Host` is set to `to` when the request has none. An upstream that keeps the
-    /// request waiting for `patience` with nothing moving (see [`Patience`]) fails it with
-    /// [`UpstreamError::Timeout`].
+    /// request waiting for `patience` with nothing moving fails it with
+    /// [`UpstreamError::Timeout`]: the clock runs only while the upstream alone holds the
+    /// request up (it takes no more of the body, and sends nothing of its answer), and starts
+    /// again whenever a byte moves.
     pub async fn request(
         &self,
         to: &Authority,

@@ -704,6 +704,13 @@ target = "127.0.0.1:{}"
         let mut c = rt.block_on(h2_connect(d, "revoked", web));
         rt.block_on(h2_get(&mut c)) == Ok(403)
     });
+    // An upgraded connection has no requests in flight to finish: it is cut at once, with no
+    // grace in which bytes would still go through.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !echoes(upgraded.get_mut("revoked").unwrap()),
+        "bytes sent on the revoked client's upgraded connection after the revocation went through"
+    );
     // The handshake that began before the revocation completes now; no request sent with it is
     // served under the old verdict.
     let mut straddled = Vec::new();
@@ -853,7 +860,8 @@ fn a_revoked_client_reading_slowly_gets_nothing_queued_after_the_cut() {
     std::fs::create_dir_all(d.join("files")).unwrap();
     std::fs::write(d.join("files/big.bin"), vec![b'x'; 64 << 20]).unwrap();
     let files = d.join("files").display().to_string();
-    let http = crate::lifetimes::Script::start_with(&python, FILE_SERVER, &[&files]);
+    let http =
+        crate::lifetimes::Script::start_with(&python, crate::lifetimes::FILE_SERVER, &[&files]);
     std::fs::write(
         d.join("c.toml"),
         format!(
@@ -923,16 +931,6 @@ target = "127.0.0.1:{port}"
         );
     }
 }
-
-/// Serves the directory given as its argument over HTTP/1.0 (Python's `http.server`).
-const FILE_SERVER: &str = r#"
-import functools, http.server, sys
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-handler.log_message = lambda *a: None
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"#;
 
 /// Asks for `/big.bin` over TLS with a small receive buffer, reads 256 KiB of it and prints
 /// `ready`; then, told `go` on stdin, reads what is left until the end and prints JSON: the
