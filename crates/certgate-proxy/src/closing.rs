@@ -7,8 +7,11 @@
 //! kernel send RST, and RST discards whatever the kernel still held *for* the client: the tail
 //! of the last response. A drain cut good HTTP/2 downloads short this way. So shutting down an
 //! ingress socket sends FIN after what is queued and then reads, and throws away, what the
-//! client still sends, until the client closes too or [`LINGER`] has passed. A connection whose
-//! client closed first (the usual case) has nothing to wait for.
+//! client still sends, until the client closes too, or sends nothing for [`LINGER`] (a client
+//! still reading a backlog of megabytes goes on acknowledging it: each byte it sends starts the
+//! wait again), or the connection's idle timeout has passed since the shutdown, whatever the
+//! client does. A connection whose client closed first (the usual case) has nothing to wait
+//! for.
 //!
 //! **Reset.** Closing a socket the usual way sends FIN *after* whatever the kernel still holds
 //! for it: up to the send buffer (`tcp_wmem`, 4 MiB by default on Linux) goes on draining to
@@ -33,7 +36,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The longest a shut-down connection waits for its client to close too.
+/// How long a shut-down connection waits for its client to close once the client has gone
+/// silent.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// Whether, and since when, a connection's client is no longer admitted. Shared by the code that
@@ -68,28 +72,41 @@ pub(crate) struct ClientSocket {
     tcp: TcpStream,
     refused: Arc<Refused>,
     grace: Duration,
+    /// The longest the lingering close may take in all, however long the client keeps sending.
+    linger_at_most: Duration,
     /// The client closed its side (a read found the end of the stream).
     client_closed: bool,
-    /// Shutting down: FIN is sent, and this is when waiting for the client gives up.
+    /// Shutting down: FIN is sent; the client is waited for until this fires (after [`LINGER`]
+    /// of silence) or `linger_until` passes.
     lingering: Option<Pin<Box<tokio::time::Sleep>>>,
+    linger_until: Option<tokio::time::Instant>,
     shut_down: bool,
 }
 
 impl ClientSocket {
-    pub(crate) fn new(tcp: TcpStream, refused: Arc<Refused>, grace: Duration) -> Self {
+    /// `linger_at_most`: the longest a lingering close may take in all (the listener's idle
+    /// timeout: no longer than a client that stops reading may hold its connection anyway).
+    pub(crate) fn new(
+        tcp: TcpStream,
+        refused: Arc<Refused>,
+        grace: Duration,
+        linger_at_most: Duration,
+    ) -> Self {
         Self {
             tcp,
             refused,
             grace,
+            linger_at_most,
             client_closed: false,
             lingering: None,
+            linger_until: None,
             shut_down: false,
         }
     }
 
     /// Reads and drops what the client sends until it closes (`Ready`) or nothing is left to
-    /// read now (`Pending`).
-    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// read now (`Pending`); `sent` is set if it sent anything.
+    fn poll_discard(&mut self, cx: &mut Context<'_>, sent: &mut bool) -> Poll<()> {
         let mut buf = [0u8; 4096];
         loop {
             let mut read = ReadBuf::new(&mut buf);
@@ -98,7 +115,7 @@ impl ClientSocket {
                     self.client_closed = true;
                     return Poll::Ready(());
                 }
-                Ok(()) => {}
+                Ok(()) => *sent = true,
                 // A reset or another error: nothing more will come.
                 Err(_) => return Poll::Ready(()),
             }
@@ -181,7 +198,8 @@ impl AsyncWrite for ClientSocket {
     }
 
     /// Sends FIN after what is queued, then (unless the client has closed already, or is
-    /// refused) waits up to [`LINGER`] for the client to close, dropping what it still sends.
+    /// refused) waits for the client to close, dropping what it still sends, until it has sent
+    /// nothing for [`LINGER`] or `linger_at_most` has passed.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.shut_down {
@@ -190,12 +208,24 @@ impl AsyncWrite for ClientSocket {
             if this.client_closed || this.refused.is_marked() {
                 return Poll::Ready(Ok(()));
             }
-            this.lingering = Some(Box::pin(tokio::time::sleep(LINGER)));
+            let now = tokio::time::Instant::now();
+            this.linger_until = Some(now + this.linger_at_most);
+            this.lingering = Some(Box::pin(tokio::time::sleep_until(
+                (now + LINGER).min(now + this.linger_at_most),
+            )));
         }
-        let Some(deadline) = this.lingering.as_mut() else {
+        let (true, Some(until)) = (this.lingering.is_some(), this.linger_until) else {
             return Poll::Ready(Ok(()));
         };
-        if deadline.as_mut().poll(cx).is_ready() || this.poll_discard(cx).is_ready() {
+        let mut sent = false;
+        let closed = this.poll_discard(cx, &mut sent).is_ready();
+        let silence = this.lingering.as_mut().expect("lingering");
+        if sent && !closed {
+            // Still talking (acknowledging what it reads): wait again, up to the bound.
+            let now = tokio::time::Instant::now();
+            silence.as_mut().reset((now + LINGER).min(until));
+        }
+        if closed || silence.as_mut().poll(cx).is_ready() {
             this.lingering = None;
             return Poll::Ready(Ok(()));
         }
@@ -221,7 +251,7 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         (
-            ClientSocket::new(server, Arc::clone(refused), grace),
+            ClientSocket::new(server, Arc::clone(refused), grace, Duration::from_secs(5)),
             client,
         )
     }
@@ -282,6 +312,36 @@ mod tests {
             .await
             .expect("the shutdown ended once the client closed")
             .unwrap();
+    }
+
+    /// A client still reading a large backlog goes on acknowledging it: the wait starts again
+    /// with each byte it sends, but not past the bound (5 s in `pair`).
+    #[tokio::test]
+    async fn a_client_that_keeps_sending_is_waited_for_up_to_the_bound() {
+        let refused = Arc::new(Refused::default());
+        let (mut server, mut client) = pair(&refused, Duration::ZERO).await;
+        let started = Instant::now();
+        let closing = tokio::spawn(async move { server.shutdown().await });
+        let talker = tokio::spawn(async move {
+            // A byte every second for 8 s: never silent for LINGER, longer than the bound.
+            for _ in 0..8 {
+                if client.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(7), closing)
+            .await
+            .expect("the lingering close ended at its bound")
+            .unwrap()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(4900) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+        talker.abort();
     }
 
     #[tokio::test]

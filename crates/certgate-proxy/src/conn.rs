@@ -85,6 +85,7 @@ pub(crate) async fn serve_http1<I, F, Fut>(
     io: I,
     handler: F,
     limits: &Limits,
+    activity: Arc<Activity>,
     mut shutdown: watch::Receiver<Stop>,
 ) -> Result<(), hyper::Error>
 where
@@ -99,7 +100,6 @@ where
         .header_read_timeout(None)
         // hyper's floor; the configured limit is enforced exactly by the handler.
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let activity = Activity::new();
     let load = Arc::new(Load::default());
     let upgrade: UpgradeSlot = Arc::new(Mutex::new(None));
     let mut io = Tracked::new(Prefixed::new(io), Arc::clone(&activity));
@@ -161,7 +161,7 @@ where
                     // The tick always runs: a client that stops reading must still meet the idle
                     // timeout, whatever hyper is doing.
                     _ = ticker.tick() => {
-                        let quiet = watch.tick(activity.ops(), TICK);
+                        let quiet = watch.tick(activity.now(), TICK);
                         if quiet >= limits.idle_timeout {
                             tracing::debug!("idle timeout");
                             return Ok(());
@@ -230,6 +230,7 @@ pub(crate) async fn serve_http2<I, F, Fut>(
     io: I,
     handler: F,
     limits: &Limits,
+    activity: Arc<Activity>,
     mut shutdown: watch::Receiver<Stop>,
 ) -> Result<(), hyper::Error>
 where
@@ -237,7 +238,6 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let activity = Activity::new();
     let io = Tracked::new(io, Arc::clone(&activity));
     let svc = hyper::service::service_fn(move |req| {
         // Boxed at once: hyper moves a stream's future several times on its way into the
@@ -723,10 +723,9 @@ mod tests {
     async fn a_last_response_survives_a_pause_in_reading() {
         let (client, server) = tokio::io::duplex(16 * 1024);
         let (_tx, rx) = watch::channel(Stop::No);
-        let srv =
-            tokio::spawn(
-                async move { serve_http1("t", server, big_handler(), &limits(5), rx).await },
-            );
+        let srv = tokio::spawn(async move {
+            serve_http1("t", server, big_handler(), &limits(5), Activity::new(), rx).await
+        });
         let (mut r, mut w) = tokio::io::split(client);
         w.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             .await
@@ -746,10 +745,9 @@ mod tests {
     async fn a_client_that_stops_reading_meets_the_idle_timeout() {
         let (client, server) = tokio::io::duplex(16 * 1024);
         let (_tx, rx) = watch::channel(Stop::No);
-        let srv =
-            tokio::spawn(
-                async move { serve_http1("t", server, big_handler(), &limits(1), rx).await },
-            );
+        let srv = tokio::spawn(async move {
+            serve_http1("t", server, big_handler(), &limits(1), Activity::new(), rx).await
+        });
         let (_r, mut w) = tokio::io::split(client);
         w.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await

@@ -6,7 +6,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ pub(crate) struct Activity {
     ops: AtomicU64,
     last_read: AtomicBool,
     write_pending: AtomicBool,
+    /// Requests waiting for their upstream's answer (see [`Activity::waiting`]).
+    waiting: AtomicUsize,
 }
 
 impl Activity {
@@ -38,6 +40,26 @@ impl Activity {
     /// A number that changes whenever bytes move.
     pub(crate) fn ops(&self) -> u64 {
         self.ops.load(Ordering::Relaxed)
+    }
+
+    /// Marks a request as waiting for its upstream's answer until the guard is dropped: the
+    /// connection is not idle meanwhile (nothing moves on it because the upstream is slow, not
+    /// the client; the upstream's own time limit bounds the wait).
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self)
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// What an [`IdleWatch`] is given at each tick.
+    pub(crate) fn now(&self) -> Moved {
+        Moved {
+            ops: self.ops(),
+            waiting: self.is_waiting(),
+        }
     }
 
     /// Whether the last operation that moved bytes was a read (the peer has said something
@@ -62,14 +84,32 @@ impl Activity {
         let mut watch = IdleWatch::new(self.ops());
         loop {
             tokio::time::sleep(tick).await;
-            if watch.tick(self.ops(), tick) >= timeout {
+            if watch.tick(self.now(), tick) >= timeout {
                 return;
             }
         }
     }
 }
 
-/// Quiet time accumulated from ticks: reset whenever the count moved since the last tick.
+/// A request waiting for its upstream (see [`Activity::waiting`]).
+pub(crate) struct Waiting<'a>(&'a Activity);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's state at a tick: its count of operations, and whether a request waits for
+/// its upstream.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Moved {
+    ops: u64,
+    waiting: bool,
+}
+
+/// Quiet time accumulated from ticks: reset whenever the count moved since the last tick, or a
+/// request is waiting for its upstream.
 #[derive(Debug)]
 pub(crate) struct IdleWatch {
     last: u64,
@@ -84,13 +124,13 @@ impl IdleWatch {
         }
     }
 
-    /// Records a tick of length `tick` at which the count was `ops`; returns how long the
-    /// connection has been quiet (zero if anything moved since the previous tick).
-    pub(crate) fn tick(&mut self, ops: u64, tick: Duration) -> Duration {
-        if ops == self.last {
+    /// Records a tick of length `tick` at `now`; returns how long the connection has been
+    /// quiet (zero if anything moved since the previous tick or a request waits upstream).
+    pub(crate) fn tick(&mut self, now: Moved, tick: Duration) -> Duration {
+        if now.ops == self.last && !now.waiting {
             self.quiet += tick;
         } else {
-            self.last = ops;
+            self.last = now.ops;
             self.quiet = Duration::ZERO;
         }
         self.quiet
@@ -182,11 +222,27 @@ mod tests {
     #[test]
     fn quiet_time_resets_when_bytes_move() {
         let t = Duration::from_millis(250);
+        let at = |ops, waiting| Moved { ops, waiting };
         let mut w = IdleWatch::new(0);
-        assert_eq!(w.tick(0, t), t);
-        assert_eq!(w.tick(0, t), 2 * t);
-        assert_eq!(w.tick(1, t), Duration::ZERO);
-        assert_eq!(w.tick(1, t), t);
+        assert_eq!(w.tick(at(0, false), t), t);
+        assert_eq!(w.tick(at(0, false), t), 2 * t);
+        assert_eq!(w.tick(at(1, false), t), Duration::ZERO);
+        assert_eq!(w.tick(at(1, false), t), t);
+        // A request waiting for its upstream: never quiet, however long nothing moves.
+        assert_eq!(w.tick(at(1, true), t), Duration::ZERO);
+        assert_eq!(w.tick(at(1, true), t), Duration::ZERO);
+        assert_eq!(w.tick(at(1, false), t), t);
+    }
+
+    #[test]
+    fn a_waiting_request_is_counted_until_its_guard_is_dropped() {
+        let a = Activity::new();
+        let first = a.waiting();
+        let second = a.waiting();
+        drop(first);
+        assert!(a.now().waiting);
+        drop(second);
+        assert!(!a.now().waiting);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use request::handle;
 
 use crate::closing::{ClientSocket, Refused};
 use crate::conn::Stop;
+use crate::idle::Activity;
 use crate::message::Limits;
 use crate::normal::{self, Underscores};
 use crate::route::Route;
@@ -93,6 +94,9 @@ struct Shared {
     /// closing, and requests that still arrive on it (new HTTP/2 streams before the client read
     /// the GOAWAY, pipelined HTTP/1 requests) are refused, not served under the old verdict.
     no_longer_admitted: bool,
+    /// The connection's activity, told while a request waits for its upstream (which is not
+    /// the client being idle).
+    activity: Arc<Activity>,
 }
 
 /// The live configuration of a listener: swapped whole by a reload, read once per connection.
@@ -141,7 +145,12 @@ async fn connection(
     // Set when a reload no longer admits the client: its socket is then reset, not closed, so
     // that what is still queued for it is dropped (see `crate::closing`).
     let refused = Arc::new(Refused::default());
-    let tcp = ClientSocket::new(tcp, Arc::clone(&refused), REVOKED_GRACE);
+    let tcp = ClientSocket::new(
+        tcp,
+        Arc::clone(&refused),
+        REVOKED_GRACE,
+        cfg.limits.idle_timeout,
+    );
     let acceptor = TlsAcceptor::from(Arc::clone(&cfg.tls));
     let started = Instant::now();
     let _open = crate::metrics::Gauge::open(&cfg.name);
@@ -188,13 +197,16 @@ async fn connection(
     // The configuration requests are judged by: the one accepted with, then each reload's, as
     // long as the client is still admitted under it.
     let current = Arc::new(ArcSwap::new(Arc::clone(&cfg)));
+    let activity = Activity::new();
     let handler = {
         let (current, conn) = (Arc::clone(&current), Arc::clone(&conn));
         let (live, refused) = (Arc::clone(&live), Arc::clone(&refused));
+        let activity = Arc::clone(&activity);
         move |req| {
             let shared = Shared {
                 cfg: judged_by(&live, &current, &conn.client, &refused),
                 no_longer_admitted: refused.is_marked(),
+                activity: Arc::clone(&activity),
             };
             let conn = Arc::clone(&conn);
             async move { handle(&shared, &conn, req).await }
@@ -211,11 +223,12 @@ async fn connection(
                 tls,
                 handler,
                 &cfg.limits,
+                activity,
                 shutdown,
             ))
             .await
         } else {
-            crate::conn::serve_http1(&cfg.name, tls, handler, &cfg.limits, shutdown).await
+            crate::conn::serve_http1(&cfg.name, tls, handler, &cfg.limits, activity, shutdown).await
         }
     };
     tokio::pin!(serving);

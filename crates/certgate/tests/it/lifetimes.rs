@@ -574,25 +574,27 @@ listen = "127.0.0.1:0"
 identity = "server"
 upstream_timeout_secs = 1
   [[ingress.route]]
-  upstream = "http://127.0.0.1:{}"
+  upstream = "http://127.0.0.1:{port}"
+[[ingress]]
+name = "tight"
+listen = "127.0.0.1:0"
+identity = "server"
+idle_timeout_secs = 1
+upstream_timeout_secs = 2
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{port}"
 "#,
-            upstream.1
+            port = upstream.1
         ),
     )
     .unwrap();
-    let server = Serve::start(d, "c.toml", 1);
-    let port = server.port("web");
-    let get = |path: &str| {
+    let server = Serve::start(d, "c.toml", 2);
+    let get = |listener: &str, path: &str, version: &str| {
+        let port = server.port(listener);
         let out = std::process::Command::new(&curl)
             .current_dir(d)
-            .args([
-                "-sS",
-                "--max-time",
-                "10",
-                "--cacert",
-                "root.pem",
-                "--resolve",
-            ])
+            .args(["-sS", version, "--max-time", "10", "--cacert", "root.pem"])
+            .arg("--resolve")
             .arg(format!("localhost:{port}:127.0.0.1"))
             .args(["-w", "\n%{http_code}"])
             .arg(format!("https://localhost:{port}{path}"))
@@ -600,16 +602,26 @@ upstream_timeout_secs = 1
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let started = Instant::now();
-    let hung = get("/hang");
-    let took = started.elapsed();
-    assert!(hung.ends_with("\n504"), "{hung}");
-    assert!(hung.contains("nothing moved for 1 s"), "{hung}");
-    assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
-        "504 after {took:?}"
-    );
-    assert_eq!(get("/"), "ok\n200");
+    for (listener, limit, version) in [
+        ("web", 1, "--http1.1"),
+        ("tight", 2, "--http1.1"),
+        ("tight", 2, "--http2"),
+    ] {
+        let started = Instant::now();
+        let hung = get(listener, "/hang", version);
+        let took = started.elapsed();
+        assert!(hung.ends_with("\n504"), "{listener} {version}: {hung}");
+        assert!(
+            hung.contains(&format!("nothing moved for {limit} s")),
+            "{listener} {version}: {hung}"
+        );
+        assert!(
+            took >= Duration::from_secs(limit) && took < Duration::from_secs(limit + 3),
+            "{listener} {version}: 504 after {took:?}"
+        );
+        assert_eq!(get(listener, "/", version), "ok\n200");
+    }
+    let port = server.port("web");
 
     // Three bytes of body, one every 1.3 s: each pause longer than the upstream's limit.
     let config = crate::tls::config(&pki.root.der, &[], crate::tls::Auth::None);
@@ -643,13 +655,14 @@ s.serve_forever()
 "#;
 
 /// An HTTP/2 client (Python `h2`) that downloads `/big.bin` from port `argv[1]` (CA `argv[2]`)
-/// through a small receive buffer at about 300 KB/s, acknowledging each DATA frame as it reads
-/// it (WINDOW_UPDATE); prints `started` after 128 KiB, then JSON: the body bytes it received,
-/// whether the stream ended, and how the connection ended.
+/// through a small receive buffer at `argv[3]` bytes/s, acknowledging each DATA frame as it
+/// reads it (WINDOW_UPDATE), with HTTP/2's default 64 KiB windows or, given `big` as `argv[4]`,
+/// the largest (as browsers open theirs); prints `started` after 128 KiB, then JSON: the body
+/// bytes it received, whether the stream ended, and how the connection ended.
 const H2_DOWNLOAD: &str = r#"
 import json, socket, ssl, sys, time
-import h2.config, h2.connection, h2.events
-port, ca = sys.argv[1], sys.argv[2]
+import h2.config, h2.connection, h2.events, h2.settings
+port, ca, rate, window = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 ctx = ssl.create_default_context(cafile=ca)
 ctx.check_hostname = False
 ctx.set_alpn_protocols(["h2"])
@@ -660,6 +673,9 @@ raw.connect(("127.0.0.1", int(port)))
 s = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
 c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
 c.initiate_connection()
+if window == "big":
+    c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    c.increment_flow_control_window(2**31 - 1 - 65535)
 sid = c.get_next_available_stream_id()
 c.send_headers(sid, [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", "/big.bin")], end_stream=True)
 s.sendall(c.data_to_send())
@@ -697,7 +713,7 @@ try:
         if got >= 128 * 1024 and not started:
             started = True
             print("started", flush=True)
-        time.sleep(len(data) / 300000)
+        time.sleep(len(data) / rate)
 except Exception as e:
     end = repr(e)
 print(json.dumps({"got": got, "ended": ended, "end": end}), flush=True)
@@ -706,7 +722,8 @@ print(json.dumps({"got": got, "ended": ended, "end": end}), flush=True)
 /// A drain (SIGTERM) lets an HTTP/2 download in flight finish whole. The client goes on
 /// acknowledging data (WINDOW_UPDATE) to the end; closing the socket with those frames unread
 /// would make the kernel reset the connection and drop the tail of the response still queued
-/// for the client.
+/// for the client. With a large window, megabytes are still queued when certgate is done
+/// writing, and the client acknowledges them for seconds.
 #[test]
 fn a_drain_lets_an_http2_download_finish_whole() {
     use std::io::BufRead as _;
@@ -715,8 +732,6 @@ fn a_drain_lets_an_http2_download_finish_whole() {
     let d = dir.path();
     crate::ingress::write_pki(d);
     std::fs::create_dir_all(d.join("files")).unwrap();
-    let size = 1 << 20;
-    std::fs::write(d.join("files/big.bin"), vec![b'x'; size]).unwrap();
     let files = d.join("files").display().to_string();
     let http = Script::start_with(&python, FILE_SERVER, &[&files]);
     std::fs::write(
@@ -739,30 +754,43 @@ drain_timeout_secs = 20
         ),
     )
     .unwrap();
-    let mut server = Serve::start(d, "c.toml", 1);
-    let port = server.port("web");
-    let mut client = std::process::Command::new(&python)
-        .current_dir(d)
-        .args(["-c", H2_DOWNLOAD, &port.to_string(), "root.pem"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(client.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "started", "{line}");
-    server.signal("TERM");
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    let _ = client.wait();
-    let result: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-    assert_eq!(
-        result["got"], size,
-        "the download in flight at the drain was cut short: {result}"
-    );
-    assert_eq!(result["ended"], true, "{result}");
-    assert!(
-        server.wait_exit(Duration::from_secs(10)).is_some(),
-        "serve did not exit after the drain"
-    );
+    for (size, rate, window) in [
+        (1usize << 20, "300000", "small"),
+        (8 << 20, "1000000", "big"),
+    ] {
+        std::fs::write(d.join("files/big.bin"), vec![b'x'; size]).unwrap();
+        let mut server = Serve::start(d, "c.toml", 1);
+        let port = server.port("web");
+        let mut client = std::process::Command::new(&python)
+            .current_dir(d)
+            .args([
+                "-c",
+                H2_DOWNLOAD,
+                &port.to_string(),
+                "root.pem",
+                rate,
+                window,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(client.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "started", "{window} window: {line}");
+        server.signal("TERM");
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        let _ = client.wait();
+        let result: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(
+            result["got"], size,
+            "{window} window: the download in flight at the drain was cut short: {result}"
+        );
+        assert_eq!(result["ended"], true, "{window} window: {result}");
+        assert!(
+            server.wait_exit(Duration::from_secs(10)).is_some(),
+            "serve did not exit after the drain"
+        );
+    }
 }
