@@ -77,9 +77,10 @@ impl ClientUpgrade {
     }
 }
 
-/// Serves HTTP/1.1 on `io` (a connection of `listener`), parking it between requests, until the client closes, the idle
-/// timeout passes, the connection is upgraded or `shutdown` turns true (then the request in
-/// flight, if any, finishes first).
+/// Serves HTTP/1.1 on `io` (a connection of `listener`), parking it between requests, until the
+/// client closes, the idle timeout passes, the connection is upgraded or `shutdown` says to stop
+/// (then the request in flight, if any, finishes first). `activity` is the connection's, shared
+/// with the handler (see [`Activity::waiting`]).
 pub(crate) async fn serve_http1<I, F, Fut>(
     listener: &str,
     io: I,
@@ -222,8 +223,9 @@ where
     }
 }
 
-/// Serves HTTP/2 on `io` until the client closes, the idle timeout passes or `shutdown` turns
-/// true (then open streams finish first).
+/// Serves HTTP/2 on `io` until the client closes, the idle timeout passes or `shutdown` says to
+/// stop (then open streams finish first). `activity` is the connection's, shared with the
+/// handler.
 ///
 /// The connection's streams run inside this future, not as a task each (see [`Streams`]).
 pub(crate) async fn serve_http2<I, F, Fut>(
