@@ -41,7 +41,7 @@ use crate::message::{Body, Limits};
 /// How often an active connection checks whether it can park or has been idle too long.
 const TICK: Duration = Duration::from_millis(250);
 
-/// How long closing a connection (TLS close_notify, then FIN) may take.
+/// The least time closing a connection (TLS close_notify, FIN, the lingering close) is given.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The IO a client connection is served over.
@@ -119,11 +119,11 @@ where
                 Some(Ok(Ok(n))) if n > 0 => io.get_mut().unread(&first[..n]),
                 Some(Err(_)) => {
                     tracing::debug!("idle timeout");
-                    close(io).await;
+                    close(io, limits).await;
                     return Ok(());
                 }
                 None => {
-                    close(io).await;
+                    close(io, limits).await;
                     return Ok(());
                 }
                 // EOF or a read error: the client is gone.
@@ -218,7 +218,7 @@ where
             continue;
         }
         // Shutdown, `Connection: close` or EOF.
-        close(io).await;
+        close(io, limits).await;
         return Ok(());
     }
 }
@@ -272,7 +272,14 @@ where
             }
             () = activity.idle(limits.idle_timeout, TICK) => {
                 tracing::debug!("idle timeout");
-                Ok(())
+                // GOAWAY (the client learns which of its streams were taken), close_notify and
+                // the lingering close, as for any close; bounded, since a client that answers
+                // no PING would hold it open.
+                conn.as_mut().graceful_shutdown();
+                match tokio::time::timeout(CLOSE_TIMEOUT + crate::closing::LINGER, conn).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(()),
+                }
             }
         }
     };
@@ -399,7 +406,7 @@ async fn relay<I: Io>(
         () = drained => tracing::debug!("drain timeout: upgraded connection closed"),
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, upstream.shutdown()).await;
-    close(client).await;
+    close(client, limits).await;
 }
 
 type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<ServedBody>, Infallible>> + Send>>;
@@ -603,9 +610,11 @@ impl hyper::body::Body for ServedBody {
     }
 }
 
-/// Ends a connection politely: TLS close_notify and FIN, within a bound.
-async fn close<T: AsyncWrite + Unpin>(mut io: T) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
+/// Ends a connection politely: TLS close_notify and FIN, then the lingering close (see
+/// `crate::closing`), within the idle timeout (at least [`CLOSE_TIMEOUT`]): no longer than a
+/// client that stops reading may hold its connection anyway.
+async fn close<T: AsyncWrite + Unpin>(mut io: T, limits: &Limits) {
+    let _ = tokio::time::timeout(limits.idle_timeout.max(CLOSE_TIMEOUT), io.shutdown()).await;
 }
 
 /// `T` with bytes to be read before its own: what a parked connection read while waiting, and

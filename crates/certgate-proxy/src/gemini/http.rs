@@ -36,7 +36,7 @@ pub(super) async fn respond(
         }
     };
     let resp = match client
-        .request(authority, req, ctx.cfg.response_timeout)
+        .request(authority, req, ctx.cfg.response_timeout, None)
         .await
     {
         Ok(r) => r,

@@ -82,13 +82,14 @@ pub(super) async fn proxy(
     // Sending starts with the first poll of the request: the upstream's writes leave in bursts
     // (see `let_ready_connections_run`).
     crate::conn::let_ready_connections_run().await;
-    // Until the answer's head: the client's connection is quiet because the upstream is slow,
-    // which `upstream_timeout` bounds, not the idle timeout.
-    let waiting = shared.activity.waiting();
     let result = client
-        .request(authority, req, cfg.limits.upstream_timeout)
+        .request(
+            authority,
+            req,
+            cfg.limits.upstream_timeout,
+            Some(&shared.activity),
+        )
         .await;
-    drop(waiting);
     if let Some(upstream_started) = upstream_started {
         metrics::histogram!("certgate_upstream_seconds", "listener" => cfg.name.clone(), "route" => route.name.clone())
             .record(upstream_started.elapsed().as_secs_f64());

@@ -17,6 +17,7 @@
 
 pub mod wire;
 
+use crate::idle::Activity;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::ErrorKind::WriteZero;
@@ -475,19 +476,30 @@ impl Sender {
 /// while the request waits on the upstream alone (to take more of the request, or to answer),
 /// not while it waits on the client's body, and starts again whenever a byte moves either way:
 /// a slow upload or a slow upstream that keeps answering is never cut, one that went silent is.
+/// While the upstream alone holds things up, the client's connection is marked as waiting
+/// (`Activity::waiting`), so that its idle timeout does not count that time; while the request
+/// waits on the client's body, it is not, so a client that stops sending meets its idle timeout.
 struct Patience<'t> {
     limit: Duration,
     timer: Pin<&'t mut Option<tokio::time::Sleep>>,
     /// A byte moved, or the request waited on the client, since the clock last started.
     restart: bool,
+    client: Option<&'t Activity>,
+    held: Option<crate::idle::Waiting<'t>>,
 }
 
 impl<'t> Patience<'t> {
-    fn new(limit: Duration, timer: Pin<&'t mut Option<tokio::time::Sleep>>) -> Self {
+    fn new(
+        limit: Duration,
+        timer: Pin<&'t mut Option<tokio::time::Sleep>>,
+        client: Option<&'t Activity>,
+    ) -> Self {
         Self {
             limit,
             timer,
             restart: false,
+            client,
+            held: None,
         }
     }
 
@@ -496,7 +508,11 @@ impl<'t> Patience<'t> {
     fn poll_wait(&mut self, on_client: bool, cx: &mut Context<'_>) -> Poll<UpstreamError> {
         if on_client {
             self.restart = true;
+            self.held = None;
             return Poll::Pending;
+        }
+        if self.held.is_none() {
+            self.held = self.client.map(Activity::waiting);
         }
         let restart = std::mem::take(&mut self.restart);
         let timer = match self.timer.as_mut().as_pin_mut() {
@@ -603,12 +619,14 @@ impl UpstreamClient {
     /// request waiting for `patience` with nothing moving fails it with
     /// [`UpstreamError::Timeout`]: the clock runs only while the upstream alone holds the
     /// request up (it takes no more of the body, and sends nothing of its answer), and starts
-    /// again whenever a byte moves.
-    pub async fn request(
+    /// again whenever a byte moves. `client`, the client connection's activity, is marked as
+    /// waiting meanwhile, so that this wait does not count toward the client's idle timeout.
+    pub(crate) async fn request(
         &self,
         to: &Authority,
         req: Request<RequestBody>,
         patience: Duration,
+        client: Option<&Activity>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
         if !parts.headers.contains_key(header::HOST)
@@ -634,7 +652,7 @@ impl UpstreamClient {
         };
         let mut interim = 0;
         let timer = std::pin::pin!(None);
-        let mut patience = Patience::new(patience, timer);
+        let mut patience = Patience::new(patience, timer, client);
         let head = loop {
             let result = std::future::poll_fn(|cx| {
                 poll_head(&mut conn, &mut sender, &mut interim, &mut patience, cx)
@@ -1112,7 +1130,7 @@ mod tests {
         let client = client();
         let started = std::time::Instant::now();
         let err = client
-            .request(&to, get("/"), Duration::from_millis(300))
+            .request(&to, get("/"), Duration::from_millis(300), None)
             .await
             .unwrap_err();
         let took = started.elapsed();
@@ -1145,9 +1163,45 @@ mod tests {
             .body(slow_body(4, Duration::from_millis(400)))
             .unwrap();
         let started = std::time::Instant::now();
-        let resp = client().request(&to, req, patience).await.unwrap();
+        let resp = client().request(&to, req, patience, None).await.unwrap();
         assert_eq!(text(resp).await, "ok");
         assert!(started.elapsed() > Duration::from_millis(1500));
+    }
+
+    /// The client's connection counts as waiting (not idle) only while the upstream holds the
+    /// request up: not while the request waits for the client's body, so a client that stops
+    /// sending its body still meets its idle timeout.
+    #[tokio::test]
+    async fn the_client_waits_only_while_the_upstream_holds_things_up() {
+        let (to, _) = upstream(|_, mut c| {
+            let (_, rest) = read_head(&mut c).unwrap();
+            let _ = read_until(&mut c, rest, b"0\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(600));
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        });
+        let activity = Activity::new();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let req = Request::post("/")
+            .body(StreamBody::new(tokio_stream_from(rx)).boxed())
+            .unwrap();
+        let during = Arc::clone(&activity);
+        let asking = tokio::spawn(async move {
+            let resp = client()
+                .request(&to, req, PATIENCE, Some(&during))
+                .await
+                .unwrap();
+            text(resp).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!activity.is_waiting(), "waiting on the client's body");
+        tx.send(Ok(Frame::data(Bytes::from_static(b"body"))))
+            .await
+            .unwrap();
+        drop(tx);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(activity.is_waiting(), "waiting on the upstream's answer");
+        assert_eq!(asking.await.unwrap(), "ok");
+        assert!(!activity.is_waiting(), "answered");
     }
 
     /// An upstream that stops taking the request body (its buffers full) keeps the request
@@ -1173,7 +1227,7 @@ mod tests {
             .unwrap();
         let started = std::time::Instant::now();
         let err = client()
-            .request(&to, req, Duration::from_millis(300))
+            .request(&to, req, Duration::from_millis(300), None)
             .await
             .unwrap_err();
         assert!(matches!(err, UpstreamError::Timeout(_)), "{err}");
@@ -1199,7 +1253,7 @@ mod tests {
         ];
         let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
         let req = Request::post("/up").body(body).unwrap();
-        let resp = client().request(&to, req, PATIENCE).await.unwrap();
+        let resp = client().request(&to, req, PATIENCE, None).await.unwrap();
         assert_eq!(text(resp).await, "ok");
         let (head, body) = seen.recv().unwrap();
         assert!(head.starts_with("POST /up HTTP/1.1\r\n"), "{head}");
@@ -1227,7 +1281,7 @@ mod tests {
                     .boxed(),
             )
             .unwrap();
-        let resp = client().request(&to, req, PATIENCE).await.unwrap();
+        let resp = client().request(&to, req, PATIENCE, None).await.unwrap();
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
         let (head, body) = seen.recv().unwrap();
         assert!(head.contains("\r\ncontent-length: 5\r\n"), "{head}");
@@ -1248,7 +1302,7 @@ mod tests {
         });
         let client = client();
         for _ in 0..3 {
-            let resp = client.request(&to, get("/"), PATIENCE).await.unwrap();
+            let resp = client.request(&to, get("/"), PATIENCE, None).await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK);
             assert_eq!(text(resp).await, "ok");
         }
@@ -1272,11 +1326,11 @@ mod tests {
         });
         let client = client();
         assert_eq!(
-            text(client.request(&to, get("/"), PATIENCE).await.unwrap()).await,
+            text(client.request(&to, get("/"), PATIENCE, None).await.unwrap()).await,
             "ok"
         );
         assert!(client.inner.idle.lock().unwrap().is_empty());
-        let _ = client.request(&to, get("/"), PATIENCE).await;
+        let _ = client.request(&to, get("/"), PATIENCE, None).await;
         assert_eq!(accepts.try_iter().count(), 2);
     }
 
@@ -1298,10 +1352,10 @@ mod tests {
         });
         let client = client();
         assert_eq!(
-            text(client.request(&to, get("/"), PATIENCE).await.unwrap()).await,
+            text(client.request(&to, get("/"), PATIENCE, None).await.unwrap()).await,
             "ok"
         );
-        let again = client.request(&to, get("/"), PATIENCE).await.unwrap();
+        let again = client.request(&to, get("/"), PATIENCE, None).await.unwrap();
         assert_eq!(text(again).await, "ok");
         assert_eq!(accepts.try_iter().count(), 2, "the GET went again");
 
@@ -1312,7 +1366,7 @@ mod tests {
         });
         let client = self::client();
         assert_eq!(
-            text(client.request(&to, get("/"), PATIENCE).await.unwrap()).await,
+            text(client.request(&to, get("/"), PATIENCE, None).await.unwrap()).await,
             "ok"
         );
         let post = Request::post("/")
@@ -1322,7 +1376,7 @@ mod tests {
                     .boxed(),
             )
             .unwrap();
-        let err = client.request(&to, post, PATIENCE).await.unwrap_err();
+        let err = client.request(&to, post, PATIENCE, None).await.unwrap_err();
         // Closed, or reset as the body was written after the close.
         assert!(
             matches!(err, UpstreamError::Closed | UpstreamError::Io(_)),
@@ -1353,10 +1407,13 @@ mod tests {
         let body = StreamBody::new(tokio_stream_from(rx)).boxed();
         let client = client();
         let req = Request::post("/").body(body).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(5), client.request(&to, req, PATIENCE))
-            .await
-            .expect("the answer came while the body was still being sent")
-            .unwrap();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request(&to, req, PATIENCE, None),
+        )
+        .await
+        .expect("the answer came while the body was still being sent")
+        .unwrap();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(text(resp).await, "big");
         assert!(client.inner.idle.lock().unwrap().is_empty());
@@ -1386,7 +1443,7 @@ mod tests {
                     .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
             }
             let client = client();
-            let resp = client.request(&to, req, PATIENCE).await.unwrap();
+            let resp = client.request(&to, req, PATIENCE, None).await.unwrap();
             if fails {
                 tx.send(Err("the client's body broke".into()))
                     .await
@@ -1400,7 +1457,7 @@ mod tests {
                 client.inner.idle.lock().unwrap().is_empty(),
                 "pooled with the body unfinished (failed: {fails})"
             );
-            let _ = client.request(&to, get("/"), PATIENCE).await;
+            let _ = client.request(&to, get("/"), PATIENCE, None).await;
             assert_eq!(accepts.try_iter().count(), 2);
         }
     }
@@ -1426,7 +1483,7 @@ mod tests {
                 let _ = read_head(&mut c);
                 let _ = c.write_all(raw);
             });
-            let outcome = match client().request(&to, get("/"), PATIENCE).await {
+            let outcome = match client().request(&to, get("/"), PATIENCE, None).await {
                 Err(e) => Err(e.to_string()),
                 Ok(resp) => resp
                     .into_body()

@@ -621,6 +621,21 @@ upstream_timeout_secs = 2
         );
         assert_eq!(get(listener, "/", version), "ok\n200");
     }
+    // A client that stops sending its body holds the request up, not the upstream: it meets
+    // the idle timeout (1 s), however long the upstream would wait.
+    let config = crate::tls::config(&pki.root.der, &[], crate::tls::Auth::None);
+    let mut stalled =
+        crate::tls::connect(server.port("tight"), config, Duration::from_secs(10)).unwrap();
+    stalled
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        .unwrap();
+    let closed = closed_within(&mut stalled, Duration::from_secs(6));
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_secs(3)),
+        "a request whose body stalled held its connection: {closed:?}"
+    );
     let port = server.port("web");
 
     // Three bytes of body, one every 1.3 s: each pause longer than the upstream's limit.
@@ -793,4 +808,92 @@ drain_timeout_secs = 20
             "serve did not exit after the drain"
         );
     }
+}
+
+/// An HTTP/2 client (Python `h2` for the request, then frames read by hand) that makes one
+/// request to port `argv[1]` (CA `argv[2]`), then waits, answering PINGs, until the server
+/// closes; prints JSON: whether a GOAWAY came, and how the connection ended (`close_notify`
+/// for a clean TLS end, `eof` without it, `reset`).
+const H2_IDLE: &str = r#"
+import json, socket, ssl, sys
+import h2.config, h2.connection, h2.events
+port, ca = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+ctx.set_alpn_protocols(["h2"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port)), timeout=10), server_hostname="localhost", suppress_ragged_eofs=False)
+c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+c.initiate_connection()
+c.send_headers(1, [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", "/")], end_stream=True)
+s.sendall(c.data_to_send())
+done, inbox = False, b""
+while not done:
+    for ev in c.receive_data(s.recv(65536)):
+        if isinstance(ev, h2.events.StreamEnded):
+            done = True
+    s.sendall(c.data_to_send())
+goaway, end = False, "open"
+try:
+    while True:
+        data = s.recv(65536)
+        if not data:
+            end = "close_notify"
+            break
+        inbox += data
+        while len(inbox) >= 9 and len(inbox) >= 9 + int.from_bytes(inbox[0:3], "big"):
+            n = 9 + int.from_bytes(inbox[0:3], "big")
+            frame, inbox = inbox[:n], inbox[n:]
+            if frame[3] == 7:
+                goaway = True
+            elif frame[3] == 6 and not frame[4] & 1:
+                s.sendall(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + frame[9:17])
+except ConnectionResetError:
+    end = "reset"
+except ssl.SSLEOFError:
+    end = "eof"
+except socket.timeout:
+    end = "timeout"
+print(json.dumps({"goaway": goaway, "end": end}), flush=True)
+"#;
+
+/// An idle HTTP/2 connection closed by the idle timeout is closed like any other: GOAWAY (the
+/// client learns which streams were taken), then close_notify, never a bare FIN or a reset.
+#[test]
+fn an_idle_http2_connection_ends_with_goaway_and_close_notify() {
+    let python = require_peer!("python3");
+    let dir = tempdir();
+    let d = dir.path();
+    crate::ingress::write_pki(d);
+    let upstream = Script::start(&python, SLOW_UPSTREAM);
+    std::fs::write(
+        d.join("c.toml"),
+        format!(
+            r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+idle_timeout_secs = 1
+  [[ingress.route]]
+  upstream = "http://127.0.0.1:{}"
+"#,
+            upstream.1
+        ),
+    )
+    .unwrap();
+    let server = Serve::start(d, "c.toml", 1);
+    let out = std::process::Command::new(&python)
+        .current_dir(d)
+        .args(["-c", H2_IDLE, &server.port("web").to_string(), "root.pem"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let got: serde_json::Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(got["goaway"], true, "{got}");
+    assert_eq!(got["end"], "close_notify", "{got}");
 }
