@@ -523,6 +523,18 @@ fn trust_verify_gives_up_on_a_log_that_never_answers() {
     drop(silent);
 }
 
+/// The start of a config: its version and the test PKI's server identity.
+const SERVER: &str =
+    "version = 1\n[[identity]]\nname = \"server\"\ncert = \"server.pem\"\nkey = \"server.key\"\n";
+
+/// An `[[ingress]]` called `name`, with `keys` (TOML lines), whose one route goes to the HTTP
+/// upstream on `upstream`.
+fn listener(name: &str, upstream: u16, keys: &str) -> String {
+    format!(
+        "[[ingress]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nidentity = \"server\"\n{keys}\n  [[ingress.route]]\n  upstream = \"http://127.0.0.1:{upstream}\"\n"
+    )
+}
+
 /// An upstream that hangs on `/hang`, and answers a `POST` with the size of the body it read
 /// (Python's `http.server`, HTTP/1.1 keep-alive).
 const SLOW_UPSTREAM: &str = r#"
@@ -560,34 +572,26 @@ fn a_silent_upstream_gets_504_and_a_slow_upload_does_not() {
     let d = dir.path();
     let pki = crate::ingress::write_pki(d);
     let upstream = Script::start(&python, SLOW_UPSTREAM);
-    std::fs::write(
-        d.join("c.toml"),
-        format!(
-            r#"version = 1
-[[identity]]
-name = "server"
-cert = "server.pem"
-key = "server.key"
-[[ingress]]
-name = "web"
-listen = "127.0.0.1:0"
-identity = "server"
-upstream_timeout_secs = 1
-  [[ingress.route]]
-  upstream = "http://127.0.0.1:{port}"
-[[ingress]]
-name = "tight"
-listen = "127.0.0.1:0"
-identity = "server"
-idle_timeout_secs = 1
-upstream_timeout_secs = 2
-  [[ingress.route]]
-  upstream = "http://127.0.0.1:{port}"
-"#,
-            port = upstream.1
+    let config = [
+        listener("web", upstream.1, "upstream_timeout_secs = 1"),
+        listener(
+            "tight",
+            upstream.1,
+            "idle_timeout_secs = 1\nupstream_timeout_secs = 2",
         ),
-    )
-    .unwrap();
+    ]
+    .concat();
+    std::fs::write(d.join("c.toml"), format!("{SERVER}{config}")).unwrap();
+    // No limit at all is not a limit: the check names the key.
+    let zero = listener("zero", upstream.1, "upstream_timeout_secs = 0");
+    std::fs::write(d.join("zero.toml"), format!("{SERVER}{zero}")).unwrap();
+    let checked = crate::certgate(d, &["check", "--config", "zero.toml"]);
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(!checked.status.success(), "{said}");
+    assert!(
+        said.contains("ingress.zero.upstream_timeout_secs") && said.contains("greater than 0"),
+        "{said}"
+    );
     let server = Serve::start(d, "c.toml", 2);
     let get = |listener: &str, path: &str, version: &str| {
         let port = server.port(listener);
@@ -749,26 +753,8 @@ fn a_drain_lets_an_http2_download_finish_whole() {
     std::fs::create_dir_all(d.join("files")).unwrap();
     let files = d.join("files").display().to_string();
     let http = Script::start_with(&python, FILE_SERVER, &[&files]);
-    std::fs::write(
-        d.join("c.toml"),
-        format!(
-            r#"version = 1
-[[identity]]
-name = "server"
-cert = "server.pem"
-key = "server.key"
-[[ingress]]
-name = "web"
-listen = "127.0.0.1:0"
-identity = "server"
-drain_timeout_secs = 20
-  [[ingress.route]]
-  upstream = "http://127.0.0.1:{}"
-"#,
-            http.1
-        ),
-    )
-    .unwrap();
+    let config = listener("web", http.1, "drain_timeout_secs = 20");
+    std::fs::write(d.join("c.toml"), format!("{SERVER}{config}")).unwrap();
     for (size, rate, window) in [
         (1usize << 20, "300000", "small"),
         (8 << 20, "1000000", "big"),
@@ -865,26 +851,8 @@ fn an_idle_http2_connection_ends_with_goaway_and_close_notify() {
     let d = dir.path();
     crate::ingress::write_pki(d);
     let upstream = Script::start(&python, SLOW_UPSTREAM);
-    std::fs::write(
-        d.join("c.toml"),
-        format!(
-            r#"version = 1
-[[identity]]
-name = "server"
-cert = "server.pem"
-key = "server.key"
-[[ingress]]
-name = "web"
-listen = "127.0.0.1:0"
-identity = "server"
-idle_timeout_secs = 1
-  [[ingress.route]]
-  upstream = "http://127.0.0.1:{}"
-"#,
-            upstream.1
-        ),
-    )
-    .unwrap();
+    let config = listener("web", upstream.1, "idle_timeout_secs = 1");
+    std::fs::write(d.join("c.toml"), format!("{SERVER}{config}")).unwrap();
     let server = Serve::start(d, "c.toml", 1);
     let out = std::process::Command::new(&python)
         .current_dir(d)
