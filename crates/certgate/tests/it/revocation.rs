@@ -597,44 +597,11 @@ fn revoked_clients_lose_their_open_connections() {
         crate::lifetimes::TCP_ECHO,
         &[&received.display().to_string()],
     );
-    std::fs::write(
-        d.join("c.toml"),
-        format!(
-            r#"version = 1
-[[identity]]
-name = "server"
-cert = "server.pem"
-key = "server.key"
-[[trust]]
-name = "clients"
-ca = ["root.pem"]
-crl = ["root.crl", "cur.crl"]
-[[ingress]]
-name = "web"
-listen = "127.0.0.1:0"
-identity = "server"
-client_auth = "request"
-trust = "clients"
-  [[ingress.route]]
-  upstream = "http://127.0.0.1:{}"
-  upgrades = ["echo"]
-  require_verified = true
-  [[ingress.route]]
-  path = "/h2"
-  upstream = "echo"
-  require_verified = true
-[[tunnel]]
-name = "tcp"
-listen = "127.0.0.1:0"
-identity = "server"
-client_auth = "require_and_verify"
-trust = "clients"
-target = "127.0.0.1:{}"
-"#,
-            upgrade_echo.1, tcp_echo.1
-        ),
-    )
-    .unwrap();
+    let routes = format!(
+        "  [[ingress.route]]\n  upstream = \"http://127.0.0.1:{}\"\n  upgrades = [\"echo\"]\n  require_verified = true\n  [[ingress.route]]\n  path = \"/h2\"\n  upstream = \"echo\"\n  require_verified = true\n",
+        upgrade_echo.1
+    );
+    std::fs::write(d.join("c.toml"), revocable_config(&routes, tcp_echo.1)).unwrap();
     let server = Serve::start(d, "c.toml", 2);
     let (web, tcp) = (server.port("web"), server.port("tcp"));
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -846,6 +813,37 @@ impl Revoker {
     }
 }
 
+/// A config for the [`Revoker`]'s PKI: the trust `clients` with its CRLs, the ingress `web`
+/// (`client_auth = "request"`) with `routes`, and the tunnel `tcp` to `target` (verified
+/// clients only).
+fn revocable_config(routes: &str, target: u16) -> String {
+    format!(
+        r#"version = 1
+[[identity]]
+name = "server"
+cert = "server.pem"
+key = "server.key"
+[[trust]]
+name = "clients"
+ca = ["root.pem"]
+crl = ["root.crl", "cur.crl"]
+[[ingress]]
+name = "web"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "request"
+trust = "clients"
+{routes}[[tunnel]]
+name = "tcp"
+listen = "127.0.0.1:0"
+identity = "server"
+client_auth = "require_and_verify"
+trust = "clients"
+target = "127.0.0.1:{target}"
+"#
+    )
+}
+
 /// A revoked client that reads slowly gets nothing more once its connection is cut: what was
 /// queued for it in the kernel is dropped (the socket is reset), over HTTPS (a download, cut
 /// after the in-flight grace) and through a TCP tunnel (cut at once). Closed the usual way, the
@@ -862,39 +860,11 @@ fn a_revoked_client_reading_slowly_gets_nothing_queued_after_the_cut() {
     let files = d.join("files").display().to_string();
     let http =
         crate::lifetimes::Script::start_with(&python, crate::lifetimes::FILE_SERVER, &[&files]);
-    std::fs::write(
-        d.join("c.toml"),
-        format!(
-            r#"version = 1
-[[identity]]
-name = "server"
-cert = "server.pem"
-key = "server.key"
-[[trust]]
-name = "clients"
-ca = ["root.pem"]
-crl = ["root.crl", "cur.crl"]
-[[ingress]]
-name = "web"
-listen = "127.0.0.1:0"
-identity = "server"
-client_auth = "request"
-trust = "clients"
-  [[ingress.route]]
-  upstream = "http://127.0.0.1:{port}"
-  require_verified = true
-[[tunnel]]
-name = "tcp"
-listen = "127.0.0.1:0"
-identity = "server"
-client_auth = "require_and_verify"
-trust = "clients"
-target = "127.0.0.1:{port}"
-"#,
-            port = http.1
-        ),
-    )
-    .unwrap();
+    let routes = format!(
+        "  [[ingress.route]]\n  upstream = \"http://127.0.0.1:{}\"\n  require_verified = true\n",
+        http.1
+    );
+    std::fs::write(d.join("c.toml"), revocable_config(&routes, http.1)).unwrap();
     let server = Serve::start(d, "c.toml", 2);
     let (web, tcp) = (server.port("web"), server.port("tcp"));
     let mut readers: Vec<_> = [("https", web), ("tunnel", tcp)]
